@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Make .venv hold every Python package the project needs; reinstall only when a
+# requirements file changed. Usage: scripts/setup.sh [runtime|dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile=${1:-runtime}
+venv=${VENV:-.venv}
+req=requirements.txt
+[ "$profile" = dev ] && req=requirements-dev.txt
+
+python=${PYTHON:-python3}
+if ! command -v "$python" >/dev/null 2>&1; then
+  echo "setup: $python not found; install Python 3.10 or newer (Debian: apt-get install python3 python3-venv)" >&2
+  exit 1
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: creating virtual environment in $venv"
+  "$python" -m venv "$venv"
+fi
+
+stamp="$venv/.setup-stamp-$profile"
+digest=$(cat requirements*.txt trainer/requirements.txt 2>/dev/null | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+  echo "setup: installing Python packages from $req (first time: a few minutes)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  echo "$digest" > "$stamp"
+fi
