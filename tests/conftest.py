@@ -1,0 +1,61 @@
+"""Fixtures shared by every test folder: real SSH test hosts (see tests/sshcluster.py).
+
+- ``ssh_cluster``: session-wide, 3 hosts (tfhost1..3). ``ssh_cluster4``: the same sshd
+  processes seen as 4 hosts, for benchmarks. Hosts a test stopped or paused are running again
+  before the next test. Homes are NOT emptied between tests: call ``cluster.reset_home(host)``
+  or use per-test paths when a test needs a clean home.
+- Without /usr/sbin/sshd (or without root) these fixtures fail with the fix, also in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.sshcluster import (
+    MAX_HOSTS,
+    SshCluster,
+    SshClusterError,
+    check_requirements,
+    start_cluster,
+)
+
+_started: list[SshCluster] = []
+
+
+@pytest.fixture(scope="session")
+def _ssh_cluster_all(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshCluster]:
+    """All test hosts, started once per session and always stopped at its end."""
+    try:
+        check_requirements()
+    except SshClusterError as exc:
+        where = " in CI (CI=true)" if os.environ.get("CI") == "true" else ""
+        pytest.fail(f"SSH test hosts unavailable{where}: {exc}", pytrace=False)
+    with start_cluster(MAX_HOSTS, tmp_path_factory.mktemp("sshcluster")) as cluster:
+        _started.append(cluster)
+        try:
+            yield cluster
+        finally:
+            _started.remove(cluster)
+
+
+@pytest.fixture(scope="session")
+def ssh_cluster(_ssh_cluster_all: SshCluster) -> SshCluster:
+    """Three SSH test hosts (tfhost1..3), each its own user and home, strict host keys."""
+    return _ssh_cluster_all.subset(3)
+
+
+@pytest.fixture(scope="session")
+def ssh_cluster4(_ssh_cluster_all: SshCluster) -> SshCluster:
+    """Four SSH test hosts (tfhost1..4), the same sshd processes as ssh_cluster."""
+    return _ssh_cluster_all
+
+
+@pytest.fixture(autouse=True)
+def _ssh_hosts_back_up() -> Iterator[None]:
+    """After each test, restart the SSH test hosts it stopped or paused."""
+    yield
+    for cluster in _started:
+        cluster.ensure_running()
