@@ -1,0 +1,109 @@
+"""`python -m trainer`: check the input, train, and leave an honest status behind.
+
+Options, TF_CONFIG and the data are checked before TensorFlow is imported, so a mistake
+costs the user one line and a fraction of a second, and no worker is left waiting.
+Exit codes: 0 trained and saved, 1 training failed, 2 bad input, 130/143 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from types import FrameType
+
+from trainer.cluster import parse_tf_config
+from trainer.config import parse_args
+from trainer.data import load_data
+from trainer.errors import InputError
+from trainer.plan import plan_batches
+from trainer.status import StatusFile, initial_status, worker_dir, write_json_atomic
+
+EXIT_FAILED = 1
+EXIT_INPUT = 2
+
+_QUIET_TENSORFLOW = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1"}
+
+
+class Stopped(Exception):
+    """Raised in the main thread when the launcher asks this worker to stop."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run one worker; returns the process exit code."""
+    try:
+        config = parse_args(argv)
+        cluster = parse_tf_config(os.environ.get("TF_CONFIG"))
+    except InputError as e:
+        return _report_input_error(e)
+
+    status = StatusFile(
+        worker_dir(config.run_dir, cluster.index) / "status.json",
+        initial_status(
+            cluster.index,
+            cluster.role,
+            socket.gethostname(),
+            os.getpid(),
+            config.epochs,
+            time.time(),
+        ),
+    )
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        status.update()
+        splits = load_data(config)
+        plan = plan_batches(
+            len(splits.x_train), config.batch_size, cluster.num_workers, config.steps_per_epoch
+        )
+        for name, value in _QUIET_TENSORFLOW.items():
+            os.environ.setdefault(name, value)
+        # Imported here: TensorFlow takes seconds to load, and the checks above must not wait.
+        from trainer.train import train
+
+        metrics = train(config, cluster, splits, plan, status)
+        if cluster.is_chief:
+            write_json_atomic(config.run_dir / "metrics.json", metrics)
+            print(
+                f"trainer: test accuracy {metrics['test_accuracy']:.4f}, model saved to "
+                f"{config.run_dir / 'model.h5'}",
+                flush=True,
+            )
+    except InputError as e:
+        status.update(state="failed", error=str(e))
+        return _report_input_error(e)
+    except (Stopped, KeyboardInterrupt) as e:
+        stop = e if isinstance(e, Stopped) else Stopped(signal.SIGINT)
+        status.update(state="failed", error=str(stop))
+        print(f"trainer: worker {cluster.index} {stop}", file=sys.stderr, flush=True)
+        return stop.exit_code
+    except Exception as e:
+        line = one_line(e)
+        status.update(state="failed", error=line)
+        traceback.print_exc()
+        print(f"trainer: worker {cluster.index} failed: {line}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    status.update(state="finished")
+    return 0
+
+
+def one_line(error: BaseException) -> str:
+    """The error's type and the first non-empty line of its message."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _report_input_error(error: InputError) -> int:
+    print(f"trainer: error: {error}", file=sys.stderr, flush=True)
+    return EXIT_INPUT
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)

@@ -1,0 +1,112 @@
+"""This worker's own progress: tf.summary scalars in workers/<i>/events and status.json.
+
+The Keras TensorBoard callback keeps only the chief's files under MultiWorkerMirroredStrategy,
+so every worker writes its own. Work happens once per window of steps, never per step, and
+Keras' per-step logs stay tensors (no host sync) between windows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+import tf_keras as keras
+
+from trainer.status import StatusFile
+
+
+@dataclass(frozen=True)
+class Window:
+    """Throughput over the steps since the last report."""
+
+    steps: int
+    seconds: float
+    examples_per_step: int
+
+    @property
+    def examples_per_sec(self) -> float:
+        return self.steps * self.examples_per_step / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def step_time_ms(self) -> float:
+        return 1000.0 * self.seconds / self.steps if self.steps else 0.0
+
+
+class ProgressLogger(keras.callbacks.Callback):
+    """Writes progress/* every `log_every` global steps and epoch/* after every epoch."""
+
+    def __init__(
+        self,
+        events_dir: Path,
+        status: StatusFile,
+        log_every: int,
+        examples_per_step: int,
+        steps_per_epoch: int,
+    ) -> None:
+        super().__init__()
+        self._supports_tf_logs = True
+        self.events_dir = events_dir
+        self.status = status
+        self.log_every = log_every
+        self.examples_per_step = examples_per_step
+        self.steps_per_epoch = steps_per_epoch
+        self.step = 0
+        self.window_step = 0
+        self.window_start = 0.0
+        self.writer: Any = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.writer = tf.summary.create_file_writer(str(self.events_dir))
+        epochs = self.params.get("epochs", 0)
+        self.status.update(state="running", steps_total=epochs * self.steps_per_epoch)
+        self.window_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.step += 1
+        if self.step % self.log_every == 0:
+            self._report_window(_floats(logs))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        values = _floats(logs)
+        with self.writer.as_default(), tf.summary.record_if(True):
+            for name in ("loss", "accuracy"):
+                if name in values:
+                    tf.summary.scalar(f"epoch/{name}", values[name], step=epoch + 1)
+        self.writer.flush()
+        self.status.update(epoch=epoch + 1, step=self.step)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def _report_window(self, values: dict[str, float]) -> None:
+        now = time.perf_counter()
+        window = Window(
+            self.step - self.window_step, now - self.window_start, self.examples_per_step
+        )
+        scalars = {
+            "progress/loss": values.get("loss"),
+            "progress/accuracy": values.get("accuracy"),
+            "progress/examples_per_sec": window.examples_per_sec,
+            "progress/step_time_ms": window.step_time_ms,
+        }
+        with self.writer.as_default(), tf.summary.record_if(True):
+            for tag, value in scalars.items():
+                if value is not None:
+                    tf.summary.scalar(tag, value, step=self.step)
+        self.writer.flush()
+        self.status.update(
+            step=self.step,
+            loss=values.get("loss"),
+            accuracy=values.get("accuracy"),
+            examples_per_sec=round(window.examples_per_sec, 1),
+        )
+        self.window_step, self.window_start = self.step, time.perf_counter()
+
+
+def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
+    """Keras' logs as plain floats (they arrive as tensors: we asked for no per-step sync)."""
+    return {name: float(value) for name, value in (logs or {}).items()}

@@ -1,0 +1,134 @@
+"""One worker's whole job: strategy, model, fit, evaluate, save. Imports TensorFlow."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+import tf_keras as keras
+
+from trainer.cluster import Cluster
+from trainer.config import TrainConfig
+from trainer.data import Splits
+from trainer.model import build_model
+from trainer.pipeline import eval_dataset, train_dataset
+from trainer.plan import BatchPlan
+from trainer.progress import ProgressLogger
+from trainer.status import StatusFile, worker_dir
+
+
+def configure_devices(threads: int | None) -> list[str]:
+    """Limit CPU threads and let GPUs grow their memory; must run before the strategy."""
+    if threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    return [gpu.name for gpu in gpus] or ["CPU"]
+
+
+def train(
+    config: TrainConfig, cluster: Cluster, splits: Splits, plan: BatchPlan, status: StatusFile
+) -> dict[str, Any]:
+    """Train, evaluate on the test split and save; returns the metrics (the chief writes them)."""
+    devices = configure_devices(config.threads)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    keras.utils.set_random_seed(config.seed)
+    print(describe(config, cluster, splits, plan, devices), flush=True)
+
+    with strategy.scope():
+        model = build_model(config.learning_rate)
+    # Metrics are already summed over every replica of every worker; tf-keras' default
+    # ("auto": add up the replicas' results) would report them num_workers times over.
+    model.distribute_reduction_method = "first"
+    test_data = eval_dataset(splits.x_test, splits.y_test, plan)
+    started = time.perf_counter()
+    model.fit(
+        train_dataset(strategy, splits.x_train, splits.y_train, plan, config.seed, config.shard),
+        epochs=config.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        validation_data=test_data if config.validation else None,
+        callbacks=make_callbacks(config, cluster, plan, status),
+        verbose=2,
+    )
+    train_time = time.perf_counter() - started
+    results = model.evaluate(test_data, return_dict=True, verbose=0)
+    save_model(model, config.run_dir, cluster.is_chief)
+    steps = plan.steps_per_epoch * config.epochs
+    return {
+        "test_loss": float(results["loss"]),
+        "test_accuracy": float(results["accuracy"]),
+        "examples_seen": steps * plan.global_batch,
+        "train_time_sec": round(train_time, 3),
+        "steps_per_sec": round(steps / train_time, 3),
+        "epochs": config.epochs,
+        "workers": cluster.num_workers,
+        "global_batch_size": plan.global_batch,
+        "dataset": splits.name,
+    }
+
+
+def make_callbacks(
+    config: TrainConfig, cluster: Cluster, plan: BatchPlan, status: StatusFile
+) -> list[keras.callbacks.Callback]:
+    """Every worker logs its own progress; the chief also keeps Keras' TensorBoard logs."""
+    progress = ProgressLogger(
+        events_dir=worker_dir(config.run_dir, cluster.index) / "events",
+        status=status,
+        log_every=config.log_every,
+        examples_per_step=plan.per_worker_batch,
+        steps_per_epoch=plan.steps_per_epoch,
+    )
+    if not cluster.is_chief:
+        return [progress]
+    tensorboard = keras.callbacks.TensorBoard(
+        log_dir=str(config.run_dir / "tensorboard"),
+        update_freq="epoch",
+        profile_batch=0,
+        write_graph=False,
+    )
+    return [progress, tensorboard]
+
+
+def save_model(model: keras.Model, run_dir: Path, is_chief: bool) -> None:
+    """Every worker saves (the strategy expects it); only the chief's copy is kept, whole."""
+    if not is_chief:
+        scratch = tempfile.mkdtemp(prefix="trainer-model-")
+        try:
+            _save_h5(model, Path(scratch) / "model.h5")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
+    final = run_dir / "model.h5"
+    partial = run_dir / ".model.partial.h5"
+    try:
+        _save_h5(model, partial)
+        partial.replace(final)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _save_h5(model: keras.Model, path: Path) -> None:
+    """HDF5 on purpose (one file, loads in tf-keras and Keras 3): skip Keras' legacy warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*HDF5 file.*", category=UserWarning)
+        model.save(str(path), save_format="h5")
+
+
+def describe(
+    config: TrainConfig, cluster: Cluster, splits: Splits, plan: BatchPlan, devices: list[str]
+) -> str:
+    """The one line a worker prints before training: who it is and what it will do."""
+    return (
+        f"trainer: worker {cluster.index} of {cluster.num_workers} ({cluster.role}) on "
+        f"{', '.join(devices)}; {splits.name}: {len(splits.x_train)} train / "
+        f"{len(splits.x_test)} test; global batch {plan.global_batch} = "
+        f"{plan.per_worker_batch} x {plan.num_workers}; {plan.steps_per_epoch} steps x "
+        f"{config.epochs} epochs; shard {config.shard}"
+    )
