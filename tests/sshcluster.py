@@ -39,8 +39,8 @@ and their homes are emptied (back to /etc/skel) and their processes killed at st
 Concurrent test sessions on one machine each take a free slot: the second one gets users
 ``tfs1host1`` ... on 127.0.1.2 ... so sessions never share a user. The interpreter is made
 runnable by the test users with the least change: ``setfacl -m u:USER:x`` only on the directories
-on its path that others cannot traverse (``chmod o+x`` where ACLs are unavailable); the ACL
-entries are removed again at close.
+on its path that others cannot traverse; the ACL entries are removed again at close. Where
+ACLs are unavailable it falls back to ``chmod o+x``, which stays (another session may rely on it).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class _Runtime:
     slot_lock: IO[str]
     slot: int
     sshd: dict[str, _Sshd]
-    users: list[str]
+    users: list[str]  # every existing user of the slot, used by this session or not
     acl_dirs: list[Path]
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
@@ -292,6 +292,8 @@ class SshCluster:
     def start_host(self, host: TestHost) -> None:
         """Start the host's sshd again on the same address and port."""
         with self._rt.lock:
+            if self._rt.closed:
+                raise SshClusterError("the SSH test cluster is closed")
             sshd = self._rt.sshd[host.name]
             if sshd.proc is not None and sshd.proc.poll() is None:
                 return
@@ -326,6 +328,8 @@ class SshCluster:
 
     def ensure_running(self) -> None:
         """Resume and restart every host a test left paused or stopped."""
+        if self._rt.closed:
+            return
         for host in self.hosts:
             self.resume_host(host)
             self.start_host(host)
@@ -384,7 +388,8 @@ def start_cluster(n: int, base: Path, python: str | None = None) -> SshCluster:
         names = [_user_name(slot, i) for i in range(1, n + 1)]
         for name in names:
             _ensure_user(name)
-        rt.users = names
+        slot_users = (_user_name(slot, i) for i in range(1, MAX_HOSTS + 1))
+        rt.users = [name for name in slot_users if _user_exists(name)]
         with ThreadPoolExecutor(max_workers=n + 1) as pool:
             keygens = [pool.submit(_keygen, key)]
             for name in names:
@@ -393,9 +398,9 @@ def start_cluster(n: int, base: Path, python: str | None = None) -> SshCluster:
             for job in keygens:
                 job.result()
         pubkey = key.with_suffix(".pub").read_text()
-        for name in names:
+        for name in rt.users:  # all of the slot: a killed session may have used more hosts
             _kill_user_processes(name)
-            _reset_home(name, pubkey)
+            _reset_home(name, pubkey if name in names else None)
         rt.acl_dirs = _grant_python(python, names)
         for i, name in enumerate(names, start=1):
             host = TestHost(
@@ -467,10 +472,11 @@ def _kill_stale_sshd(slot: int) -> None:
         return
     for pid in pids:
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            exe = os.readlink(f"/proc/{pid}/exe")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()  # retitled: "sshd: /usr/..."
         except OSError:
             continue
-        if cmdline.startswith(str(SSHD).encode()) and b"sshcluster-" in cmdline:
+        if exe == str(SSHD) and b"/sshcluster-" in cmdline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -563,8 +569,10 @@ def _reset_home(user: str, pubkey: str | None) -> None:
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
         (ssh_dir / "authorized_keys").write_text(pubkey)
         (ssh_dir / "authorized_keys").chmod(0o600)
-    for path in [home, *home.rglob("*")]:
-        os.lchown(path, entry.pw_uid, entry.pw_gid)
+    os.lchown(home, entry.pw_uid, entry.pw_gid)
+    for root, dirs, files in os.walk(home):  # never follows symlinks out of the home
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
 
 
 def _keygen(path: Path) -> None:
