@@ -41,6 +41,13 @@ Concurrent test sessions on one machine each take a free slot: the second one ge
 runnable by the test users with the least change: ``setfacl -m u:USER:x`` only on the directories
 on its path that others cannot traverse; the ACL entries are removed again at close. Where
 ACLs are unavailable it falls back to ``chmod o+x``, which stays (another session may rely on it).
+
+For the code under test: a host's login shell finds ``python3`` on the default PATH, which has no
+TensorFlow, so hosts files must carry ``python=`` (``hosts_line`` puts ``cluster.python`` there).
+Strict host key checking needs ``cluster.known_hosts``; ``[127.0.0.2]:PORT`` is the form both
+OpenSSH and Paramiko look up for a port other than 22. Each sshd accepts only its own user.
+Every worker of a cluster shares this machine, so each host needs its own ``tf_port``.
+``processes_of`` leaves out zombies; ``run_as`` with a timeout does not kill the remote command.
 """
 
 from __future__ import annotations

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import shlex
 import stat
+import subprocess
 import time
 from pathlib import Path
 
 import paramiko
 import pytest
 
-from tests.sshcluster import SshCluster, TestHost, free_ports
+from tests import sshcluster
+from tests.sshcluster import SshCluster, SshClusterError, TestHost, free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -61,13 +63,13 @@ def test_unknown_host_key_is_refused(ssh_cluster: SshCluster, tmp_path: Path) ->
     host = ssh_cluster.hosts[0]
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    args = ssh_cluster.ssh_args(host)
-    args[args.index(f"UserKnownHostsFile={ssh_cluster.known_hosts}")] = (
-        f"UserKnownHostsFile={empty}"
-    )
-    res = os.popen(shlex.join([*args, "true"]) + " 2>&1; echo rc=$?").read()
-    assert "Host key verification failed" in res
-    assert res.strip().endswith("rc=255")
+    args = [
+        f"UserKnownHostsFile={empty}" if a.startswith("UserKnownHostsFile=") else a
+        for a in ssh_cluster.ssh_args(host)
+    ]
+    res = subprocess.run([*args, "true"], capture_output=True, text=True, timeout=10, check=False)
+    assert res.returncode == 255
+    assert "Host key verification failed" in res.stderr
     assert empty.read_text() == ""
     with (
         _paramiko_client(ssh_cluster, empty) as client,
@@ -187,3 +189,9 @@ def test_free_ports_are_distinct() -> None:
     ports = free_ports(8)
     assert len(set(ports)) == 8
     assert all(1024 <= p < 65536 for p in ports)
+
+
+def test_a_missing_sshd_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sshcluster, "SSHD", tmp_path / "sshd")
+    with pytest.raises(SshClusterError, match=r"scripts/system-packages\.sh"):
+        sshcluster.check_requirements()
