@@ -1,0 +1,191 @@
+"""fab check | deploy | train | status | stop | fetch: thin tasks over the launcher package.
+
+Every task reads the hosts file itself (default ./hosts.txt; --hosts-file, $TFCLUSTER_HOSTS or
+`tfcluster: {hosts_file: ...}` in fabric.yaml) and acts on all hosts at once. Do not use
+`fab -H`: Fabric would run the task host after host and a blocking worker would hang the job.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fabric import task
+from invoke.exceptions import Exit
+
+from launcher import tasks
+from launcher.display import Output
+from launcher.hosts import HostsFileError
+from launcher.remote import DEFAULT_KNOWN_HOSTS, SshSettings
+from launcher.runs import RUNS_DIR
+from launcher.tasks import Settings, UserError
+
+HOSTS_HELP = "hosts file, one worker per line (default: ./hosts.txt or $TFCLUSTER_HOSTS)"
+SSH_HELP = {
+    "hosts_file": HOSTS_HELP,
+    "known_hosts": "known_hosts file to verify host keys (default ~/.ssh/known_hosts or "
+    "$TFCLUSTER_KNOWN_HOSTS)",
+    "accept_new_host_keys": "trust hosts not yet in known_hosts and record their keys "
+    "(a changed key is still refused)",
+}
+
+
+def _config(c: Any, key: str) -> Any:
+    section = c.config.get("tfcluster", None) if hasattr(c, "config") else None
+    return section.get(key) if section else None
+
+
+def _settings(
+    c: Any, hosts_file: str | None, known_hosts: str | None, accept_new: bool
+) -> Settings:
+    path = (
+        hosts_file or os.environ.get("TFCLUSTER_HOSTS") or _config(c, "hosts_file") or "hosts.txt"
+    )
+    known = (
+        known_hosts
+        or os.environ.get("TFCLUSTER_KNOWN_HOSTS")
+        or _config(c, "known_hosts")
+        or DEFAULT_KNOWN_HOSTS
+    )
+    runs = os.environ.get("TFCLUSTER_RUNS") or _config(c, "runs_dir") or str(RUNS_DIR)
+    return Settings(Path(path), SshSettings(known, accept_new), Path(runs))
+
+
+def _run(action: Callable[[], int]) -> None:
+    """Report user errors as one clean message and exit code, never a traceback."""
+    try:
+        code = action()
+    except HostsFileError as exc:
+        raise Exit(f"error: {exc}", 2) from None
+    except UserError as exc:
+        raise Exit(f"error: {exc}", exc.code) from None
+    if code:
+        raise Exit(code=code)
+
+
+@task(help=SSH_HELP)
+def check(c, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
+    """Preflight every host at once: SSH, python, TensorFlow, tf_port, disk, code; no changes."""
+    s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
+    _run(lambda: tasks.check(s, Output()))
+
+
+@task(
+    help={
+        **SSH_HELP,
+        "venv": "also create/update <workdir>/venv on each host from trainer/requirements.txt",
+        "mnist": "a local mnist.npz to stage on every host as <workdir>/data/mnist.npz",
+    }
+)
+def deploy(
+    c, hosts_file=None, known_hosts=None, accept_new_host_keys=False, venv=False, mnist=None
+):
+    """Ship trainer/ to every SSH host in parallel; an unchanged tree is not sent again."""
+    s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
+    _run(lambda: tasks.deploy(s, Output(), venv=venv, mnist=mnist))
+
+
+@task(
+    iterable=["env"],
+    help={
+        **SSH_HELP,
+        "epochs": "trainer: passes over the data",
+        "batch_size": "trainer: per-worker batch size (global batch = this x workers)",
+        "steps_per_epoch": "trainer: global steps per epoch",
+        "learning_rate": "trainer: Adam step size",
+        "seed": "trainer: one seed for all workers",
+        "dataset": "trainer: mnist, digits (bundled, offline) or a path to an mnist.npz",
+        "data": "trainer: a staged mnist.npz path on the hosts",
+        "shard": "trainer: data or index",
+        "log_every": "trainer: write progress every N steps",
+        "threads": "trainer: TensorFlow CPU threads per worker",
+        "env": "pass NAME (value from here) or NAME=VALUE to every worker; values are never "
+        "printed or logged (repeatable)",
+        "start_timeout": "seconds a worker may take to start training before the job stops",
+        "grace": "seconds between TERM and KILL when stopping workers",
+        "interval": "seconds between polls and log mirroring",
+    },
+)
+def train(
+    c,
+    hosts_file=None,
+    known_hosts=None,
+    accept_new_host_keys=False,
+    epochs=None,
+    batch_size=None,
+    steps_per_epoch=None,
+    learning_rate=None,
+    seed=None,
+    dataset=None,
+    data=None,
+    shard=None,
+    log_every=None,
+    threads=None,
+    env=None,
+    start_timeout=120.0,
+    grace=5.0,
+    interval=2.0,
+):
+    """Start the trainer on every host at once, stream logs, mirror the run, stop all on failure."""
+    s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
+    options = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "dataset": dataset,
+        "data": data,
+        "shard": shard,
+        "log_every": log_every,
+        "threads": threads,
+    }
+    _run(
+        lambda: tasks.train(
+            s, Output(), options, env or [], float(start_timeout), float(grace), float(interval)
+        )
+    )
+
+
+@task(help={**SSH_HELP, "run": "run id or directory (default: the latest in runs/)"})
+def status(c, run=None, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
+    """Show each worker of a run: state, epoch, step, loss, last update, process alive or not."""
+    s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
+    _run(lambda: tasks.status(s, Output(live=False), run))
+
+
+@task(
+    help={
+        **SSH_HELP,
+        "run": "run id or directory (default: the latest in runs/)",
+        "grace": "seconds between TERM and KILL",
+    }
+)
+def stop(c, run=None, grace=5.0, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
+    """Stop every worker of a run on every host (TERM, grace, KILL of each process group)."""
+    s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
+    _run(lambda: tasks.stop(s, Output(live=False), run, float(grace)))
+
+
+@task(
+    help={
+        **SSH_HELP,
+        "run": "run id or directory (default: the latest in runs/)",
+        "follow": "keep mirroring until every worker has exited",
+        "interval": "seconds between passes with --follow",
+    }
+)
+def fetch(
+    c,
+    run=None,
+    follow=False,
+    interval=2.0,
+    hosts_file=None,
+    known_hosts=None,
+    accept_new_host_keys=False,
+):
+    """Mirror a run's files from every SSH host into runs/<run-id> (only new bytes travel)."""
+    s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
+    _run(lambda: tasks.fetch(s, Output(live=False), run, follow, float(interval)))

@@ -1,0 +1,165 @@
+"""Shell commands the launcher runs on a host, built from quoted parts only.
+
+Every value that comes from a user (paths, interpreter, trainer options) goes through
+`shlex.quote`; environment values travel in a 0600 env file, never on a command line, so they
+neither break the shell nor show in `ps` or the launcher's log.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def q(value: str) -> str:
+    return shlex.quote(value)
+
+
+def expand_home(path: str, home: str) -> str:
+    """Resolve a leading `~` against a host's home directory (SFTP and quoting need it gone)."""
+    if path == "~":
+        return home
+    if path.startswith("~/"):
+        return home.rstrip("/") + path[1:]
+    return path
+
+
+def worker_dir(run_dir: str, index: int) -> str:
+    return f"{run_dir}/workers/{index}"
+
+
+def env_file_path(run_dir: str, index: int) -> str:
+    """Beside the run directory, not in it, so that mirroring never picks it up."""
+    return f"{run_dir}.env-{index}"
+
+
+def check_env_name(name: str) -> str:
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a valid environment variable name")
+    return name
+
+
+def env_file_content(env: Mapping[str, str]) -> str:
+    """`export NAME='value'` lines, every value quoted, sourced by the worker's shell."""
+    return "".join(f"export {check_env_name(k)}={q(v)}\n" for k, v in env.items())
+
+
+def worker_script(
+    python: str, module: str, run_dir: str, index: int, trainer_args: Sequence[str]
+) -> str:
+    """The script the detached shell runs: record the process group, load env, run, record exit.
+
+    `$$` of a shell started by setsid is its session and process group id, which is what stop
+    kills; the exit code goes to a file because a detached process has no one to report to.
+    """
+    wdir = worker_dir(run_dir, index)
+    env = env_file_path(run_dir, index)
+    argv = [python, "-m", module, "--run-dir", run_dir, *trainer_args]
+    return (
+        f"echo $$ > {q(wdir + '/pgid')}; "
+        f". {q(env)}; rm -f {q(env)}; "
+        f"{' '.join(q(a) for a in argv)}; "
+        f"echo $? > {q(wdir + '/exit_code.tmp')} && mv {q(wdir + '/exit_code.tmp')} "
+        f"{q(wdir + '/exit_code')}"
+    )
+
+
+def start_command(
+    code_dir: str,
+    python: str,
+    module: str,
+    run_dir: str,
+    index: int,
+    trainer_args: Sequence[str],
+) -> str:
+    """Start one worker detached in its own session; returns at once (braces close the channel)."""
+    wdir = worker_dir(run_dir, index)
+    script = worker_script(python, module, run_dir, index, trainer_args)
+    return (
+        f"mkdir -p {q(wdir)} && cd {q(code_dir)} && "
+        f"{{ setsid nohup sh -c {q(script)} >{q(wdir + '/worker.log')} 2>&1 </dev/null & }}"
+    )
+
+
+def poll_command(run_dir: str, index: int) -> str:
+    """One line: `exit N`, `alive`, `gone` (group dead, no exit code) or `pending` (no pgid yet)."""
+    wdir = worker_dir(run_dir, index)
+    ec, pg = q(wdir + "/exit_code"), q(wdir + "/pgid")
+    return (
+        f"if [ -f {ec} ]; then echo exit $(cat {ec}); "
+        f'elif [ -s {pg} ] && kill -0 -"$(cat {pg})" 2>/dev/null; then echo alive; '
+        f"elif [ -s {pg} ]; then echo gone; else echo pending; fi"
+    )
+
+
+def listing_command(run_dir: str) -> str:
+    """Every file under the run directory: relative path, size, inode (a new inode = replaced)."""
+    return f"cd {q(run_dir)} 2>/dev/null && find . -type f -printf '%P\\t%s\\t%i\\n'"
+
+
+def stop_command(run_dir: str, index: int, grace: float) -> str:
+    """TERM the worker's process group, wait up to `grace` seconds, then KILL what is left.
+
+    TensorFlow catches SIGTERM and may keep running, hence the KILL. A worker that is just
+    starting may not have written its pgid yet: wait a moment for it.
+    """
+    pg = q(worker_dir(run_dir, index) + "/pgid")
+    ticks = max(1, int(grace / 0.2))
+    return (
+        f"i=0; while [ ! -s {pg} ] && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; "
+        f"[ -s {pg} ] || exit 0; g=$(cat {pg}); "
+        f'kill -TERM -"$g" 2>/dev/null || exit 0; i=0; '
+        f'while kill -0 -"$g" 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.2; i=$((i+1)); done; '
+        f'kill -KILL -"$g" 2>/dev/null; true'
+    )
+
+
+def home_path(path: str) -> str:
+    """Quote a path for the shell but let a leading `~/` expand to the login user's home."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + q(path[2:])
+    return q(path)
+
+
+def lock_path(workdir: str, tf_port: int) -> str:
+    return f"{workdir}/locks/tf_port-{tf_port}.lock"
+
+
+def lock_command(workdir: str, tf_port: int, run_id: str, run_dir: str, index: int) -> str:
+    """Take the lock of one tf_port on a host, or say who holds it.
+
+    Prints `acquired`, `taken-over <old run>` (its workers are gone) or `held <run id>`.
+    A lock whose run has not written a pgid yet counts as held for 10 minutes (starting up).
+    """
+    lock = q(lock_path(workdir, tf_port))
+    locks = q(f"{workdir}/locks")
+    content = f"printf '%s\\n' {q(run_id)} {q(run_dir)} {index}"
+    return (
+        f"mkdir -p {locks} && if ( set -C; {content} > {lock} ) 2>/dev/null; then echo acquired; "
+        f"else old=$(sed -n 1p {lock}); dir=$(sed -n 2p {lock}); idx=$(sed -n 3p {lock}); "
+        f'pg="$dir/workers/$idx/pgid"; '
+        f'if [ -s "$pg" ] && kill -0 -"$(cat "$pg")" 2>/dev/null; then echo "held $old"; '
+        f'elif [ ! -s "$pg" ] && [ -n "$(find {lock} -mmin -10)" ]; then echo "held $old"; '
+        f'else {content} > {lock} && echo "taken-over $old"; fi; fi'
+    )
+
+
+def unlock_command(workdir: str, tf_port: int, run_id: str) -> str:
+    lock = q(lock_path(workdir, tf_port))
+    return f'[ "$(sed -n 1p {lock} 2>/dev/null)" = {q(run_id)} ] && rm -f {lock}; true'
+
+
+def trainer_args(options: Mapping[str, object]) -> list[str]:
+    """`--name value` for every option that was given (None means: the trainer's default)."""
+    args: list[str] = []
+    for name, value in options.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        args.append(flag) if value is True else args.extend([flag, str(value)])
+    return args

@@ -1,0 +1,126 @@
+"""Ship trainer/ to hosts, content-addressed: an unchanged tree is never sent twice.
+
+The tree's hash names its folder on the host (`<workdir>/code/<hash>/`); a `.complete` marker
+written after unpacking makes a half-finished upload look absent, so it is simply redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.commands import q
+from launcher.remote import HostError, HostShell
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ("trainer",)
+
+
+def tree_files(root: Path = PROJECT_ROOT) -> list[Path]:
+    """The files that make up the trainer, sorted, without caches."""
+    files: list[Path] = []
+    for top in SHIPPED:
+        for path in sorted((root / top).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                files.append(path)
+    return files
+
+
+def tree_hash(root: Path = PROJECT_ROOT) -> str:
+    """A short content hash over relative paths and bytes: equal trees, equal hash."""
+    h = hashlib.sha256()
+    for path in tree_files(root):
+        rel = path.relative_to(root).as_posix()
+        h.update(rel.encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def tree_archive(root: Path = PROJECT_ROOT) -> bytes:
+    """A gzip tarball of the tree with fixed metadata (same tree, same bytes)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for path in tree_files(root):
+            data = path.read_bytes()
+            info = tarfile.TarInfo(path.relative_to(root).as_posix())
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    sent_bytes: int
+    action: str
+
+
+def deploy_code(shell: HostShell, workdir: str, code_hash: str, archive: bytes) -> DeployResult:
+    """Upload and unpack the tree unless `<workdir>/code/<hash>/.complete` already exists."""
+    dest = f"{workdir}/code/{code_hash}"
+    check = shell.run(f"test -f {q(dest + '/.complete')}", timeout=30)
+    if check.code == 0:
+        shell.run(f"echo {q(code_hash)} > {q(workdir + '/code/current')}", timeout=30)
+        return DeployResult(0, "unchanged")
+    mk = shell.run(f"mkdir -p {q(dest)}", timeout=30)
+    if mk.code != 0:
+        raise HostError(shell.host, f"cannot create {dest}: {mk.stderr.strip()}")
+    tarball = f"{dest}.tar.gz"
+    shell.write_file(tarball, archive, 0o600)
+    unpack = shell.run(
+        f"tar -xzf {q(tarball)} -C {q(dest)} && rm -f {q(tarball)} && "
+        f"touch {q(dest + '/.complete')} && echo {q(code_hash)} > {q(workdir + '/code/current')}",
+        timeout=120,
+    )
+    if unpack.code != 0:
+        raise HostError(shell.host, f"unpacking the code failed: {unpack.stderr.strip()}")
+    return DeployResult(len(archive), "sent")
+
+
+def deploy_venv(shell: HostShell, workdir: str, python: str, code_hash: str) -> str:
+    """Create `<workdir>/venv` and install trainer/requirements.txt, unless already done."""
+    reqs = f"{workdir}/code/{code_hash}/trainer/requirements.txt"
+    venv = f"{workdir}/venv"
+    marker = f"{venv}/.requirements.sha256"
+    cmd = (
+        f"want=$(sha256sum {q(reqs)} | cut -d' ' -f1) && "
+        f'if [ -f {q(marker)} ] && [ "$(cat {q(marker)})" = "$want" ]; then echo unchanged; '
+        f"else {q(python)} -m venv {q(venv)} && "
+        f"{q(venv + '/bin/python')} -m pip install -q -r {q(reqs)} && "
+        f'echo "$want" > {q(marker)} && echo installed; fi'
+    )
+    result = shell.run(cmd, timeout=3600)
+    if result.code != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HostError(shell.host, f"creating the virtualenv failed: {last}")
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "done"
+
+
+def stage_file(shell: HostShell, local: Path, remote: str, sha: str) -> DeployResult:
+    """Copy a data file (mnist.npz) unless the host has it with the same checksum; verify it."""
+    have = shell.run(f"sha256sum {q(remote)} 2>/dev/null | cut -d' ' -f1", timeout=120)
+    if have.stdout.strip() == sha:
+        return DeployResult(0, "unchanged")
+    shell.run(f"mkdir -p {q(remote.rsplit('/', 1)[0])}", timeout=30)
+    data = local.read_bytes()
+    shell.write_file(remote + ".tmp", data, 0o644)
+    verify = shell.run(
+        f"[ \"$(sha256sum {q(remote + '.tmp')} | cut -d' ' -f1)\" = {q(sha)} ] && "
+        f"mv {q(remote + '.tmp')} {q(remote)}",
+        timeout=120,
+    )
+    if verify.code != 0:
+        raise HostError(shell.host, f"{remote}: checksum mismatch after upload")
+    return DeployResult(len(data), "sent")

@@ -1,0 +1,399 @@
+"""One training job across all hosts: start every worker at once, watch, end it as a whole.
+
+The first worker that exits non-zero, dies, loses contact or misses the start deadline stops
+the job: every other worker's process group gets TERM, a grace period, then KILL; logs are
+mirrored one last time and cluster.json records the failure. Ctrl-C ends it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from launcher import commands
+from launcher.display import LogTail, Output, progress_text, read_status
+from launcher.exits import describe_exit, normalize_exit
+from launcher.hosts import Host
+from launcher.remote import HostError, HostShell, each_host
+from launcher.runs import write_json_atomic
+from launcher.sync import Mirror
+
+LOG_TAIL_LINES = 15
+MAX_CONTACT_ERRORS = 3
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or a termination signal reached the launcher."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@dataclass
+class Worker:
+    """One worker of the job, wherever it runs, and what the launcher knows about it."""
+
+    host: Host
+    shell: HostShell
+    python: str
+    code_dir: str
+    run_dir: str
+    local_dir: Path
+    trainer_args: list[str]
+    env: dict[str, str]
+    mirror: Mirror | None = None
+    exit_code: int | None = None
+    ended: bool = False
+    gone: bool = False
+    contact_errors: int = 0
+    tail: LogTail = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tail = LogTail(self.local_dir / "workers" / str(self.host.index) / "worker.log")
+
+    @property
+    def index(self) -> int:
+        return self.host.index
+
+    @property
+    def prefix(self) -> str:
+        return f"[{self.index} {self.host.label}]"
+
+    def status(self) -> dict[str, Any] | None:
+        return read_status(self.local_dir / "workers" / str(self.index) / "status.json")
+
+    def start(self) -> None:
+        """Write the 0600 env file, then start the worker detached in its own session."""
+        wdir = commands.worker_dir(self.run_dir, self.index)
+        made = self.shell.run(f"mkdir -p {commands.q(wdir)}", timeout=30)
+        if made.code != 0:
+            raise HostError(self.host, f"cannot create {wdir}: {made.stderr.strip()}")
+        content = commands.env_file_content(self.env).encode()
+        self.shell.write_file(commands.env_file_path(self.run_dir, self.index), content, 0o600)
+        cmd = commands.start_command(
+            self.code_dir, self.python, "trainer", self.run_dir, self.index, self.trainer_args
+        )
+        result = self.shell.run(cmd, timeout=30)
+        if result.code != 0:
+            raise HostError(self.host, f"could not start the worker: {result.stderr.strip()}")
+
+    def poll(self) -> str:
+        """`exit N`, `alive`, `gone` or `pending`; local hosts answer without a subprocess."""
+        if self.host.local:
+            return _local_poll(Path(commands.worker_dir(self.run_dir, self.index)))
+        result = self.shell.run(commands.poll_command(self.run_dir, self.index), timeout=30)
+        return result.stdout.strip() or "pending"
+
+    def tick(self) -> str:
+        """Poll, then mirror: an exit seen here has its last bytes fetched in the same tick."""
+        state = self.poll()
+        if self.mirror is not None:
+            self.mirror.sync()
+        return state
+
+    def stop(self, grace: float) -> None:
+        self.shell.run(commands.stop_command(self.run_dir, self.index, grace), timeout=grace + 30)
+
+    def sync(self) -> None:
+        if self.mirror is not None:
+            self.mirror.sync()
+
+
+def _local_poll(wdir: Path) -> str:
+    try:
+        return f"exit {(wdir / 'exit_code').read_text().strip()}"
+    except OSError:
+        pass
+    try:
+        pgid = int((wdir / "pgid").read_text().strip())
+    except (OSError, ValueError):
+        return "pending"
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return "gone"
+    except PermissionError:
+        return "alive"
+    return "alive"
+
+
+@dataclass
+class Failure:
+    index: int
+    host: str
+    reason: str
+    log_tail: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "host": self.host,
+            "reason": self.reason,
+            "log_tail": self.log_tail,
+        }
+
+
+def log_tail(path: Path, n: int = LOG_TAIL_LINES) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if line.strip()][-n:]
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into Interrupted too, so every ending goes through stop."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    for s in saved:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    """While stopping, a second Ctrl-C must not leave workers behind."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    for s in saved:
+        signal.signal(s, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
+class Job:
+    """Start, watch and end all workers of one run; keeps cluster.json up to date."""
+
+    def __init__(
+        self,
+        workers: Sequence[Worker],
+        local_dir: Path,
+        cluster: dict[str, Any],
+        out: Output,
+        start_timeout: float = 120.0,
+        grace: float = 5.0,
+        interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.workers = list(workers)
+        self.local_dir = local_dir
+        self.cluster = cluster
+        self.out = out
+        self.start_timeout = start_timeout
+        self.grace = grace
+        self.interval = interval
+        self.clock = clock
+        self.failure: Failure | None = None
+
+    def save(self, **changes: Any) -> None:
+        self.cluster.update(changes)
+        write_json_atomic(self.local_dir / "cluster.json", self.cluster)
+
+    def run(self) -> int:
+        """The whole job; returns the launcher's exit code (0, 1, or 128+signal)."""
+        try:
+            with signals_interrupt():
+                self._start_all()
+                self.save(state="running")
+                self._watch()
+        except Interrupted as exc:
+            return self._end_stopped(exc.signum)
+        except KeyboardInterrupt:
+            return self._end_stopped(signal.SIGINT)
+        except HostError as exc:
+            self.failure = Failure(exc.host.index, exc.host.label, exc.message, [])
+        if self.failure is not None:
+            return self._end_failed(self.failure)
+        return self._end_finished()
+
+    def _start_all(self) -> None:
+        self.out.line(f"starting {len(self.workers)} worker(s)")
+        results = each_host(self.workers, lambda w: w.start())
+        for worker, res in zip(self.workers, results, strict=True):
+            if isinstance(res, HostError):
+                raise res
+            if isinstance(res, Exception):
+                raise HostError(worker.host, f"could not start: {res}")
+
+    def _started(self, worker: Worker) -> bool:
+        status = worker.status()
+        if worker.ended:
+            return True
+        if status is None:
+            return False
+        return status.get("state") in ("running", "finished") or bool(status.get("step"))
+
+    def _watch(self) -> None:
+        t0 = self.clock()
+        while True:
+            self._tick()
+            if self.failure is not None:
+                return
+            if all(w.ended for w in self.workers):
+                return
+            if self.clock() - t0 > self.start_timeout:
+                late = [w for w in self.workers if not self._started(w)]
+                if late:
+                    silent = [w for w in late if w.status() is None] or late
+                    w = silent[0]
+                    what = (
+                        "never reported (no status.json)"
+                        if w.status() is None
+                        else "did not begin training"
+                    )
+                    self.failure = self._failure(
+                        w, f"did not start within {self.start_timeout:g} s: {what}"
+                    )
+                    return
+            self._sleep(t0)
+
+    def _sleep(self, t0: float) -> None:
+        time.sleep(self.interval)
+
+    def _tick(self) -> None:
+        results = each_host(self.workers, lambda w: w.tick())
+        self._print_logs()
+        for worker, res in zip(self.workers, results, strict=True):
+            if worker.ended:
+                continue
+            if isinstance(res, Exception):
+                worker.contact_errors += 1
+                if worker.contact_errors >= MAX_CONTACT_ERRORS and self.failure is None:
+                    msg = res.message if isinstance(res, HostError) else str(res)
+                    self.failure = self._failure(worker, f"lost contact: {msg}")
+                continue
+            worker.contact_errors = 0
+            state = str(res)
+            if state.startswith("exit"):
+                worker.ended = True
+                try:
+                    worker.exit_code = normalize_exit(int(state.split()[1]))
+                except (IndexError, ValueError):
+                    worker.exit_code = None
+                if worker.exit_code != 0 and self.failure is None:
+                    self.failure = self._failure(worker, describe_exit(worker.exit_code))
+            elif state == "gone":
+                worker.ended = worker.gone = True
+                if self.failure is None:
+                    self.failure = self._failure(worker, describe_exit(None))
+        self.out.progress([(w.prefix, self._progress(w)) for w in self.workers])
+
+    def _progress(self, worker: Worker) -> str:
+        if worker.ended:
+            return describe_exit(worker.exit_code) if not worker.gone else "gone"
+        return progress_text(worker.status())
+
+    def _print_logs(self, final: bool = False) -> None:
+        for w in self.workers:
+            lines = w.tail.flush() if final else w.tail.new_lines()
+            self.out.lines([f"{w.prefix} {line}" for line in lines])
+
+    def _failure(self, worker: Worker, reason: str) -> Failure:
+        return Failure(worker.index, worker.host.label, reason, [])
+
+    def stop_all(self) -> None:
+        """TERM, grace, KILL on every host at once; then one last mirror of every host."""
+        live = [w for w in self.workers if not (w.ended and w.exit_code is not None)]
+        self.out.line(f"stopping {len(live)} worker(s): TERM, up to {self.grace:g} s, then KILL")
+        results = each_host(live, lambda w: w.stop(self.grace))
+        for w, res in zip(live, results, strict=True):
+            if isinstance(res, Exception):
+                self.out.line(f"{w.prefix} could not stop: {res}")
+        self._final_sync()
+
+    def _final_sync(self) -> None:
+        results = each_host(self.workers, lambda w: w.tick())
+        for w, res in zip(self.workers, results, strict=True):
+            if isinstance(res, Exception):
+                self.out.line(f"{w.prefix} could not fetch its files: {res}")
+            elif not w.ended and str(res).startswith("exit"):
+                try:
+                    w.exit_code = normalize_exit(int(str(res).split()[1]))
+                except (IndexError, ValueError):
+                    w.exit_code = None
+                w.ended = True
+        self._print_logs(final=True)
+
+    def _exit_codes(self) -> dict[str, int | None]:
+        return {str(w.index): w.exit_code for w in self.workers}
+
+    def _end_failed(self, failure: Failure) -> int:
+        with signals_ignored():
+            self.stop_all()
+        worker = self.workers[failure.index]
+        failure.log_tail = log_tail(worker.tail.path)
+        self.failure = failure
+        self.save(
+            state="failed",
+            finished=time.time(),
+            exit_codes=self._exit_codes(),
+            failure=failure.as_dict(),
+        )
+        self.out.line(f"FAILED: worker {failure.index} ({failure.host}) {failure.reason}")
+        if failure.log_tail:
+            self.out.line(f"last lines of workers/{failure.index}/worker.log:")
+            self.out.lines([f"  {line}" for line in failure.log_tail])
+        self.out.line(f"all workers stopped; logs are in {self.local_dir}")
+        return 1
+
+    def _end_stopped(self, signum: int) -> int:
+        with signals_ignored():
+            self.out.line(f"interrupted ({signal.Signals(signum).name}): stopping every worker")
+            self.stop_all()
+            self.save(state="stopped", finished=time.time(), exit_codes=self._exit_codes())
+            self.out.line(f"stopped; logs are in {self.local_dir}")
+        return 128 + int(signum)
+
+    def _end_finished(self) -> int:
+        self._final_sync()
+        self.save(state="finished", finished=time.time(), exit_codes=self._exit_codes())
+        self.out.line(summary(self.local_dir))
+        return 0
+
+
+def summary(local_dir: Path) -> str:
+    """What a user wants after a good run: accuracy, where the model is, how to look at it."""
+    lines = ["finished: every worker exited 0"]
+    try:
+        m = json.loads((local_dir / "metrics.json").read_text())
+        lines.append(
+            f"  test accuracy {m.get('test_accuracy', float('nan')):.4f}, "
+            f"test loss {m.get('test_loss', float('nan')):.4f}, "
+            f"{m.get('epochs', '?')} epoch(s) on {m.get('workers', '?')} worker(s) "
+            f"in {m.get('wall_time_sec', m.get('train_time_sec', float('nan'))):.1f} s"
+        )
+    except (OSError, ValueError, TypeError):
+        lines.append("  (no metrics.json from the chief)")
+    model = local_dir / "model.h5"
+    if model.exists():
+        lines.append(
+            f"  model: {model}  (tf_keras.models.load_model(path), or in Keras 3 "
+            "keras.models.load_model(path, compile=False))"
+        )
+    lines.append("  dashboard: streamlit run dashboard/app.py")
+    lines.append(f"  tensorboard --logdir {local_dir}")
+    return "\n".join(lines)
+
+
+def launcher_identity() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}

@@ -1,0 +1,116 @@
+"""Preflight: what each host has (interpreter, TensorFlow, free port and disk, deployed code).
+
+One short Python program runs on each host with that host's interpreter, changes nothing, and
+prints one JSON line; `check_report` turns the answers of all hosts into rows and problems.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from launcher.commands import q
+from launcher.hosts import Host
+from launcher.remote import HostError, HostShell
+
+MIN_FREE_MB = 500
+
+PROBE = r"""
+import json, os, socket, sys
+from importlib import metadata
+wd, port, code = os.path.expanduser(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+out = {"python": sys.version.split()[0], "executable": sys.executable,
+       "home": os.path.expanduser("~"), "workdir": wd}
+for name in ("tensorflow", "tf-keras"):
+    try:
+        out[name] = metadata.version(name)
+    except Exception:
+        out[name] = None
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("0.0.0.0", port))
+    out["port_free"] = True
+except OSError as e:
+    out["port_free"] = False
+    out["port_error"] = e.strerror
+finally:
+    s.close()
+d = wd
+while not os.path.isdir(d) and os.path.dirname(d) != d:
+    d = os.path.dirname(d)
+st = os.statvfs(d)
+out["free_mb"] = st.f_bavail * st.f_frsize // 1048576
+codes = os.path.join(wd, "code")
+out["deployed"] = os.path.isfile(os.path.join(codes, code, ".complete"))
+try:
+    with open(os.path.join(codes, "current")) as f:
+        out["current"] = f.read().strip()
+except OSError:
+    out["current"] = None
+venv = os.path.join(wd, "venv", "bin", "python")
+out["venv_python"] = venv if os.path.isfile(venv) else None
+mnist = os.path.join(wd, "data", "mnist.npz")
+out["mnist"] = mnist if os.path.isfile(mnist) else None
+print("PROBE " + json.dumps(out))
+"""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    host: Host
+    python: str
+    facts: dict[str, Any]
+
+
+def probe_command(python: str, workdir: str, tf_port: int, code_hash: str) -> str:
+    return f"{q(python)} -c {q(PROBE)} {q(workdir)} {tf_port} {q(code_hash)}"
+
+
+def parse_probe(host: Host, output: str) -> dict[str, Any]:
+    for line in output.splitlines():
+        if line.startswith("PROBE "):
+            data = json.loads(line[6:])
+            if isinstance(data, dict):
+                return data
+    raise HostError(host, "the preflight program printed no answer")
+
+
+def probe_host(shell: HostShell, python: str, code_hash: str) -> ProbeResult:
+    """Run the probe with `python`; a missing interpreter is a HostError naming it."""
+    host = shell.host
+    result = shell.run(probe_command(python, host.workdir, host.tf_port, code_hash), timeout=60)
+    if result.code != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        if result.code == 127:
+            raise HostError(
+                host, f"python {python!r} not found on the host (set python= in the hosts file)"
+            )
+        raise HostError(host, f"python {python!r} failed (exit {result.code}): {last}")
+    return ProbeResult(host, python, parse_probe(host, result.stdout))
+
+
+def host_problems(p: ProbeResult, tf_versions: Sequence[str | None], local: bool) -> list[str]:
+    """Everything wrong with one host, each a short phrase with what to do."""
+    facts = p.facts
+    problems = []
+    if not facts.get("tensorflow"):
+        problems.append(f"TensorFlow is not installed for {p.python} (fab deploy --venv)")
+    versions = {v for v in tf_versions if v}
+    if facts.get("tensorflow") and len(versions) > 1:
+        problems.append(
+            f"TensorFlow {facts['tensorflow']} differs from other hosts "
+            f"({', '.join(sorted(versions))}); install one version everywhere"
+        )
+    if not facts.get("port_free"):
+        problems.append(
+            f"tf_port {p.host.tf_port} is in use ({facts.get('port_error', 'busy')}); "
+            "stop what holds it or choose another tf_port"
+        )
+    if int(facts.get("free_mb", 0)) < MIN_FREE_MB:
+        problems.append(f"only {facts.get('free_mb')} MB free in {facts.get('workdir')}")
+    if not local and not facts.get("deployed"):
+        problems.append("the local trainer/ is not deployed there (run fab deploy)")
+    return problems

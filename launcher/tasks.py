@@ -1,0 +1,598 @@
+"""The commands behind `fab check | deploy | train | status | stop | fetch`.
+
+Each acts on all hosts at once (threads), gathers per-host failures into one message that
+names every failing host, and returns an exit code; fabfile.py only maps options onto these.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launcher import commands
+from launcher.deploy import (
+    PROJECT_ROOT,
+    deploy_code,
+    deploy_venv,
+    file_sha256,
+    stage_file,
+    tree_archive,
+    tree_hash,
+)
+from launcher.display import Output, progress_text, read_status
+from launcher.exits import describe_exit, normalize_exit
+from launcher.hosts import Host, load_hosts, parse_line
+from launcher.job import Job, Worker, launcher_identity
+from launcher.probe import ProbeResult, host_problems, parse_probe, probe_command
+from launcher.remote import HostError, HostShell, SshSettings, each_host, open_shell
+from launcher.runs import RUNS_DIR, find_run, new_run_id, read_cluster, write_json_atomic
+from launcher.sync import Mirror
+from launcher.tf_config import cluster_spec, tf_config_json
+
+
+class UserError(Exception):
+    """A failure to report as a message and an exit code, without a traceback."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Settings:
+    hosts_file: Path
+    ssh: SshSettings
+    runs_dir: Path = RUNS_DIR
+
+
+def failed_hosts(what: str, errors: Sequence[HostError]) -> UserError:
+    lines = "\n".join(f"  {e}" for e in errors)
+    return UserError(f"{what} failed on {len(errors)} host(s):\n{lines}")
+
+
+def connect_all(hosts: Sequence[Host], ssh: SshSettings) -> list[HostShell]:
+    """Open every host at once; any failure closes the others and names every failing host."""
+    results = each_host(hosts, lambda h: open_shell(h, ssh))
+    errors = [r if isinstance(r, HostError) else None for r in results]
+    bad = [
+        e if e is not None else HostError(h, f"{type(r).__name__}: {r}")
+        for h, r, e in zip(hosts, results, errors, strict=True)
+        if isinstance(r, Exception)
+    ]
+    shells = [r for r in results if not isinstance(r, Exception)]
+    if bad:
+        close_all(shells)  # type: ignore[arg-type]
+        raise failed_hosts("connecting", bad)
+    return shells  # type: ignore[return-value]
+
+
+def close_all(shells: Sequence[HostShell]) -> None:
+    for s in shells:
+        s.close()
+
+
+def default_python(host: Host) -> str:
+    """Local workers default to the interpreter running fab (it has TensorFlow); others python3."""
+    if host.python:
+        return host.python
+    return sys.executable if host.local else "python3"
+
+
+def _probe(shell: HostShell, code: str) -> ProbeResult:
+    host = shell.host
+    python = default_python(host)
+    cmd = probe_command(python, host.workdir, host.tf_port, code)
+    if not host.python and not host.local:
+        # A virtualenv made by `fab deploy --venv` wins over the system python3.
+        venv = commands.home_path(f"{host.workdir}/venv/bin/python")
+        cmd = f"if [ -x {venv} ]; then exec {venv} -c {commands.q(_probe_src())} " + (
+            f"{commands.q(host.workdir)} {host.tf_port} {commands.q(code)}; fi; {cmd}"
+        )
+    result = shell.run(cmd, timeout=60)
+    if result.code != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        if result.code == 127:
+            raise HostError(host, f"python {python!r} not found (set python= in the hosts file)")
+        raise HostError(host, f"python {python!r} failed (exit {result.code}): {last}")
+    facts = parse_probe(host, result.stdout)
+    used = host.python or (sys.executable if host.local else facts.get("executable") or python)
+    return ProbeResult(host, str(used), facts)
+
+
+def _probe_src() -> str:
+    from launcher.probe import PROBE
+
+    return PROBE
+
+
+def probe_all(shells: Sequence[HostShell], code: str) -> tuple[list[ProbeResult], list[HostError]]:
+    results = each_host(shells, lambda s: _probe(s, code))
+    probes: list[ProbeResult] = []
+    errors: list[HostError] = []
+    for shell, r in zip(shells, results, strict=True):
+        if isinstance(r, ProbeResult):
+            probes.append(r)
+        elif isinstance(r, HostError):
+            errors.append(r)
+        else:
+            errors.append(HostError(shell.host, f"{type(r).__name__}: {r}"))
+    return probes, errors
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def check(settings: Settings, out: Output) -> int:
+    """Preflight every host at once, change nothing, print a table; non-zero names the bad."""
+    hosts = load_hosts(settings.hosts_file)
+    code = tree_hash()
+    results = each_host(hosts, lambda h: _check_one(h, settings.ssh, code))
+    probes = [r for r in results if isinstance(r, ProbeResult)]
+    tf_versions = [p.facts.get("tensorflow") for p in probes]
+    rows = [["#", "host", "ssh", "python", "tensorflow", "tf_port", "free MB", "code"]]
+    problems: list[str] = []
+    for host, r in zip(hosts, results, strict=True):
+        if isinstance(r, ProbeResult):
+            f = r.facts
+            deployed = (
+                "local"
+                if host.local
+                else ("current" if f.get("deployed") else ("old" if f.get("current") else "none"))
+            )
+            rows.append(
+                [
+                    str(host.index),
+                    host.label,
+                    "local" if host.local else "ok",
+                    str(f.get("python")),
+                    str(f.get("tensorflow")),
+                    f"{host.tf_port} {'free' if f.get('port_free') else 'IN USE'}",
+                    str(f.get("free_mb")),
+                    deployed,
+                ]
+            )
+            for p in host_problems(r, tf_versions, host.local):
+                problems.append(f"worker {host.index} ({host.label}): {p}")
+        else:
+            msg = r.message if isinstance(r, HostError) else f"{type(r).__name__}: {r}"
+            rows.append([str(host.index), host.label, "FAILED", "-", "-", "-", "-", "-"])
+            problems.append(f"worker {host.index} ({host.label}): {msg}")
+    out.lines(_table(rows))
+    if problems:
+        bad = sorted({p.split(":")[0] for p in problems})
+        raise UserError(
+            "check failed on " + ", ".join(bad) + ":\n" + "\n".join(f"  {p}" for p in problems)
+        )
+    out.line(f"all {len(hosts)} host(s) ready")
+    return 0
+
+
+def _check_one(host: Host, ssh: SshSettings, code: str) -> ProbeResult:
+    shell = open_shell(host, ssh)
+    try:
+        return _probe(shell, code)
+    finally:
+        shell.close()
+
+
+def deploy(settings: Settings, out: Output, venv: bool = False, mnist: str | None = None) -> int:
+    """Ship trainer/ to every SSH host at once (skipped where unchanged); optional venv, data."""
+    hosts = load_hosts(settings.hosts_file)
+    remote = [h for h in hosts if not h.local]
+    for h in hosts:
+        if h.local:
+            out.line(f"[{h.index} {h.label}] local: runs the trainer from {PROJECT_ROOT}")
+    if not remote:
+        return 0
+    mnist_path = Path(mnist) if mnist else None
+    if mnist_path is not None and not mnist_path.is_file():
+        raise UserError(f"--mnist {mnist}: no such file")
+    mnist_sha = file_sha256(mnist_path) if mnist_path else ""
+    code = tree_hash()
+    archive = tree_archive()
+    started = time.monotonic()
+
+    def one(host: Host) -> str:
+        shell = open_shell(host, settings.ssh)
+        try:
+            home = shell.run("echo $HOME", timeout=30).stdout.strip()
+            workdir = commands.expand_home(host.workdir, home)
+            parts = []
+            res = deploy_code(shell, workdir, code, archive)
+            parts.append(f"code {code} {res.action} ({res.sent_bytes} bytes)")
+            if venv:
+                python = host.python or "python3"
+                parts.append(f"venv {deploy_venv(shell, workdir, python, code)}")
+            if mnist_path is not None:
+                staged = stage_file(shell, mnist_path, f"{workdir}/data/mnist.npz", mnist_sha)
+                parts.append(f"mnist.npz {staged.action}")
+            return ", ".join(parts)
+        finally:
+            shell.close()
+
+    results = each_host(remote, one)
+    errors = []
+    for host, r in zip(remote, results, strict=True):
+        if isinstance(r, Exception):
+            errors.append(r if isinstance(r, HostError) else HostError(host, str(r)))
+        else:
+            out.line(f"[{host.index} {host.label}] {r}")
+    if errors:
+        raise failed_hosts("deploy", errors)
+    out.line(f"deployed to {len(remote)} host(s) in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def _worker_env(names: Sequence[str]) -> dict[str, str]:
+    """`NAME` takes the value from this environment, `NAME=VALUE` sets it; never printed."""
+    env: dict[str, str] = {}
+    for item in names:
+        name, sep, value = item.partition("=")
+        try:
+            commands.check_env_name(name)
+        except ValueError as exc:
+            raise UserError(f"--env {name!r}: {exc}") from None
+        if not sep:
+            if name not in os.environ:
+                raise UserError(f"--env {name}: {name} is not set in this environment")
+            value = os.environ[name]
+        env[name] = value
+    return env
+
+
+def host_entry(host: Host, python: str, run_dir: str) -> dict[str, Any]:
+    """A host as cluster.json records it; `line` lets status/stop/fetch rebuild it."""
+    spec = " ".join([host.name, *(f"{k}={v}" for k, v in host.options.items() if k != "user")])
+    if "user" in host.options and "@" not in host.name:
+        spec += f" user={host.options['user']}"
+    return {
+        "index": host.index,
+        "role": host.role,
+        "name": host.label,
+        "ssh": host.ssh_target,
+        "local": host.local,
+        "addr": host.addr,
+        "tf_port": host.tf_port,
+        "workdir": host.workdir,
+        "python": python,
+        "run_dir": run_dir,
+        "line": spec,
+    }
+
+
+def _locks(
+    shells: Sequence[HostShell], workdirs: Sequence[str], run_id: str, run_dirs: Sequence[str]
+) -> list[str]:
+    """Take every host's tf_port lock; returns the refusals (empty when all were taken)."""
+
+    def one(i: int) -> str:
+        h = shells[i].host
+        cmd = commands.lock_command(workdirs[i], h.tf_port, run_id, run_dirs[i], h.index)
+        return shells[i].run(cmd, timeout=30).stdout.strip()
+
+    results = each_host(list(range(len(shells))), one)
+    refusals = []
+    for shell, r in zip(shells, results, strict=True):
+        h = shell.host
+        if isinstance(r, Exception) or not str(r).startswith(("acquired", "taken-over")):
+            holder = str(r).removeprefix("held ") if not isinstance(r, Exception) else str(r)
+            refusals.append(
+                f"worker {h.index} ({h.label}): tf_port {h.tf_port} is locked by run {holder}, "
+                "which is still running; wait for it or `fab stop` it"
+            )
+    return refusals
+
+
+def _unlock(shells: Sequence[HostShell], workdirs: Sequence[str], run_id: str) -> None:
+    each_host(
+        list(range(len(shells))),
+        lambda i: shells[i].run(
+            commands.unlock_command(workdirs[i], shells[i].host.tf_port, run_id), timeout=30
+        ),
+    )
+
+
+def train(
+    settings: Settings,
+    out: Output,
+    trainer_options: dict[str, object],
+    env_names: Sequence[str] = (),
+    start_timeout: float = 120.0,
+    grace: float = 5.0,
+    interval: float = 2.0,
+) -> int:
+    """Preflight, then start every worker at once and watch the job to its end."""
+    hosts = load_hosts(settings.hosts_file)
+    user_env = _worker_env(env_names)
+    args = commands.trainer_args(trainer_options)
+    code = tree_hash()
+    shells = connect_all(hosts, settings.ssh)
+    try:
+        probes, errors = probe_all(shells, code)
+        if errors:
+            raise failed_hosts("preflight", errors)
+        tf_versions = [p.facts.get("tensorflow") for p in probes]
+        problems = [
+            f"worker {p.host.index} ({p.host.label}): {msg}"
+            for p in probes
+            for msg in host_problems(p, tf_versions, p.host.local)
+        ]
+        if problems:
+            raise UserError("preflight failed:\n" + "\n".join(f"  {m}" for m in problems))
+        run_id = new_run_id()
+        local_dir = (settings.runs_dir / run_id).resolve()
+        workdirs = [str(p.facts["workdir"]) for p in probes]
+        run_dirs = [
+            str(local_dir) if p.host.local else f"{wd}/runs/{run_id}"
+            for p, wd in zip(probes, workdirs, strict=True)
+        ]
+        refusals = _locks(shells, workdirs, run_id, run_dirs)
+        if refusals:
+            _unlock(shells, workdirs, run_id)
+            raise UserError("refusing to start:\n" + "\n".join(f"  {m}" for m in refusals))
+        try:
+            return _run(
+                settings,
+                out,
+                hosts,
+                shells,
+                probes,
+                run_id,
+                local_dir,
+                run_dirs,
+                args,
+                user_env,
+                code,
+                start_timeout,
+                grace,
+                interval,
+            )
+        finally:
+            _unlock(shells, workdirs, run_id)
+    finally:
+        close_all(shells)
+
+
+def _run(
+    settings: Settings,
+    out: Output,
+    hosts: Sequence[Host],
+    shells: Sequence[HostShell],
+    probes: Sequence[ProbeResult],
+    run_id: str,
+    local_dir: Path,
+    run_dirs: Sequence[str],
+    args: list[str],
+    user_env: dict[str, str],
+    code: str,
+    start_timeout: float,
+    grace: float,
+    interval: float,
+) -> int:
+    local_dir.mkdir(parents=True, exist_ok=False)
+    out.open_log(local_dir / "launcher.log")
+    workers = []
+    for host, shell, probe, run_dir in zip(hosts, shells, probes, run_dirs, strict=True):
+        env = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        tfc = tf_config_json(hosts, host.index)
+        if tfc is not None:
+            env["TF_CONFIG"] = tfc
+        env.update(user_env)
+        host_args = list(args)
+        mnist = probe.facts.get("mnist")
+        if not host.local and "--data" not in args and mnist:
+            host_args += ["--data", str(mnist)]
+        workdir = str(probe.facts["workdir"])
+        workers.append(
+            Worker(
+                host=host,
+                shell=shell,
+                python=probe.python,
+                code_dir=str(PROJECT_ROOT) if host.local else f"{workdir}/code/{code}",
+                run_dir=run_dir,
+                local_dir=local_dir,
+                trainer_args=host_args,
+                env=env,
+                mirror=None if host.local else Mirror(shell, run_dir, local_dir),
+            )
+        )
+    cluster: dict[str, Any] = {
+        "run_id": run_id,
+        "created": time.time(),
+        "finished": None,
+        "state": "starting",
+        "hosts_file": str(settings.hosts_file.resolve()),
+        "hosts": [host_entry(w.host, w.python, w.run_dir) for w in workers],
+        "tf_config_cluster": cluster_spec(hosts),
+        "trainer_args": args,
+        "dataset": _option(args, "--dataset"),
+        "epochs": _int_or_none(_option(args, "--epochs")),
+        "exit_codes": {},
+        "failure": None,
+        "restarts": 0,
+        "env": sorted(user_env),
+        "launcher": launcher_identity(),
+    }
+    job = Job(workers, local_dir, cluster, out, start_timeout, grace, interval)
+    job.save()
+    out.line(f"run {run_id}: {len(hosts)} worker(s), run directory {local_dir}")
+    for w in workers:
+        where = "local process" if w.host.local else f"ssh {w.host.ssh_target}"
+        out.line(f"{w.prefix} {w.host.role} {w.host.tf_address} ({where}) {w.python}")
+    out.line(f"trainer options: {shlex.join(args) or '(defaults)'}")
+    if user_env:
+        out.line(f"environment passed to workers: {', '.join(sorted(user_env))} (values hidden)")
+    try:
+        code_ = job.run()
+    finally:
+        out.close()
+    return code_
+
+
+def _option(args: Sequence[str], flag: str) -> str | None:
+    for i, a in enumerate(args[:-1]):
+        if a == flag:
+            return args[i + 1]
+    return None
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def hosts_of_run(cluster: dict[str, Any]) -> list[tuple[Host, dict[str, Any]]]:
+    """Rebuild the run's hosts from cluster.json (the run is defined by it, not today's file)."""
+    out = []
+    for entry in cluster.get("hosts", []):
+        host = parse_line("cluster.json", 0, int(entry["index"]), str(entry["line"]))
+        out.append((host, entry))
+    return out
+
+
+def _open_run(settings: Settings, run: str | None) -> tuple[Path, dict[str, Any]]:
+    try:
+        local_dir = find_run(settings.runs_dir, run)
+        return local_dir, read_cluster(local_dir)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _poll(shell: HostShell, run_dir: str, index: int) -> str:
+    return shell.run(commands.poll_command(run_dir, index), timeout=30).stdout.strip()
+
+
+def status(settings: Settings, out: Output, run: str | None = None) -> int:
+    """Per-worker state, step, last update and whether its process group is alive."""
+    local_dir, cluster = _open_run(settings, run)
+    pairs = hosts_of_run(cluster)
+
+    def one(pair: tuple[Host, dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
+        host, entry = pair
+        shell = open_shell(host, settings.ssh)
+        try:
+            run_dir = str(entry["run_dir"])
+            alive = _poll(shell, run_dir, host.index)
+            wdir = commands.worker_dir(run_dir, host.index)
+            try:
+                st = json.loads(shell.read_range(f"{wdir}/status.json", 0, 1 << 20))
+            except (OSError, ValueError):
+                st = None
+            return alive, st
+        finally:
+            shell.close()
+
+    results = each_host(pairs, one)
+    out.line(f"run {cluster.get('run_id')}: {cluster.get('state')}  ({local_dir})")
+    now = time.time()
+    rows = [["#", "host", "process", "progress", "updated"]]
+    for (host, _), r in zip(pairs, results, strict=True):
+        if isinstance(r, Exception):
+            rows.append([str(host.index), host.label, "unreachable", str(r), "-"])
+            continue
+        alive: str = r[0]  # type: ignore[index]
+        st: dict[str, Any] | None = r[1]  # type: ignore[index]
+        if st is None:
+            st = read_status(local_dir / "workers" / str(host.index) / "status.json")
+        proc = alive
+        if alive.startswith("exit"):
+            try:
+                proc = describe_exit(normalize_exit(int(alive.split()[1])))
+            except (IndexError, ValueError):
+                proc = alive
+        upd = st.get("updated") if isinstance(st, dict) else None
+        ago = f"{now - upd:.0f} s ago" if isinstance(upd, (int, float)) else "-"
+        rows.append([str(host.index), host.label, proc, progress_text(st), ago])
+    out.lines(_table(rows))
+    failure = cluster.get("failure")
+    if isinstance(failure, dict):
+        out.line(
+            f"failure: worker {failure.get('index')} ({failure.get('host')}) "
+            f"{failure.get('reason')}"
+        )
+    return 0
+
+
+def stop(settings: Settings, out: Output, run: str | None = None, grace: float = 5.0) -> int:
+    """Stop every worker of a run (TERM, grace, KILL of each process group)."""
+    local_dir, cluster = _open_run(settings, run)
+    pairs = hosts_of_run(cluster)
+
+    def one(pair: tuple[Host, dict[str, Any]]) -> str:
+        host, entry = pair
+        shell = open_shell(host, settings.ssh)
+        try:
+            run_dir = str(entry["run_dir"])
+            before = _poll(shell, run_dir, host.index)
+            if before != "alive":
+                return f"not running ({before})"
+            shell.run(commands.stop_command(run_dir, host.index, grace), timeout=grace + 30)
+            return f"stopped (was {before})"
+        finally:
+            shell.close()
+
+    results = each_host(pairs, one)
+    errors = []
+    for (host, _), r in zip(pairs, results, strict=True):
+        if isinstance(r, Exception):
+            errors.append(r if isinstance(r, HostError) else HostError(host, str(r)))
+        else:
+            out.line(f"[{host.index} {host.label}] {r}")
+    if cluster.get("state") in ("starting", "running"):
+        cluster.update(state="stopped", finished=time.time())
+        write_json_atomic(local_dir / "cluster.json", cluster)
+    if errors:
+        raise failed_hosts("stop", errors)
+    return 0
+
+
+def fetch(
+    settings: Settings,
+    out: Output,
+    run: str | None = None,
+    follow: bool = False,
+    interval: float = 2.0,
+) -> int:
+    """Mirror every SSH host's copy of a run into the local run directory, once or following."""
+    local_dir, cluster = _open_run(settings, run)
+    pairs = [(h, e) for h, e in hosts_of_run(cluster) if not h.local]
+    shells = connect_all([h for h, _ in pairs], settings.ssh)
+    try:
+        mirrors = [
+            Mirror(s, str(e["run_dir"]), local_dir) for s, (_, e) in zip(shells, pairs, strict=True)
+        ]
+        while True:
+            results = each_host(mirrors, lambda m: m.sync())
+            errors = [
+                r if isinstance(r, HostError) else HostError(m.shell.host, str(r))
+                for m, r in zip(mirrors, results, strict=True)
+                if isinstance(r, Exception)
+            ]
+            if errors:
+                raise failed_hosts("fetch", errors)
+            if not follow:
+                break
+            states = each_host(
+                list(zip(shells, pairs, strict=True)),
+                lambda sp: _poll(sp[0], str(sp[1][1]["run_dir"]), sp[1][0].index),
+            )
+            if all(isinstance(s, str) and s != "alive" and s != "pending" for s in states):
+                each_host(mirrors, lambda m: m.sync())
+                break
+            time.sleep(interval)
+        total = sum(m.bytes_received for m in mirrors)
+        out.line(f"fetched {total} bytes from {len(mirrors)} host(s) into {local_dir}")
+    finally:
+        close_all(shells)
+    return 0

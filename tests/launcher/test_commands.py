@@ -1,0 +1,185 @@
+"""Shell commands: values with shell metacharacters arrive intact and never run as code.
+
+These run the real commands with /bin/sh and a stand-in `trainer` package that records the
+argv and environment it received.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher import commands
+from launcher.job import _local_poll
+
+NASTY = [
+    "plain",
+    "with space",
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "a;touch PWNED",
+    "x' ; touch PWNED; '",
+    '"double" $HOME \\ back',
+    "new\nline",
+    "*",
+    '{"cluster": {"worker": ["a:1"]}}',
+]
+
+RECORDER = """
+import json, os, sys
+out = os.path.join(sys.argv[sys.argv.index("--run-dir") + 1], "got.json")
+json.dump({"argv": sys.argv[1:], "env": dict(os.environ)}, open(out, "w"))
+"""
+
+
+def wait_group_gone(pgid: int, timeout: float) -> bool:
+    """Killed processes stay zombies until their (new) parent reaps them: allow for that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def sh(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", "-c", command], cwd=cwd, capture_output=True, text=True, check=False, timeout=30
+    )
+
+
+@pytest.fixture
+def fake_code_dir(tmp_path: Path) -> Path:
+    """A folder with a `trainer` package that records its argv and environment."""
+    pkg = tmp_path / "code" / "trainer"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(RECORDER)
+    return tmp_path / "code"
+
+
+def test_env_file_round_trips_every_value(tmp_path: Path) -> None:
+    env = {f"V{i}": v for i, v in enumerate(NASTY)}
+    (tmp_path / "env").write_text(commands.env_file_content(env))
+    script = (
+        ". ./env && " + sys.executable + " -c 'import json,os; print(json.dumps(dict(os.environ)))'"
+    )
+    got = json.loads(sh(script, tmp_path).stdout)
+    assert {k: got[k] for k in env} == env
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("bad", ["1X", "A-B", "A B", "$(x)", ""])
+def test_env_names_are_checked(bad: str) -> None:
+    with pytest.raises(ValueError):
+        commands.env_file_content({bad: "v"})
+
+
+def test_start_command_passes_values_intact(tmp_path: Path, fake_code_dir: Path) -> None:
+    run_dir = tmp_path / "runs with space" / "$(touch PWNED)"
+    run_dir.mkdir(parents=True)
+    env = {"TF_CONFIG": NASTY[-1], "SECRET": "x' ; touch PWNED; '"}
+    commands_env = commands.env_file_path(str(run_dir), 1)
+    Path(commands_env).write_text(commands.env_file_content(env))
+    args = ["--dataset", "a;touch PWNED", "--data", "$(touch PWNED)"]
+    cmd = commands.start_command(
+        str(fake_code_dir), sys.executable, "trainer", str(run_dir), 1, args
+    )
+    assert sh(cmd, tmp_path).returncode == 0
+    wdir = Path(commands.worker_dir(str(run_dir), 1))
+    deadline = time.monotonic() + 20
+    while not (wdir / "exit_code").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (wdir / "exit_code").read_text().strip() == "0"
+    got = json.loads((run_dir / "got.json").read_text())
+    assert got["argv"] == ["--run-dir", str(run_dir), *args]
+    assert got["env"]["TF_CONFIG"] == env["TF_CONFIG"]
+    assert got["env"]["SECRET"] == env["SECRET"]
+    assert not Path(commands_env).exists(), "the env file is removed once read"
+    assert not list(tmp_path.rglob("PWNED"))
+    assert _local_poll(wdir) == "exit 0"
+
+
+def test_start_and_stop_a_process_group(tmp_path: Path) -> None:
+    """A worker that ignores TERM (as TensorFlow may) is killed after the grace period."""
+    code = tmp_path / "code" / "trainer"
+    code.mkdir(parents=True)
+    (code / "__main__.py").write_text(
+        "import signal, subprocess, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "subprocess.Popen(['sleep', '300'])\n"
+        "time.sleep(300)\n"
+    )
+    run_dir = tmp_path / "run"
+    Path(commands.env_file_path(str(run_dir), 0)).parent.mkdir(parents=True, exist_ok=True)
+    Path(commands.env_file_path(str(run_dir), 0)).write_text("")
+    cmd = commands.start_command(str(code.parent), sys.executable, "trainer", str(run_dir), 0, [])
+    assert sh(cmd, tmp_path).returncode == 0
+    wdir = run_dir / "workers" / "0"
+    deadline = time.monotonic() + 10
+    while _local_poll(wdir) != "alive" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _local_poll(wdir) == "alive"
+    pgid = int((wdir / "pgid").read_text())
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    assert sh(commands.stop_command(str(run_dir), 0, grace=1.0), tmp_path).returncode == 0
+    assert time.monotonic() - t0 < 5
+    assert wait_group_gone(pgid, 10), "a killed process group is reaped"
+    assert _local_poll(wdir) == "gone"
+
+
+def test_stop_of_a_finished_worker_is_harmless(tmp_path: Path) -> None:
+    wdir = tmp_path / "workers" / "0"
+    wdir.mkdir(parents=True)
+    (wdir / "pgid").write_text("999999\n")
+    assert sh(commands.stop_command(str(tmp_path), 0, grace=0.2), tmp_path).returncode == 0
+
+
+def test_poll_command_matches_local_poll(tmp_path: Path) -> None:
+    wdir = tmp_path / "workers" / "3"
+    wdir.mkdir(parents=True)
+    poll = commands.poll_command(str(tmp_path), 3)
+    assert sh(poll, tmp_path).stdout.strip() == "pending" == _local_poll(wdir)
+    (wdir / "pgid").write_text(str(os.getpgid(0)))
+    assert sh(poll, tmp_path).stdout.strip() == "alive" == _local_poll(wdir)
+    (wdir / "exit_code").write_text("137\n")
+    assert sh(poll, tmp_path).stdout.strip() == "exit 137" == _local_poll(wdir)
+
+
+def test_home_path_expands_only_the_tilde(tmp_path: Path) -> None:
+    out = sh(f"echo {commands.home_path('~/a b/$(x)')}", tmp_path).stdout.strip()
+    assert out == os.path.expanduser("~") + "/a b/$(x)"
+    assert commands.expand_home("~/w", "/home/u") == "/home/u/w"
+    assert commands.expand_home("/abs", "/home/u") == "/abs"
+
+
+def test_trainer_args() -> None:
+    args = commands.trainer_args({"epochs": 3, "batch_size": None, "dataset": "digits", "x": True})
+    assert args == ["--epochs", "3", "--dataset", "digits", "--x"]
+
+
+def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path: Path) -> None:
+    wd = str(tmp_path / "wd")
+    run_a, run_b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert sh(commands.lock_command(wd, 5000, "A", run_a, 0), tmp_path).stdout.strip() == "acquired"
+    # A starting run (no pgid yet) holds its lock.
+    assert sh(commands.lock_command(wd, 5000, "B", run_b, 0), tmp_path).stdout.strip() == "held A"
+    # Its workers ran and are gone: the lock is stale.
+    (tmp_path / "a" / "workers" / "0").mkdir(parents=True)
+    (tmp_path / "a" / "workers" / "0" / "pgid").write_text("999999\n")
+    assert sh(commands.lock_command(wd, 5000, "B", run_b, 0), tmp_path).stdout.strip() == (
+        "taken-over A"
+    )
+    sh(commands.unlock_command(wd, 5000, "A"), tmp_path)  # not A's any more: kept
+    assert Path(commands.lock_path(wd, 5000)).read_text().splitlines()[0] == "B"
+    sh(commands.unlock_command(wd, 5000, "B"), tmp_path)
+    assert not Path(commands.lock_path(wd, 5000)).exists()

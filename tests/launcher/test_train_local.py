@@ -1,0 +1,178 @@
+"""`fab train` on two local workers (the embedded default): success, secrets, and the ways a
+job ends early (a killed worker, a worker that never starts, Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.launcher.helpers import (
+    FAST,
+    check_complete_run,
+    fab_env,
+    left_behind,
+    only_run,
+    read_json,
+    run_dir_appeared,
+    run_fab,
+    start_fab,
+    stop_process,
+    training,
+    wait_for,
+)
+from tests.sshcluster import free_ports
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def local_job_dir(tmp_path: Path) -> Path:
+    """A folder with a hosts.txt of two local workers on free tf_ports."""
+    a, b = free_ports(2)
+    (tmp_path / "hosts.txt").write_text(f"localhost tf_port={a}\nlocalhost tf_port={b}\n")
+    return tmp_path
+
+
+def addrs(job_dir: Path) -> list[str]:
+    lines = (job_dir / "hosts.txt").read_text().split("\n")
+    return [f"localhost:{line.split('=')[1]}" for line in lines if line]
+
+
+def test_two_local_workers_train_and_secrets_stay_hidden(local_job_dir: Path) -> None:
+    secret, inline = "s3cr3t-Value-7f9a", "inline-Secret-41c2"
+    env = fab_env(MY_TOKEN=secret)
+    proc = start_fab(
+        local_job_dir,
+        "train",
+        *FAST,
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "6",
+        "--env",
+        "MY_TOKEN",
+        "--env",
+        f"OTHER_KEY={inline}",
+        env=env,
+    )
+    # While it runs, the worker really has the variables (read from its /proc environ).
+    run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
+    status = wait_for(
+        lambda: read_json(run_dir / "workers" / "1" / "status.json"), 60, "worker 1's status"
+    )
+    environ = Path(f"/proc/{status['pid']}/environ").read_bytes().split(b"\0")
+    assert f"MY_TOKEN={secret}".encode() in environ
+    assert f"OTHER_KEY={inline}".encode() in environ
+    assert any(e.startswith(b"TF_CONFIG=") for e in environ)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+    assert "finished: every worker exited 0" in output
+    assert "[0 localhost]" in output and "[1 localhost]" in output
+    check_complete_run(run_dir, [], addrs(local_job_dir))
+    cluster = read_json(run_dir / "cluster.json")
+    assert cluster["env"] == ["MY_TOKEN", "OTHER_KEY"]
+    assert cluster["hosts"][0]["local"] is True
+    log = (run_dir / "launcher.log").read_text()
+    assert "[1 localhost]" in log and "MY_TOKEN" in output
+    for text in (output, log, (run_dir / "cluster.json").read_text()):
+        assert secret not in text and inline not in text
+    assert not list(run_dir.parent.glob("*.env-*")), "env files are removed after start"
+    assert left_behind(run_dir, 2) == []
+
+
+def test_killed_worker_stops_the_job(local_job_dir: Path) -> None:
+    proc = start_fab(local_job_dir, "train", *FAST, "--epochs", "200", "--grace", "3")
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), 90, "both workers training")
+        victim = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
+        os.kill(victim, signal.SIGKILL)
+        t0 = time.monotonic()
+        output, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 1, output[-3000:]
+    assert took < 30
+    assert "worker 1 (localhost) killed by SIGKILL" in output
+    cluster = read_json(run_dir / "cluster.json")
+    assert cluster["state"] == "failed"
+    assert cluster["failure"]["index"] == 1
+    assert cluster["failure"]["reason"] == "killed by SIGKILL"
+    assert cluster["exit_codes"]["1"] == -9
+    assert cluster["failure"]["log_tail"], "the last log lines are recorded"
+    assert (run_dir / "workers" / "0" / "worker.log").stat().st_size > 0
+    assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
+
+
+HANG = """#!/bin/sh
+# Answers the preflight like a real interpreter, then never starts the trainer.
+case "$1" in -c) exec "{python}" "$@" ;; esac
+exec sleep 600
+"""
+
+
+def test_worker_that_never_starts_stops_at_the_deadline(tmp_path: Path) -> None:
+    hang = tmp_path / "hang-python"
+    hang.write_text(HANG.format(python=sys.executable))
+    hang.chmod(hang.stat().st_mode | stat.S_IXUSR)
+    a, b = free_ports(2)
+    (tmp_path / "hosts.txt").write_text(
+        f"localhost tf_port={a}\nlocalhost tf_port={b} python={hang}\n"
+    )
+    t0 = time.monotonic()
+    out = run_fab(tmp_path, "train", *FAST, "--start-timeout", "12", "--grace", "2", timeout=120)
+    took = time.monotonic() - t0
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
+    assert took < 45
+    text = out.stdout + out.stderr
+    assert "worker 1 (localhost) did not start within 12 s" in text
+    run_dir = only_run(tmp_path)
+    cluster = json.loads((run_dir / "cluster.json").read_text())
+    assert cluster["state"] == "failed" and cluster["failure"]["index"] == 1
+    assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
+
+
+def test_broken_python_path_is_refused_before_start(tmp_path: Path) -> None:
+    a, b = free_ports(2)
+    (tmp_path / "hosts.txt").write_text(
+        f"localhost tf_port={a}\nlocalhost tf_port={b} python=/no/such/python3\n"
+    )
+    out = run_fab(tmp_path, "train", *FAST, timeout=60)
+    assert out.returncode == 1
+    assert "worker 1 (localhost): python '/no/such/python3' not found" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_stops_every_worker(local_job_dir: Path) -> None:
+    proc = start_fab(local_job_dir, "train", *FAST, "--epochs", "200", "--grace", "3")
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), 90, "both workers training")
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 130, output[-3000:]
+    assert "interrupted (SIGINT)" in output
+    assert read_json(run_dir / "cluster.json")["state"] == "stopped"
+    assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
+
+
+def test_bad_hosts_file_is_one_clean_line(tmp_path: Path) -> None:
+    (tmp_path / "hosts.txt").write_text("localhost\nlocalhost colour=red\n")
+    out = run_fab(tmp_path, "train", timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: hosts.txt:2: 'colour=red' unknown key 'colour'; allowed keys: user, port, key, "
+        "addr, tf_port, python, workdir"
+    ]
