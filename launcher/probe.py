@@ -92,7 +92,9 @@ def probe_host(shell: HostShell, python: str, code_hash: str) -> ProbeResult:
     return ProbeResult(host, python, parse_probe(host, result.stdout))
 
 
-def host_problems(p: ProbeResult, tf_versions: Sequence[str | None], local: bool) -> list[str]:
+def host_problems(
+    p: ProbeResult, tf_versions: Sequence[str | None], local: bool, need_code: bool = True
+) -> list[str]:
     """Everything wrong with one host, each a short phrase with what to do."""
     facts = p.facts
     problems = []
@@ -111,6 +113,6 @@ def host_problems(p: ProbeResult, tf_versions: Sequence[str | None], local: bool
         )
     if int(facts.get("free_mb", 0)) < MIN_FREE_MB:
         problems.append(f"only {facts.get('free_mb')} MB free in {facts.get('workdir')}")
-    if not local and not facts.get("deployed"):
+    if need_code and not local and not facts.get("deployed"):
         problems.append("the local trainer/ is not deployed there (run fab deploy)")
     return problems

@@ -160,7 +160,7 @@ def check(settings: Settings, out: Output) -> int:
                     deployed,
                 ]
             )
-            for p in host_problems(r, tf_versions, host.local):
+            for p in host_problems(r, tf_versions, host.local, need_code=False):
                 problems.append(f"worker {host.index} ({host.label}): {p}")
         else:
             msg = r.message if isinstance(r, HostError) else f"{type(r).__name__}: {r}"

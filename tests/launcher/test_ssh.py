@@ -1,0 +1,158 @@
+"""The real `fab` against real SSH test hosts (tests/sshcluster.py): check, deploy, train,
+status, fetch, and a worker killed mid-training.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.launcher.helpers import (
+    FAST,
+    check_complete_run,
+    fab_env,
+    only_run,
+    read_json,
+    run_dir_appeared,
+    run_fab,
+    start_fab,
+    stop_process,
+    training,
+    wait_for,
+)
+from tests.sshcluster import SshCluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def ssh_env(ssh_cluster: SshCluster) -> dict[str, str]:
+    """The environment `fab` runs in: the test cluster's known_hosts, strict checking."""
+    return fab_env(TFCLUSTER_KNOWN_HOSTS=str(ssh_cluster.known_hosts))
+
+
+def hosts_addrs(hosts_file: Path) -> list[str]:
+    addrs = []
+    for line in hosts_file.read_text().splitlines():
+        if line and not line.startswith("#"):
+            words = line.split()
+            port = next(w.split("=")[1] for w in words if w.startswith("tf_port="))
+            addrs.append(f"{words[0].split('@')[1]}:{port}")
+    return addrs
+
+
+def assert_hosts_idle(cluster: SshCluster, n: int) -> None:
+    for host in cluster.hosts[:n]:
+        assert cluster.wait_idle(host, timeout=10) == [], host.name
+
+
+def test_check_all_hosts(ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path) -> None:
+    ssh_cluster.hosts_file(tmp_path / "hosts.txt", 3)
+    out = run_fab(tmp_path, "check", env=ssh_env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line for line in out.stdout.splitlines() if "@127.0." in line]
+    assert len(rows) == 3 and all(" ok " in r and "free" in r for r in rows), out.stdout
+    assert "all 3 host(s) ready" in out.stdout
+
+
+def test_check_names_the_bad_host(
+    ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path
+) -> None:
+    path = ssh_cluster.hosts_file(tmp_path / "hosts.txt", 3)
+    lines = path.read_text().splitlines()
+    # Host 2 on a wrong SSH port (nothing listens there).
+    lines[2] = lines[2].replace(f"port={ssh_cluster.hosts[1].port}", "port=1")
+    path.write_text("\n".join(lines) + "\n")
+    out = run_fab(tmp_path, "check", env=ssh_env, timeout=120)
+    assert out.returncode == 1
+    bad = ssh_cluster.hosts[1]
+    assert f"check failed on worker 1 ({bad.user}@{bad.address})" in out.stderr
+    assert "connection refused" in out.stderr
+    assert "worker 0" not in out.stderr and "worker 2" not in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_host_key_is_refused(ssh_cluster: SshCluster, tmp_path: Path) -> None:
+    ssh_cluster.hosts_file(tmp_path / "hosts.txt", 1)
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    out = run_fab(tmp_path, "check", env=fab_env(TFCLUSTER_KNOWN_HOSTS=str(empty)), timeout=60)
+    assert out.returncode == 1
+    assert "unknown host key" in out.stderr and "--accept-new-host-keys" in out.stderr
+    # Opting in trusts it and records the key; the next check needs no opt-in.
+    out = run_fab(
+        tmp_path, "check", "--accept-new-host-keys", env=fab_env(TFCLUSTER_KNOWN_HOSTS=str(empty))
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"[{ssh_cluster.hosts[0].address}]:{ssh_cluster.hosts[0].port}" in empty.read_text()
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_deploy_train(
+    n: int, ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path
+) -> None:
+    hosts_file = ssh_cluster.hosts_file(tmp_path / "hosts.txt", n)
+    out = run_fab(
+        tmp_path,
+        "deploy",
+        "train",
+        *FAST,
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "5",
+        env=ssh_env,
+        timeout=400,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    run_dir = only_run(tmp_path)
+    check_complete_run(run_dir, [], hosts_addrs(hosts_file))
+    for i in range(n):
+        assert f"[{i} {ssh_cluster.hosts[i].user}@" in out.stdout
+    cluster = read_json(run_dir / "cluster.json")
+    assert [h["ssh"] for h in cluster["hosts"]] == [
+        f"{h.user}@{h.address}:{h.port}" for h in ssh_cluster.hosts[:n]
+    ]
+    assert_hosts_idle(ssh_cluster, n)
+    # The run can be looked at and fetched again afterwards.
+    status = run_fab(tmp_path, "status", env=ssh_env, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("finished  epoch 2/2") == n, status.stdout
+    (run_dir / "model.h5").unlink()
+    fetch = run_fab(tmp_path, "fetch", env=ssh_env, timeout=60)
+    assert fetch.returncode == 0, fetch.stderr
+    assert (run_dir / "model.h5").stat().st_size > 0
+    # A second deploy of the same tree sends nothing.
+    again = run_fab(tmp_path, "deploy", env=ssh_env, timeout=60)
+    assert again.stdout.count("unchanged (0 bytes)") == n, again.stdout
+
+
+def test_killed_worker_over_ssh(
+    ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path
+) -> None:
+    ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
+    assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
+    proc = start_fab(tmp_path, "train", *FAST, "--epochs", "200", "--grace", "3", env=ssh_env)
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), 120, "both workers training")
+        victim = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
+        os.kill(victim, signal.SIGKILL)
+        t0 = time.monotonic()
+        output, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        stop_process(proc)
+    host = ssh_cluster.hosts[1]
+    assert proc.returncode == 1, output[-3000:]
+    assert took < 30
+    assert f"worker 1 ({host.user}@{host.address}) killed by SIGKILL" in output
+    cluster = read_json(run_dir / "cluster.json")
+    assert cluster["state"] == "failed" and cluster["failure"]["reason"] == "killed by SIGKILL"
+    assert (run_dir / "workers" / "1" / "worker.log").stat().st_size > 0, "logs were fetched"
+    assert (run_dir / "workers" / "0" / "worker.log").stat().st_size > 0
+    assert_hosts_idle(ssh_cluster, 2)
