@@ -26,6 +26,7 @@ from trainer.status import StatusFile, initial_status, worker_dir, write_json_at
 EXIT_FAILED = 1
 EXIT_INPUT = 2
 
+_TENSORFLOW_PREAMBLE = ("Graph execution error", "Detected at node", 'File "')
 _QUIET_TENSORFLOW = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1"}
 
 
@@ -95,9 +96,10 @@ def main(argv: Sequence[str]) -> int:
 
 
 def one_line(error: BaseException) -> str:
-    """The error's type and the first non-empty line of its message."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    """The error's type and its first telling line (TensorFlow's start with a stack dump)."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    telling = [line for line in lines if line and not line.startswith(_TENSORFLOW_PREAMBLE)]
+    return f"{type(error).__name__}: {telling[0]}" if telling else type(error).__name__
 
 
 def _report_input_error(error: InputError) -> int:

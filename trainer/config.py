@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(run_dir=Path("."))
     p = _Parser(
         prog="python -m trainer",
+        allow_abbrev=False,
         description="Train the MNIST CNN on this worker under MultiWorkerMirroredStrategy. "
         "Reads TF_CONFIG; without it, trains as a single worker.",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 import time
 import warnings
@@ -33,12 +34,21 @@ def configure_devices(threads: int | None) -> list[str]:
     return [gpu.name for gpu in gpus] or ["CPU"]
 
 
+def build_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+    """The strategy, with SIGTERM kept for Python: TF's coordination service installs its own
+    handler, which would keep a worker training after the launcher asked it to stop."""
+    python_handler = signal.getsignal(signal.SIGTERM)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    signal.signal(signal.SIGTERM, python_handler)
+    return strategy
+
+
 def train(
     config: TrainConfig, cluster: Cluster, splits: Splits, plan: BatchPlan, status: StatusFile
 ) -> dict[str, Any]:
     """Train, evaluate on the test split and save; returns the metrics (the chief writes them)."""
     devices = configure_devices(config.threads)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    strategy = build_strategy()
     keras.utils.set_random_seed(config.seed)
     print(describe(config, cluster, splits, plan, devices), flush=True)
 

@@ -15,6 +15,8 @@ from trainer.plan import plan_batches
 
 
 def main(num_examples: int, per_worker_batch: int, shard: str) -> None:
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     ids = np.arange(num_examples, dtype=np.int64)
     plan = plan_batches(num_examples, per_worker_batch, strategy.num_replicas_in_sync, None)

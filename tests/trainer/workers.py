@@ -1,0 +1,116 @@
+"""Start real trainer workers as local processes, the way the launcher does, and read what
+they wrote. Shared by the trainer's tests and benchmarks/bench_trainer.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tensorboard.compat.proto import event_pb2
+from tensorboard.util import tensor_util
+
+from tests.sshcluster import free_ports
+
+REPO = Path(__file__).resolve().parents[2]
+Scalars = dict[str, list[tuple[int, float]]]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One worker process after it ended."""
+
+    index: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def tf_configs(n: int) -> list[str | None]:
+    """TF_CONFIG for each of n local workers on free ports; a lone worker gets none."""
+    if n == 1:
+        return [None]
+    workers = [f"localhost:{port}" for port in free_ports(n)]
+    return [
+        json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+        for i in range(n)
+    ]
+
+
+def worker_env(tf_config: str | None) -> dict[str, str]:
+    """The environment of a test worker: CPU only, quiet, this checkout importable."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    if tf_config is not None:
+        env["TF_CONFIG"] = tf_config
+    return env
+
+
+def start_cluster(n: int, argv: Sequence[str]) -> list[subprocess.Popen[str]]:
+    """n processes of `python ARGV...`, each in its own process group, started together."""
+    return [
+        subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=REPO,
+            env=worker_env(tf_config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for tf_config in tf_configs(n)
+    ]
+
+
+def wait_all(processes: Sequence[subprocess.Popen[str]], timeout: float = 300) -> list[Finished]:
+    """Wait for every process; kill all of them if any overruns, so none outlives the test."""
+    try:
+        outputs = [p.communicate(timeout=timeout) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    return [
+        Finished(i, p.returncode, out, err)
+        for i, (p, (out, err)) in enumerate(zip(processes, outputs, strict=True))
+    ]
+
+
+def run_cluster(n: int, argv: Sequence[str], timeout: float = 300) -> list[Finished]:
+    return wait_all(start_cluster(n, argv), timeout)
+
+
+def run_trainers(n: int, run_dir: Path, *options: str, timeout: float = 300) -> list[Finished]:
+    """n trainer workers sharing one local run directory (like the launcher's local hosts)."""
+    argv = ["-m", "trainer", "--run-dir", str(run_dir), "--threads", "1", *options]
+    return run_cluster(n, argv, timeout)
+
+
+def read_scalars(events_dir: Path) -> Scalars:
+    """Every scalar in a folder's event files: tag -> [(step, value)], in file order."""
+    scalars: Scalars = {}
+    for path in sorted(events_dir.glob("events.out.tfevents.*")):
+        for event in _events(path.read_bytes()):
+            for value in event.summary.value:
+                number = float(tensor_util.make_ndarray(value.tensor))
+                scalars.setdefault(value.tag, []).append((event.step, number))
+    return scalars
+
+
+def _events(data: bytes) -> list[event_pb2.Event]:
+    """TFRecord framing: u64 length, u32 crc, payload, u32 crc."""
+    events, offset = [], 0
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from("<Q", data, offset)
+        payload = data[offset + 12 : offset + 12 + length]
+        events.append(event_pb2.Event.FromString(payload))
+        offset += 12 + length + 4
+    return events
