@@ -43,6 +43,9 @@ _HEAD_BYTES = 64
 _TF2_FLOAT_TENSOR = b"\x42\x0a\x08\x01\x12\x00\x22\x04"
 _EVENT_FILE = re.compile(r"tfevents\.(\d+)")
 
+# One tag's points as numpy arrays: (steps int64, wall times float64, values float64).
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+
 if google_crc32c.implementation != "c":  # pragma: no cover - depends on the wheel
     raise ImportError("google-crc32c has no C extension here: reading events would crawl")
 
@@ -84,7 +87,7 @@ class Series:
         self.walls.append(wall)
         self.values.append(value)
 
-    def to_numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def to_numpy(self) -> Arrays:
         """Copies (steps, walls, values): later appends must not move memory under a view."""
         return (
             np.array(self.steps, dtype=np.int64),

@@ -125,6 +125,7 @@ class RunPlan:
     # Running runs: how many steps each worker has logged (missing -> all of the run so far).
     steps_done: dict[int, int] = field(default_factory=dict)
     stalled: tuple[int, ...] = ()
+    stall_seconds: float = 300.0
     failed: int | None = None
     dataset: str = "digits"
     seed: int = 0
@@ -162,7 +163,12 @@ def write_run(
     active = plan.state in ("starting", "running")
     done = {index: plan.steps_done.get(index, plan.steps_total) for index in range(plan.workers)}
     longest = max(done.values(), default=0)
-    started = now - longest * plan.step_seconds - (1.0 if active else 5.0)
+    # Every worker's points spread evenly up to `span` seconds after the start; a stalled
+    # worker's stop `stall_seconds` earlier, and nothing has come from it since.
+    span = longest * plan.step_seconds
+    if active and plan.stalled:
+        span = max(span, plan.stall_seconds + 30.0)
+    started = now - span - (1.0 if active else 5.0)
     created = started - 2.0
     run_id = run_id or new_run_id(created)
     run_dir = Path(root) / run_id
@@ -174,10 +180,10 @@ def write_run(
             {
                 "index": index,
                 "role": "chief" if index == 0 else "worker",
-                "name": "localhost",
-                "ssh": None,
-                "local": True,
-                "addr": "localhost",
+                "name": f"host{index}",
+                "ssh": f"host{index}:22",
+                "local": False,
+                "addr": f"host{index}",
                 "tf_port": port,
                 "workdir": "~/tfjobs",
                 "python": "python3",
@@ -190,9 +196,11 @@ def write_run(
         worker_dir = run_dir / "workers" / str(index)
         wall = started
         loss = accuracy = rate = None
+        end = span - (plan.stall_seconds if active and index in plan.stalled else 0.0)
+        step_length = end / steps if steps else plan.step_seconds
         with EventWriter.create(worker_dir / "events", started, host=f"host{index}") as writer:
             for step in range(steps):
-                wall = started + (step + 1) * plan.step_seconds + 0.01 * index
+                wall = started + (step + 1) * step_length - 0.01 * index
                 loss, accuracy = _curve(step, index, rng)
                 rate = 800.0 + rng.uniform(-40, 40) - 60 * index
                 for tag, value in zip(
@@ -240,7 +248,7 @@ def write_run(
     if plan.failed is not None:
         failure = {
             "index": plan.failed,
-            "host": "localhost",
+            "host": f"host{plan.failed}",
             "reason": "killed by SIGKILL",
             "log_tail": ["Collective ops is aborted"],
         }
@@ -253,7 +261,7 @@ def write_run(
             "state": plan.state,
             "hosts_file": "hosts.txt",
             "hosts": hosts,
-            "tf_config_cluster": {"worker": [f"localhost:{h['tf_port']}" for h in hosts]},
+            "tf_config_cluster": {"worker": [f"{h['addr']}:{h['tf_port']}" for h in hosts]},
             "trainer_args": ["--epochs", str(plan.epochs), "--dataset", plan.dataset],
             "dataset": plan.dataset,
             "epochs": plan.epochs,

@@ -337,7 +337,9 @@ def test_deleted_file_and_missing_directory_do_not_raise(sample_file: Path) -> N
 
 def test_reader_modules_do_not_import_tensorflow() -> None:
     code = (
-        "import sys, dashboard.events, dashboard.samplerun; sys.exit('tensorflow' in sys.modules)"
+        "import sys, streamlit, dashboard.events, dashboard.samplerun, dashboard.runs,"
+        " dashboard.cluster, dashboard.charts, dashboard.live;"
+        " sys.exit('tensorflow' in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 

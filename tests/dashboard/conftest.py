@@ -1,0 +1,58 @@
+"""Run folders made in the real format by dashboard.samplerun, one per situation."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from dashboard.samplerun import RunPlan, write_run
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    """An empty runs folder."""
+    path = tmp_path / "runs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def model_bytes() -> bytes:
+    return random.Random(7).randbytes(50_000)
+
+
+@pytest.fixture
+def finished_run(runs_dir: Path, model_bytes: bytes) -> Path:
+    """A finished 2-worker run with model.h5, metrics.json and the chief's Keras logs."""
+    plan = RunPlan(workers=2, state="finished", model_bytes=model_bytes)
+    return write_run(runs_dir, plan, run_id="20261128-100000-aaaa")
+
+
+@pytest.fixture
+def running_run(runs_dir: Path) -> Path:
+    """A running 3-worker run whose worker 2 went silent five minutes ago."""
+    plan = RunPlan(workers=3, state="running", steps_done={0: 50, 1: 47, 2: 12}, stalled=(2,))
+    return write_run(runs_dir, plan, run_id="20261128-110000-bbbb", now=time.time())
+
+
+@pytest.fixture
+def corrupt_run(runs_dir: Path) -> Path:
+    """A run with garbage cluster.json, a cut, a flipped, an empty and a random event file."""
+    plan = RunPlan(workers=4, state="finished")
+    run_dir = write_run(runs_dir, plan, run_id="20261128-090000-cccc")
+    (run_dir / "cluster.json").write_bytes(b"\x00{not json at all")
+    (run_dir / "metrics.json").write_text(json.dumps([1, 2, 3]))
+    (run_dir / "workers" / "1" / "status.json").write_text('{"state": "runn')
+    events = {i: next((run_dir / "workers" / str(i) / "events").iterdir()) for i in range(4)}
+    data = events[0].read_bytes()
+    events[0].write_bytes(data[: len(data) // 2 + 3])
+    flipped = bytearray(events[1].read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    events[1].write_bytes(bytes(flipped))
+    events[2].write_bytes(b"")
+    events[3].write_bytes(random.Random(3).randbytes(2000))
+    return run_dir

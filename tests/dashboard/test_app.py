@@ -1,0 +1,276 @@
+"""The real dashboard/app.py, run headless by Streamlit's AppTest against made-up run folders."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from dashboard.samplerun import append_progress
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+
+OpenApp = Callable[..., AppTest]
+
+
+@pytest.fixture
+def open_app(monkeypatch: pytest.MonkeyPatch) -> OpenApp:
+    """Runs the app once on a runs folder (and optionally ?run=...), returns the AppTest."""
+
+    def run(runs_dir: Path, run: str | None = None) -> AppTest:
+        monkeypatch.setenv("TFCLUSTER_RUNS", str(runs_dir))
+        app = AppTest.from_file(str(APP), default_timeout=60)
+        if run is not None:
+            app.query_params["run"] = run
+        app.run()
+        assert not app.exception, [e.value for e in app.exception]
+        return app
+
+    return run
+
+
+@pytest.fixture
+def media_managers(monkeypatch: pytest.MonkeyPatch) -> list[MediaFileManager]:
+    """The media file managers AppTest creates for each run, to click deferred downloads."""
+    managers: list[MediaFileManager] = []
+
+    class Recording(MediaFileManager):
+        def __init__(self, storage: MemoryMediaFileStorage) -> None:
+            super().__init__(storage)
+            self.memory = storage
+            managers.append(self)
+
+    monkeypatch.setattr("streamlit.testing.v1.app_test.MediaFileManager", Recording)
+    return managers
+
+
+def click_download(manager: MediaFileManager, file_id: str) -> bytes:
+    """What the browser receives for a deferred download: run it, fetch the stored file."""
+    url = manager.execute_deferred(file_id)
+    return manager.memory.get_file(url.rsplit("/", 1)[-1]).content  # type: ignore[attr-defined]
+
+
+def plotly_specs(app: AppTest) -> list[dict[str, Any]]:
+    return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+
+
+def chart_titled(app: AppTest, title: str) -> dict[str, Any]:
+    for spec in plotly_specs(app):
+        if spec["layout"].get("title", {}).get("text") == title:
+            return spec
+    raise AssertionError(f"no chart titled {title!r}")
+
+
+def legend_lines(spec: dict[str, Any]) -> list[str]:
+    return [trace["name"] for trace in spec["data"] if trace.get("showlegend", True)]
+
+
+def trace_values(trace: dict[str, Any], axis: str) -> list[Any]:
+    """A trace's x or y, whether plain JSON or plotly's base64 typed array."""
+    data = trace[axis]
+    if isinstance(data, dict) and "bdata" in data:
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
+    return list(data)
+
+
+def worker_table(app: AppTest) -> pd.DataFrame:
+    for frame in app.dataframe:
+        if "stalled" in frame.value.columns:
+            return frame.value
+    raise AssertionError("no worker table")
+
+
+def runs_table(app: AppTest) -> pd.DataFrame:
+    for frame in app.dataframe:
+        if "test accuracy" in frame.value.columns:
+            return frame.value
+    raise AssertionError("no runs table")
+
+
+def texts(elements: Any) -> str:
+    return "\n".join(str(element.value) for element in elements)
+
+
+def download(app: AppTest, label_start: str) -> Any:
+    for button in app.get("download_button"):
+        if button.proto.label.startswith(label_start):
+            return button.proto
+    return None
+
+
+def test_finished_run_shows_one_row_and_one_line_per_worker(
+    open_app: OpenApp, finished_run: Path
+) -> None:
+    app = open_app(finished_run.parent)
+
+    table = worker_table(app)
+    assert list(table["worker"]) == [0, 1]
+    assert list(table["state"]) == ["finished", "finished"]
+    assert not table["stalled"].any()
+    for title in ("Loss", "Accuracy", "Throughput (examples/s)"):
+        assert legend_lines(chart_titled(app, title)) == ["chief (0)", "worker 1"]
+    assert legend_lines(chart_titled(app, "Loss per epoch")) == ["train", "validation"]
+    runs = runs_table(app)
+    assert list(runs["run"]) == [finished_run.name]
+    assert runs["test accuracy"][0] == pytest.approx(0.967)
+    assert "not refreshing" in texts(app.sidebar.caption)
+    assert len(app.get("progress")) == 2
+
+
+def test_download_serves_the_exact_bytes_of_model_h5(
+    open_app: OpenApp,
+    finished_run: Path,
+    model_bytes: bytes,
+    media_managers: list[MediaFileManager],
+) -> None:
+    app = open_app(finished_run.parent)
+
+    model = download(app, "⬇ Model (model.h5)")
+    log = download(app, "⬇ worker 1 log")
+    assert model is not None and log is not None
+    assert click_download(media_managers[-1], model.deferred_file_id) == model_bytes
+    log_bytes = (finished_run / "workers" / "1" / "worker.log").read_bytes()
+    assert click_download(media_managers[-1], log.deferred_file_id) == log_bytes
+
+
+def test_running_run_flags_the_stalled_worker(open_app: OpenApp, running_run: Path) -> None:
+    app = open_app(running_run.parent)
+
+    table = worker_table(app)
+    assert list(table["worker"]) == [0, 1, 2]
+    assert list(table["stalled"]) == [False, False, True]
+    assert list(table["lag (steps)"]) == [0, 3, 38]
+    assert "worker 2 (host2) is stalled" in texts(app.warning)
+    cluster = chart_titled_cluster(app)
+    assert cluster == {0: "running", 1: "running", 2: "stalled"}
+    assert legend_lines(chart_titled(app, "Loss")) == ["chief (0)", "worker 1", "worker 2"]
+    assert "refreshing every 3 s" in texts(app.sidebar.caption)
+
+
+def chart_titled_cluster(app: AppTest) -> dict[int, str]:
+    """Worker index -> state as coloured in the cluster picture."""
+    for spec in plotly_specs(app):
+        states = {
+            trace["meta"]["worker"]: trace["meta"]["state"]
+            for trace in spec["data"]
+            if isinstance(trace.get("meta"), dict) and "state" in trace["meta"]
+        }
+        if states:
+            return states
+    raise AssertionError("no cluster picture")
+
+
+def test_empty_folder_says_how_to_start_a_run(open_app: OpenApp, runs_dir: Path) -> None:
+    app = open_app(runs_dir)
+    assert "No runs in" in texts(app.info)
+    assert "fab deploy train" in texts(app.markdown)
+    assert not app.get("plotly_chart")
+
+
+def test_missing_folder_says_so(open_app: OpenApp, tmp_path: Path) -> None:
+    app = open_app(tmp_path / "nowhere")
+    assert "does not exist yet" in texts(app.info)
+
+
+def test_corrupt_run_warns_and_shows_what_is_left(open_app: OpenApp, corrupt_run: Path) -> None:
+    app = open_app(corrupt_run.parent)
+
+    warnings = texts(app.warning)
+    assert "cluster.json: not valid JSON" in warnings
+    assert "metrics.json: expected a JSON object" in warnings
+    assert "worker 1 status.json: not valid JSON" in warnings
+    assert "fails its CRC" in warnings or "damaged record header" in warnings
+    assert "worker 0: its event file ends in" in warnings
+    assert list(worker_table(app)["worker"]) == [0, 1, 2, 3]
+    assert legend_lines(chart_titled(app, "Loss")) == ["chief (0)", "worker 1"]
+    assert runs_table(app)["run"].tolist() == [corrupt_run.name]
+
+
+@pytest.mark.parametrize(
+    "name", ["../..", "..", "../outside", "/etc", "a/../../b", ".hidden", "%2e%2e"]
+)
+def test_run_name_that_leaves_the_runs_folder_is_refused(
+    open_app: OpenApp, finished_run: Path, name: str
+) -> None:
+    outside = finished_run.parent.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "cluster.json").write_text('{"state": "running"}')
+
+    app = open_app(finished_run.parent, run=name)
+
+    assert "Refused run name" in texts(app.warning) or "not in the runs folder" in texts(
+        app.warning
+    )
+    assert app.query_params["run"] == finished_run.name
+
+
+def test_links_out_of_the_run_are_never_served(open_app: OpenApp, finished_run: Path) -> None:
+    secret = finished_run.parent.parent / "secret.txt"
+    secret.write_text("not for the page")
+    (finished_run / "model.h5").unlink()
+    (finished_run / "model.h5").symlink_to(secret)
+    (finished_run / "workers" / "1" / "worker.log").unlink()
+    (finished_run / "workers" / "1" / "worker.log").symlink_to("../../../secret.txt")
+    outside_run = finished_run.parent.parent / "elsewhere"
+    shutil.copytree(finished_run, outside_run, symlinks=True)
+    os.symlink(outside_run, finished_run.parent / "20991231-000000-link")
+
+    app = open_app(finished_run.parent)
+
+    assert download(app, "⬇ Model") is None
+    assert download(app, "⬇ worker 1 log") is None
+    assert "model.h5: refused" in texts(app.warning)
+    assert "not for the page" not in texts(app.code)
+    assert runs_table(app)["run"].tolist() == [finished_run.name]
+
+
+def test_run_removed_while_open_is_a_warning(open_app: OpenApp, running_run: Path) -> None:
+    app = open_app(running_run.parent, run=running_run.name)
+    shutil.rmtree(running_run)
+
+    app.run()
+
+    assert not app.exception
+    assert f"Run `{running_run.name}` is not in the runs folder" in texts(app.warning)
+    assert "No runs in" in texts(app.info)
+
+
+def test_new_events_show_on_the_next_refresh(
+    open_app: OpenApp, running_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dashboard.live.POLL_INTERVAL", 0.0)
+    app = open_app(running_run.parent)
+    assert worker_table(app)["step"][1] == "47/60"
+
+    append_progress(running_run, 1, range(47, 55))
+    app.run()
+
+    assert worker_table(app)["step"][1] == "55/60"
+    loss = chart_titled(app, "Loss")
+    worker_one = next(t for t in loss["data"] if t["name"] == "worker 1")
+    assert trace_values(worker_one, "x")[-1] == 54
+
+
+def test_run_that_ends_stops_refreshing(open_app: OpenApp, running_run: Path) -> None:
+    app = open_app(running_run.parent)
+    assert "refreshing every" in texts(app.sidebar.caption)
+    cluster = json.loads((running_run / "cluster.json").read_text())
+    cluster.update(state="failed", failure={"index": 2, "host": "host2", "reason": "went silent"})
+    (running_run / "cluster.json").write_text(json.dumps(cluster))
+
+    app.run()
+
+    assert "not refreshing" in texts(app.sidebar.caption)
+    assert "worker 2 (host2) failed: went silent" in texts(app.error)
+    assert list(worker_table(app)["state"]) == ["stopped", "stopped", "failed"]
