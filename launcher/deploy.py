@@ -12,7 +12,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.commands import q
+from launcher.commands import expand_home, home_path, q
 from launcher.remote import HostError, HostShell
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -67,16 +67,28 @@ class DeployResult:
     action: str
 
 
-def deploy_code(shell: HostShell, workdir: str, code_hash: str, archive: bytes) -> DeployResult:
-    """Upload and unpack the tree unless `<workdir>/code/<hash>/.complete` already exists."""
+def deploy_code(
+    shell: HostShell, workdir: str, code_hash: str, archive: bytes
+) -> tuple[DeployResult, str]:
+    """Upload and unpack the tree unless `<workdir>/code/<hash>/.complete` already exists.
+
+    One round trip finds the home directory and whether the tree is there, so that an
+    unchanged deploy costs a single command per host. Returns the absolute workdir too.
+    """
+    wd = home_path(workdir)
+    probe = shell.run(
+        f'echo "$HOME"; d={wd}/code/{q(code_hash)}; '
+        f'if [ -f "$d/.complete" ]; then echo {q(code_hash)} > {wd}/code/current && '
+        f'echo unchanged; else mkdir -p "$d" && echo missing; fi',
+        timeout=30,
+    )
+    lines = probe.stdout.split("\n")
+    if probe.code != 0 or len(lines) < 2:
+        raise HostError(shell.host, f"cannot prepare {workdir}/code: {probe.stderr.strip()}")
+    workdir = expand_home(workdir, lines[0].strip())
+    if lines[1].strip() == "unchanged":
+        return DeployResult(0, "unchanged"), workdir
     dest = f"{workdir}/code/{code_hash}"
-    check = shell.run(f"test -f {q(dest + '/.complete')}", timeout=30)
-    if check.code == 0:
-        shell.run(f"echo {q(code_hash)} > {q(workdir + '/code/current')}", timeout=30)
-        return DeployResult(0, "unchanged")
-    mk = shell.run(f"mkdir -p {q(dest)}", timeout=30)
-    if mk.code != 0:
-        raise HostError(shell.host, f"cannot create {dest}: {mk.stderr.strip()}")
     tarball = f"{dest}.tar.gz"
     shell.write_file(tarball, archive, 0o600)
     unpack = shell.run(
@@ -86,7 +98,7 @@ def deploy_code(shell: HostShell, workdir: str, code_hash: str, archive: bytes) 
     )
     if unpack.code != 0:
         raise HostError(shell.host, f"unpacking the code failed: {unpack.stderr.strip()}")
-    return DeployResult(len(archive), "sent")
+    return DeployResult(len(archive), "sent"), workdir
 
 
 def deploy_venv(shell: HostShell, workdir: str, python: str, code_hash: str) -> str:
@@ -109,16 +121,25 @@ def deploy_venv(shell: HostShell, workdir: str, python: str, code_hash: str) -> 
 
 
 def stage_file(shell: HostShell, local: Path, remote: str, sha: str) -> DeployResult:
-    """Copy a data file (mnist.npz) unless the host has it with the same checksum; verify it."""
-    have = shell.run(f"sha256sum {q(remote)} 2>/dev/null | cut -d' ' -f1", timeout=120)
-    if have.stdout.strip() == sha:
+    """Copy a data file (mnist.npz) unless the host has it with the same checksum; verify it.
+
+    The checksum verified at upload is kept beside the file with its size and mtime, so an
+    unchanged file is recognised without reading 11 MB again on every host.
+    """
+    marker = f"{remote}.sha256"
+    have = shell.run(
+        f"stat -c '%s %Y' {q(remote)} 2>/dev/null && cat {q(marker)} 2>/dev/null", timeout=60
+    )
+    lines = have.stdout.split("\n")
+    if have.code == 0 and len(lines) >= 2 and lines[1].strip() == f"{sha} {lines[0].strip()}":
         return DeployResult(0, "unchanged")
     shell.run(f"mkdir -p {q(remote.rsplit('/', 1)[0])}", timeout=30)
     data = local.read_bytes()
     shell.write_file(remote + ".tmp", data, 0o644)
     verify = shell.run(
         f"[ \"$(sha256sum {q(remote + '.tmp')} | cut -d' ' -f1)\" = {q(sha)} ] && "
-        f"mv {q(remote + '.tmp')} {q(remote)}",
+        f"mv {q(remote + '.tmp')} {q(remote)} && "
+        f"echo {q(sha)} $(stat -c '%s %Y' {q(remote)}) > {q(marker)}",
         timeout=120,
     )
     if verify.code != 0:

@@ -21,7 +21,7 @@ from typing import Any
 
 from launcher import commands
 from launcher.display import LogTail, Output, progress_text, read_status
-from launcher.exits import describe_exit, normalize_exit
+from launcher.exits import describe_exit, first_failure, job_exit_code, normalize_exit
 from launcher.hosts import Host
 from launcher.remote import HostError, HostShell, each_host
 from launcher.runs import write_json_atomic
@@ -337,18 +337,18 @@ class Job:
     def _exit_codes(self) -> dict[str, int | None]:
         return {str(w.index): w.exit_code for w in self.workers}
 
+    def save_end(self, **changes: Any) -> None:
+        """The final cluster.json: exit codes, and the bytes mirrored from each SSH host."""
+        synced = {str(w.index): w.mirror.bytes_received for w in self.workers if w.mirror}
+        self.save(finished=time.time(), exit_codes=self._exit_codes(), sync_bytes=synced, **changes)
+
     def _end_failed(self, failure: Failure) -> int:
         with signals_ignored():
             self.stop_all()
         worker = self.workers[failure.index]
         failure.log_tail = log_tail(worker.tail.path)
         self.failure = failure
-        self.save(
-            state="failed",
-            finished=time.time(),
-            exit_codes=self._exit_codes(),
-            failure=failure.as_dict(),
-        )
+        self.save_end(state="failed", failure=failure.as_dict())
         self.out.line(f"FAILED: worker {failure.index} ({failure.host}) {failure.reason}")
         if failure.log_tail:
             self.out.line(f"last lines of workers/{failure.index}/worker.log:")
@@ -360,13 +360,18 @@ class Job:
         with signals_ignored():
             self.out.line(f"interrupted ({signal.Signals(signum).name}): stopping every worker")
             self.stop_all()
-            self.save(state="stopped", finished=time.time(), exit_codes=self._exit_codes())
+            self.save_end(state="stopped")
             self.out.line(f"stopped; logs are in {self.local_dir}")
         return 128 + int(signum)
 
     def _end_finished(self) -> int:
         self._final_sync()
-        self.save(state="finished", finished=time.time(), exit_codes=self._exit_codes())
+        codes = {w.index: w.exit_code for w in self.workers}
+        code = job_exit_code(codes, len(self.workers))
+        if code != 0:
+            bad = self.workers[first_failure(codes) or 0]
+            return self._end_failed(self._failure(bad, describe_exit(bad.exit_code)))
+        self.save_end(state="finished")
         self.out.line(summary(self.local_dir))
         return 0
 

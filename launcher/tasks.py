@@ -204,10 +204,8 @@ def deploy(settings: Settings, out: Output, venv: bool = False, mnist: str | Non
     def one(host: Host) -> str:
         shell = open_shell(host, settings.ssh)
         try:
-            home = shell.run("echo $HOME", timeout=30).stdout.strip()
-            workdir = commands.expand_home(host.workdir, home)
             parts = []
-            res = deploy_code(shell, workdir, code, archive)
+            res, workdir = deploy_code(shell, host.workdir, code, archive)
             parts.append(f"code {code} {res.action} ({res.sent_bytes} bytes)")
             if venv:
                 python = host.python or "python3"

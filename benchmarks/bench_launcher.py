@@ -1,0 +1,134 @@
+"""Launcher speed figures on real SSH test hosts (tests/sshcluster.py), run as root:
+
+    .venv/bin/python benchmarks/bench_launcher.py
+
+1. `fab deploy` to 1 host and to 4 hosts, each into a fresh workdir: parallel deploy should take
+   under 1.5x as long for 4 hosts (reference: 4x for one host after another).
+2. A second deploy of the unchanged tree against the first: under 20% (nothing is sent).
+3. Log mirroring during `fab train` on 2 hosts: bytes received by the launcher against the bytes
+   the workers left on their hosts; close to 1.0 means only new bytes travel (reference: a
+   naive copy of every changed file at every pass, also printed).
+
+Prints figures and ratios; asserts nothing (timings depend on the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.sshcluster import SshCluster, free_ports, start_cluster  # noqa: E402
+
+FAB = [str(Path(sys.executable).parent / "fab"), "-r", str(REPO)]
+REPEAT = 3
+
+
+def fab(cwd: Path, cluster: SshCluster, *args: str) -> tuple[float, str]:
+    env = dict(os.environ, TFCLUSTER_KNOWN_HOSTS=str(cluster.known_hosts))
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [*FAB, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    took = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"fab {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return took, out.stdout
+
+
+def hosts_file(cluster: SshCluster, path: Path, n: int, workdir: str) -> None:
+    cluster.hosts_file(path, n, workdir=workdir)
+
+
+def bench_deploy(cluster: SshCluster, base: Path) -> None:
+    data = base / "mnist.npz"
+    data.write_bytes(os.urandom(11_490_434))  # the size of MNIST's mnist.npz
+    times: dict[int, list[float]] = {1: [], 4: []}
+    second: list[float] = []
+    with_data: list[tuple[float, float]] = []
+    for _ in range(REPEAT):
+        for n in (1, 4):
+            d = base / f"deploy-{n}-{secrets.token_hex(3)}"
+            d.mkdir()
+            hosts_file(cluster, d / "hosts.txt", n, f"~/bench-{d.name}")
+            took, _ = fab(d, cluster, "deploy")
+            times[n].append(took)
+            if n == 4:
+                again, out = fab(d, cluster, "deploy")
+                assert out.count("unchanged") == 4, out
+                second.append(again / took)
+                first_data, _ = fab(d, cluster, "deploy", "--mnist", str(data))
+                again_data, out = fab(d, cluster, "deploy", "--mnist", str(data))
+                assert out.count("mnist.npz unchanged") == 4, out
+                with_data.append((first_data, again_data))
+    one, four = min(times[1]), min(times[4])
+    print("deploy (the real `fab deploy` command, fresh workdir each time, best of 3):")
+    print(f"  trainer/ to 1 host  {one:6.2f} s")
+    print(f"  trainer/ to 4 hosts {four:6.2f} s   ratio 4/1 = {four / one:.2f}  (target < 1.5)")
+    print(
+        f"  second deploy of the unchanged tree: {min(second) * 100:.0f}% of the first "
+        "(target < 20%; both are mostly fab's own start-up and the SSH handshake, the tree "
+        "is small)"
+    )
+    fd, ad = min(with_data, key=lambda t: t[1] / t[0])
+    startup, _ = fab(base, cluster, "--list")
+    print(
+        f"  with an 11 MB mnist.npz staged on 4 hosts: first {fd:.2f} s, unchanged again "
+        f"{ad:.2f} s = {ad / fd * 100:.0f}% (target < 20%)"
+    )
+    print(f"  for reference, `fab --list` (start-up alone) takes {startup:.2f} s")
+    one_w, four_w, again_w = one - startup, four - startup, min(second) * four - startup
+    print(
+        f"  without that start-up: 1 host {one_w:.2f} s, 4 hosts {four_w:.2f} s, "
+        f"unchanged {again_w:.2f} s = {again_w / four_w * 100:.0f}% of the first"
+    )
+
+
+def remote_bytes(cluster: SshCluster, host_index: int, run_dir: str) -> int:
+    host = cluster.hosts[host_index]
+    out = cluster.run_as(host, f"find {run_dir} -type f -printf '%s\\n'")
+    return sum(int(x) for x in out.stdout.split())
+
+
+def bench_mirror(cluster: SshCluster, base: Path) -> None:
+    d = base / "mirror"
+    d.mkdir()
+    cluster.hosts_file(d / "hosts.txt", 2, tf_ports=free_ports(2))
+    args = ["--dataset", "digits", "--threads", "1", "--epochs", "4", "--steps-per-epoch", "20"]
+    args += ["--log-every", "1", "--interval", "0.5"]
+    took, _ = fab(d, cluster, "deploy", "train", *args)
+    run = sorted((d / "runs").iterdir())[-1]
+    cluster_json = json.loads((run / "cluster.json").read_text())
+    received = sum(cluster_json["sync_bytes"].values())
+    written = sum(
+        remote_bytes(cluster, int(i), h["run_dir"])
+        for i, h in ((str(h["index"]), h) for h in cluster_json["hosts"])
+    )
+    local = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+    print(f"log mirroring (fab train, 2 SSH workers, 4 epochs, {took:.1f} s, 0.5 s passes):")
+    print(f"  bytes the workers left on their hosts: {written}")
+    print(f"  bytes received by the launcher:        {received}")
+    print(f"  ratio received/written = {received / written:.3f}  (target close to 1.0)")
+    print(f"  local run directory: {local} bytes (includes launcher.log and cluster.json)")
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the SSH test hosts need their own Unix users")
+    with tempfile.TemporaryDirectory(prefix="bench-launcher-") as tmp:
+        base = Path(tmp)
+        with start_cluster(4, base) as cluster:
+            bench_deploy(cluster, base)
+            bench_mirror(cluster, base)
+
+
+if __name__ == "__main__":
+    main()
