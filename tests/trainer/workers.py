@@ -114,3 +114,24 @@ def _events(data: bytes) -> list[event_pb2.Event]:
         events.append(event_pb2.Event.FromString(payload))
         offset += 12 + length + 4
     return events
+
+
+@dataclass(frozen=True)
+class TrainerRun:
+    """A finished local run: its directory and its workers' exits."""
+
+    run_dir: Path
+    workers: list[Finished]
+
+    def status(self, index: int) -> dict[str, object]:
+        return json.loads((self.run_dir / "workers" / str(index) / "status.json").read_text())
+
+    def metrics(self) -> dict[str, object]:
+        return json.loads((self.run_dir / "metrics.json").read_text())
+
+    def scalars(self, index: int) -> Scalars:
+        return read_scalars(self.run_dir / "workers" / str(index) / "events")
+
+
+def train_locally(n: int, run_dir: Path, *options: str, timeout: float = 300) -> TrainerRun:
+    return TrainerRun(run_dir, run_trainers(n, run_dir, *options, timeout=timeout))

@@ -1,0 +1,158 @@
+"""End to end: real trainer workers as local processes sharing one run directory."""
+
+import importlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.trainer.workers import TrainerRun, start_cluster, train_locally, wait_all
+from trainer.data import load_digits
+
+pytestmark = pytest.mark.slow
+
+PROGRESS_TAGS = {
+    "progress/loss",
+    "progress/accuracy",
+    "progress/examples_per_sec",
+    "progress/step_time_ms",
+}
+EPOCH_TAGS = {"epoch/loss", "epoch/accuracy"}
+SHORT = ("--dataset", "digits", "--epochs", "2", "--no-validation")
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> TrainerRun:
+    """Two workers on the digits with every other setting at its default."""
+    return train_locally(2, tmp_path_factory.mktemp("digits") / "run", "--dataset", "digits")
+
+
+@pytest.fixture(scope="module")
+def one_worker_losses(tmp_path_factory: pytest.TempPathFactory) -> TrainerRun:
+    """One worker (no TF_CONFIG) at global batch 64."""
+    run = train_locally(1, tmp_path_factory.mktemp("one") / "run", *SHORT, "--batch-size", "64")
+    assert run.workers[0].returncode == 0, run.workers[0].stderr[-3000:]
+    return run
+
+
+def test_every_worker_exits_0(digits_run: TrainerRun) -> None:
+    for worker in digits_run.workers:
+        assert worker.returncode == 0, worker.stderr[-3000:]
+
+
+def test_the_model_is_saved_only_at_the_chiefs_path(digits_run: TrainerRun) -> None:
+    run_dir = digits_run.run_dir
+    assert sorted(run_dir.rglob("*.h5")) == [run_dir / "model.h5"]
+    assert [p for p in run_dir.rglob("*") if "partial" in p.name or p.suffix == ".tmp"] == []
+    assert not any(p.name.startswith("workertemp") for p in run_dir.rglob("*"))
+
+
+@pytest.mark.parametrize("keras_package", ["tf_keras", "keras"])
+def test_model_h5_loads_with_load_model_and_predicts(
+    digits_run: TrainerRun, keras_package: str
+) -> None:
+    keras = importlib.import_module(keras_package)
+    model = keras.models.load_model(digits_run.run_dir / "model.h5")
+    digits = load_digits()
+    probabilities = model.predict(digits.x_test, verbose=0)
+    assert probabilities.shape == (450, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == digits.y_test))
+    assert accuracy == pytest.approx(digits_run.metrics()["test_accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_every_worker_writes_its_own_progress_and_epoch_scalars(
+    digits_run: TrainerRun, index: int
+) -> None:
+    scalars = digits_run.scalars(index)
+    assert set(scalars) >= PROGRESS_TAGS | EPOCH_TAGS
+    for tag in PROGRESS_TAGS:
+        steps = [step for step, _ in scalars[tag]]
+        assert len(steps) > 10 and steps == sorted(set(steps)), tag
+    epochs = digits_run.status(index)["epochs"]
+    for tag in EPOCH_TAGS:
+        assert [step for step, _ in scalars[tag]] == list(range(1, epochs + 1))  # type: ignore[arg-type]
+    assert all(value > 0 for _, value in scalars["progress/examples_per_sec"])
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_status_ends_finished(digits_run: TrainerRun, index: int) -> None:
+    status = digits_run.status(index)
+    assert status["state"] == "finished" and status["error"] is None
+    assert status["index"] == index and status["role"] == ["chief", "worker"][index]
+    assert status["epoch"] == status["epochs"] and status["step"] == status["steps_total"]
+    assert isinstance(status["pid"], int) and status["updated"] >= status["started"]  # type: ignore[operator]
+
+
+def test_two_workers_reach_95_percent_on_the_digits_by_default(digits_run: TrainerRun) -> None:
+    metrics = digits_run.metrics()
+    assert metrics["test_accuracy"] >= 0.95  # type: ignore[operator]
+    assert metrics["workers"] == 2 and metrics["dataset"] == "digits"
+    assert metrics["global_batch_size"] == 64
+    assert metrics["examples_seen"] == 21 * 64 * metrics["epochs"]  # type: ignore[operator]
+
+
+def test_the_chief_keeps_the_keras_tensorboard_logs(digits_run: TrainerRun) -> None:
+    tensorboard = digits_run.run_dir / "tensorboard"
+    assert sorted(p.name for p in tensorboard.iterdir()) == ["train", "validation"]
+    for part in ("train", "validation"):
+        assert list((tensorboard / part).glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("shard", ["data", "index"])
+def test_two_workers_at_half_the_batch_match_one_worker(
+    one_worker_losses: TrainerRun, tmp_path: Path, shard: str
+) -> None:
+    two = train_locally(2, tmp_path / "run", *SHORT, "--batch-size", "32", "--shard", shard)
+    assert [w.returncode for w in two.workers] == [0, 0], two.workers[0].stderr[-3000:]
+    expected = [value for _, value in one_worker_losses.scalars(0)["epoch/loss"]]
+    for index in (0, 1):
+        losses = [value for _, value in two.scalars(index)["epoch/loss"]]
+        np.testing.assert_allclose(losses, expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        two.metrics()["test_loss"], one_worker_losses.metrics()["test_loss"], rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("stop", "exit_code", "error"),
+    [(signal.SIGKILL, -9, None), (signal.SIGTERM, 143, "stopped by SIGTERM")],
+)
+def test_a_stopped_worker_fails_the_job_with_nothing_half_written(
+    tmp_path: Path, stop: signal.Signals, exit_code: int, error: str | None
+) -> None:
+    run_dir = tmp_path / "run"
+    long_run = ["--threads", "1", "--dataset", "digits", "--epochs", "100", "--log-every", "2"]
+    processes = start_cluster(2, ["-m", "trainer", "--run-dir", str(run_dir), *long_run])
+    try:
+        wait_for_step(run_dir / "workers" / "1" / "status.json", 4)
+    finally:
+        os.kill(processes[1].pid, stop)
+    chief, worker = wait_all(processes, timeout=120)
+    run = TrainerRun(run_dir, [chief, worker])
+
+    assert worker.returncode == exit_code
+    assert chief.returncode == 1
+    assert chief.stderr.rstrip().splitlines()[-1].startswith("trainer: worker 0 failed: ")
+    assert run.status(0)["state"] == "failed"
+    assert "Collective ops is aborted" in str(run.status(0)["error"])
+    if error is not None:
+        assert run.status(1)["state"] == "failed" and run.status(1)["error"] == error
+    assert sorted(p.name for p in run_dir.iterdir()) == ["tensorboard", "workers"]
+
+
+def wait_for_step(status_path: Path, step: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(status_path.read_text())["step"] >= step:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{status_path} never reached step {step}")
