@@ -1,0 +1,220 @@
+"""Finding runs and reading their JSON: bad input gives warnings, paths never leave the run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dashboard.runs import (
+    load_run,
+    load_runs,
+    parse_cluster,
+    read_json,
+    runs_dir_from,
+    safe_file,
+    safe_run_dir,
+    tail_lines,
+)
+from dashboard.samplerun import RunPlan, write_run
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        ([], {}, "runs"),
+        (["--runs", "/data/runs"], {}, "/data/runs"),
+        (["--runs-dir", "elsewhere"], {"TFCLUSTER_RUNS": "/env"}, "elsewhere"),
+        (["--runs=/x"], {}, "/x"),
+        ([], {"TFCLUSTER_RUNS": "/env"}, "/env"),
+        (["--runs"], {}, "runs"),
+    ],
+)
+def test_runs_folder_comes_from_option_then_env_then_default(
+    argv: list[str], environ: dict[str, str], expected: str
+) -> None:
+    assert runs_dir_from(argv, environ) == Path(expected)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A finished sample run inside tmp_path/runs, with a secret file beside the runs folder."""
+    (tmp_path / "secret.txt").write_text("secret")
+    return write_run(tmp_path / "runs", RunPlan(workers=2), run_id="20261128-120000-abcd")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["..", ".", "../runs", "/etc", "a/b", "", ".hidden", "x" * 200, "run\x00", "..\\..", "~"],
+)
+def test_run_names_that_are_not_plain_folders_are_refused(run_dir: Path, name: str) -> None:
+    assert safe_run_dir(run_dir.parent, name) is None
+
+
+def test_run_folder_linked_from_outside_is_refused(run_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside-run"
+    outside.mkdir()
+    (run_dir.parent / "20991231-000000-link").symlink_to(outside)
+    assert safe_run_dir(run_dir.parent, "20991231-000000-link") is None
+    assert safe_run_dir(run_dir.parent, run_dir.name) == run_dir.resolve()
+    assert [run.run_id for run in load_runs(run_dir.parent)] == [run_dir.name]
+
+
+@pytest.mark.parametrize(
+    ("relative", "allowed"),
+    [
+        ("model.h5", True),
+        ("workers/0/worker.log", True),
+        ("../secret.txt", False),
+        ("../../secret.txt", False),
+        ("workers/../../secret.txt", False),
+        ("/etc/passwd", False),
+        ("workers", False),
+        ("", False),
+        ("nothing.here", False),
+    ],
+)
+def test_files_outside_the_run_are_refused(run_dir: Path, relative: str, allowed: bool) -> None:
+    assert (safe_file(run_dir, relative) is not None) is allowed
+
+
+def test_links_are_judged_by_where_they_lead(run_dir: Path, tmp_path: Path) -> None:
+    (run_dir / "out.log").symlink_to(tmp_path / "secret.txt")
+    (run_dir / "in.log").symlink_to(run_dir / "launcher.log")
+    (run_dir / "loop").symlink_to(run_dir / "loop")
+    assert safe_file(run_dir, "out.log") is None
+    assert safe_file(run_dir, "in.log") == (run_dir / "launcher.log").resolve()
+    assert safe_file(run_dir, "loop") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "warning"),
+    [
+        (b"", "not valid JSON"),
+        (b'{"state": "runn', "not valid JSON"),
+        (b"\xff\xfe\x00garbage", "not valid JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'"text"', "expected a JSON object"),
+        (b"null", "expected a JSON object"),
+    ],
+)
+def test_bad_json_is_a_warning(tmp_path: Path, content: bytes, warning: str) -> None:
+    path = tmp_path / "cluster.json"
+    path.write_bytes(content)
+    warnings: list[str] = []
+    assert read_json(path, warnings) is None
+    assert len(warnings) == 1
+    assert warning in warnings[0]
+
+
+def test_missing_json_is_quiet(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    assert read_json(tmp_path / "absent.json", warnings) is None
+    assert warnings == []
+
+
+def test_fields_of_the_wrong_type_are_dropped_not_fatal() -> None:
+    warnings: list[str] = []
+    cluster = parse_cluster(
+        {
+            "state": 5,
+            "created": "yesterday",
+            "finished": float("nan"),
+            "epochs": True,
+            "hosts": [
+                "not a host",
+                {"index": "x", "name": 3, "addr": "gpu-a", "tf_port": 23456},
+                {"index": 1, "role": "worker", "name": "gpu-b", "local": "yes"},
+            ],
+            "exit_codes": {"0": 0, "1": "killed", "x": 1},
+            "failure": {"index": 1, "reason": None, "log_tail": "not a list"},
+            "trainer_args": "--epochs 3",
+            "unknown_field": {"ignored": True},
+        },
+        warnings,
+    )
+    assert cluster.state is None
+    assert cluster.created is None
+    assert cluster.finished is None
+    assert cluster.epochs is None
+    assert [(h.index, h.name, h.address) for h in cluster.hosts] == [
+        (1, "gpu-a", "gpu-a:23456"),
+        (1, "gpu-b", ""),
+    ]
+    assert cluster.exit_codes == {0: 0, 1: None}
+    assert cluster.failure is not None
+    assert cluster.failure.reason == "unknown reason"
+    assert cluster.trainer_args == ()
+    assert warnings == ["cluster.json: host #0 is not an object; ignored"]
+
+
+def test_hosts_that_are_not_a_list_give_a_warning() -> None:
+    warnings: list[str] = []
+    assert parse_cluster({"hosts": {"0": "a"}}, warnings).hosts == ()
+    assert "'hosts' is not a list" in warnings[0]
+
+
+def test_sample_run_reads_back_whole(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    assert run.warnings == []
+    assert run.state == "finished"
+    assert not run.active
+    assert run.indices == [0, 1]
+    assert run.dataset == "digits"
+    assert run.metrics is not None and run.metrics.test_accuracy == pytest.approx(0.967)
+    assert run.workers[1].steps_total == 60
+    duration = run.duration()
+    assert duration is not None and duration > 0
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        (["finished", "finished"], "finished"),
+        (["running", "finished"], "running"),
+        (["starting", "starting"], "starting"),
+        (["failed", "running"], "failed"),
+        ([], "unknown"),
+    ],
+)
+def test_state_without_cluster_json_comes_from_the_workers(
+    tmp_path: Path, states: list[str], expected: str
+) -> None:
+    run_dir = tmp_path / "20261128-000000-0000"
+    for index, state in enumerate(states):
+        worker = run_dir / "workers" / str(index)
+        worker.mkdir(parents=True)
+        (worker / "status.json").write_text(json.dumps({"state": state}))
+    run_dir.mkdir(exist_ok=True)
+    run = load_run(run_dir)
+    assert run.state == expected
+    assert any("cluster.json is missing" in w for w in run.warnings)
+
+
+def test_removed_run_loads_as_a_warning(tmp_path: Path) -> None:
+    run = load_run(tmp_path / "20261128-000000-gone")
+    assert run.warnings == ["run 20261128-000000-gone is gone"]
+    assert run.indices == []
+
+
+def test_runs_are_listed_newest_first_and_odd_entries_skipped(tmp_path: Path) -> None:
+    for run_id in ("20261127-235959-0001", "20261128-000001-0002", "20261128-000000-0003"):
+        write_run(tmp_path, RunPlan(workers=1, steps_per_epoch=2), run_id=run_id)
+    (tmp_path / "notes.txt").write_text("not a run")
+    (tmp_path / ".partial").mkdir()
+    names = [run.run_id for run in load_runs(tmp_path)]
+    assert names == ["20261128-000001-0002", "20261128-000000-0003", "20261127-235959-0001"]
+    assert load_runs(tmp_path / "absent") == []
+
+
+def test_tail_reads_only_the_end_of_a_big_log(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    with open(log, "w") as handle:
+        for line in range(200_000):
+            handle.write(f"line {line}\n")
+    assert tail_lines(log, 3) == ["line 199997", "line 199998", "line 199999"]
+    assert tail_lines(tmp_path / "absent.log") == []
+    os.truncate(log, 0)
+    assert tail_lines(log) == []
