@@ -31,6 +31,10 @@ LOG_TAIL_LINES = 15
 MAX_CONTACT_ERRORS = 3
 
 
+class StoppedByUser(Exception):
+    """`fab stop` was run for this run while the launcher was watching it."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C or a termination signal reached the launcher."""
 
@@ -218,6 +222,8 @@ class Job:
                 self._watch()
         except Interrupted as exc:
             return self._end_stopped(exc.signum)
+        except StoppedByUser:
+            return self._end_stopped(None)
         except KeyboardInterrupt:
             return self._end_stopped(signal.SIGINT)
         except HostError as exc:
@@ -243,10 +249,20 @@ class Job:
             return False
         return status.get("state") in ("running", "finished") or bool(status.get("step"))
 
+    def _stopped_by_user(self) -> bool:
+        """`fab stop` from another terminal marks cluster.json stopped before it stops workers."""
+        try:
+            state = json.loads((self.local_dir / "cluster.json").read_text()).get("state")
+        except (OSError, ValueError, AttributeError):
+            return False
+        return bool(state == "stopped")
+
     def _watch(self) -> None:
         t0 = self.clock()
         while True:
             self._tick()
+            if self._stopped_by_user():
+                raise StoppedByUser
             if self.failure is not None:
                 return
             if all(w.ended for w in self.workers):
@@ -356,13 +372,17 @@ class Job:
         self.out.line(f"all workers stopped; logs are in {self.local_dir}")
         return 1
 
-    def _end_stopped(self, signum: int) -> int:
+    def _end_stopped(self, signum: int | None) -> int:
+        """Ctrl-C, a termination signal (exit 128+N) or `fab stop` elsewhere (exit 1)."""
         with signals_ignored():
-            self.out.line(f"interrupted ({signal.Signals(signum).name}): stopping every worker")
+            if signum is None:
+                self.out.line("stopped by `fab stop`: stopping every worker")
+            else:
+                self.out.line(f"interrupted ({signal.Signals(signum).name}): stopping every worker")
             self.stop_all()
             self.save_end(state="stopped")
             self.out.line(f"stopped; logs are in {self.local_dir}")
-        return 128 + int(signum)
+        return 1 if signum is None else 128 + int(signum)
 
     def _end_finished(self) -> int:
         self._final_sync()

@@ -318,14 +318,6 @@ def train(
         probes, errors = probe_all(shells, code)
         if errors:
             raise failed_hosts("preflight", errors)
-        tf_versions = [p.facts.get("tensorflow") for p in probes]
-        problems = [
-            f"worker {p.host.index} ({p.host.label}): {msg}"
-            for p in probes
-            for msg in host_problems(p, tf_versions, p.host.local)
-        ]
-        if problems:
-            raise UserError("preflight failed:\n" + "\n".join(f"  {m}" for m in problems))
         run_id = new_run_id()
         local_dir = (settings.runs_dir / run_id).resolve()
         workdirs = [str(p.facts["workdir"]) for p in probes]
@@ -333,10 +325,19 @@ def train(
             str(local_dir) if p.host.local else f"{wd}/runs/{run_id}"
             for p, wd in zip(probes, workdirs, strict=True)
         ]
+        # Locks first: "another run holds this port" says more than "the port is in use".
         refusals = _locks(shells, workdirs, run_id, run_dirs)
-        if refusals:
+        tf_versions = [p.facts.get("tensorflow") for p in probes]
+        problems = [
+            f"worker {p.host.index} ({p.host.label}): {msg}"
+            for p in probes
+            for msg in host_problems(p, tf_versions, p.host.local)
+        ]
+        if refusals or problems:
             _unlock(shells, workdirs, run_id)
-            raise UserError("refusing to start:\n" + "\n".join(f"  {m}" for m in refusals))
+            if refusals:
+                raise UserError("refusing to start:\n" + "\n".join(f"  {m}" for m in refusals))
+            raise UserError("preflight failed:\n" + "\n".join(f"  {m}" for m in problems))
         try:
             return _run(
                 settings,
@@ -526,6 +527,10 @@ def stop(settings: Settings, out: Output, run: str | None = None, grace: float =
     """Stop every worker of a run (TERM, grace, KILL of each process group)."""
     local_dir, cluster = _open_run(settings, run)
     pairs = hosts_of_run(cluster)
+    if cluster.get("state") in ("starting", "running"):
+        # First, so that a launcher still watching the run ends it as stopped, not failed.
+        cluster.update(state="stopped", finished=time.time())
+        write_json_atomic(local_dir / "cluster.json", cluster)
 
     def one(pair: tuple[Host, dict[str, Any]]) -> str:
         host, entry = pair
@@ -547,9 +552,6 @@ def stop(settings: Settings, out: Output, run: str | None = None, grace: float =
             errors.append(r if isinstance(r, HostError) else HostError(host, str(r)))
         else:
             out.line(f"[{host.index} {host.label}] {r}")
-    if cluster.get("state") in ("starting", "running"):
-        cluster.update(state="stopped", finished=time.time())
-        write_json_atomic(local_dir / "cluster.json", cluster)
     if errors:
         raise failed_hosts("stop", errors)
     return 0

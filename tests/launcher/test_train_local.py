@@ -176,3 +176,27 @@ def test_bad_hosts_file_is_one_clean_line(tmp_path: Path) -> None:
         "error: hosts.txt:2: 'colour=red' unknown key 'colour'; allowed keys: user, port, key, "
         "addr, tf_port, python, workdir"
     ]
+
+
+def test_second_train_is_refused_and_fab_stop_ends_the_first(local_job_dir: Path) -> None:
+    first = start_fab(local_job_dir, "train", *FAST, "--epochs", "200", "--grace", "3")
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), 90, "both workers training")
+        second = run_fab(local_job_dir, "train", *FAST, timeout=60)
+        assert second.returncode == 1
+        assert f"is locked by run {run_dir.name}, which is still running" in second.stderr
+        assert len(list((local_job_dir / "runs").iterdir())) == 1, "no second run was made"
+        assert first.poll() is None and training(run_dir, 2), "the first run is unharmed"
+        status = run_fab(local_job_dir, "status", timeout=60)
+        assert status.returncode == 0 and status.stdout.count(" alive ") == 2, status.stdout
+        stopped = run_fab(local_job_dir, "stop", "--grace", "3", timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.count("stopped (was alive)") == 2, stopped.stdout
+        output, _ = first.communicate(timeout=60)
+    finally:
+        stop_process(first)
+    assert first.returncode == 1, output[-2000:]
+    assert "stopped by `fab stop`" in output
+    assert read_json(run_dir / "cluster.json")["state"] == "stopped"
+    assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
