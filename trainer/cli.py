@@ -71,6 +71,7 @@ def main(argv: Sequence[str]) -> int:
 
         metrics = train(config, cluster, splits, plan, status)
         if cluster.is_chief:
+            metrics["wall_time_sec"] = round(time.time() - status.fields["started"], 3)
             write_json_atomic(config.run_dir / "metrics.json", metrics)
             print(
                 f"trainer: test accuracy {metrics['test_accuracy']:.4f}, model saved to "

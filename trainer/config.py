@@ -76,45 +76,76 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the MNIST CNN on this worker under MultiWorkerMirroredStrategy. "
         "Reads TF_CONFIG; without it, trains as a single worker.",
     )
-    p.add_argument("--run-dir", required=True, type=Path, help="run directory (shared layout)")
-    p.add_argument("--epochs", type=_positive_int, default=d.epochs, help="passes over the data")
+    p.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        required=True,
+        type=Path,
+        help="where this worker writes workers/<index>/ (the chief also model.h5, metrics.json)",
+    )
+    p.add_argument(
+        "--epochs",
+        metavar="N",
+        type=_positive_int,
+        default=d.epochs,
+        help="epochs to train (default: %(default)s)",
+    )
     p.add_argument(
         "--batch-size",
+        metavar="N",
         type=_positive_int,
         default=d.batch_size,
-        help="per-worker batch size; the global batch is this times the number of workers",
+        help="per-worker batch size; the global batch is this times the number of workers "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--steps-per-epoch",
+        metavar="N",
         type=_positive_int,
         default=None,
         help="global steps per epoch (default: one pass over the training set)",
     )
     p.add_argument(
-        "--learning-rate", type=_positive_float, default=d.learning_rate, help="Adam step size"
+        "--learning-rate",
+        metavar="RATE",
+        type=_positive_float,
+        default=d.learning_rate,
+        help="Adam step size (default: %(default)s)",
     )
-    p.add_argument("--seed", type=_non_negative_int, default=d.seed, help="one seed for all")
+    p.add_argument(
+        "--seed",
+        metavar="N",
+        type=_non_negative_int,
+        default=d.seed,
+        help="seed for weights and shuffling, the same on every worker (default: %(default)s)",
+    )
     p.add_argument(
         "--dataset",
         default=d.dataset,
         metavar="{mnist,digits,PATH}",
-        help="mnist, digits (scikit-learn's bundled digits, offline) or a path to an mnist.npz",
+        help="mnist, digits (scikit-learn's bundled digits, offline) or a path to an mnist.npz "
+        "(default: %(default)s)",
     )
-    p.add_argument("--data", type=Path, help="a staged mnist.npz for --dataset mnist")
+    p.add_argument(
+        "--data", metavar="PATH", type=Path, help="a staged mnist.npz for --dataset mnist"
+    )
     p.add_argument(
         "--shard",
         choices=["data", "index"],
         default=d.shard,
-        help="data: tf.data auto-shard DATA policy; index: explicit shard by worker index",
+        help="data: tf.data auto-shard DATA policy; index: explicit shard by worker index "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--log-every",
+        metavar="N",
         type=_positive_int,
         default=d.log_every,
-        help="write progress scalars and status every N steps",
+        help="write progress scalars and status every N steps (default: %(default)s)",
     )
     p.add_argument(
         "--threads",
+        metavar="N",
         type=_positive_int,
         default=None,
         help="limit TensorFlow's CPU threads (several workers sharing one machine)",
