@@ -134,9 +134,7 @@ def choose_run(runs_dir: Path, runs: list[Run]) -> Run | None:
     requested = st.query_params.get("run")
     if requested and requested not in names:
         if not plain_run_name(requested):
-            st.warning(
-                f"Refused run name `{_plain(requested)}`: runs are folders of the runs folder."
-            )
+            st.warning(f"Refused run name `{_plain(requested)}`: not a folder of the runs folder.")
         else:
             st.warning(f"Run `{_plain(requested)}` is not in the runs folder (removed?).")
     if not runs:
