@@ -65,7 +65,7 @@ def _run(action: Callable[[], int]) -> None:
         raise Exit(code=code)
 
 
-@task(help=SSH_HELP)
+@task(auto_shortflags=False, help=SSH_HELP)
 def check(c, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
     """Preflight every host at once: SSH, python, TensorFlow, tf_port, disk, code; no changes."""
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
@@ -73,11 +73,12 @@ def check(c, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
 
 
 @task(
+    auto_shortflags=False,
     help={
         **SSH_HELP,
         "venv": "also create/update <workdir>/venv on each host from trainer/requirements.txt",
         "mnist": "a local mnist.npz to stage on every host as <workdir>/data/mnist.npz",
-    }
+    },
 )
 def deploy(
     c, hosts_file=None, known_hosts=None, accept_new_host_keys=False, venv=False, mnist=None
@@ -88,6 +89,7 @@ def deploy(
 
 
 @task(
+    auto_shortflags=False,
     iterable=["env"],
     help={
         **SSH_HELP,
@@ -157,11 +159,12 @@ def status(c, run=None, hosts_file=None, known_hosts=None, accept_new_host_keys=
 
 
 @task(
+    auto_shortflags=False,
     help={
         **SSH_HELP,
         "run": "run id or directory (default: the latest in runs/)",
         "grace": "seconds between TERM and KILL",
-    }
+    },
 )
 def stop(c, run=None, grace=5.0, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
     """Stop every worker of a run on every host (TERM, grace, KILL of each process group)."""
@@ -170,12 +173,13 @@ def stop(c, run=None, grace=5.0, hosts_file=None, known_hosts=None, accept_new_h
 
 
 @task(
+    auto_shortflags=False,
     help={
         **SSH_HELP,
         "run": "run id or directory (default: the latest in runs/)",
         "follow": "keep mirroring until every worker has exited",
         "interval": "seconds between passes with --follow",
-    }
+    },
 )
 def fetch(
     c,

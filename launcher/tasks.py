@@ -512,7 +512,8 @@ def status(settings: Settings, out: Output, run: str | None = None) -> int:
                 proc = alive
         upd = st.get("updated") if isinstance(st, dict) else None
         ago = f"{now - upd:.0f} s ago" if isinstance(upd, (int, float)) else "-"
-        rows.append([str(host.index), host.label, proc, progress_text(st), ago])
+        progress = progress_text(st) if st is not None or alive == "alive" else "-"
+        rows.append([str(host.index), host.label, proc, progress, ago])
     out.lines(_table(rows))
     failure = cluster.get("failure")
     if isinstance(failure, dict):

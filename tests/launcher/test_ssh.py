@@ -156,3 +156,19 @@ def test_killed_worker_over_ssh(
     assert (run_dir / "workers" / "1" / "worker.log").stat().st_size > 0, "logs were fetched"
     assert (run_dir / "workers" / "0" / "worker.log").stat().st_size > 0
     assert_hosts_idle(ssh_cluster, 2)
+
+
+def test_ctrl_c_over_ssh(ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path) -> None:
+    ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
+    assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
+    proc = start_fab(tmp_path, "train", *FAST, "--epochs", "200", "--grace", "3", env=ssh_env)
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), 120, "both workers training")
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 130, output[-3000:]
+    assert read_json(run_dir / "cluster.json")["state"] == "stopped"
+    assert_hosts_idle(ssh_cluster, 2)
