@@ -281,10 +281,7 @@ class Job:
                         w, f"did not start within {self.start_timeout:g} s: {what}"
                     )
                     return
-            self._sleep(t0)
-
-    def _sleep(self, t0: float) -> None:
-        time.sleep(self.interval)
+            time.sleep(self.interval)
 
     def _tick(self) -> None:
         results = each_host(self.workers, lambda w: w.tick())

@@ -13,7 +13,7 @@ from typing import Any
 
 from launcher.commands import q
 from launcher.hosts import Host
-from launcher.remote import HostError, HostShell
+from launcher.remote import HostError
 
 MIN_FREE_MB = 500
 
@@ -76,20 +76,6 @@ def parse_probe(host: Host, output: str) -> dict[str, Any]:
             if isinstance(data, dict):
                 return data
     raise HostError(host, "the preflight program printed no answer")
-
-
-def probe_host(shell: HostShell, python: str, code_hash: str) -> ProbeResult:
-    """Run the probe with `python`; a missing interpreter is a HostError naming it."""
-    host = shell.host
-    result = shell.run(probe_command(python, host.workdir, host.tf_port, code_hash), timeout=60)
-    if result.code != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        if result.code == 127:
-            raise HostError(
-                host, f"python {python!r} not found on the host (set python= in the hosts file)"
-            )
-        raise HostError(host, f"python {python!r} failed (exit {result.code}): {last}")
-    return ProbeResult(host, python, parse_probe(host, result.stdout))
 
 
 def host_problems(

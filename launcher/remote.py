@@ -35,15 +35,6 @@ class HostError(Exception):
         super().__init__(f"worker {host.index} ({host.label}): {message}")
 
 
-class HostsFailed(Exception):
-    """Several hosts failed in one parallel step; the message names each of them."""
-
-    def __init__(self, what: str, errors: Sequence[HostError]) -> None:
-        self.errors = list(errors)
-        lines = "\n".join(f"  {e}" for e in self.errors)
-        super().__init__(f"{what} failed on {len(self.errors)} host(s):\n{lines}")
-
-
 @dataclass(frozen=True)
 class CommandResult:
     code: int
@@ -252,30 +243,6 @@ def open_shell(host: Host, settings: SshSettings) -> HostShell:
     shell = SshShell(host, settings)
     shell.open()
     return shell
-
-
-def on_all(
-    items: Sequence[T], action: Callable[[T], object], what: str, label: Callable[[T], Host]
-) -> list[object]:
-    """Run `action` on every item at once; gather every host's failure into one HostsFailed."""
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=len(items)) as pool:
-        futures = [pool.submit(action, item) for item in items]
-        results: list[object] = []
-        errors: list[HostError] = []
-        for item, fut in zip(items, futures, strict=True):
-            try:
-                results.append(fut.result())
-            except HostError as exc:
-                errors.append(exc)
-                results.append(exc)
-            except Exception as exc:
-                errors.append(HostError(label(item), f"{type(exc).__name__}: {exc}"))
-                results.append(exc)
-    if errors:
-        raise HostsFailed(what, errors)
-    return results
 
 
 def each_host(items: Sequence[T], action: Callable[[T], object]) -> list[object]:

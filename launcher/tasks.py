@@ -30,7 +30,7 @@ from launcher.display import Output, progress_text, read_status
 from launcher.exits import describe_exit, normalize_exit
 from launcher.hosts import Host, load_hosts, parse_line
 from launcher.job import Job, Worker, launcher_identity
-from launcher.probe import ProbeResult, host_problems, parse_probe, probe_command
+from launcher.probe import PROBE, ProbeResult, host_problems, parse_probe, probe_command
 from launcher.remote import HostError, HostShell, SshSettings, each_host, open_shell
 from launcher.runs import RUNS_DIR, find_run, new_run_id, read_cluster, write_json_atomic
 from launcher.sync import Mirror
@@ -92,7 +92,7 @@ def _probe(shell: HostShell, code: str) -> ProbeResult:
     if not host.python and not host.local:
         # A virtualenv made by `fab deploy --venv` wins over the system python3.
         venv = commands.home_path(f"{host.workdir}/venv/bin/python")
-        cmd = f"if [ -x {venv} ]; then exec {venv} -c {commands.q(_probe_src())} " + (
+        cmd = f"if [ -x {venv} ]; then exec {venv} -c {commands.q(PROBE)} " + (
             f"{commands.q(host.workdir)} {host.tf_port} {commands.q(code)}; fi; {cmd}"
         )
     result = shell.run(cmd, timeout=60)
@@ -104,12 +104,6 @@ def _probe(shell: HostShell, code: str) -> ProbeResult:
     facts = parse_probe(host, result.stdout)
     used = host.python or (sys.executable if host.local else facts.get("executable") or python)
     return ProbeResult(host, str(used), facts)
-
-
-def _probe_src() -> str:
-    from launcher.probe import PROBE
-
-    return PROBE
 
 
 def probe_all(shells: Sequence[HostShell], code: str) -> tuple[list[ProbeResult], list[HostError]]:
