@@ -128,7 +128,7 @@ def stage_file(shell: HostShell, local: Path, remote: str, sha: str) -> DeployRe
     """
     marker = f"{remote}.sha256"
     have = shell.run(
-        f"stat -c '%s %Y' {q(remote)} 2>/dev/null && cat {q(marker)} 2>/dev/null", timeout=60
+        f"stat -c '%s %.9Y %i' {q(remote)} 2>/dev/null && cat {q(marker)} 2>/dev/null", timeout=60
     )
     lines = have.stdout.split("\n")
     if have.code == 0 and len(lines) >= 2 and lines[1].strip() == f"{sha} {lines[0].strip()}":
@@ -139,7 +139,7 @@ def stage_file(shell: HostShell, local: Path, remote: str, sha: str) -> DeployRe
     verify = shell.run(
         f"[ \"$(sha256sum {q(remote + '.tmp')} | cut -d' ' -f1)\" = {q(sha)} ] && "
         f"mv {q(remote + '.tmp')} {q(remote)} && "
-        f"echo {q(sha)} $(stat -c '%s %Y' {q(remote)}) > {q(marker)}",
+        f"echo {q(sha)} $(stat -c '%s %.9Y %i' {q(remote)}) > {q(marker)}",
         timeout=120,
     )
     if verify.code != 0:

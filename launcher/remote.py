@@ -7,6 +7,7 @@ read files by byte range. Local hosts need no SSH at all; SSH hosts verify host 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -125,8 +126,13 @@ def _ssh_error(host: Host, exc: BaseException, settings: SshSettings) -> HostErr
             f"`ssh-keyscan -p {host.port or 22} {host.hostname} >> {known}`, "
             "or pass --accept-new-host-keys to trust it on first use",
         )
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return HostError(host, f"no answer from {target} (timed out): is the host up?")
+    silent = "banner" in str(exc) or "No existing session" in str(exc)
+    if isinstance(exc, (socket.timeout, TimeoutError)) or silent:
+        return HostError(
+            host,
+            f"no answer from {target} within {settings.connect_timeout:g} s: is the host up "
+            "and is port= its SSH port?",
+        )
     if isinstance(exc, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionError)):
         return HostError(host, f"cannot connect to {target}: connection refused (wrong port=?)")
     if isinstance(exc, socket.gaierror):
@@ -142,11 +148,17 @@ class SshShell:
     """
 
     def __init__(self, host: Host, settings: SshSettings) -> None:
+        # Paramiko's transport thread logs failures with tracebacks; we report them ourselves.
+        logging.getLogger("paramiko").addHandler(logging.NullHandler())
         self.host = host
         self.settings = settings
         self._lock = threading.Lock()
         self._sftp: paramiko.SFTPClient | None = None
-        connect_kwargs: dict[str, object] = {}
+        # A host whose sshd accepts TCP but never speaks must not hold the job for long.
+        connect_kwargs: dict[str, object] = {
+            "banner_timeout": settings.connect_timeout,
+            "auth_timeout": settings.connect_timeout,
+        }
         if host.key:
             connect_kwargs["key_filename"] = os.path.expanduser(host.key)
         self.conn = Connection(

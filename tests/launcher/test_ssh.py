@@ -172,3 +172,19 @@ def test_ctrl_c_over_ssh(ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_p
     assert proc.returncode == 130, output[-3000:]
     assert read_json(run_dir / "cluster.json")["state"] == "stopped"
     assert_hosts_idle(ssh_cluster, 2)
+
+
+def test_host_that_does_not_answer(
+    ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path
+) -> None:
+    ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
+    ssh_cluster.pause_host(ssh_cluster.hosts[1])  # TCP connects, no SSH banner ever comes
+    try:
+        t0 = time.monotonic()
+        out = run_fab(tmp_path, "check", env=ssh_env, timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        ssh_cluster.resume_host(ssh_cluster.hosts[1])
+    assert out.returncode == 1
+    assert "worker 1" in out.stderr and "no answer from" in out.stderr, out.stderr
+    assert took < 30

@@ -1,0 +1,76 @@
+"""Preflight verdicts (pure), and deploy steps against a real folder through LocalShell."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+from launcher.deploy import (
+    deploy_code,
+    file_sha256,
+    stage_file,
+    tree_archive,
+    tree_files,
+    tree_hash,
+)
+from launcher.hosts import parse_hosts
+from launcher.probe import ProbeResult, host_problems
+from launcher.remote import LocalShell
+
+GOOD = {"tensorflow": "2.21.0", "port_free": True, "free_mb": 9000, "deployed": True}
+
+
+def probe(**facts: object) -> ProbeResult:
+    host = parse_hosts("gpu-a tf_port=7000\n")[0]
+    return ProbeResult(host, "python3", {**GOOD, **facts})
+
+
+def test_a_ready_host_has_no_problems() -> None:
+    assert host_problems(probe(), ["2.21.0", "2.21.0"], local=False) == []
+
+
+def test_each_problem_says_what_to_do() -> None:
+    assert "fab deploy --venv" in host_problems(probe(tensorflow=None), [None], False)[0]
+    mixed = host_problems(probe(), ["2.21.0", "2.20.0"], False)
+    assert "differs from other hosts (2.20.0, 2.21.0)" in mixed[0]
+    busy = host_problems(probe(port_free=False, port_error="Address in use"), [], False)
+    assert "tf_port 7000 is in use (Address in use)" in busy[0]
+    assert "MB free" in host_problems(probe(free_mb=10), [], False)[0]
+    assert "run fab deploy" in host_problems(probe(deployed=False), [], False)[0]
+    assert host_problems(probe(deployed=False), [], False, need_code=False) == []
+    assert host_problems(probe(deployed=False), [], True) == []  # local: runs from here
+
+
+def test_tree_hash_is_stable_and_archive_holds_the_trainer() -> None:
+    assert tree_hash() == tree_hash()
+    with tarfile.open(fileobj=io.BytesIO(tree_archive())) as tar:
+        names = tar.getnames()
+    assert "trainer/__main__.py" in names and "trainer/requirements.txt" in names
+    assert not any("__pycache__" in n for n in names)
+    assert len(names) == len(tree_files())
+    assert tree_archive() == tree_archive(), "same tree, same bytes"
+
+
+def test_deploy_code_sends_once(tmp_path: Path) -> None:
+    shell = LocalShell(parse_hosts("localhost\n")[0])
+    code, archive = tree_hash(), tree_archive()
+    first, wd = deploy_code(shell, str(tmp_path / "wd"), code, archive)
+    assert (first.action, first.sent_bytes, wd) == ("sent", len(archive), str(tmp_path / "wd"))
+    assert (tmp_path / "wd" / "code" / code / "trainer" / "__main__.py").is_file()
+    assert (tmp_path / "wd" / "code" / "current").read_text().strip() == code
+    again, _ = deploy_code(shell, str(tmp_path / "wd"), code, archive)
+    assert (again.action, again.sent_bytes) == ("unchanged", 0)
+
+
+def test_stage_file_checks_the_checksum(tmp_path: Path) -> None:
+    shell = LocalShell(parse_hosts("localhost\n")[0])
+    local = tmp_path / "mnist.npz"
+    local.write_bytes(b"x" * 5000)
+    sha = file_sha256(local)
+    remote = str(tmp_path / "host" / "data" / "mnist.npz")
+    assert stage_file(shell, local, remote, sha).action == "sent"
+    assert stage_file(shell, local, remote, sha).action == "unchanged"
+    Path(remote).write_bytes(b"y" * 5000)  # changed on the host: sent again
+    assert stage_file(shell, local, remote, sha).action == "sent"
+    assert Path(remote).read_bytes() == local.read_bytes()
