@@ -274,3 +274,17 @@ def test_run_that_ends_stops_refreshing(open_app: OpenApp, running_run: Path) ->
     assert "not refreshing" in texts(app.sidebar.caption)
     assert "worker 2 (host2) failed: went silent" in texts(app.error)
     assert list(worker_table(app)["state"]) == ["stopped", "stopped", "failed"]
+
+
+def test_download_checks_the_file_again_when_clicked(
+    open_app: OpenApp, finished_run: Path, media_managers: list[MediaFileManager]
+) -> None:
+    app = open_app(finished_run.parent)
+    model = download(app, "⬇ Model (model.h5)")
+    assert model is not None
+    secret = finished_run.parent.parent / "secret.bin"
+    secret.write_bytes(b"outside the run")
+    (finished_run / "model.h5").unlink()
+    (finished_run / "model.h5").symlink_to(secret)
+
+    assert click_download(media_managers[-1], model.deferred_file_id) == b""

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
+from dashboard.live import RunEvents
 from dashboard.runs import (
     load_run,
     load_runs,
     parse_cluster,
     read_json,
     runs_dir_from,
+    safe_dir,
     safe_file,
     safe_run_dir,
     tail_lines,
@@ -218,3 +221,20 @@ def test_tail_reads_only_the_end_of_a_big_log(tmp_path: Path) -> None:
     assert tail_lines(tmp_path / "absent.log") == []
     os.truncate(log, 0)
     assert tail_lines(log) == []
+
+
+def test_worker_folders_linked_outside_are_not_read(run_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside-worker"
+    shutil.copytree(run_dir / "workers" / "1", outside)
+    shutil.rmtree(run_dir / "workers" / "1")
+    (run_dir / "workers" / "1").symlink_to(outside)
+
+    run = load_run(run_dir)
+    snapshot = RunEvents(run_dir).refresh(run.indices)
+
+    assert 1 not in run.workers
+    assert any("workers/1/status.json: refused" in w for w in run.warnings)
+    assert 1 not in snapshot.workers
+    assert safe_dir(run_dir, "workers/1/events") is None
+    assert safe_dir(run_dir, "workers/0/events") is not None
+    assert "progress/loss" in snapshot.workers[0]
