@@ -1,0 +1,153 @@
+"""What the trainer's instrumentation costs: our trainer against TensorFlow's multi-worker
+tutorial loop, side by side in one run, on 2 local workers.
+
+All three train the same model on the same data (the digits) for the same number of steps
+of the same global batch, and time `model.fit` alone (startup, evaluation and saving
+excluded). Rounds alternate so that a busy machine hurts all of them alike; on a shared
+machine single runs swing by 2x, so the ratios use each loop's best round (as `timeit`
+does), and the medians are printed beside them.
+
+- trainer: `python -m trainer` with its per-worker events, status.json and TensorBoard logs.
+- bare loop: the trainer's own `model.fit` set-up with no callbacks; the difference to the
+  trainer is what the instrumentation costs (goal: under 5%).
+- tutorial loop: "Multi-worker training with Keras" as written (its input pipeline and
+  tf-keras' default metric reduction, which adds an all-reduce to every step).
+
+    python benchmarks/bench_trainer.py [--epochs 10] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.trainer.workers import Finished
+
+REPO = Path(__file__).resolve().parents[1]
+GOAL = 0.05
+DIGITS_STEPS_PER_EPOCH = 21  # 1,347 training digits in global batches of 64
+LABELS = {
+    "trainer": "trainer (events, status.json, TensorBoard callback)",
+    "bare": "bare loop (the trainer's model.fit, no callbacks)",
+    "tutorial": "tutorial loop (as written, tf-keras defaults)",
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=10, help="epochs of the digits (21 steps each)")
+    p.add_argument("--rounds", type=int, default=5, help="runs of each, alternating")
+    p.add_argument("--workers", type=int, default=2, help="local worker processes")
+    p.add_argument("--loop-worker", choices=["bare", "tutorial"], help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def loop_worker(kind: str, epochs: int) -> None:
+    """One worker of a reference loop (TF_CONFIG set by the caller); prints steps and time."""
+    import tensorflow as tf
+
+    from trainer.data import load_digits
+    from trainer.model import build_model
+    from trainer.pipeline import train_dataset
+    from trainer.plan import plan_batches
+    from trainer.train import build_strategy, configure_devices
+
+    configure_devices(threads=1)
+    strategy = build_strategy()
+    digits = load_digits()
+    plan = plan_batches(len(digits.x_train), 32, strategy.num_replicas_in_sync, None)
+    with strategy.scope():
+        model = build_model(0.001)
+    dataset: Any
+    if kind == "bare":
+        model.distribute_reduction_method = "first"
+        dataset = train_dataset(strategy, digits.x_train, digits.y_train, plan, 42, "data")
+    else:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        dataset = (
+            tf.data.Dataset.from_tensor_slices((digits.x_train, digits.y_train))
+            .shuffle(len(digits.x_train))
+            .repeat()
+            .batch(plan.global_batch)
+            .with_options(options)
+        )
+    started = time.perf_counter()
+    model.fit(dataset, epochs=epochs, steps_per_epoch=plan.steps_per_epoch, verbose=0)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"steps": plan.steps_per_epoch * epochs, "seconds": seconds}))
+
+
+def run_loop(kind: str, args: argparse.Namespace) -> float:
+    from tests.trainer.workers import run_cluster
+
+    argv = [__file__, "--loop-worker", kind, "--epochs", str(args.epochs)]
+    results = run_cluster(args.workers, argv)
+    check(results, f"{kind} loop")
+    chief = json.loads(results[0].stdout.strip().splitlines()[-1])
+    return float(chief["steps"] / chief["seconds"])
+
+
+def run_trainer(args: argparse.Namespace) -> float:
+    from tests.trainer.workers import run_trainers
+
+    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as scratch:
+        run_dir = Path(scratch) / "run"
+        options = ["--dataset", "digits", "--epochs", str(args.epochs), "--no-validation"]
+        check(run_trainers(args.workers, run_dir, *options), "trainer")
+        return float(json.loads((run_dir / "metrics.json").read_text())["steps_per_sec"])
+
+
+def check(results: Sequence[Finished], name: str) -> None:
+    for worker in results:
+        if worker.returncode != 0:
+            tail = worker.stderr.strip().splitlines()[-1:]
+            sys.exit(
+                f"bench_trainer: {name}, worker {worker.index}: exit {worker.returncode} {tail}"
+            )
+
+
+def report(args: argparse.Namespace, figures: dict[str, list[float]]) -> list[str]:
+    """Best and median of each loop, and the ratios of the bests, as printed."""
+    best = {name: max(values) for name, values in figures.items()}
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    cost = 1 - best["trainer"] / best["bare"]
+    return [
+        f"{args.workers} local workers, digits, global batch {32 * args.workers}, "
+        f"{args.epochs * DIGITS_STEPS_PER_EPOCH} steps, {args.rounds} rounds (steps/s):",
+        "                                                        best  median",
+        *(f"  {LABELS[name]:<52} {best[name]:5.1f}  {median[name]:6.1f}" for name in figures),
+        f"  trainer / bare loop:     {best['trainer'] / best['bare']:.3f}  "
+        f"(instrumentation costs {cost * 100:.1f}%; goal under {GOAL * 100:.0f}%)",
+        f"  trainer / tutorial loop: {best['trainer'] / best['tutorial']:.3f}",
+    ]
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    if args.loop_worker:
+        loop_worker(args.loop_worker, args.epochs)
+        return
+    figures: dict[str, list[float]] = {"trainer": [], "bare": [], "tutorial": []}
+    for round_number in range(1, args.rounds + 1):
+        figures["trainer"].append(run_trainer(args))
+        figures["bare"].append(run_loop("bare", args))
+        figures["tutorial"].append(run_loop("tutorial", args))
+        latest = ", ".join(f"{name} {values[-1]:.1f}" for name, values in figures.items())
+        print(f"round {round_number} (steps/s): {latest}", flush=True)
+    print("\n".join(["", *report(args, figures)]))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main(sys.argv[1:])
