@@ -188,3 +188,37 @@ def test_host_that_does_not_answer(
     assert out.returncode == 1
     assert "worker 1" in out.stderr and "no answer from" in out.stderr, out.stderr
     assert took < 30
+
+
+def test_launcher_lost_then_status_fetch_and_stop(
+    ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The machine running `fab train` goes away; the run is found, followed and stopped."""
+    ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
+    assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
+    proc = start_fab(tmp_path, "train", *FAST, "--epochs", "200", env=ssh_env)
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), 120, "both workers training")
+        proc.kill()  # the launcher dies without cleaning up: the workers go on
+        proc.communicate(timeout=30)
+    finally:
+        stop_process(proc)
+    status = run_fab(tmp_path, "status", env=ssh_env, timeout=60)
+    assert status.returncode == 0 and status.stdout.count(" alive ") == 2, status.stdout
+    log = run_dir / "workers" / "1" / "worker.log"
+    before = log.stat().st_size
+    fetch = run_fab(tmp_path, "fetch", env=ssh_env, timeout=60)
+    assert fetch.returncode == 0, fetch.stderr
+    assert log.stat().st_size > before, "new log bytes came back"
+    follower = start_fab(tmp_path, "fetch", "--follow", "--interval", "0.5", env=ssh_env)
+    try:
+        stop = run_fab(tmp_path, "stop", "--grace", "3", env=ssh_env, timeout=60)
+        assert stop.returncode == 0, stop.stderr
+        assert stop.stdout.count("stopped (was alive)") == 2, stop.stdout
+        out, _ = follower.communicate(timeout=60)
+    finally:
+        stop_process(follower)
+    assert follower.returncode == 0 and "fetched" in out, out
+    assert read_json(run_dir / "cluster.json")["state"] == "stopped"
+    assert_hosts_idle(ssh_cluster, 2)
