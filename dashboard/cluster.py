@@ -105,14 +105,16 @@ def worker_rows(run: Run, progress: Mapping[int, WorkerProgress], now: float) ->
         status = run.workers.get(index)
         events = progress.get(index, WorkerProgress())
         host = run.host(index)
-        state = (status.state if status else None) or ("unknown" if run.active else run.state)
+        # No word from a worker of a live run yet: it is still starting (or never will, which
+        # the stall rule below catches, counting from the start of the run).
+        state = (status.state if status else None) or ("starting" if run.active else run.state)
         if failure is not None and failure.index == index:
             state = "failed"
         elif not run.active and state in ACTIVE_STATES:
             # The job is over but this worker never said so: it was stopped from outside.
             state = "stopped"
         step = _max(status.step if status else None, events.last_step)
-        updated = _max(status.updated if status else None, events.last_wall)
+        updated = _max(status.updated if status else None, events.last_wall) or run.started
         since = max(0.0, now - updated) if updated is not None else None
         stalled = (
             run.active

@@ -122,3 +122,18 @@ def test_table_has_one_row_per_worker_and_readable_cells() -> None:
     assert frame["last update"].tolist() == ["0 s ago", "never"]
     assert frame["examples/s"].tolist()[1] == pytest.approx(812.5)
     assert worker_rows(run, {}, NOW)[0].fraction == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(("waited", "stalled"), [(60.0, False), (STALL_UNKNOWN_SECONDS + 1, True)])
+def test_worker_that_never_reports_counts_from_the_start_of_the_run(
+    waited: float, stalled: bool
+) -> None:
+    run = make_run("running", {0: {"state": "running", "step": 3, "updated": NOW}})
+    run.cluster = ClusterInfo(
+        state="running",
+        created=NOW - waited,
+        hosts=(Host(0, "chief", "h0"), Host(1, "worker", "h1")),
+    )
+    rows = worker_rows(run, {0: WorkerProgress(3, NOW, 0.5)}, NOW)
+    assert rows[1].state == "starting"
+    assert rows[1].stalled is stalled
