@@ -197,10 +197,13 @@ def render_header(run_path: Path, was_active: bool) -> None:
         st.info(
             f"The job was restarted {run.cluster.restarts} time(s) and resumed from its last epoch."
         )
-    for index, pending in sorted(snapshot.pending.items()):
-        if not run.active:
-            st.warning(f"worker {index}: its event file ends in {pending} bytes of a cut record.")
     problems = [*run.warnings, *snapshot.problems]
+    if not run.active:
+        problems += [
+            f"worker {index}: its events end in {pending} bytes that make no whole record"
+            " (a file cut short)"
+            for index, pending in sorted(snapshot.pending.items())
+        ]
     if problems:
         with st.expander(f"{len(problems)} warning(s) while reading this run", icon="⚠️"):
             for problem in problems[:50]:

@@ -191,7 +191,7 @@ def test_corrupt_run_warns_and_shows_what_is_left(open_app: OpenApp, corrupt_run
     assert "metrics.json: expected a JSON object" in warnings
     assert "worker 1 status.json: not valid JSON" in warnings
     assert "fails its CRC" in warnings or "damaged record header" in warnings
-    assert "worker 0: its event file ends in" in warnings
+    assert "worker 0: its events end in" in warnings
     assert list(worker_table(app)["worker"]) == [0, 1, 2, 3]
     assert legend_lines(chart_titled(app, "Loss")) == ["chief (0)", "worker 1"]
     assert runs_table(app)["run"].tolist() == [corrupt_run.name]
