@@ -288,3 +288,20 @@ def test_download_checks_the_file_again_when_clicked(
     (finished_run / "model.h5").symlink_to(secret)
 
     assert click_download(media_managers[-1], model.deferred_file_id) == b""
+
+
+def test_run_that_is_only_starting_shows_its_hosts(open_app: OpenApp, runs_dir: Path) -> None:
+    run_dir = runs_dir / "20261128-120000-0000"
+    run_dir.mkdir()
+    hosts = [
+        {"index": i, "role": "chief" if i == 0 else "worker", "name": f"gpu-{i}"} for i in (0, 1)
+    ]
+    (run_dir / "cluster.json").write_text(
+        json.dumps({"run_id": run_dir.name, "state": "starting", "hosts": hosts})
+    )
+
+    app = open_app(runs_dir)
+
+    assert list(worker_table(app)["state"]) == ["starting", "starting"]
+    assert "No progress points yet" in texts(app.info)
+    assert "refreshing every 3 s" in texts(app.sidebar.caption)
