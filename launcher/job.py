@@ -99,11 +99,21 @@ class Worker:
         return result.stdout.strip() or "pending"
 
     def tick(self) -> str:
-        """Poll, then mirror: an exit seen here has its last bytes fetched in the same tick."""
-        state = self.poll()
-        if self.mirror is not None:
-            self.mirror.sync()
-        return state
+        """Poll, then mirror: an exit seen here has its last bytes fetched in the same tick.
+
+        On an SSH host both questions go in one command: one round trip per host per tick.
+        """
+        if self.mirror is None:
+            return self.poll()
+        marker = "--listing--"
+        result = self.shell.run(
+            f"{commands.poll_command(self.run_dir, self.index)}; echo {marker}; "
+            f"{commands.listing_command(self.run_dir)}",
+            timeout=60,
+        )
+        state, _, listing = result.stdout.partition(marker + "\n")
+        self.mirror.sync(listing)
+        return state.strip() or "pending"
 
     def stop(self, grace: float) -> None:
         self.shell.run(commands.stop_command(self.run_dir, self.index, grace), timeout=grace + 30)

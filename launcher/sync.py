@@ -46,13 +46,15 @@ class Mirror:
     seen: dict[str, tuple[int, int]] = field(default_factory=dict)
     bytes_received: int = 0
 
-    def sync(self) -> int:
-        """One pass; returns the bytes received in it."""
-        result = self.shell.run(listing_command(self.remote_dir), timeout=60)
-        if result.code != 0:
-            return 0
+    def sync(self, listing: str | None = None) -> int:
+        """One pass; returns the bytes received in it. `listing`: already fetched by the caller."""
+        if listing is None:
+            result = self.shell.run(listing_command(self.remote_dir), timeout=60)
+            if result.code != 0:
+                return 0
+            listing = result.stdout
         got = 0
-        for f in parse_listing(result.stdout):
+        for f in parse_listing(listing):
             got += self._sync_file(f)
         self.bytes_received += got
         return got
