@@ -296,14 +296,15 @@ class Job:
     def _tick(self) -> None:
         results = each_host(self.workers, lambda w: w.tick())
         self._print_logs()
+        found: list[tuple[int, Failure]] = []
         for worker, res in zip(self.workers, results, strict=True):
             if worker.ended:
                 continue
             if isinstance(res, Exception):
                 worker.contact_errors += 1
-                if worker.contact_errors >= MAX_CONTACT_ERRORS and self.failure is None:
+                if worker.contact_errors >= MAX_CONTACT_ERRORS:
                     msg = res.message if isinstance(res, HostError) else str(res)
-                    self.failure = self._failure(worker, f"lost contact: {msg}")
+                    found.append((0, self._failure(worker, f"lost contact: {msg}")))
                 continue
             worker.contact_errors = 0
             state = str(res)
@@ -313,12 +314,18 @@ class Job:
                     worker.exit_code = normalize_exit(int(state.split()[1]))
                 except (IndexError, ValueError):
                     worker.exit_code = None
-                if worker.exit_code != 0 and self.failure is None:
-                    self.failure = self._failure(worker, describe_exit(worker.exit_code))
+                if worker.exit_code != 0:
+                    killed = worker.exit_code is None or worker.exit_code < 0
+                    found.append(
+                        (0 if killed else 1, self._failure(worker, describe_exit(worker.exit_code)))
+                    )
             elif state == "gone":
                 worker.ended = worker.gone = True
-                if self.failure is None:
-                    self.failure = self._failure(worker, describe_exit(None))
+                found.append((0, self._failure(worker, describe_exit(None))))
+        if found and self.failure is None:
+            # A killed or vanished worker makes the others abort within a second or two; when
+            # both are seen in one tick, the cause is the killed one, not the aborted ones.
+            self.failure = min(found, key=lambda f: (f[0], f[1].index))[1]
         self.out.progress([(w.prefix, self._progress(w)) for w in self.workers])
 
     def _progress(self, worker: Worker) -> str:

@@ -1,0 +1,75 @@
+"""Job decisions from what the workers left on disk (real files, real LocalShell polling)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from launcher.display import Output
+from launcher.hosts import parse_hosts
+from launcher.job import Job, Worker
+from launcher.remote import LocalShell
+
+
+def make_job(run_dir: Path, n: int, start_timeout: float = 120.0) -> Job:
+    hosts = parse_hosts("".join(f"localhost tf_port={7000 + i}\n" for i in range(n)))
+    workers = [
+        Worker(h, LocalShell(h), "python3", ".", str(run_dir), run_dir, [], {}) for h in hosts
+    ]
+    for i in range(n):
+        (run_dir / "workers" / str(i)).mkdir(parents=True, exist_ok=True)
+    return Job(workers, run_dir, {}, Output(io.StringIO(), live=False), start_timeout)
+
+
+def write(run_dir: Path, index: int, name: str, text: str) -> None:
+    (run_dir / "workers" / str(index) / name).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("codes", "index", "reason"),
+    [
+        # The killed worker is the cause even when an aborted peer exits in the same tick.
+        ({0: "1", 1: "137"}, 1, "killed by SIGKILL"),
+        ({0: "0", 1: "2", 2: "1"}, 1, "exited with code 2"),
+        ({0: "143", 1: "1"}, 0, "killed by SIGTERM"),
+    ],
+)
+def test_first_failure_is_the_cause(
+    tmp_path: Path, codes: dict[int, str], index: int, reason: str
+) -> None:
+    job = make_job(tmp_path, len(codes))
+    for i, code in codes.items():
+        write(tmp_path, i, "exit_code", code + "\n")
+    job._tick()
+    assert job.failure is not None
+    assert (job.failure.index, job.failure.reason) == (index, reason)
+
+
+def test_a_vanished_process_group_is_a_failure(tmp_path: Path) -> None:
+    job = make_job(tmp_path, 2)
+    write(tmp_path, 1, "pgid", "999999\n")  # no such group, and no exit code recorded
+    job._tick()
+    assert job.failure is not None and job.failure.index == 1
+    assert "died without an exit code" in job.failure.reason
+
+
+def test_all_zero_is_success(tmp_path: Path) -> None:
+    job = make_job(tmp_path, 2)
+    for i in range(2):
+        write(tmp_path, i, "exit_code", "0\n")
+    job._tick()
+    assert job.failure is None and all(w.ended for w in job.workers)
+
+
+def test_start_deadline_names_the_silent_worker(tmp_path: Path) -> None:
+    job = make_job(tmp_path, 2, start_timeout=0.0)
+    job.interval = 0
+    for i in range(2):
+        write(tmp_path, i, "pgid", f"{os.getpgid(0)}\n")  # alive: this test's own group
+    write(tmp_path, 0, "status.json", '{"state": "starting", "step": 0}')
+    job._watch()
+    assert job.failure is not None and job.failure.index == 1
+    assert "never reported (no status.json)" in job.failure.reason
