@@ -96,6 +96,7 @@ def test_deploy_train(
     n: int, ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path
 ) -> None:
     hosts_file = ssh_cluster.hosts_file(tmp_path / "hosts.txt", n)
+    secret = "ssh-Secret-93be"
     out = run_fab(
         tmp_path,
         "deploy",
@@ -105,12 +106,20 @@ def test_deploy_train(
         "2",
         "--steps-per-epoch",
         "5",
-        env=ssh_env,
+        "--env",
+        "API_TOKEN",
+        env={**ssh_env, "API_TOKEN": secret},
         timeout=400,
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     run_dir = only_run(tmp_path)
     check_complete_run(run_dir, [], hosts_addrs(hosts_file))
+    assert "API_TOKEN" in out.stdout
+    for text in (out.stdout, out.stderr, (run_dir / "launcher.log").read_text()):
+        assert secret not in text
+    for host in ssh_cluster.hosts[:n]:  # the 0600 env files are gone once read
+        left = ssh_cluster.run_as(host, "ls ~/tfjobs/runs")
+        assert ".env-" not in left.stdout, left.stdout
     for i in range(n):
         assert f"[{i} {ssh_cluster.hosts[i].user}@" in out.stdout
     cluster = read_json(run_dir / "cluster.json")
