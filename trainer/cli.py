@@ -27,7 +27,7 @@ EXIT_FAILED = 1
 EXIT_INPUT = 2
 
 _TENSORFLOW_PREAMBLE = ("Graph execution error", "Detected at node", 'File "')
-_QUIET_TENSORFLOW = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1"}
+_TENSORFLOW_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1"}
 
 
 class Stopped(Exception):
@@ -64,7 +64,7 @@ def main(argv: Sequence[str]) -> int:
         plan = plan_batches(
             len(splits.x_train), config.batch_size, cluster.num_workers, config.steps_per_epoch
         )
-        for name, value in _QUIET_TENSORFLOW.items():
+        for name, value in _TENSORFLOW_ENV.items():
             os.environ.setdefault(name, value)
         # Imported here: TensorFlow takes seconds to load, and the checks above must not wait.
         from trainer.train import train

@@ -30,6 +30,7 @@ class TrainConfig:
     log_every: int = 10
     threads: int | None = None
     validation: bool = True
+    backup: bool = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.validation,
         help="evaluate on the test split after every epoch (chief's TensorBoard validation/)",
     )
+    p.add_argument(
+        "--backup",
+        action="store_true",
+        help="back up the training state to RUN_DIR/backup after every epoch; a worker "
+        "restarted on the same run directory resumes from the last completed epoch",
+    )
     return p
 
 
@@ -176,6 +183,7 @@ def parse_args(argv: Sequence[str]) -> TrainConfig:
         log_every=ns.log_every,
         threads=ns.threads,
         validation=ns.validation,
+        backup=ns.backup,
     )
 
 

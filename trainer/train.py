@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import tempfile
@@ -58,7 +59,7 @@ def train(
     # ("auto": add up the replicas' results) would report them num_workers times over.
     model.distribute_reduction_method = "first"
     test_data = eval_dataset(splits.x_test, splits.y_test, plan)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     model.fit(
         train_dataset(strategy, splits.x_train, splits.y_train, plan, config.seed, config.shard),
         epochs=config.epochs,
@@ -68,6 +69,9 @@ def train(
         verbose=2,
     )
     train_time = time.perf_counter() - started
+    train_cpu = time.process_time() - cpu_started
+    with contextlib.suppress(OSError):  # Keras empties the backup when fit succeeds
+        (config.run_dir / "backup").rmdir()
     results = model.evaluate(test_data, return_dict=True, verbose=0)
     save_model(model, config.run_dir, cluster.is_chief)
     steps = plan.steps_per_epoch * config.epochs
@@ -77,6 +81,7 @@ def train(
         "examples_seen": steps * plan.global_batch,
         "train_time_sec": round(train_time, 3),
         "steps_per_sec": round(steps / train_time, 3),
+        "train_cpu_sec": round(train_cpu, 3),
         "epochs": config.epochs,
         "workers": cluster.num_workers,
         "global_batch_size": plan.global_batch,
@@ -87,7 +92,8 @@ def train(
 def make_callbacks(
     config: TrainConfig, cluster: Cluster, plan: BatchPlan, status: StatusFile
 ) -> list[keras.callbacks.Callback]:
-    """Every worker logs its own progress; the chief also keeps Keras' TensorBoard logs."""
+    """Every worker logs its own progress (and backs up, if asked: all must, the chief's copy
+    is kept); the chief also keeps Keras' TensorBoard logs."""
     progress = ProgressLogger(
         events_dir=worker_dir(config.run_dir, cluster.index) / "events",
         status=status,
@@ -95,15 +101,20 @@ def make_callbacks(
         examples_per_step=plan.per_worker_batch,
         steps_per_epoch=plan.steps_per_epoch,
     )
+    backup = (
+        [keras.callbacks.BackupAndRestore(backup_dir=str(config.run_dir / "backup"))]
+        if config.backup
+        else []
+    )
     if not cluster.is_chief:
-        return [progress]
+        return [*backup, progress]
     tensorboard = keras.callbacks.TensorBoard(
         log_dir=str(config.run_dir / "tensorboard"),
         update_freq="epoch",
         profile_batch=0,
         write_graph=False,
     )
-    return [progress, tensorboard]
+    return [*backup, progress, tensorboard]
 
 
 def save_model(model: keras.Model, run_dir: Path, is_chief: bool) -> None:

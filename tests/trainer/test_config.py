@@ -18,6 +18,7 @@ from trainer.errors import InputError
         (["--dataset", "/d/mnist.npz"], {"dataset": "mnist", "data": Path("/d/mnist.npz")}),
         (["--shard", "index", "--log-every", "5"], {"shard": "index", "log_every": 5}),
         (["--threads", "1", "--no-validation"], {"threads": 1, "validation": False}),
+        (["--backup"], {"backup": True}),
     ],
 )
 def test_parse_args_reads_options(argv: list[str], expected: dict[str, object]) -> None:

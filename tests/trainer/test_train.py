@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.trainer.workers import TrainerRun, start_cluster, train_locally, wait_all
+from tests.trainer.workers import (
+    TrainerRun,
+    event_files,
+    read_scalars,
+    start_cluster,
+    train_locally,
+    wait_all,
+)
 from trainer.data import load_digits
 
 pytestmark = pytest.mark.slow
@@ -22,7 +29,7 @@ PROGRESS_TAGS = {
     "progress/step_time_ms",
 }
 EPOCH_TAGS = {"epoch/loss", "epoch/accuracy"}
-SHORT = ("--dataset", "digits", "--epochs", "2", "--no-validation")
+DIGITS = ("--dataset", "digits", "--no-validation")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +41,8 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> TrainerRun:
 @pytest.fixture(scope="module")
 def one_worker_losses(tmp_path_factory: pytest.TempPathFactory) -> TrainerRun:
     """One worker (no TF_CONFIG) at global batch 64."""
-    run = train_locally(1, tmp_path_factory.mktemp("one") / "run", *SHORT, "--batch-size", "64")
+    one_dir = tmp_path_factory.mktemp("one") / "run"
+    run = train_locally(1, one_dir, *DIGITS, "--epochs", "2", "--batch-size", "64")
     assert run.workers[0].returncode == 0, run.workers[0].stderr[-3000:]
     return run
 
@@ -108,7 +116,8 @@ def test_the_chief_keeps_the_keras_tensorboard_logs(digits_run: TrainerRun) -> N
 def test_two_workers_at_half_the_batch_match_one_worker(
     one_worker_losses: TrainerRun, tmp_path: Path, shard: str
 ) -> None:
-    two = train_locally(2, tmp_path / "run", *SHORT, "--batch-size", "32", "--shard", shard)
+    options = [*DIGITS, "--epochs", "2", "--batch-size", "32", "--shard", shard]
+    two = train_locally(2, tmp_path / "run", *options)
     assert [w.returncode for w in two.workers] == [0, 0], two.workers[0].stderr[-3000:]
     expected = [value for _, value in one_worker_losses.scalars(0)["epoch/loss"]]
     for index in (0, 1):
@@ -130,7 +139,7 @@ def test_a_stopped_worker_fails_the_job_with_nothing_half_written(
     long_run = ["--threads", "1", "--dataset", "digits", "--epochs", "100", "--log-every", "2"]
     processes = start_cluster(2, ["-m", "trainer", "--run-dir", str(run_dir), *long_run])
     try:
-        wait_for_step(run_dir / "workers" / "1" / "status.json", 4)
+        wait_for_status(run_dir / "workers" / "1" / "status.json", "step", 4)
     finally:
         os.kill(processes[1].pid, stop)
     chief, worker = wait_all(processes, timeout=120)
@@ -146,13 +155,37 @@ def test_a_stopped_worker_fails_the_job_with_nothing_half_written(
     assert sorted(p.name for p in run_dir.iterdir()) == ["tensorboard", "workers"]
 
 
-def wait_for_step(status_path: Path, step: int, timeout: float = 120) -> None:
+def test_a_restarted_job_resumes_from_its_backup(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    argv = ["-m", "trainer", "--run-dir", str(run_dir), "--threads", "1", "--backup"]
+    argv += [*DIGITS, "--epochs", "4"]
+    first = start_cluster(2, argv)
+    try:
+        wait_for_status(run_dir / "workers" / "1" / "status.json", "epoch", 2)
+    finally:
+        os.kill(first[1].pid, signal.SIGKILL)
+    assert [w.returncode for w in wait_all(first, timeout=120)] == [1, -9]
+    assert (run_dir / "backup").is_dir() and not (run_dir / "model.h5").exists()
+
+    second = TrainerRun(run_dir, wait_all(start_cluster(2, argv)))
+
+    assert [w.returncode for w in second.workers] == [0, 0], second.workers[0].stderr[-3000:]
+    events = run_dir / "workers" / "0" / "events"
+    restarted = read_scalars(events, event_files(events)[-1:])
+    epochs = [step for step, _ in restarted["epoch/loss"]]
+    assert epochs[-1] == 4 and epochs[0] >= 3, f"the restart trained epochs {epochs}"
+    assert second.status(0)["state"] == "finished" and second.status(0)["epoch"] == 4
+    assert (run_dir / "model.h5").is_file() and not (run_dir / "backup").exists()
+
+
+def wait_for_status(status_path: Path, key: str, least: int, timeout: float = 120) -> None:
+    """Until a worker's status.json shows `key` at `least` or more."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if json.loads(status_path.read_text())["step"] >= step:
+            if json.loads(status_path.read_text())[key] >= least:
                 return
         except (OSError, ValueError):
             pass
-        time.sleep(0.1)
-    raise AssertionError(f"{status_path} never reached step {step}")
+        time.sleep(0.05)
+    raise AssertionError(f"{status_path} never showed {key} >= {least}")

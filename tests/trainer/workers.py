@@ -94,10 +94,15 @@ def run_trainers(n: int, run_dir: Path, *options: str, timeout: float = 300) -> 
     return run_cluster(n, argv, timeout)
 
 
-def read_scalars(events_dir: Path) -> Scalars:
-    """Every scalar in a folder's event files: tag -> [(step, value)], in file order."""
+def event_files(events_dir: Path) -> list[Path]:
+    """A folder's event files, oldest first (their names start with the creation time)."""
+    return sorted(events_dir.glob("events.out.tfevents.*"))
+
+
+def read_scalars(events_dir: Path, files: Sequence[Path] | None = None) -> Scalars:
+    """Every scalar in a folder's event files (or the given ones): tag -> [(step, value)]."""
     scalars: Scalars = {}
-    for path in sorted(events_dir.glob("events.out.tfevents.*")):
+    for path in event_files(events_dir) if files is None else files:
         for event in _events(path.read_bytes()):
             for value in event.summary.value:
                 number = float(tensor_util.make_ndarray(value.tensor))
