@@ -78,19 +78,33 @@ def parse_probe(host: Host, output: str) -> dict[str, Any]:
     raise HostError(host, "the preflight program printed no answer")
 
 
+def python_minor(version: object) -> str | None:
+    """`3.11` from `3.11.7`: the part that must match for the same wheels to behave alike."""
+    return ".".join(str(version).split(".")[:2]) if version else None
+
+
 def host_problems(
-    p: ProbeResult, tf_versions: Sequence[str | None], local: bool, need_code: bool = True
+    p: ProbeResult, everyone: Sequence[dict[str, Any]], local: bool, need_code: bool = True
 ) -> list[str]:
-    """Everything wrong with one host, each a short phrase with what to do."""
+    """Everything wrong with one host, each a short phrase with what to do.
+
+    `everyone` holds the facts of all hosts: TensorFlow and Python must match across them.
+    """
     facts = p.facts
     problems = []
     if not facts.get("tensorflow"):
         problems.append(f"TensorFlow is not installed for {p.python} (fab deploy --venv)")
-    versions = {v for v in tf_versions if v}
+    versions = {str(f["tensorflow"]) for f in everyone if f.get("tensorflow")}
     if facts.get("tensorflow") and len(versions) > 1:
         problems.append(
             f"TensorFlow {facts['tensorflow']} differs from other hosts "
             f"({', '.join(sorted(versions))}); install one version everywhere"
+        )
+    pythons = {python_minor(f.get("python")) for f in everyone if f.get("python")}
+    if len(pythons) > 1:
+        problems.append(
+            f"Python {python_minor(facts.get('python'))} differs from other hosts "
+            f"({', '.join(sorted(str(v) for v in pythons))}); use one Python version everywhere"
         )
     if not facts.get("port_free"):
         problems.append(

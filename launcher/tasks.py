@@ -131,7 +131,7 @@ def check(settings: Settings, out: Output) -> int:
     code = tree_hash()
     results = each_host(hosts, lambda h: _check_one(h, settings.ssh, code))
     probes = [r for r in results if isinstance(r, ProbeResult)]
-    tf_versions = [p.facts.get("tensorflow") for p in probes]
+    everyone = [p.facts for p in probes]
     rows = [["#", "host", "ssh", "python", "tensorflow", "tf_port", "free MB", "code"]]
     problems: list[str] = []
     for host, r in zip(hosts, results, strict=True):
@@ -154,7 +154,7 @@ def check(settings: Settings, out: Output) -> int:
                     deployed,
                 ]
             )
-            for p in host_problems(r, tf_versions, host.local, need_code=False):
+            for p in host_problems(r, everyone, host.local, need_code=False):
                 problems.append(f"worker {host.index} ({host.label}): {p}")
         else:
             msg = r.message if isinstance(r, HostError) else f"{type(r).__name__}: {r}"
@@ -321,11 +321,11 @@ def train(
         ]
         # Locks first: "another run holds this port" says more than "the port is in use".
         refusals = _locks(shells, workdirs, run_id, run_dirs)
-        tf_versions = [p.facts.get("tensorflow") for p in probes]
+        everyone = [p.facts for p in probes]
         problems = [
             f"worker {p.host.index} ({p.host.label}): {msg}"
             for p in probes
-            for msg in host_problems(p, tf_versions, p.host.local)
+            for msg in host_problems(p, everyone, p.host.local)
         ]
         if refusals or problems:
             _unlock(shells, workdirs, run_id)

@@ -18,7 +18,13 @@ from launcher.hosts import parse_hosts
 from launcher.probe import ProbeResult, host_problems
 from launcher.remote import LocalShell
 
-GOOD = {"tensorflow": "2.21.0", "port_free": True, "free_mb": 9000, "deployed": True}
+GOOD = {
+    "tensorflow": "2.21.0",
+    "python": "3.11.7",
+    "port_free": True,
+    "free_mb": 9000,
+    "deployed": True,
+}
 
 
 def probe(**facts: object) -> ProbeResult:
@@ -27,13 +33,15 @@ def probe(**facts: object) -> ProbeResult:
 
 
 def test_a_ready_host_has_no_problems() -> None:
-    assert host_problems(probe(), ["2.21.0", "2.21.0"], local=False) == []
+    assert host_problems(probe(), [GOOD, {**GOOD, "python": "3.11.2"}], local=False) == []
 
 
 def test_each_problem_says_what_to_do() -> None:
-    assert "fab deploy --venv" in host_problems(probe(tensorflow=None), [None], False)[0]
-    mixed = host_problems(probe(), ["2.21.0", "2.20.0"], False)
-    assert "differs from other hosts (2.20.0, 2.21.0)" in mixed[0]
+    assert "fab deploy --venv" in host_problems(probe(tensorflow=None), [], False)[0]
+    mixed = host_problems(probe(), [GOOD, {**GOOD, "tensorflow": "2.20.0"}], False)
+    assert "TensorFlow 2.21.0 differs from other hosts (2.20.0, 2.21.0)" in mixed[0]
+    py = host_problems(probe(), [GOOD, {**GOOD, "python": "3.10.12"}], False)
+    assert "Python 3.11 differs from other hosts (3.10, 3.11)" in py[0]
     busy = host_problems(probe(port_free=False, port_error="Address in use"), [], False)
     assert "tf_port 7000 is in use (Address in use)" in busy[0]
     assert "MB free" in host_problems(probe(free_mb=10), [], False)[0]
