@@ -106,6 +106,7 @@ def deploy(
         "env": "pass NAME (value from here) or NAME=VALUE to every worker; values are never "
         "printed or logged (repeatable)",
         "start_timeout": "seconds a worker may take to start training before the job stops",
+        "stall_timeout": "seconds a running worker may go without progress before the job stops",
         "grace": "seconds between TERM and KILL when stopping workers",
         "interval": "seconds between polls and log mirroring",
     },
@@ -127,6 +128,7 @@ def train(
     threads=None,
     env=None,
     start_timeout=120.0,
+    stall_timeout=300.0,
     grace=5.0,
     interval=2.0,
 ):
@@ -146,7 +148,14 @@ def train(
     }
     _run(
         lambda: tasks.train(
-            s, Output(), options, env or [], float(start_timeout), float(grace), float(interval)
+            s,
+            Output(),
+            options,
+            env or [],
+            float(start_timeout),
+            float(grace),
+            float(interval),
+            float(stall_timeout),
         )
     )
 

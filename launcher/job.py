@@ -207,6 +207,7 @@ class Job:
         start_timeout: float = 120.0,
         grace: float = 5.0,
         interval: float = 2.0,
+        stall_timeout: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.workers = list(workers)
@@ -216,7 +217,10 @@ class Job:
         self.start_timeout = start_timeout
         self.grace = grace
         self.interval = interval
+        self.stall_timeout = stall_timeout
         self.clock = clock
+        # Progress as this machine saw it (step, when): hosts' clocks may disagree with ours.
+        self.progress_seen: dict[int, tuple[object, float]] = {}
         self.failure: Failure | None = None
 
     def save(self, **changes: Any) -> None:
@@ -291,7 +295,30 @@ class Job:
                         w, f"did not start within {self.start_timeout:g} s: {what}"
                     )
                     return
+            stalled = self._silent_worker()
+            if stalled is not None:
+                self.failure = self._failure(
+                    stalled,
+                    f"went silent: no progress for {self.stall_timeout:g} s while running "
+                    "(hung, stopped, or its host is overloaded)",
+                )
+                return
             time.sleep(self.interval)
+
+    def _silent_worker(self) -> Worker | None:
+        """A running worker whose step has not moved for stall_timeout seconds, if any."""
+        now = self.clock()
+        for w in self.workers:
+            status = w.status()
+            if w.ended or status is None or status.get("state") != "running":
+                continue
+            mark = (status.get("step"), status.get("epoch"), status.get("updated"))
+            seen = self.progress_seen.get(w.index)
+            if seen is None or seen[0] != mark:
+                self.progress_seen[w.index] = (mark, now)
+            elif now - seen[1] > self.stall_timeout:
+                return w
+        return None
 
     def _tick(self) -> None:
         results = each_host(self.workers, lambda w: w.tick())

@@ -301,6 +301,7 @@ def train(
     start_timeout: float = 120.0,
     grace: float = 5.0,
     interval: float = 2.0,
+    stall_timeout: float = 300.0,
 ) -> int:
     """Preflight, then start every worker at once and watch the job to its end."""
     hosts = load_hosts(settings.hosts_file)
@@ -348,6 +349,7 @@ def train(
                 start_timeout,
                 grace,
                 interval,
+                stall_timeout,
             )
         finally:
             _unlock(shells, workdirs, run_id)
@@ -370,6 +372,7 @@ def _run(
     start_timeout: float,
     grace: float,
     interval: float,
+    stall_timeout: float,
 ) -> int:
     local_dir.mkdir(parents=True, exist_ok=False)
     out.open_log(local_dir / "launcher.log")
@@ -415,7 +418,7 @@ def _run(
         "env": sorted(user_env),
         "launcher": launcher_identity(),
     }
-    job = Job(workers, local_dir, cluster, out, start_timeout, grace, interval)
+    job = Job(workers, local_dir, cluster, out, start_timeout, grace, interval, stall_timeout)
     job.save()
     out.line(f"run {run_id}: {len(hosts)} worker(s), run directory {local_dir}")
     for w in workers:

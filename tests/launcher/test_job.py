@@ -73,3 +73,19 @@ def test_start_deadline_names_the_silent_worker(tmp_path: Path) -> None:
     job._watch()
     assert job.failure is not None and job.failure.index == 1
     assert "never reported (no status.json)" in job.failure.reason
+
+
+def test_a_running_worker_without_progress_is_named(tmp_path: Path) -> None:
+    now = [0.0]
+    job = make_job(tmp_path, 2)
+    job.clock = lambda: now[0]
+    job.stall_timeout = 30
+    for i in range(2):
+        write(tmp_path, i, "status.json", '{"state": "running", "step": 5}')
+    assert job._silent_worker() is None
+    now[0] = 20.0
+    write(tmp_path, 0, "status.json", '{"state": "running", "step": 9}')
+    assert job._silent_worker() is None
+    now[0] = 31.0
+    silent = job._silent_worker()
+    assert silent is not None and silent.index == 1
