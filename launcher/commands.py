@@ -85,12 +85,17 @@ def start_command(
 
 
 def poll_command(run_dir: str, index: int) -> str:
-    """One line: `exit N`, `alive`, `gone` (group dead, no exit code) or `pending` (no pgid yet)."""
+    """One line: `exit N`, `alive`, `frozen` (a process of it is stopped, e.g. SIGSTOP),
+    `gone` (group dead, no exit code) or `pending` (no pgid yet).
+
+    The worker's shell is a session leader (setsid), so its session id is its pgid.
+    """
     wdir = worker_dir(run_dir, index)
     ec, pg = q(wdir + "/exit_code"), q(wdir + "/pgid")
     return (
         f"if [ -f {ec} ]; then echo exit $(cat {ec}); "
-        f'elif [ -s {pg} ] && kill -0 -"$(cat {pg})" 2>/dev/null; then echo alive; '
+        f'elif [ -s {pg} ] && kill -0 -"$(cat {pg})" 2>/dev/null; then '
+        f'if ps -o stat= -s "$(cat {pg})" | grep -q "^T"; then echo frozen; else echo alive; fi; '
         f"elif [ -s {pg} ]; then echo gone; else echo pending; fi"
     )
 

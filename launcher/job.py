@@ -59,6 +59,7 @@ class Worker:
     exit_code: int | None = None
     ended: bool = False
     gone: bool = False
+    frozen: bool = False
     contact_errors: int = 0
     tail: LogTail = field(init=False)
 
@@ -138,7 +139,19 @@ def _local_poll(wdir: Path) -> str:
         return "gone"
     except PermissionError:
         return "alive"
-    return "alive"
+    return "frozen" if _group_stopped(pgid) else "alive"
+
+
+def _group_stopped(pgid: int) -> bool:
+    """True if a process of the group is stopped (state T), e.g. by SIGSTOP."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] == "T":
+            return True
+    return False
 
 
 @dataclass
@@ -308,7 +321,8 @@ class Job:
     def _silent_worker(self) -> Worker | None:
         """A running worker whose step has not moved for stall_timeout seconds, if any."""
         now = self.clock()
-        for w in self.workers:
+        # Collective ops stall every worker at once: check a stopped one first.
+        for w in sorted(self.workers, key=lambda w: not w.frozen):
             status = w.status()
             if w.ended or status is None or status.get("state") != "running":
                 continue
@@ -335,6 +349,7 @@ class Job:
                 continue
             worker.contact_errors = 0
             state = str(res)
+            worker.frozen = state == "frozen"
             if state.startswith("exit"):
                 worker.ended = True
                 try:
@@ -349,6 +364,11 @@ class Job:
             elif state == "gone":
                 worker.ended = worker.gone = True
                 found.append((0, self._failure(worker, describe_exit(None))))
+        frozen = [w for w in self.workers if w.frozen and not w.ended]
+        if found and frozen and all(rank > 0 for rank, _ in found):
+            # Peers of a stopped (SIGSTOP) worker abort after missing its heartbeats: it is
+            # the cause, not them.
+            found = [(0, self._failure(frozen[0], "was stopped (SIGSTOP?) and went silent"))]
         if found and self.failure is None:
             # A killed or vanished worker makes the others abort within a second or two; when
             # both are seen in one tick, the cause is the killed one, not the aborted ones.
@@ -356,6 +376,8 @@ class Job:
         self.out.progress([(w.prefix, self._progress(w)) for w in self.workers])
 
     def _progress(self, worker: Worker) -> str:
+        if worker.frozen and not worker.ended:
+            return "STOPPED (a process of it is stopped, e.g. by SIGSTOP)"
         if worker.ended:
             return describe_exit(worker.exit_code) if not worker.gone else "gone"
         return progress_text(worker.status())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -151,6 +152,16 @@ def test_poll_command_matches_local_poll(tmp_path: Path) -> None:
     assert sh(poll, tmp_path).stdout.strip() == "pending" == _local_poll(wdir)
     (wdir / "pgid").write_text(str(os.getpgid(0)))
     assert sh(poll, tmp_path).stdout.strip() == "alive" == _local_poll(wdir)
+    sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        (wdir / "pgid").write_text(str(sleeper.pid))
+        assert sh(poll, tmp_path).stdout.strip() == "alive" == _local_poll(wdir)
+        sleeper.send_signal(signal.SIGSTOP)
+        time.sleep(0.2)
+        assert sh(poll, tmp_path).stdout.strip() == "frozen" == _local_poll(wdir)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
     (wdir / "exit_code").write_text("137\n")
     assert sh(poll, tmp_path).stdout.strip() == "exit 137" == _local_poll(wdir)
 

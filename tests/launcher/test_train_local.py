@@ -200,3 +200,23 @@ def test_second_train_is_refused_and_fab_stop_ends_the_first(local_job_dir: Path
     assert "stopped by `fab stop`" in output
     assert read_json(run_dir / "cluster.json")["state"] == "stopped"
     assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
+
+
+def test_stopped_worker_is_named(local_job_dir: Path) -> None:
+    """SIGSTOP: the others abort after missing its heartbeats; the stopped one is the cause."""
+    proc = start_fab(local_job_dir, "train", *FAST, "--epochs", "200", "--grace", "2")
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), 90, "both workers training")
+        victim = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
+        os.kill(victim, signal.SIGSTOP)
+        t0 = time.monotonic()
+        output, _ = proc.communicate(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 1, output[-3000:]
+    assert "worker 1 (localhost) was stopped (SIGSTOP?)" in output, output[-3000:]
+    assert took < 60
+    assert read_json(run_dir / "cluster.json")["failure"]["index"] == 1
+    assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
