@@ -57,9 +57,14 @@ def main(argv: Sequence[str]) -> int:
             time.time(),
         ),
     )
-    signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         status.update()
+    except OSError as e:
+        return _report_input_error(
+            InputError(f"--run-dir {config.run_dir}: cannot write {status.path} ({e.strerror})")
+        )
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
         splits = load_data(config)
         plan = plan_batches(
             len(splits.x_train), config.batch_size, cluster.num_workers, config.steps_per_epoch

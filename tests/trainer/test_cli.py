@@ -57,6 +57,14 @@ def test_bad_input_costs_one_line_and_exit_code_2(
     assert result.stderr.count("\n") == 1
 
 
+def test_an_unwritable_run_directory_costs_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    result = run_trainer("--run-dir", str(tmp_path / "file" / "run"), "--dataset", "digits")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"trainer: error: --run-dir {tmp_path / 'file' / 'run'}: ")
+    assert "cannot write" in result.stderr and result.stderr.count("\n") == 1
+
+
 def test_a_wrong_shaped_npz_fails_the_worker_status(tmp_path: Path, wrong_shape_npz: Path) -> None:
     result = run_trainer("--run-dir", str(tmp_path / "run"), "--dataset", str(wrong_shape_npz))
     assert result.returncode == 2
