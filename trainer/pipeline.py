@@ -7,11 +7,15 @@ global batch. Fewer than one global batch of examples is left out of a pass.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import numpy as np
 import tensorflow as tf
 
 from trainer.config import ShardPolicy
 from trainer.plan import BatchPlan
+
+AutoShard: TypeAlias = tf.data.experimental.AutoShardPolicy
 
 
 def train_dataset(
@@ -33,7 +37,7 @@ def train_dataset(
 def eval_dataset(x: np.ndarray, y: np.ndarray, plan: BatchPlan) -> tf.data.Dataset:
     """The test split in global batches; Keras gives each worker its part (DATA policy)."""
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(plan.global_batch)
-    return _with_policy(dataset, "data")
+    return _with_policy(dataset, AutoShard.DATA)
 
 
 def _shuffled(x: np.ndarray, y: np.ndarray, seed: int) -> tf.data.Dataset:
@@ -44,7 +48,7 @@ def _shuffled(x: np.ndarray, y: np.ndarray, seed: int) -> tf.data.Dataset:
 def _data_sharded(x: np.ndarray, y: np.ndarray, plan: BatchPlan, seed: int) -> tf.data.Dataset:
     """Global batches; the strategy splits each one and DATA sharding keeps this worker's part."""
     dataset = _shuffled(x, y, seed).batch(plan.global_batch, drop_remainder=True)
-    return _with_policy(dataset.repeat().prefetch(tf.data.AUTOTUNE), "data")
+    return _with_policy(dataset.repeat().prefetch(tf.data.AUTOTUNE), AutoShard.DATA)
 
 
 def _index_sharded(
@@ -58,14 +62,10 @@ def _index_sharded(
         .shard(context.num_input_pipelines, context.input_pipeline_id)
         .batch(per_replica, drop_remainder=True)
     )
-    return _with_policy(dataset.repeat().prefetch(tf.data.AUTOTUNE), "off")
+    return _with_policy(dataset.repeat().prefetch(tf.data.AUTOTUNE), AutoShard.OFF)
 
 
-def _with_policy(dataset: tf.data.Dataset, policy: str) -> tf.data.Dataset:
+def _with_policy(dataset: tf.data.Dataset, policy: AutoShard) -> tf.data.Dataset:
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA
-        if policy == "data"
-        else tf.data.experimental.AutoShardPolicy.OFF
-    )
+    options.experimental_distribute.auto_shard_policy = policy
     return dataset.with_options(options)
