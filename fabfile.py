@@ -8,6 +8,7 @@ Every task reads the hosts file itself (default ./hosts.txt; --hosts-file, $TFCL
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ def deploy(
         "shard": "trainer: data or index",
         "log_every": "trainer: write progress every N steps",
         "threads": "trainer: TensorFlow CPU threads per worker",
+        "trainer_args": "more trainer options as one string, e.g. '--no-validation'",
         "env": "pass NAME (value from here) or NAME=VALUE to every worker; values are never "
         "printed or logged (repeatable)",
         "start_timeout": "seconds a worker may take to start training before the job stops",
@@ -126,6 +128,7 @@ def train(
     shard=None,
     log_every=None,
     threads=None,
+    trainer_args="",
     env=None,
     start_timeout=120.0,
     stall_timeout=300.0,
@@ -146,6 +149,10 @@ def train(
         "log_every": log_every,
         "threads": threads,
     }
+    try:
+        extra = shlex.split(trainer_args)
+    except ValueError as exc:
+        raise Exit(f"error: --trainer-args: {exc}", 2) from None
     _run(
         lambda: tasks.train(
             s,
@@ -156,6 +163,7 @@ def train(
             float(grace),
             float(interval),
             float(stall_timeout),
+            extra,
         )
     )
 

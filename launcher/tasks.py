@@ -302,11 +302,12 @@ def train(
     grace: float = 5.0,
     interval: float = 2.0,
     stall_timeout: float = 300.0,
+    extra_args: Sequence[str] = (),
 ) -> int:
     """Preflight, then start every worker at once and watch the job to its end."""
     hosts = load_hosts(settings.hosts_file)
     user_env = _worker_env(env_names)
-    args = commands.trainer_args(trainer_options)
+    args = commands.trainer_args(trainer_options) + list(extra_args)
     code = tree_hash()
     shells = connect_all(hosts, settings.ssh)
     try:

@@ -57,6 +57,8 @@ def test_two_local_workers_train_and_secrets_stay_hidden(local_job_dir: Path) ->
         "2",
         "--steps-per-epoch",
         "6",
+        "--trainer-args",
+        "--seed 7 --no-validation",
         "--env",
         "MY_TOKEN",
         "--env",
@@ -79,6 +81,7 @@ def test_two_local_workers_train_and_secrets_stay_hidden(local_job_dir: Path) ->
     check_complete_run(run_dir, [], addrs(local_job_dir))
     cluster = read_json(run_dir / "cluster.json")
     assert cluster["env"] == ["MY_TOKEN", "OTHER_KEY"]
+    assert cluster["trainer_args"][-3:] == ["--seed", "7", "--no-validation"]
     assert cluster["hosts"][0]["local"] is True
     log = (run_dir / "launcher.log").read_text()
     assert "[1 localhost]" in log and "MY_TOKEN" in output
