@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trainer.cluster import Cluster, parse_tf_config
 from trainer.errors import InputError
@@ -63,3 +65,28 @@ def test_parse_tf_config_names_the_bad_field(text: str, message: str) -> None:
         parse_tf_config(text)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        json_values.map(json.dumps),
+        st.builds(tf_config, json_values, json_values, json_values),
+    )
+)
+def test_parse_tf_config_only_ever_raises_its_own_one_line_error(text: str) -> None:
+    try:
+        cluster = parse_tf_config(text)
+    except InputError as error:
+        assert "\n" not in str(error) and str(error).startswith("TF_CONFIG")
+        return
+    assert 0 <= cluster.index < cluster.num_workers
