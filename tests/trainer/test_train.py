@@ -189,3 +189,22 @@ def wait_for_status(status_path: Path, key: str, least: int, timeout: float = 12
             pass
         time.sleep(0.05)
     raise AssertionError(f"{status_path} never showed {key} >= {least}")
+
+
+def test_a_staged_mnist_npz_trains_a_single_worker(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    staged = tmp_path / "mnist.npz"
+    np.savez(
+        staged,
+        x_train=rng.integers(0, 256, (256, 28, 28), dtype=np.uint8),
+        y_train=rng.integers(0, 10, 256, dtype=np.uint8),
+        x_test=rng.integers(0, 256, (64, 28, 28), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 64, dtype=np.uint8),
+    )
+    run = train_locally(1, tmp_path / "run", "--data", str(staged), "--epochs", "1")
+
+    assert run.workers[0].returncode == 0, run.workers[0].stderr[-3000:]
+    metrics = run.metrics()
+    assert metrics["dataset"] == "mnist" and metrics["examples_seen"] == 256
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0  # type: ignore[operator]
+    assert (tmp_path / "run" / "model.h5").is_file()
