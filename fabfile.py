@@ -111,6 +111,8 @@ def deploy(
         "stall_timeout": "seconds a running worker may go without progress before the job stops",
         "grace": "seconds between TERM and KILL when stopping workers",
         "interval": "seconds between polls and log mirroring",
+        "max_restarts": "restart the whole job up to N times after a worker fails, resuming "
+        "from the last completed epoch (turns on the trainer's --backup)",
     },
 )
 def train(
@@ -134,6 +136,7 @@ def train(
     stall_timeout=300.0,
     grace=5.0,
     interval=2.0,
+    max_restarts=0,
 ):
     """Start the trainer on every host at once, stream logs, mirror the run, stop all on failure."""
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
@@ -164,6 +167,7 @@ def train(
             float(interval),
             float(stall_timeout),
             extra,
+            int(max_restarts),
         )
     )
 

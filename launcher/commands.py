@@ -80,8 +80,20 @@ def start_command(
     script = worker_script(python, module, run_dir, index, trainer_args)
     return (
         f"mkdir -p {q(wdir)} && cd {q(code_dir)} && "
-        f"{{ setsid nohup sh -c {q(script)} >{q(wdir + '/worker.log')} 2>&1 </dev/null & }}"
+        f"{{ setsid nohup sh -c {q(script)} >>{q(wdir + '/worker.log')} 2>&1 </dev/null & }}"
     )
+
+
+ATTEMPT_FILES = ("pgid", "exit_code", "status.json")
+
+
+def reset_command(run_dir: str, index: int, note: str) -> str:
+    """Before a restart: remove what the last attempt of a worker left that would make the
+    launcher think it already runs or ended; its log goes on, after a note."""
+    wdir = worker_dir(run_dir, index)
+    files = " ".join(q(f"{wdir}/{name}") for name in ATTEMPT_FILES)
+    log = q(wdir + "/worker.log")
+    return f"mkdir -p {q(wdir)} && rm -f {files} && printf '%s\\n' {q(note)} >> {log}"
 
 
 def poll_command(run_dir: str, index: int) -> str:

@@ -3,12 +3,15 @@
 The first worker that exits non-zero, dies, loses contact or misses the start deadline stops
 the job: every other worker's process group gets TERM, a grace period, then KILL; logs are
 mirrored one last time and cluster.json records the failure. Ctrl-C ends it the same way.
+With restarts left, a failed job is started again as a whole on the same run directory, and
+the trainer's --backup resumes it from its last completed epoch.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -29,6 +32,8 @@ from launcher.sync import Mirror
 
 LOG_TAIL_LINES = 15
 MAX_CONTACT_ERRORS = 3
+EXIT_BAD_INPUT = 2  # the trainer's exit code for bad options or data: a restart cannot help
+BACKUP_DIR = "backup"  # where the trainer's --backup keeps the training state, in the run dir
 
 
 class StoppedByUser(Exception):
@@ -119,6 +124,31 @@ class Worker:
     def stop(self, grace: float) -> None:
         self.shell.run(commands.stop_command(self.run_dir, self.index, grace), timeout=grace + 30)
 
+    def reset(self, note: str) -> None:
+        """Clear what the last attempt left (pgid, exit code, status) here and in the mirror, so
+        the next attempt is watched from scratch; its log goes on after `note`."""
+        result = self.shell.run(commands.reset_command(self.run_dir, self.index, note), timeout=30)
+        if result.code != 0:
+            raise HostError(self.host, f"could not prepare a restart: {result.stderr.strip()}")
+        local = self.local_dir / "workers" / str(self.index)
+        for name in commands.ATTEMPT_FILES:
+            (local / name).unlink(missing_ok=True)
+            if self.mirror is not None:
+                self.mirror.seen.pop(f"workers/{self.index}/{name}", None)
+        self.exit_code = None
+        self.ended = self.gone = self.frozen = False
+        self.contact_errors = 0
+
+    def share_backup(self, files: Sequence[Path], backup: Path) -> None:
+        """Give a non-chief SSH host the chief's backup: every worker restores from its own
+        run directory, but only the chief's copy survives training."""
+        for path in files:
+            rel = path.relative_to(backup).as_posix()
+            target = f"{self.run_dir}/{BACKUP_DIR}/{rel}"
+            parent = target.rsplit("/", 1)[0]
+            self.shell.run(f"mkdir -p {commands.q(parent)}", timeout=30)
+            self.shell.write_file(target, path.read_bytes(), 0o600)
+
     def sync(self) -> None:
         if self.mirror is not None:
             self.mirror.sync()
@@ -168,6 +198,12 @@ class Failure:
             "reason": self.reason,
             "log_tail": self.log_tail,
         }
+
+
+def may_restart(exit_code: int | None, restarts: int, max_restarts: int) -> bool:
+    """Restart after a failure while restarts are left, unless the worker refused its input
+    (exit 2): the same options would fail the same way again."""
+    return restarts < max_restarts and exit_code != EXIT_BAD_INPUT
 
 
 def log_tail(path: Path, n: int = LOG_TAIL_LINES) -> list[str]:
@@ -222,6 +258,7 @@ class Job:
         interval: float = 2.0,
         stall_timeout: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        max_restarts: int = 0,
     ) -> None:
         self.workers = list(workers)
         self.local_dir = local_dir
@@ -235,6 +272,9 @@ class Job:
         # Progress as this machine saw it (step, when): hosts' clocks may disagree with ours.
         self.progress_seen: dict[int, tuple[object, float]] = {}
         self.failure: Failure | None = None
+        self.max_restarts = max_restarts
+        self.restarts = 0
+        self.attempts: list[dict[str, Any]] = []
 
     def save(self, **changes: Any) -> None:
         self.cluster.update(changes)
@@ -244,9 +284,14 @@ class Job:
         """The whole job; returns the launcher's exit code (0, 1, or 128+signal)."""
         try:
             with signals_interrupt():
-                self._start_all()
-                self.save(state="running")
-                self._watch()
+                while True:
+                    self._begin_attempt()
+                    self._start_all()
+                    self.save(state="running")
+                    self._watch()
+                    if self.failure is None or not self._can_restart(self.failure):
+                        break
+                    self._restart(self.failure)
         except Interrupted as exc:
             return self._end_stopped(exc.signum)
         except StoppedByUser:
@@ -258,6 +303,53 @@ class Job:
         if self.failure is not None:
             return self._end_failed(self.failure)
         return self._end_finished()
+
+    def _begin_attempt(self) -> None:
+        self.attempts.append(
+            {
+                "attempt": len(self.attempts) + 1,
+                "started": time.time(),
+                "ended": None,
+                "failure": None,
+            }
+        )
+        self.save(attempts=self.attempts)
+
+    def _end_attempt(self, failure: Failure | None) -> None:
+        if self.attempts and self.attempts[-1]["ended"] is None:
+            self.attempts[-1].update(
+                ended=time.time(), failure=failure.as_dict() if failure else None
+            )
+
+    def _can_restart(self, failure: Failure) -> bool:
+        code = self.workers[failure.index].exit_code
+        return may_restart(code, self.restarts, self.max_restarts)
+
+    def _restart(self, failure: Failure) -> None:
+        """Stop the job as a whole, keep the failure in `attempts`, and prepare every worker
+        (and every host's backup) for the next attempt on the same run directory."""
+        self.stop_all()
+        failure.log_tail = log_tail(self.workers[failure.index].tail.path)
+        self._end_attempt(failure)
+        self.restarts += 1
+        self.failure = None
+        self.progress_seen.clear()
+        self.out.line(
+            f"RESTART {self.restarts}/{self.max_restarts}: worker {failure.index} "
+            f"({failure.host}) {failure.reason}; starting every worker again, resuming from "
+            "the last completed epoch"
+        )
+        self.save(state="starting", restarts=self.restarts, attempts=self.attempts)
+        note = f"--- restart {self.restarts}: attempt {self.restarts + 1} ---"
+        _raise_first(self.workers, each_host(self.workers, lambda w: w.reset(note)))
+        backup = self.local_dir / BACKUP_DIR
+        files = [
+            p
+            for p in (sorted(backup.rglob("*")) if backup.is_dir() else [])
+            if p.is_file() and not p.relative_to(backup).parts[0].startswith("workertemp")
+        ]
+        others = [w for w in self.workers if w.mirror is not None and w.index != 0]
+        _raise_first(others, each_host(others, lambda w: w.share_backup(files, backup)))
 
     def _start_all(self) -> None:
         self.out.line(f"starting {len(self.workers)} worker(s)")
@@ -413,13 +505,30 @@ class Job:
                 w.ended = True
         self._print_logs(final=True)
 
+    def _drop_backups(self) -> None:
+        """A finished job needs no backup: the chief's host empties its own, the mirrored and
+        shared copies go here."""
+        shutil.rmtree(self.local_dir / BACKUP_DIR, ignore_errors=True)
+        others = [w for w in self.workers if w.mirror is not None and w.index != 0]
+        each_host(
+            others,
+            lambda w: w.shell.run(f"rm -rf {commands.q(w.run_dir + '/' + BACKUP_DIR)}", timeout=30),
+        )
+
     def _exit_codes(self) -> dict[str, int | None]:
         return {str(w.index): w.exit_code for w in self.workers}
 
     def save_end(self, **changes: Any) -> None:
         """The final cluster.json: exit codes, and the bytes mirrored from each SSH host."""
         synced = {str(w.index): w.mirror.bytes_received for w in self.workers if w.mirror}
-        self.save(finished=time.time(), exit_codes=self._exit_codes(), sync_bytes=synced, **changes)
+        self.save(
+            finished=time.time(),
+            exit_codes=self._exit_codes(),
+            sync_bytes=synced,
+            restarts=self.restarts,
+            attempts=self.attempts,
+            **changes,
+        )
 
     def _end_failed(self, failure: Failure) -> int:
         with signals_ignored():
@@ -427,6 +536,7 @@ class Job:
         worker = self.workers[failure.index]
         failure.log_tail = log_tail(worker.tail.path)
         self.failure = failure
+        self._end_attempt(failure)
         self.save_end(state="failed", failure=failure.as_dict())
         self.out.line(f"FAILED: worker {failure.index} ({failure.host}) {failure.reason}")
         if failure.log_tail:
@@ -443,6 +553,7 @@ class Job:
             else:
                 self.out.line(f"interrupted ({signal.Signals(signum).name}): stopping every worker")
             self.stop_all()
+            self._end_attempt(None)
             self.save_end(state="stopped")
             self.out.line(f"stopped; logs are in {self.local_dir}")
         return 1 if signum is None else 128 + int(signum)
@@ -454,9 +565,20 @@ class Job:
         if code != 0:
             bad = self.workers[first_failure(codes) or 0]
             return self._end_failed(self._failure(bad, describe_exit(bad.exit_code)))
+        self._drop_backups()
+        self._end_attempt(None)
         self.save_end(state="finished")
         self.out.line(summary(self.local_dir))
         return 0
+
+
+def _raise_first(workers: Sequence[Worker], results: Sequence[object]) -> None:
+    """The first host that could not do its part, as a HostError naming it."""
+    for worker, res in zip(workers, results, strict=True):
+        if isinstance(res, HostError):
+            raise res
+        if isinstance(res, Exception):
+            raise HostError(worker.host, str(res))
 
 
 def summary(local_dir: Path) -> str:

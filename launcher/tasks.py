@@ -303,11 +303,16 @@ def train(
     interval: float = 2.0,
     stall_timeout: float = 300.0,
     extra_args: Sequence[str] = (),
+    max_restarts: int = 0,
 ) -> int:
     """Preflight, then start every worker at once and watch the job to its end."""
     hosts = load_hosts(settings.hosts_file)
     user_env = _worker_env(env_names)
+    if max_restarts < 0:
+        raise UserError(f"--max-restarts {max_restarts}: expected 0 or more", 2)
     args = commands.trainer_args(trainer_options) + list(extra_args)
+    if max_restarts and "--backup" not in args:
+        args.append("--backup")  # a restarted job resumes from its last completed epoch
     code = tree_hash()
     shells = connect_all(hosts, settings.ssh)
     try:
@@ -351,6 +356,7 @@ def train(
                 grace,
                 interval,
                 stall_timeout,
+                max_restarts,
             )
         finally:
             _unlock(shells, workdirs, run_id)
@@ -374,6 +380,7 @@ def _run(
     grace: float,
     interval: float,
     stall_timeout: float,
+    max_restarts: int,
 ) -> int:
     local_dir.mkdir(parents=True, exist_ok=False)
     out.open_log(local_dir / "launcher.log")
@@ -416,10 +423,22 @@ def _run(
         "exit_codes": {},
         "failure": None,
         "restarts": 0,
+        "max_restarts": max_restarts,
+        "attempts": [],
         "env": sorted(user_env),
         "launcher": launcher_identity(),
     }
-    job = Job(workers, local_dir, cluster, out, start_timeout, grace, interval, stall_timeout)
+    job = Job(
+        workers,
+        local_dir,
+        cluster,
+        out,
+        start_timeout,
+        grace,
+        interval,
+        stall_timeout,
+        max_restarts=max_restarts,
+    )
     job.save()
     out.line(f"run {run_id}: {len(hosts)} worker(s), run directory {local_dir}")
     for w in workers:

@@ -5,12 +5,17 @@
   before the next test. Homes are NOT emptied between tests: call ``cluster.reset_home(host)``
   or use per-test paths when a test needs a clean home.
 - Without /usr/sbin/sshd (or without root) these fixtures fail with the fix, also in CI (CI=true).
+- ``record_figures``: a scenario test appends what it measured to test-output/reliability.jsonl
+  (the figures of the README's Reliability table).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +28,7 @@ from tests.sshcluster import (
 )
 
 _started: list[SshCluster] = []
+FIGURES = Path(__file__).resolve().parents[1] / "test-output" / "reliability.jsonl"
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +65,23 @@ def _ssh_hosts_back_up() -> Iterator[None]:
     yield
     for cluster in _started:
         cluster.ensure_running()
+
+
+@pytest.fixture
+def record_figures(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """`record_figures(scenario, name=value, ...)`: one JSON line per measurement, with the
+    test's id, the time and the core count, so that the README's figures can be traced."""
+
+    def record(scenario: int, **figures: object) -> None:
+        FIGURES.parent.mkdir(exist_ok=True)
+        line = {
+            "scenario": scenario,
+            "test": request.node.nodeid,
+            "at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "cpus": os.cpu_count(),
+            **figures,
+        }
+        with FIGURES.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+
+    return record

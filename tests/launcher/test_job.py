@@ -10,7 +10,7 @@ import pytest
 
 from launcher.display import Output
 from launcher.hosts import parse_hosts
-from launcher.job import Job, Worker
+from launcher.job import Job, Worker, may_restart
 from launcher.remote import LocalShell
 
 
@@ -89,3 +89,37 @@ def test_a_running_worker_without_progress_is_named(tmp_path: Path) -> None:
     now[0] = 31.0
     silent = job._silent_worker()
     assert silent is not None and silent.index == 1
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "restarts", "max_restarts", "expected"),
+    [
+        (-9, 0, 1, True),
+        (1, 1, 2, True),
+        (None, 0, 1, True),  # vanished or went silent
+        (-9, 1, 1, False),  # none left
+        (-9, 0, 0, False),  # the default: no restart
+        (2, 0, 3, False),  # bad input fails again the same way
+    ],
+)
+def test_may_restart(
+    exit_code: int | None, restarts: int, max_restarts: int, expected: bool
+) -> None:
+    assert may_restart(exit_code, restarts, max_restarts) is expected
+
+
+def test_reset_clears_the_last_attempt_and_keeps_its_log(tmp_path: Path) -> None:
+    job = make_job(tmp_path, 1)
+    worker = job.workers[0]
+    for name, text in [("exit_code", "137\n"), ("pgid", "999999\n"), ("status.json", "{}")]:
+        write(tmp_path, 0, name, text)
+    write(tmp_path, 0, "worker.log", "epoch 2 done\n")
+    job._tick()
+    assert worker.ended and worker.exit_code == -9
+    worker.reset("--- restart 1: attempt 2 ---")
+    left = sorted(p.name for p in (tmp_path / "workers" / "0").iterdir())
+    assert left == ["worker.log"]
+    log = (tmp_path / "workers" / "0" / "worker.log").read_text()
+    assert log == "epoch 2 done\n--- restart 1: attempt 2 ---\n"
+    assert not worker.ended and worker.exit_code is None
+    assert worker.poll() == "pending"

@@ -10,6 +10,7 @@ import signal
 import stat
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from tests.launcher.helpers import (
     wait_for,
 )
 from tests.sshcluster import free_ports
+from tests.trainer.workers import event_files, read_scalars
 
 pytestmark = pytest.mark.slow
 
@@ -223,3 +225,57 @@ def test_stopped_worker_is_named(local_job_dir: Path) -> None:
     assert took < 60
     assert read_json(run_dir / "cluster.json")["failure"]["index"] == 1
     assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
+
+
+def test_killed_worker_restarts_the_job_from_its_last_epoch(
+    local_job_dir: Path, record_figures: Callable[..., None]
+) -> None:
+    """--max-restarts 1: a worker killed in epoch 3 of 4 restarts the whole job, which resumes
+    after epoch 2 (the trainer's backup), not from zero, and finishes with model.h5."""
+    t0 = time.monotonic()
+    slow = ["--batch-size", "8", "--steps-per-epoch", "50", "--trainer-args", "--no-validation"]
+    proc = start_fab(
+        local_job_dir, "train", *FAST, *slow, "--epochs", "4", "--max-restarts", "1", "--grace", "3"
+    )
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
+        status_1 = run_dir / "workers" / "1" / "status.json"
+        done = wait_for(
+            lambda: (read_json(status_1) or {}).get("epoch", 0) >= 2 and read_json(status_1),
+            120,
+            "worker 1 past epoch 2",
+            every=0.05,
+        )
+        os.kill(done["pid"], signal.SIGKILL)
+        killed_at = time.time()
+        output, _ = proc.communicate(timeout=240)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0, output[-4000:]
+    assert "RESTART 1/1: worker 1 (localhost) killed by SIGKILL" in output
+    check_complete_run(run_dir, [], addrs(local_job_dir))
+    cluster = read_json(run_dir / "cluster.json")
+    assert cluster["restarts"] == 1 and len(cluster["attempts"]) == 2
+    first, second = cluster["attempts"]
+    assert first["failure"]["index"] == 1 and first["failure"]["reason"] == "killed by SIGKILL"
+    assert first["failure"]["host"] == "localhost" and first["ended"] <= second["started"]
+    assert second["failure"] is None and second["ended"] >= second["started"]
+    assert "--backup" in cluster["trainer_args"]
+    # The second attempt's epochs, from the chief's newest event file.
+    events = run_dir / "workers" / "0" / "events"
+    epochs = [step for step, _ in read_scalars(events, event_files(events)[-1:])["epoch/loss"]]
+    resumed_after = epochs[0] - 1
+    redone = done["epoch"] - resumed_after
+    assert epochs[-1] == 4 and resumed_after >= 2, f"the restart trained epochs {epochs}"
+    assert 0 <= redone <= 1
+    assert "--- restart 1: attempt 2 ---" in (run_dir / "workers" / "1" / "worker.log").read_text()
+    assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
+    record_figures(
+        4,
+        killed_in_epoch=done["epoch"] + 1,
+        resumed_after_epoch=resumed_after,
+        epochs_redone=redone,
+        restart_after_kill_sec=round(second["started"] - killed_at, 1),
+        processes_left=0,
+        total_sec=round(time.monotonic() - t0, 1),
+    )
