@@ -26,6 +26,7 @@ from dashboard import charts  # noqa: E402
 from dashboard.cluster import WorkerRow, progress_of, rows_frame, worker_rows  # noqa: E402
 from dashboard.live import RunEvents, Snapshot  # noqa: E402
 from dashboard.runs import (  # noqa: E402
+    ClusterInfo,
     Run,
     load_run,
     load_runs,
@@ -194,9 +195,7 @@ def render_header(run_path: Path, was_active: bool) -> None:
             with st.expander("Last lines of its log"):
                 st.code("\n".join(failure.log_tail[-40:]), language=None)
     if run.cluster and run.cluster.restarts:
-        st.info(
-            f"The job was restarted {run.cluster.restarts} time(s) and resumed from its last epoch."
-        )
+        render_restarts(run.cluster)
     problems = [*run.warnings, *snapshot.problems]
     if not run.active:
         problems += [
@@ -208,6 +207,22 @@ def render_header(run_path: Path, was_active: bool) -> None:
         with st.expander(f"{len(problems)} warning(s) while reading this run", icon="⚠️"):
             for problem in problems[:50]:
                 st.warning(problem)
+
+
+def render_restarts(cluster: ClusterInfo) -> None:
+    """Restarted N times, and why each earlier attempt ended, so that a finished run that was
+    restarted does not hide the failures it survived."""
+    lines = [f"**Restarted {cluster.restarts}x**, resuming each time from the last epoch."]
+    for attempt in cluster.earlier_failures:
+        failure = attempt.failure
+        if failure is None:
+            continue
+        who = f"worker {failure.index}" if failure.index is not None else "a worker"
+        lines.append(
+            f"- attempt {attempt.number} ({_when(attempt.ended)}): {who} "
+            f"({_plain(failure.host or '?')}) failed: {_plain(failure.reason)}"
+        )
+    st.info("\n".join(lines))
 
 
 def _rows(run: Run, snapshot: Snapshot) -> list[WorkerRow]:

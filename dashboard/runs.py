@@ -171,6 +171,16 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One start of the whole job (`fab train --max-restarts`); failure None if it did not fail."""
+
+    number: int
+    started: float | None = None
+    ended: float | None = None
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True)
 class ClusterInfo:
     """cluster.json: what the launcher knows about the run as a whole."""
 
@@ -185,6 +195,12 @@ class ClusterInfo:
     failure: Failure | None = None
     restarts: int = 0
     trainer_args: tuple[str, ...] = ()
+    attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def earlier_failures(self) -> list[Attempt]:
+        """Attempts that failed and were followed by another: why the job restarted."""
+        return [a for a in self.attempts[:-1] if a.failure is not None]
 
 
 @dataclass(frozen=True)
@@ -318,15 +334,23 @@ def parse_cluster(data: Mapping[str, Any], warnings: list[str]) -> ClusterInfo:
             if str(key).isdigit():
                 code = value if isinstance(value, int) and not isinstance(value, bool) else None
                 exit_codes[int(key)] = code
-    failure = None
-    raw_failure = data.get("failure")
-    if isinstance(raw_failure, dict):
-        tail = raw_failure.get("log_tail")
-        failure = Failure(
-            index=_int(raw_failure, "index"),
-            host=_str(raw_failure, "host"),
-            reason=_str(raw_failure, "reason") or "unknown reason",
-            log_tail=tuple(str(line) for line in tail) if isinstance(tail, list) else (),
+    failure = parse_failure(data.get("failure"))
+    attempts = []
+    raw_attempts = data.get("attempts")
+    if raw_attempts is not None and not isinstance(raw_attempts, list):
+        warnings.append("cluster.json: 'attempts' is not a list; ignored")
+        raw_attempts = []
+    for position, item in enumerate(raw_attempts or []):
+        if not isinstance(item, dict):
+            warnings.append(f"cluster.json: attempt #{position + 1} is not an object; ignored")
+            continue
+        attempts.append(
+            Attempt(
+                number=_int(item, "attempt") or position + 1,
+                started=_num(item, "started"),
+                ended=_num(item, "ended"),
+                failure=parse_failure(item.get("failure")),
+            )
         )
     args = data.get("trainer_args")
     return ClusterInfo(
@@ -341,6 +365,20 @@ def parse_cluster(data: Mapping[str, Any], warnings: list[str]) -> ClusterInfo:
         failure=failure,
         restarts=_int(data, "restarts") or 0,
         trainer_args=tuple(str(a) for a in args) if isinstance(args, list) else (),
+        attempts=tuple(attempts),
+    )
+
+
+def parse_failure(raw: object) -> Failure | None:
+    """A `failure` object of cluster.json (top level or of an attempt), None if there is none."""
+    if not isinstance(raw, dict):
+        return None
+    tail = raw.get("log_tail")
+    return Failure(
+        index=_int(raw, "index"),
+        host=_str(raw, "host"),
+        reason=_str(raw, "reason") or "unknown reason",
+        log_tail=tuple(str(line) for line in tail) if isinstance(tail, list) else (),
     )
 
 

@@ -305,3 +305,28 @@ def test_run_that_is_only_starting_shows_its_hosts(open_app: OpenApp, runs_dir: 
     assert list(worker_table(app)["state"]) == ["starting", "starting"]
     assert "No progress points yet" in texts(app.info)
     assert "refreshing every 3 s" in texts(app.sidebar.caption)
+
+
+def test_restarted_run_shows_why_each_earlier_attempt_ended(
+    open_app: OpenApp, finished_run: Path
+) -> None:
+    cluster = json.loads((finished_run / "cluster.json").read_text())
+    killed = {"index": 1, "host": "alice@gpu-b", "reason": "killed by SIGKILL", "log_tail": []}
+    cluster.update(
+        restarts=2,
+        attempts=[
+            {"attempt": 1, "started": 1.0, "ended": 2.0, "failure": killed},
+            {"attempt": 2, "started": 3.0, "ended": 4.0, "failure": {**killed, "index": 0}},
+            {"attempt": 3, "started": 5.0, "ended": 6.0, "failure": None},
+        ],
+    )
+    (finished_run / "cluster.json").write_text(json.dumps(cluster))
+
+    app = open_app(finished_run.parent)
+
+    shown = texts(app.info)
+    assert "Restarted 2x" in shown
+    assert "attempt 1" in shown and "worker 1 (alice@gpu-b) failed: killed by SIGKILL" in shown
+    assert "attempt 2" in shown and "worker 0 (alice@gpu-b) failed" in shown
+    assert "attempt 3" not in shown
+    assert not app.error, "a finished run shows no failure"

@@ -238,3 +238,30 @@ def test_worker_folders_linked_outside_are_not_read(run_dir: Path, tmp_path: Pat
     assert safe_dir(run_dir, "workers/1/events") is None
     assert safe_dir(run_dir, "workers/0/events") is not None
     assert "progress/loss" in snapshot.workers[0]
+
+
+def test_attempts_of_a_restarted_run() -> None:
+    warnings: list[str] = []
+    cluster = parse_cluster(
+        {
+            "restarts": 1,
+            "attempts": [
+                {"attempt": 1, "started": 1.0, "ended": 2.0, "failure": {"index": 1, "host": "b"}},
+                "garbage",
+                {"started": "soon", "failure": "not an object"},
+            ],
+        },
+        warnings,
+    )
+    assert [(a.number, a.started, a.ended) for a in cluster.attempts] == [
+        (1, 1.0, 2.0),
+        (3, None, None),
+    ]
+    assert [a.number for a in cluster.earlier_failures] == [1]
+    first = cluster.attempts[0].failure
+    assert first is not None
+    assert (first.index, first.host, first.reason) == (1, "b", "unknown reason")
+    assert cluster.attempts[1].failure is None
+    assert warnings == ["cluster.json: attempt #2 is not an object; ignored"]
+    assert parse_cluster({"attempts": 3}, warnings).attempts == ()
+    assert "'attempts' is not a list" in warnings[-1]
