@@ -7,6 +7,7 @@ prints one JSON line; `check_report` turns the answers of all hosts into rows an
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,14 @@ def python_minor(version: object) -> str | None:
     return ".".join(str(version).split(".")[:2]) if version else None
 
 
+def majority(counts: Counter[str]) -> str | None:
+    """The value more than half of the hosts have, if there is one."""
+    if not counts:
+        return None
+    value, n = counts.most_common(1)[0]
+    return value if 2 * n > sum(counts.values()) else None
+
+
 def host_problems(
     p: ProbeResult, everyone: Sequence[dict[str, Any]], local: bool, need_code: bool = True
 ) -> list[str]:
@@ -94,11 +103,19 @@ def host_problems(
     problems = []
     if not facts.get("tensorflow"):
         problems.append(f"TensorFlow is not installed for {p.python} (fab deploy --venv)")
-    versions = {str(f["tensorflow"]) for f in everyone if f.get("tensorflow")}
-    if facts.get("tensorflow") and len(versions) > 1:
+    versions = Counter(str(f["tensorflow"]) for f in everyone if f.get("tensorflow"))
+    mine = str(facts.get("tensorflow"))
+    usual = majority(versions)
+    if facts.get("tensorflow") and len(versions) > 1 and usual is None:
         problems.append(
-            f"TensorFlow {facts['tensorflow']} differs from other hosts "
+            f"TensorFlow {mine} differs from other hosts "
             f"({', '.join(sorted(versions))}); install one version everywhere"
+        )
+    elif facts.get("tensorflow") and usual is not None and mine != usual:
+        # Most hosts agree: name only the odd ones out, so the user knows which to fix.
+        problems.append(
+            f"TensorFlow {mine} differs from the other hosts' {usual}; install {usual} here "
+            "(fab deploy --venv installs trainer/requirements.txt)"
         )
     pythons = {python_minor(f.get("python")) for f in everyone if f.get("python")}
     if len(pythons) > 1:

@@ -134,7 +134,11 @@ def _ssh_error(host: Host, exc: BaseException, settings: SshSettings) -> HostErr
             "and is port= its SSH port?",
         )
     if isinstance(exc, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionError)):
-        return HostError(host, f"cannot connect to {target}: connection refused (wrong port=?)")
+        return HostError(
+            host,
+            f"cannot connect to {target}: connection refused (is sshd running there, and is "
+            "port= its SSH port?)",
+        )
     if isinstance(exc, socket.gaierror):
         return HostError(host, f"cannot resolve host name {host.hostname!r}")
     return HostError(host, f"SSH to {target} failed: {type(exc).__name__}: {exc}")

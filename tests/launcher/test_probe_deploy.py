@@ -40,6 +40,13 @@ def test_each_problem_says_what_to_do() -> None:
     assert "fab deploy --venv" in host_problems(probe(tensorflow=None), [], False)[0]
     mixed = host_problems(probe(), [GOOD, {**GOOD, "tensorflow": "2.20.0"}], False)
     assert "TensorFlow 2.21.0 differs from other hosts (2.20.0, 2.21.0)" in mixed[0]
+    three = [GOOD, GOOD, {**GOOD, "tensorflow": "2.20.0"}]
+    assert host_problems(probe(), three, False) == [], "the majority is not blamed"
+    odd = host_problems(probe(tensorflow="2.20.0"), three, False)
+    assert odd == [
+        "TensorFlow 2.20.0 differs from the other hosts' 2.21.0; install 2.21.0 here "
+        "(fab deploy --venv installs trainer/requirements.txt)"
+    ]
     py = host_problems(probe(), [GOOD, {**GOOD, "python": "3.10.12"}], False)
     assert "Python 3.11 differs from other hosts (3.10, 3.11)" in py[0]
     busy = host_problems(probe(port_free=False, port_error="Address in use"), [], False)
