@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from tests.launcher.helpers import (
     FAST,
     check_complete_run,
+    check_model_loads,
     fab_env,
     only_run,
     read_json,
@@ -25,6 +27,7 @@ from tests.launcher.helpers import (
     wait_for,
 )
 from tests.sshcluster import SshCluster
+from tests.trainer.workers import event_files, read_scalars
 
 pytestmark = pytest.mark.slow
 
@@ -231,3 +234,54 @@ def test_launcher_lost_then_status_fetch_and_stop(
     assert follower.returncode == 0 and "fetched" in out, out
     assert read_json(run_dir / "cluster.json")["state"] == "stopped"
     assert_hosts_idle(ssh_cluster, 2)
+
+
+def test_killed_worker_over_ssh_restarts_from_the_chiefs_backup(
+    ssh_cluster: SshCluster,
+    ssh_env: dict[str, str],
+    tmp_path: Path,
+    record_figures: Callable[..., None],
+) -> None:
+    """Every worker restores from its own run directory, but only the chief's host keeps a
+    backup: the launcher gives the others a copy, so all resume after the same epoch."""
+    ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
+    assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
+    slow = ["--batch-size", "8", "--steps-per-epoch", "50", "--trainer-args", "--no-validation"]
+    proc = start_fab(
+        tmp_path, "train", *FAST, *slow, "--epochs", "4", "--max-restarts", "1", env=ssh_env
+    )
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+        host = ssh_cluster.hosts[1]
+        status = host.home / "tfjobs" / "runs" / run_dir.name / "workers" / "1" / "status.json"
+        done = wait_for(
+            lambda: (read_json(status) or {}).get("epoch", 0) >= 2 and read_json(status),
+            120,
+            "worker 1 past epoch 2",
+            every=0.05,
+        )
+        os.kill(done["pid"], signal.SIGKILL)
+        output, _ = proc.communicate(timeout=240)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0, output[-4000:]
+    assert f"RESTART 1/1: worker 1 ({host.user}@{host.address}) killed by SIGKILL" in output
+    cluster = read_json(run_dir / "cluster.json")
+    assert cluster["state"] == "finished" and cluster["restarts"] == 1
+    assert cluster["attempts"][0]["failure"]["reason"] == "killed by SIGKILL"
+    events = run_dir / "workers" / "0" / "events"
+    epochs = [step for step, _ in read_scalars(events, event_files(events)[-1:])["epoch/loss"]]
+    assert epochs[-1] == 4 and epochs[0] - 1 >= 2, f"the restart trained epochs {epochs}"
+    check_model_loads(run_dir / "model.h5")
+    assert not (run_dir / "backup").exists(), "the mirrored backup is dropped once finished"
+    for h in ssh_cluster.hosts[:2]:
+        assert not (h.home / "tfjobs" / "runs" / run_dir.name / "backup").exists(), h.name
+    assert_hosts_idle(ssh_cluster, 2)
+    record_figures(
+        4,
+        transport="ssh",
+        killed_in_epoch=done["epoch"] + 1,
+        resumed_after_epoch=epochs[0] - 1,
+        epochs_redone=done["epoch"] - (epochs[0] - 1),
+        processes_left=0,
+    )
