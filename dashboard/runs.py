@@ -65,8 +65,8 @@ def safe_run_dir(runs_dir: Path, name: str) -> Path | None:
     return candidate
 
 
-def safe_file(run_dir: Path, relative: str) -> Path | None:
-    """A regular file inside run_dir (after following links), or None."""
+def _resolve_inside(run_dir: Path, relative: str) -> Path | None:
+    """run_dir/relative after following links, or None when that leaves run_dir."""
     if not relative or os.path.isabs(relative) or ".." in Path(relative).parts:
         return None
     try:
@@ -74,23 +74,19 @@ def safe_file(run_dir: Path, relative: str) -> Path | None:
         candidate = (run_dir / relative).resolve(strict=True)
     except (OSError, RuntimeError):
         return None
-    if not _inside(candidate, root) or not candidate.is_file():
-        return None
-    return candidate
+    return candidate if _inside(candidate, root) else None
+
+
+def safe_file(run_dir: Path, relative: str) -> Path | None:
+    """A regular file inside run_dir (after following links), or None."""
+    candidate = _resolve_inside(run_dir, relative)
+    return candidate if candidate is not None and candidate.is_file() else None
 
 
 def safe_dir(run_dir: Path, relative: str) -> Path | None:
     """A folder inside run_dir (after following links), or None."""
-    if not relative or os.path.isabs(relative) or ".." in Path(relative).parts:
-        return None
-    try:
-        root = run_dir.resolve(strict=True)
-        candidate = (run_dir / relative).resolve(strict=True)
-    except (OSError, RuntimeError):
-        return None
-    if not _inside(candidate, root) or not candidate.is_dir():
-        return None
-    return candidate
+    candidate = _resolve_inside(run_dir, relative)
+    return candidate if candidate is not None and candidate.is_dir() else None
 
 
 def run_file(run_dir: Path, relative: str, warnings: list[str]) -> Path | None:
