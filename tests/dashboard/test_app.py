@@ -183,7 +183,9 @@ def test_missing_folder_says_so(open_app: OpenApp, tmp_path: Path) -> None:
     assert "does not exist yet" in texts(app.info)
 
 
-def test_corrupt_run_warns_and_shows_what_is_left(open_app: OpenApp, corrupt_run: Path) -> None:
+def test_corrupt_run_warns_and_shows_what_is_left(
+    open_app: OpenApp, corrupt_run: Path, record_figures: Callable[..., None]
+) -> None:
     app = open_app(corrupt_run.parent)
 
     warnings = texts(app.warning)
@@ -195,6 +197,7 @@ def test_corrupt_run_warns_and_shows_what_is_left(open_app: OpenApp, corrupt_run
     assert list(worker_table(app)["worker"]) == [0, 1, 2, 3]
     assert legend_lines(chart_titled(app, "Loss")) == ["chief (0)", "worker 1"]
     assert runs_table(app)["run"].tolist() == [corrupt_run.name]
+    record_figures(9, case="corrupt run", warnings=len(app.warning), exceptions=len(app.exception))
 
 
 @pytest.mark.parametrize(
@@ -215,7 +218,9 @@ def test_run_name_that_leaves_the_runs_folder_is_refused(
     assert app.query_params["run"] == finished_run.name
 
 
-def test_links_out_of_the_run_are_never_served(open_app: OpenApp, finished_run: Path) -> None:
+def test_links_out_of_the_run_are_never_served(
+    open_app: OpenApp, finished_run: Path, record_figures: Callable[..., None]
+) -> None:
     secret = finished_run.parent.parent / "secret.txt"
     secret.write_text("not for the page")
     (finished_run / "model.h5").unlink()
@@ -233,6 +238,7 @@ def test_links_out_of_the_run_are_never_served(open_app: OpenApp, finished_run: 
     assert "model.h5: refused" in texts(app.warning)
     assert "not for the page" not in texts(app.code)
     assert runs_table(app)["run"].tolist() == [finished_run.name]
+    record_figures(9, case="links out of the run", files_served_from_outside=0)
 
 
 def test_run_removed_while_open_is_a_warning(open_app: OpenApp, running_run: Path) -> None:

@@ -96,7 +96,11 @@ def test_unknown_host_key_is_refused(ssh_cluster: SshCluster, tmp_path: Path) ->
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_deploy_train(
-    n: int, ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path
+    n: int,
+    ssh_cluster: SshCluster,
+    ssh_env: dict[str, str],
+    tmp_path: Path,
+    record_figures: Callable[..., None],
 ) -> None:
     hosts_file = ssh_cluster.hosts_file(tmp_path / "hosts.txt", n)
     secret = "ssh-Secret-93be"
@@ -125,6 +129,7 @@ def test_deploy_train(
         assert ".env-" not in left.stdout, left.stdout
     for i in range(n):
         assert f"[{i} {ssh_cluster.hosts[i].user}@" in out.stdout
+    record_figures(10, transport="ssh", hosts=n, secret_values_shown=0, env_files_left=0)
     cluster = read_json(run_dir / "cluster.json")
     assert [h["ssh"] for h in cluster["hosts"]] == [
         f"{h.user}@{h.address}:{h.port}" for h in ssh_cluster.hosts[:n]
@@ -144,7 +149,10 @@ def test_deploy_train(
 
 
 def test_killed_worker_over_ssh(
-    ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path
+    ssh_cluster: SshCluster,
+    ssh_env: dict[str, str],
+    tmp_path: Path,
+    record_figures: Callable[..., None],
 ) -> None:
     ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
     assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
@@ -168,9 +176,15 @@ def test_killed_worker_over_ssh(
     assert (run_dir / "workers" / "1" / "worker.log").stat().st_size > 0, "logs were fetched"
     assert (run_dir / "workers" / "0" / "worker.log").stat().st_size > 0
     assert_hosts_idle(ssh_cluster, 2)
+    record_figures(1, transport="ssh", stop_sec=round(took, 1), processes_left=0)
 
 
-def test_ctrl_c_over_ssh(ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path) -> None:
+def test_ctrl_c_over_ssh(
+    ssh_cluster: SshCluster,
+    ssh_env: dict[str, str],
+    tmp_path: Path,
+    record_figures: Callable[..., None],
+) -> None:
     ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
     assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
     proc = start_fab(tmp_path, "train", *FAST, "--epochs", "200", "--grace", "3", env=ssh_env)
@@ -178,16 +192,22 @@ def test_ctrl_c_over_ssh(ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_p
         run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
         wait_for(lambda: training(run_dir, 2), 120, "both workers training")
         proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
         output, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
     finally:
         stop_process(proc)
     assert proc.returncode == 130, output[-3000:]
     assert read_json(run_dir / "cluster.json")["state"] == "stopped"
     assert_hosts_idle(ssh_cluster, 2)
+    record_figures(5, transport="ssh", stop_sec=round(took, 1), processes_left=0)
 
 
 def test_host_that_does_not_answer(
-    ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path
+    ssh_cluster: SshCluster,
+    ssh_env: dict[str, str],
+    tmp_path: Path,
+    record_figures: Callable[..., None],
 ) -> None:
     ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
     ssh_cluster.pause_host(ssh_cluster.hosts[1])  # TCP connects, no SSH banner ever comes
@@ -200,6 +220,7 @@ def test_host_that_does_not_answer(
     assert out.returncode == 1
     assert "worker 1" in out.stderr and "no answer from" in out.stderr, out.stderr
     assert took < 30
+    record_figures(6, case="host never greets (sshd frozen)", refused_sec=round(took, 1))
 
 
 def test_launcher_lost_then_status_fetch_and_stop(

@@ -48,7 +48,9 @@ def addrs(job_dir: Path) -> list[str]:
     return [f"localhost:{line.split('=')[1]}" for line in lines if line]
 
 
-def test_two_local_workers_train_and_secrets_stay_hidden(local_job_dir: Path) -> None:
+def test_two_local_workers_train_and_secrets_stay_hidden(
+    local_job_dir: Path, record_figures: Callable[..., None]
+) -> None:
     secret, inline = "s3cr3t-Value-7f9a", "inline-Secret-41c2"
     env = fab_env(MY_TOKEN=secret)
     proc = start_fab(
@@ -91,9 +93,12 @@ def test_two_local_workers_train_and_secrets_stay_hidden(local_job_dir: Path) ->
         assert secret not in text and inline not in text
     assert not list(run_dir.parent.glob("*.env-*")), "env files are removed after start"
     assert left_behind(run_dir, 2) == []
+    record_figures(10, transport="local", secret_values_shown=0, env_files_left=0)
 
 
-def test_killed_worker_stops_the_job(local_job_dir: Path) -> None:
+def test_killed_worker_stops_the_job(
+    local_job_dir: Path, record_figures: Callable[..., None]
+) -> None:
     proc = start_fab(local_job_dir, "train", *FAST, "--epochs", "200", "--grace", "3")
     try:
         run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
@@ -116,6 +121,7 @@ def test_killed_worker_stops_the_job(local_job_dir: Path) -> None:
     assert cluster["failure"]["log_tail"], "the last log lines are recorded"
     assert (run_dir / "workers" / "0" / "worker.log").stat().st_size > 0
     assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
+    record_figures(1, transport="local", stop_sec=round(took, 1), processes_left=0)
 
 
 HANG = """#!/bin/sh
@@ -125,7 +131,9 @@ exec sleep 600
 """
 
 
-def test_worker_that_never_starts_stops_at_the_deadline(tmp_path: Path) -> None:
+def test_worker_that_never_starts_stops_at_the_deadline(
+    tmp_path: Path, record_figures: Callable[..., None]
+) -> None:
     hang = tmp_path / "hang-python"
     hang.write_text(HANG.format(python=sys.executable))
     hang.chmod(hang.stat().st_mode | stat.S_IXUSR)
@@ -144,33 +152,46 @@ def test_worker_that_never_starts_stops_at_the_deadline(tmp_path: Path) -> None:
     cluster = json.loads((run_dir / "cluster.json").read_text())
     assert cluster["state"] == "failed" and cluster["failure"]["index"] == 1
     assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
+    record_figures(
+        3, case="never starts", start_timeout_sec=12, stop_sec=round(took, 1), processes_left=0
+    )
 
 
-def test_broken_python_path_is_refused_before_start(tmp_path: Path) -> None:
+def test_broken_python_path_is_refused_before_start(
+    tmp_path: Path, record_figures: Callable[..., None]
+) -> None:
     a, b = free_ports(2)
     (tmp_path / "hosts.txt").write_text(
         f"localhost tf_port={a}\nlocalhost tf_port={b} python=/no/such/python3\n"
     )
+    t0 = time.monotonic()
     out = run_fab(tmp_path, "train", *FAST, timeout=60)
+    took = time.monotonic() - t0
     assert out.returncode == 1
     assert "worker 1 (localhost): python '/no/such/python3' not found" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "runs").exists()
+    record_figures(3, case="python path missing", refused_sec=round(took, 1), processes_left=0)
 
 
-def test_ctrl_c_stops_every_worker(local_job_dir: Path) -> None:
+def test_ctrl_c_stops_every_worker(
+    local_job_dir: Path, record_figures: Callable[..., None]
+) -> None:
     proc = start_fab(local_job_dir, "train", *FAST, "--epochs", "200", "--grace", "3")
     try:
         run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
         wait_for(lambda: training(run_dir, 2), 90, "both workers training")
         proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
         output, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
     finally:
         stop_process(proc)
     assert proc.returncode == 130, output[-3000:]
     assert "interrupted (SIGINT)" in output
     assert read_json(run_dir / "cluster.json")["state"] == "stopped"
     assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
+    record_figures(5, transport="local", stop_sec=round(took, 1), processes_left=0)
 
 
 def test_bad_hosts_file_is_one_clean_line(tmp_path: Path) -> None:
@@ -183,12 +204,16 @@ def test_bad_hosts_file_is_one_clean_line(tmp_path: Path) -> None:
     ]
 
 
-def test_second_train_is_refused_and_fab_stop_ends_the_first(local_job_dir: Path) -> None:
+def test_second_train_is_refused_and_fab_stop_ends_the_first(
+    local_job_dir: Path, record_figures: Callable[..., None]
+) -> None:
     first = start_fab(local_job_dir, "train", *FAST, "--epochs", "200", "--grace", "3")
     try:
         run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
         wait_for(lambda: training(run_dir, 2), 90, "both workers training")
+        t0 = time.monotonic()
         second = run_fab(local_job_dir, "train", *FAST, timeout=60)
+        refused_sec = time.monotonic() - t0
         assert second.returncode == 1
         assert f"is locked by run {run_dir.name}, which is still running" in second.stderr
         assert len(list((local_job_dir / "runs").iterdir())) == 1, "no second run was made"
@@ -205,9 +230,10 @@ def test_second_train_is_refused_and_fab_stop_ends_the_first(local_job_dir: Path
     assert "stopped by `fab stop`" in output
     assert read_json(run_dir / "cluster.json")["state"] == "stopped"
     assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
+    record_figures(7, refused_sec=round(refused_sec, 1), first_run_harmed=False, processes_left=0)
 
 
-def test_stopped_worker_is_named(local_job_dir: Path) -> None:
+def test_stopped_worker_is_named(local_job_dir: Path, record_figures: Callable[..., None]) -> None:
     """SIGSTOP: the others abort after missing its heartbeats; the stopped one is the cause."""
     proc = start_fab(local_job_dir, "train", *FAST, "--epochs", "200", "--grace", "2")
     try:
@@ -225,6 +251,7 @@ def test_stopped_worker_is_named(local_job_dir: Path) -> None:
     assert took < 60
     assert read_json(run_dir / "cluster.json")["failure"]["index"] == 1
     assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
+    record_figures(2, stop_sec=round(took, 1), processes_left=0)
 
 
 def test_killed_worker_restarts_the_job_from_its_last_epoch(
