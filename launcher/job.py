@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import FrameType
 from typing import Any
 
@@ -34,6 +35,7 @@ LOG_TAIL_LINES = 15
 MAX_CONTACT_ERRORS = 3
 EXIT_BAD_INPUT = 2  # the trainer's exit code for bad options or data: a restart cannot help
 BACKUP_DIR = "backup"  # where the trainer's --backup keeps the training state, in the run dir
+_LATEST = re.compile(r'^model_checkpoint_path: "([^"]+)"', re.MULTILINE)
 
 
 class StoppedByUser(Exception):
@@ -200,6 +202,28 @@ class Failure:
         }
 
 
+def latest_backup(backup: Path) -> list[Path]:
+    """The files of the newest checkpoint in a backup folder, with its `checkpoint` index.
+
+    A mirrored folder may also hold older checkpoints the chief's host has deleted since, and
+    the other workers' scratch copies (`workertemp_<i>`): neither is needed to resume.
+    """
+    files: list[Path] = []
+    indexes = sorted(backup.rglob("checkpoint")) if backup.is_dir() else []
+    for index in indexes:
+        if index.relative_to(backup).parts[0].startswith("workertemp"):
+            continue
+        try:
+            found = _LATEST.search(index.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            continue
+        if found:
+            prefix = PurePath(found.group(1)).name + "."
+            shards = [p for p in index.parent.iterdir() if p.name.startswith(prefix)]
+            files += [index, *sorted(shards)]
+    return files
+
+
 def may_restart(exit_code: int | None, restarts: int, max_restarts: int) -> bool:
     """Restart after a failure while restarts are left, unless the worker refused its input
     (exit 2): the same options would fail the same way again."""
@@ -343,11 +367,7 @@ class Job:
         note = f"--- restart {self.restarts}: attempt {self.restarts + 1} ---"
         _raise_first(self.workers, each_host(self.workers, lambda w: w.reset(note)))
         backup = self.local_dir / BACKUP_DIR
-        files = [
-            p
-            for p in (sorted(backup.rglob("*")) if backup.is_dir() else [])
-            if p.is_file() and not p.relative_to(backup).parts[0].startswith("workertemp")
-        ]
+        files = latest_backup(backup)
         others = [w for w in self.workers if w.mirror is not None and w.index != 0]
         _raise_first(others, each_host(others, lambda w: w.share_backup(files, backup)))
 

@@ -10,7 +10,7 @@ import pytest
 
 from launcher.display import Output
 from launcher.hosts import parse_hosts
-from launcher.job import Job, Worker, may_restart
+from launcher.job import Job, Worker, latest_backup, may_restart
 from launcher.remote import LocalShell
 
 
@@ -123,3 +123,22 @@ def test_reset_clears_the_last_attempt_and_keeps_its_log(tmp_path: Path) -> None
     assert log == "epoch 2 done\n--- restart 1: attempt 2 ---\n"
     assert not worker.ended and worker.exit_code is None
     assert worker.poll() == "pending"
+
+
+def test_only_the_newest_checkpoint_is_shared(tmp_path: Path) -> None:
+    chief = tmp_path / "chief"
+    scratch = tmp_path / "workertemp_1" / "chief"
+    for folder in (chief, scratch):
+        folder.mkdir(parents=True)
+        (folder / "checkpoint").write_text(
+            'model_checkpoint_path: "ckpt-3"\nall_model_checkpoint_paths: "ckpt-3"\n'
+        )
+    for name in ("ckpt-2.index", "ckpt-3.index", "ckpt-3.data-00000-of-00001", "ckpt-30.index"):
+        (chief / name).write_bytes(b"x")
+        (scratch / name).write_bytes(b"x")
+    assert [p.relative_to(tmp_path).as_posix() for p in latest_backup(tmp_path)] == [
+        "chief/checkpoint",
+        "chief/ckpt-3.data-00000-of-00001",
+        "chief/ckpt-3.index",
+    ]
+    assert latest_backup(tmp_path / "missing") == []
