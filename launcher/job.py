@@ -616,10 +616,7 @@ def summary(local_dir: Path) -> str:
         lines.append("  (no metrics.json from the chief)")
     model = local_dir / "model.h5"
     if model.exists():
-        lines.append(
-            f"  model: {model}  (tf_keras.models.load_model(path), or in Keras 3 "
-            "keras.models.load_model(path, compile=False))"
-        )
+        lines.append(f"  model: {model}  (keras.models.load_model(path) in tf-keras or Keras 3)")
     lines.append("  dashboard: streamlit run dashboard/app.py")
     lines.append(f"  tensorboard --logdir {local_dir}")
     return "\n".join(lines)

@@ -61,10 +61,12 @@ def ssh_cluster4(_ssh_cluster_all: SshCluster) -> SshCluster:
 
 @pytest.fixture(autouse=True)
 def _ssh_hosts_back_up() -> Iterator[None]:
-    """After each test, restart the SSH test hosts it stopped or paused."""
+    """After each test, restart the SSH test hosts it stopped or paused and end what it left
+    running there (the test itself asserts that nothing was left; this stops a cascade)."""
     yield
     for cluster in _started:
         cluster.ensure_running()
+        cluster.kill_leftovers()
 
 
 @pytest.fixture

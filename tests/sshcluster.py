@@ -291,6 +291,18 @@ class SshCluster:
             time.sleep(0.05)
         return procs
 
+    def kill_leftovers(self) -> dict[str, list[str]]:
+        """SIGKILL whatever the test users still run; returns what was there, by host name.
+
+        A test that fails half-way can leave workers behind; without this the next test
+        would inherit them (busy ports, a held lock) and fail for a reason not its own.
+        """
+        left = {h.name: procs for h in self.hosts if (procs := self.processes_of(h))}
+        for host in self.hosts:
+            if host.name in left:
+                _kill_user_processes(host.user)
+        return left
+
     def stop_host(self, host: TestHost) -> None:
         """Stop the host's sshd: new connections are refused; open sessions live on."""
         with self._rt.lock:

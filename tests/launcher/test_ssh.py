@@ -240,10 +240,13 @@ def test_launcher_lost_then_status_fetch_and_stop(
     status = run_fab(tmp_path, "status", env=ssh_env, timeout=60)
     assert status.returncode == 0 and status.stdout.count(" alive ") == 2, status.stdout
     log = run_dir / "workers" / "1" / "worker.log"
-    before = log.stat().st_size
+    remote_log = (
+        ssh_cluster.hosts[1].home / "tfjobs" / "runs" / run_dir.name / log.relative_to(run_dir)
+    )
+    written = remote_log.stat().st_size
     fetch = run_fab(tmp_path, "fetch", env=ssh_env, timeout=60)
     assert fetch.returncode == 0, fetch.stderr
-    assert log.stat().st_size > before, "new log bytes came back"
+    assert log.stat().st_size >= written, "every byte the worker had written came back"
     follower = start_fab(tmp_path, "fetch", "--follow", "--interval", "0.5", env=ssh_env)
     try:
         stop = run_fab(tmp_path, "stop", "--grace", "3", env=ssh_env, timeout=60)
