@@ -37,6 +37,36 @@ class Window:
         return 1000.0 * self.seconds / self.steps if self.steps else 0.0
 
 
+class WindowClock:
+    """Times windows of training steps, leaving out the pauses between epochs.
+
+    Validation and epoch-end work run after an epoch's last step; counting them would show
+    every window that spans an epoch boundary as a dip in throughput that training never had.
+    """
+
+    def __init__(self, now: float, step: int = 0) -> None:
+        self.start_step = step
+        self.start = now
+        self.paused_at: float | None = None
+
+    def restart(self, now: float, step: int) -> None:
+        self.start_step, self.start, self.paused_at = step, now, None
+
+    def pause(self, now: float) -> None:
+        self.paused_at = now
+
+    def resume(self, now: float) -> None:
+        if self.paused_at is not None:
+            self.start += now - self.paused_at
+            self.paused_at = None
+
+    def close(self, step: int, now: float, examples_per_step: int) -> Window:
+        """The window ending at this step; the next one starts here."""
+        window = Window(step - self.start_step, now - self.start, examples_per_step)
+        self.restart(now, step)
+        return window
+
+
 class ProgressLogger(keras.callbacks.Callback):
     """Writes progress/* every `log_every` global steps and epoch/* after every epoch."""
 
@@ -56,8 +86,7 @@ class ProgressLogger(keras.callbacks.Callback):
         self.examples_per_step = examples_per_step
         self.steps_per_epoch = steps_per_epoch
         self.step = 0
-        self.window_step = 0
-        self.window_start = 0.0
+        self.clock = WindowClock(time.perf_counter())
         self.writer: Any = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -66,19 +95,23 @@ class ProgressLogger(keras.callbacks.Callback):
         )
         epochs = self.params.get("epochs", 0)
         self.status.update(state="running", steps_total=epochs * self.steps_per_epoch)
-        self.window_start = time.perf_counter()
+        self.clock.restart(time.perf_counter(), self.step)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """A run resumed from a backup starts at a later epoch: count steps from there."""
         if self.step < epoch * self.steps_per_epoch:
-            self.step = self.window_step = epoch * self.steps_per_epoch
-            self.window_start = time.perf_counter()
+            self.step = epoch * self.steps_per_epoch
+            self.clock.restart(time.perf_counter(), self.step)
             self.status.update(epoch=epoch, step=self.step)
+        else:
+            self.clock.resume(time.perf_counter())
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.step += 1
         if self.step % self.log_every == 0:
             self._report_window(_floats(logs))
+        if batch + 1 == self.steps_per_epoch:
+            self.clock.pause(time.perf_counter())
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         values = _floats(logs)
@@ -93,10 +126,7 @@ class ProgressLogger(keras.callbacks.Callback):
             self.writer.close()
 
     def _report_window(self, values: dict[str, float]) -> None:
-        now = time.perf_counter()
-        window = Window(
-            self.step - self.window_step, now - self.window_start, self.examples_per_step
-        )
+        window = self.clock.close(self.step, time.perf_counter(), self.examples_per_step)
         scalars = {
             "progress/loss": values.get("loss"),
             "progress/accuracy": values.get("accuracy"),
@@ -113,7 +143,6 @@ class ProgressLogger(keras.callbacks.Callback):
             accuracy=values.get("accuracy"),
             examples_per_sec=round(window.examples_per_sec, 1),
         )
-        self.window_step, self.window_start = self.step, time.perf_counter()
 
 
 def _floats(logs: dict[str, Any] | None) -> dict[str, float]:

@@ -1,6 +1,6 @@
 import pytest
 
-from trainer.progress import Window
+from trainer.progress import Window, WindowClock
 
 
 @pytest.mark.parametrize(
@@ -16,3 +16,19 @@ def test_window_measures_this_workers_throughput(
 ) -> None:
     assert window.examples_per_sec == pytest.approx(examples_per_sec)
     assert window.step_time_ms == pytest.approx(step_time_ms)
+
+
+def test_window_clock_leaves_out_the_pause_between_epochs() -> None:
+    clock = WindowClock(now=100.0, step=0)
+    clock.pause(now=101.0)  # last step of the epoch; validation runs
+    clock.resume(now=105.0)  # next epoch's first step
+    window = clock.close(step=10, now=106.0, examples_per_step=32)
+    assert (window.steps, window.seconds) == (10, pytest.approx(2.0))
+
+
+def test_window_clock_starts_the_next_window_where_the_last_closed() -> None:
+    clock = WindowClock(now=0.0)
+    clock.close(step=10, now=1.0, examples_per_step=32)
+    clock.resume(now=1.5)  # no pause recorded: nothing to leave out
+    window = clock.close(step=20, now=3.0, examples_per_step=32)
+    assert (window.steps, window.seconds) == (10, pytest.approx(2.0))
