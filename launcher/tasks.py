@@ -532,6 +532,13 @@ def status(settings: Settings, out: Output, run: str | None = None) -> int:
         progress = progress_text(st) if st is not None or alive == "alive" else "-"
         rows.append([str(host.index), host.label, proc, progress, ago])
     out.lines(_table(rows))
+    for attempt in (cluster.get("attempts") or [])[:-1]:  # the last one is this attempt
+        earlier = attempt.get("failure") if isinstance(attempt, dict) else None
+        if isinstance(earlier, dict):
+            out.line(
+                f"restarted after attempt {attempt.get('attempt')}: worker "
+                f"{earlier.get('index')} ({earlier.get('host')}) {earlier.get('reason')}"
+            )
     failure = cluster.get("failure")
     if isinstance(failure, dict):
         out.line(

@@ -297,6 +297,8 @@ def test_killed_worker_restarts_the_job_from_its_last_epoch(
     assert 0 <= redone <= 1
     assert "--- restart 1: attempt 2 ---" in (run_dir / "workers" / "1" / "worker.log").read_text()
     assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
+    status = run_fab(local_job_dir, "status")
+    assert "restarted after attempt 1: worker 1 (localhost) killed by SIGKILL" in status.stdout
     record_figures(
         4,
         killed_in_epoch=done["epoch"] + 1,
