@@ -102,19 +102,30 @@ def deploy_code(
 
 
 def deploy_venv(shell: HostShell, workdir: str, python: str, code_hash: str) -> str:
-    """Create `<workdir>/venv` and install trainer/requirements.txt, unless already done."""
+    """Create `<workdir>/venv` and install trainer/requirements.txt, unless already done.
+
+    A venv that `-m venv` could not finish is removed: check and train prefer any
+    `<workdir>/venv/bin/python`, and one without pip or TensorFlow would only mislead them.
+    Debian's venv says on stdout that ensurepip is missing, hence `>&2`.
+    """
     reqs = f"{workdir}/code/{code_hash}/trainer/requirements.txt"
     venv = f"{workdir}/venv"
     marker = f"{venv}/.requirements.sha256"
     cmd = (
         f"want=$(sha256sum {q(reqs)} | cut -d' ' -f1) && "
         f'if [ -f {q(marker)} ] && [ "$(cat {q(marker)})" = "$want" ]; then echo unchanged; '
-        f"else {q(python)} -m venv {q(venv)} && "
+        f"else {{ {q(python)} -m venv {q(venv)} >&2 || {{ rm -rf {q(venv)}; exit 1; }}; }} && "
         f"{q(venv + '/bin/python')} -m pip install -q -r {q(reqs)} && "
         f'echo "$want" > {q(marker)} && echo installed; fi'
     )
     result = shell.run(cmd, timeout=3600)
     if result.code != 0:
+        if "ensurepip is not" in result.stderr:
+            raise HostError(
+                shell.host,
+                f"{python} -m venv failed: ensurepip is missing "
+                "(on Debian/Ubuntu: apt install python3-venv)",
+            )
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise HostError(shell.host, f"creating the virtualenv failed: {last}")
     return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "done"

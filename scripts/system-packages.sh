@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Install the system programs the tests drive for real: OpenSSH's server (test hosts)
-# and Chromium (browser tests). Needs root or sudo; does nothing when both are present.
+# Install the system programs the tests drive for real: OpenSSH's server (test hosts),
+# Debian's python3 venv module (`fab deploy --venv` on a test host) and Chromium (browser
+# tests). Needs root or sudo; does nothing when all are present.
 set -euo pipefail
 
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v setfacl >/dev/null 2>&1 || need+=(acl)
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""
