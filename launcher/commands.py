@@ -113,8 +113,8 @@ def poll_command(run_dir: str, index: int) -> str:
 
 
 def listing_command(run_dir: str) -> str:
-    """Every file under the run directory: relative path, size, inode (a new inode = replaced)."""
-    return f"cd {q(run_dir)} 2>/dev/null && find . -type f -printf '%P\\t%s\\t%i\\n'"
+    """Every file under the run directory: relative path, size, inode, modification time."""
+    return f"cd {q(run_dir)} 2>/dev/null && find . -type f -printf '%P\\t%s\\t%i\\t%T@\\n'"
 
 
 def stop_command(run_dir: str, index: int, grace: float) -> str:

@@ -1,8 +1,11 @@
 """Mirror a host's run directory into the local one, sending only bytes that are new.
 
-Event files and logs only grow, so a file whose inode is unchanged and whose size grew gets
-just its new bytes (a partial record at the end is completed on the next pass). A file with a
-new inode was replaced (status.json is written atomically), so it is fetched whole.
+Event files and logs only grow, so when one of them keeps its inode and grows, just its new
+bytes travel (a partial record at the end is completed on the next pass). Every other file
+(status.json, the trainer's backup checkpoints, model.h5) is replaced whole by its writer, so
+any change to its inode, size or modification time fetches it whole. Inode numbers alone are
+not enough: a file system reuses a freed inode for the next replacement, and a checkpoint
+index going from `ckpt-1` to `ckpt-2` keeps its size.
 """
 
 from __future__ import annotations
@@ -20,19 +23,31 @@ class RemoteFile:
     path: str
     size: int
     inode: int
+    mtime: str = ""
+
+    @property
+    def identity(self) -> tuple[int, int, str]:
+        return self.inode, self.size, self.mtime
+
+
+def append_only(path: str) -> bool:
+    """Files that only ever grow in place: TensorBoard event files and logs."""
+    name = PurePosixPath(path).name
+    return name.startswith("events.out.tfevents.") or name.endswith(".log")
 
 
 def parse_listing(text: str) -> list[RemoteFile]:
-    """Lines of `path<TAB>size<TAB>inode`; skips temp files and anything that escapes the dir."""
+    """Lines of `path<TAB>size<TAB>inode<TAB>mtime`; skips temp files and anything that
+    escapes the dir."""
     files = []
     for line in text.splitlines():
         parts = line.split("\t")
-        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit():
             continue
         rel = PurePosixPath(parts[0])
         if rel.is_absolute() or ".." in rel.parts or rel.name.endswith(".tmp"):
             continue
-        files.append(RemoteFile(parts[0], int(parts[1]), int(parts[2])))
+        files.append(RemoteFile(parts[0], int(parts[1]), int(parts[2]), parts[3]))
     return files
 
 
@@ -43,7 +58,7 @@ class Mirror:
     shell: HostShell
     remote_dir: str
     local_dir: Path
-    seen: dict[str, tuple[int, int]] = field(default_factory=dict)
+    seen: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     bytes_received: int = 0
 
     def sync(self, listing: str | None = None) -> int:
@@ -61,11 +76,11 @@ class Mirror:
 
     def _sync_file(self, f: RemoteFile) -> int:
         local = self.local_dir / f.path
-        inode, size = self.seen.get(f.path, (-1, 0))
+        inode, size, _ = seen = self.seen.get(f.path, (-1, 0, ""))
         have = local.stat().st_size if local.exists() else 0
-        if inode == f.inode and size == f.size and have == f.size:
+        if seen == f.identity and have == f.size:
             return 0
-        append = inode == f.inode and f.size >= have and have == size
+        append = append_only(f.path) and inode == f.inode and f.size >= have and have == size
         try:
             if append:
                 data = self.shell.read_range(self._remote(f.path), have, f.size - have)
@@ -84,7 +99,8 @@ class Mirror:
             raise
         except OSError:
             return 0
-        self.seen[f.path] = (f.inode, have + len(data) if append else len(data))
+        got = have + len(data) if append else len(data)
+        self.seen[f.path] = (f.inode, got, f.mtime if got == f.size else "")
         return len(data)
 
     def _remote(self, rel: str) -> str:

@@ -51,8 +51,39 @@ def test_replaced_files_are_fetched_whole(tmp_path: Path) -> None:
     assert (dst / "workers" / "1" / "status.json").read_text() == "{}"
 
 
+def test_a_rewritten_file_of_the_same_size_and_inode_is_fetched_again(tmp_path: Path) -> None:
+    """A checkpoint index going from ckpt-1 to ckpt-2 keeps its size, and a file system may
+    give the replacement the inode it just freed: the modification time tells them apart."""
+    src, dst, mirror = make_mirror(tmp_path)
+    index = src / "backup" / "checkpoint"
+    index.parent.mkdir()
+    index.write_text('model_checkpoint_path: "ckpt-1"\n')
+    mirror.sync()
+    with open(index, "r+") as f:  # same inode, same size, new content
+        f.write('model_checkpoint_path: "ckpt-2"\n')
+    os.utime(index, ns=(index.stat().st_atime_ns, index.stat().st_mtime_ns + 1_000_000))
+    mirror.sync()
+    assert (dst / "backup" / "checkpoint").read_text() == 'model_checkpoint_path: "ckpt-2"\n'
+
+
+def test_only_events_and_logs_are_appended_to(tmp_path: Path) -> None:
+    """A replaced file that grew keeps nothing of its old bytes, whatever its inode."""
+    src, dst, mirror = make_mirror(tmp_path)
+    index = src / "backup" / "checkpoint"
+    index.parent.mkdir()
+    index.write_text('path: "ckpt-9"\n')
+    mirror.sync()
+    with open(index, "r+") as f:
+        f.write('path: "ckpt-10"\n')
+    mirror.sync()
+    assert (dst / "backup" / "checkpoint").read_text() == 'path: "ckpt-10"\n'
+
+
 def test_listing_skips_temp_files_and_escapes() -> None:
-    text = "a.txt\t3\t7\n../x\t1\t2\n/abs\t1\t2\n.s.json.123.tmp\t1\t2\nbad line\nw/b\t5\t9\n"
+    text = (
+        "a.txt\t3\t7\t1.5\n../x\t1\t2\t1.5\n/abs\t1\t2\t1.5\n.s.json.123.tmp\t1\t2\t1.5\n"
+        "bad line\nw/b\t5\t9\t1.5\n"
+    )
     assert [f.path for f in parse_listing(text)] == ["a.txt", "w/b"]
 
 
