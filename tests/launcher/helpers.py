@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,20 @@ def left_behind(run_dir: Path, n: int) -> list[str]:
         if pg.exists() and group_alive(int(pg.read_text().strip())):
             left.append(f"process group of worker {i}")
     return left
+
+
+@contextmanager
+def training_job(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, workers: int = 2, wait: float = 120
+) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """`fab train ARGS` running in cwd, once every worker has taken a step; stopped on exit."""
+    proc = start_fab(cwd, "train", *args, env=env)
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(cwd), 60, "the run directory")
+        wait_for(lambda: training(run_dir, workers), wait, "every worker training")
+        yield proc, run_dir
+    finally:
+        stop_process(proc)
 
 
 def stop_process(proc: subprocess.Popen[str]) -> None:

@@ -23,7 +23,7 @@ from tests.launcher.helpers import (
     run_fab,
     start_fab,
     stop_process,
-    training,
+    training_job,
     wait_for,
 )
 from tests.sshcluster import SshCluster
@@ -156,17 +156,15 @@ def test_killed_worker_over_ssh(
 ) -> None:
     ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
     assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
-    proc = start_fab(tmp_path, "train", *FAST, "--epochs", "200", "--grace", "3", env=ssh_env)
-    try:
-        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
-        wait_for(lambda: training(run_dir, 2), 120, "both workers training")
+    with training_job(tmp_path, *FAST, "--epochs", "200", "--grace", "3", env=ssh_env) as (
+        proc,
+        run_dir,
+    ):
         victim = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
         os.kill(victim, signal.SIGKILL)
         t0 = time.monotonic()
         output, _ = proc.communicate(timeout=60)
         took = time.monotonic() - t0
-    finally:
-        stop_process(proc)
     host = ssh_cluster.hosts[1]
     assert proc.returncode == 1, output[-3000:]
     assert took < 30
@@ -187,16 +185,14 @@ def test_ctrl_c_over_ssh(
 ) -> None:
     ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
     assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
-    proc = start_fab(tmp_path, "train", *FAST, "--epochs", "200", "--grace", "3", env=ssh_env)
-    try:
-        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
-        wait_for(lambda: training(run_dir, 2), 120, "both workers training")
+    with training_job(tmp_path, *FAST, "--epochs", "200", "--grace", "3", env=ssh_env) as (
+        proc,
+        run_dir,
+    ):
         proc.send_signal(signal.SIGINT)
         t0 = time.monotonic()
         output, _ = proc.communicate(timeout=60)
         took = time.monotonic() - t0
-    finally:
-        stop_process(proc)
     assert proc.returncode == 130, output[-3000:]
     assert read_json(run_dir / "cluster.json")["state"] == "stopped"
     assert_hosts_idle(ssh_cluster, 2)
@@ -229,14 +225,9 @@ def test_launcher_lost_then_status_fetch_and_stop(
     """The machine running `fab train` goes away; the run is found, followed and stopped."""
     ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
     assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
-    proc = start_fab(tmp_path, "train", *FAST, "--epochs", "200", env=ssh_env)
-    try:
-        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
-        wait_for(lambda: training(run_dir, 2), 120, "both workers training")
+    with training_job(tmp_path, *FAST, "--epochs", "200", env=ssh_env) as (proc, run_dir):
         proc.kill()  # the launcher dies without cleaning up: the workers go on
         proc.communicate(timeout=30)
-    finally:
-        stop_process(proc)
     status = run_fab(tmp_path, "status", env=ssh_env, timeout=60)
     assert status.returncode == 0 and status.stdout.count(" alive ") == 2, status.stdout
     log = run_dir / "workers" / "1" / "worker.log"

@@ -27,6 +27,7 @@ from tests.launcher.helpers import (
     start_fab,
     stop_process,
     training,
+    training_job,
     wait_for,
 )
 from tests.sshcluster import free_ports
@@ -99,17 +100,12 @@ def test_two_local_workers_train_and_secrets_stay_hidden(
 def test_killed_worker_stops_the_job(
     local_job_dir: Path, record_figures: Callable[..., None]
 ) -> None:
-    proc = start_fab(local_job_dir, "train", *FAST, "--epochs", "200", "--grace", "3")
-    try:
-        run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
-        wait_for(lambda: training(run_dir, 2), 90, "both workers training")
+    with training_job(local_job_dir, *FAST, "--epochs", "200", "--grace", "3") as (proc, run_dir):
         victim = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
         os.kill(victim, signal.SIGKILL)
         t0 = time.monotonic()
         output, _ = proc.communicate(timeout=60)
         took = time.monotonic() - t0
-    finally:
-        stop_process(proc)
     assert proc.returncode == 1, output[-3000:]
     assert took < 30
     assert "worker 1 (localhost) killed by SIGKILL" in output
@@ -177,16 +173,11 @@ def test_broken_python_path_is_refused_before_start(
 def test_ctrl_c_stops_every_worker(
     local_job_dir: Path, record_figures: Callable[..., None]
 ) -> None:
-    proc = start_fab(local_job_dir, "train", *FAST, "--epochs", "200", "--grace", "3")
-    try:
-        run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
-        wait_for(lambda: training(run_dir, 2), 90, "both workers training")
+    with training_job(local_job_dir, *FAST, "--epochs", "200", "--grace", "3") as (proc, run_dir):
         proc.send_signal(signal.SIGINT)
         t0 = time.monotonic()
         output, _ = proc.communicate(timeout=60)
         took = time.monotonic() - t0
-    finally:
-        stop_process(proc)
     assert proc.returncode == 130, output[-3000:]
     assert "interrupted (SIGINT)" in output
     assert read_json(run_dir / "cluster.json")["state"] == "stopped"
@@ -235,17 +226,12 @@ def test_second_train_is_refused_and_fab_stop_ends_the_first(
 
 def test_stopped_worker_is_named(local_job_dir: Path, record_figures: Callable[..., None]) -> None:
     """SIGSTOP: the others abort after missing its heartbeats; the stopped one is the cause."""
-    proc = start_fab(local_job_dir, "train", *FAST, "--epochs", "200", "--grace", "2")
-    try:
-        run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
-        wait_for(lambda: training(run_dir, 2), 90, "both workers training")
+    with training_job(local_job_dir, *FAST, "--epochs", "200", "--grace", "2") as (proc, run_dir):
         victim = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
         os.kill(victim, signal.SIGSTOP)
         t0 = time.monotonic()
         output, _ = proc.communicate(timeout=120)
         took = time.monotonic() - t0
-    finally:
-        stop_process(proc)
     assert proc.returncode == 1, output[-3000:]
     assert "worker 1 (localhost) was stopped (SIGSTOP?)" in output, output[-3000:]
     assert took < 60
