@@ -16,6 +16,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
 FAST = ["--dataset", "digits", "--threads", "1", "--log-every", "2", "--interval", "0.5"]
+# A job that runs until the test ends it (killed worker, Ctrl-C, fab stop, ...).
+UNTIL_STOPPED = [*FAST, "--epochs", "200", "--grace", "3"]
 
 
 def fab_argv(*args: str) -> list[str]:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.launcher.helpers import (
     FAST,
+    UNTIL_STOPPED,
     check_complete_run,
     check_model_loads,
     fab_env,
@@ -156,10 +157,7 @@ def test_killed_worker_over_ssh(
 ) -> None:
     ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
     assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
-    with training_job(tmp_path, *FAST, "--epochs", "200", "--grace", "3", env=ssh_env) as (
-        proc,
-        run_dir,
-    ):
+    with training_job(tmp_path, *UNTIL_STOPPED, env=ssh_env) as (proc, run_dir):
         victim = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
         os.kill(victim, signal.SIGKILL)
         t0 = time.monotonic()
@@ -185,10 +183,7 @@ def test_ctrl_c_over_ssh(
 ) -> None:
     ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
     assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
-    with training_job(tmp_path, *FAST, "--epochs", "200", "--grace", "3", env=ssh_env) as (
-        proc,
-        run_dir,
-    ):
+    with training_job(tmp_path, *UNTIL_STOPPED, env=ssh_env) as (proc, run_dir):
         proc.send_signal(signal.SIGINT)
         t0 = time.monotonic()
         output, _ = proc.communicate(timeout=60)

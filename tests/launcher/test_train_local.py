@@ -17,6 +17,7 @@ import pytest
 
 from tests.launcher.helpers import (
     FAST,
+    UNTIL_STOPPED,
     check_complete_run,
     fab_env,
     left_behind,
@@ -100,7 +101,7 @@ def test_two_local_workers_train_and_secrets_stay_hidden(
 def test_killed_worker_stops_the_job(
     local_job_dir: Path, record_figures: Callable[..., None]
 ) -> None:
-    with training_job(local_job_dir, *FAST, "--epochs", "200", "--grace", "3") as (proc, run_dir):
+    with training_job(local_job_dir, *UNTIL_STOPPED) as (proc, run_dir):
         victim = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
         os.kill(victim, signal.SIGKILL)
         t0 = time.monotonic()
@@ -173,7 +174,7 @@ def test_broken_python_path_is_refused_before_start(
 def test_ctrl_c_stops_every_worker(
     local_job_dir: Path, record_figures: Callable[..., None]
 ) -> None:
-    with training_job(local_job_dir, *FAST, "--epochs", "200", "--grace", "3") as (proc, run_dir):
+    with training_job(local_job_dir, *UNTIL_STOPPED) as (proc, run_dir):
         proc.send_signal(signal.SIGINT)
         t0 = time.monotonic()
         output, _ = proc.communicate(timeout=60)
@@ -198,7 +199,7 @@ def test_bad_hosts_file_is_one_clean_line(tmp_path: Path) -> None:
 def test_second_train_is_refused_and_fab_stop_ends_the_first(
     local_job_dir: Path, record_figures: Callable[..., None]
 ) -> None:
-    first = start_fab(local_job_dir, "train", *FAST, "--epochs", "200", "--grace", "3")
+    first = start_fab(local_job_dir, "train", *UNTIL_STOPPED)
     try:
         run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
         wait_for(lambda: training(run_dir, 2), 90, "both workers training")
