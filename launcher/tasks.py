@@ -57,15 +57,28 @@ def failed_hosts(what: str, errors: Sequence[HostError]) -> UserError:
     return UserError(f"{what} failed on {len(errors)} host(s):\n{lines}")
 
 
+def host_errors(hosts: Sequence[Host], results: Sequence[object]) -> list[HostError]:
+    """The failures among results of `each_host`, each as a HostError that names its host."""
+    return [
+        r if isinstance(r, HostError) else HostError(h, f"{type(r).__name__}: {r}")
+        for h, r in zip(hosts, results, strict=True)
+        if isinstance(r, Exception)
+    ]
+
+
+def report_each(out: Output, hosts: Sequence[Host], results: Sequence[object], what: str) -> None:
+    """One line per host that succeeded; then one error naming every host that failed."""
+    for host, r in zip(hosts, results, strict=True):
+        if not isinstance(r, Exception):
+            out.line(f"[{host.index} {host.label}] {r}")
+    if errors := host_errors(hosts, results):
+        raise failed_hosts(what, errors)
+
+
 def connect_all(hosts: Sequence[Host], ssh: SshSettings) -> list[HostShell]:
     """Open every host at once; any failure closes the others and names every failing host."""
     results = each_host(hosts, lambda h: open_shell(h, ssh))
-    errors = [r if isinstance(r, HostError) else None for r in results]
-    bad = [
-        e if e is not None else HostError(h, f"{type(r).__name__}: {r}")
-        for h, r, e in zip(hosts, results, errors, strict=True)
-        if isinstance(r, Exception)
-    ]
+    bad = host_errors(hosts, results)
     shells = [r for r in results if not isinstance(r, Exception)]
     if bad:
         close_all(shells)  # type: ignore[arg-type]
@@ -108,16 +121,8 @@ def _probe(shell: HostShell, code: str) -> ProbeResult:
 
 def probe_all(shells: Sequence[HostShell], code: str) -> tuple[list[ProbeResult], list[HostError]]:
     results = each_host(shells, lambda s: _probe(s, code))
-    probes: list[ProbeResult] = []
-    errors: list[HostError] = []
-    for shell, r in zip(shells, results, strict=True):
-        if isinstance(r, ProbeResult):
-            probes.append(r)
-        elif isinstance(r, HostError):
-            errors.append(r)
-        else:
-            errors.append(HostError(shell.host, f"{type(r).__name__}: {r}"))
-    return probes, errors
+    probes = [r for r in results if isinstance(r, ProbeResult)]
+    return probes, host_errors([s.host for s in shells], results)
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -212,14 +217,7 @@ def deploy(settings: Settings, out: Output, venv: bool = False, mnist: str | Non
             shell.close()
 
     results = each_host(remote, one)
-    errors = []
-    for host, r in zip(remote, results, strict=True):
-        if isinstance(r, Exception):
-            errors.append(r if isinstance(r, HostError) else HostError(host, str(r)))
-        else:
-            out.line(f"[{host.index} {host.label}] {r}")
-    if errors:
-        raise failed_hosts("deploy", errors)
+    report_each(out, remote, results, "deploy")
     out.line(f"deployed to {len(remote)} host(s) in {time.monotonic() - started:.1f} s")
     return 0
 
@@ -571,14 +569,7 @@ def stop(settings: Settings, out: Output, run: str | None = None, grace: float =
             shell.close()
 
     results = each_host(pairs, one)
-    errors = []
-    for (host, _), r in zip(pairs, results, strict=True):
-        if isinstance(r, Exception):
-            errors.append(r if isinstance(r, HostError) else HostError(host, str(r)))
-        else:
-            out.line(f"[{host.index} {host.label}] {r}")
-    if errors:
-        raise failed_hosts("stop", errors)
+    report_each(out, [host for host, _ in pairs], results, "stop")
     return 0
 
 
@@ -599,11 +590,7 @@ def fetch(
         ]
         while True:
             results = each_host(mirrors, lambda m: m.sync())
-            errors = [
-                r if isinstance(r, HostError) else HostError(m.shell.host, str(r))
-                for m, r in zip(mirrors, results, strict=True)
-                if isinstance(r, Exception)
-            ]
+            errors = host_errors([m.shell.host for m in mirrors], results)
             if errors:
                 raise failed_hosts("fetch", errors)
             if not follow:
