@@ -16,12 +16,13 @@ import traceback
 from collections.abc import Sequence
 from types import FrameType
 
-from trainer.cluster import parse_tf_config
-from trainer.config import parse_args
+from trainer.cluster import Cluster, parse_tf_config
+from trainer.config import TrainConfig, parse_args
 from trainer.data import load_data
 from trainer.errors import InputError
 from trainer.plan import plan_batches
 from trainer.status import StatusFile, initial_status, worker_dir, write_json_atomic
+from trainer.sysmetrics import SystemMonitor
 
 EXIT_FAILED = 1
 EXIT_INPUT = 2
@@ -64,7 +65,18 @@ def main(argv: Sequence[str]) -> int:
             InputError(f"--run-dir {config.run_dir}: cannot write {status.path} ({e.strerror})")
         )
     signal.signal(signal.SIGTERM, _raise_stopped)
+    with SystemMonitor(status, config.system_every) as monitor:
+        code, final = _run(config, cluster, status, monitor)
+    status.enter("ended", **final)
+    return code
+
+
+def _run(
+    config: TrainConfig, cluster: Cluster, status: StatusFile, monitor: SystemMonitor
+) -> tuple[int, dict[str, str]]:
+    """Load, train, save; returns the exit code and the state (and error) to record."""
     try:
+        status.enter("loading_data")
         splits = load_data(config)
         plan = plan_batches(
             len(splits.x_train), config.batch_size, cluster.num_workers, config.steps_per_epoch
@@ -74,7 +86,7 @@ def main(argv: Sequence[str]) -> int:
         # Imported here: TensorFlow takes seconds to load, and the checks above must not wait.
         from trainer.train import train
 
-        metrics = train(config, cluster, splits, plan, status)
+        metrics = train(config, cluster, splits, plan, status, monitor)
         if cluster.is_chief:
             metrics["wall_time_sec"] = round(time.time() - status.fields["started"], 3)
             write_json_atomic(config.run_dir / "metrics.json", metrics)
@@ -84,21 +96,17 @@ def main(argv: Sequence[str]) -> int:
                 flush=True,
             )
     except InputError as e:
-        status.update(state="failed", error=str(e))
-        return _report_input_error(e)
+        return _report_input_error(e), {"state": "failed", "error": str(e)}
     except (Stopped, KeyboardInterrupt) as e:
         stop = e if isinstance(e, Stopped) else Stopped(signal.SIGINT)
-        status.update(state="failed", error=str(stop))
         print(f"trainer: worker {cluster.index} {stop}", file=sys.stderr, flush=True)
-        return stop.exit_code
+        return stop.exit_code, {"state": "failed", "error": str(stop)}
     except Exception as e:
         line = one_line(e)
-        status.update(state="failed", error=line)
         traceback.print_exc()
         print(f"trainer: worker {cluster.index} failed: {line}", file=sys.stderr, flush=True)
-        return EXIT_FAILED
-    status.update(state="finished")
-    return 0
+        return EXIT_FAILED, {"state": "failed", "error": line}
+    return 0, {"state": "finished"}
 
 
 def one_line(error: BaseException) -> str:

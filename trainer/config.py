@@ -28,6 +28,7 @@ class TrainConfig:
     data: Path | None = None
     shard: ShardPolicy = "data"
     log_every: int = 10
+    system_every: float = 5.0
     threads: int | None = None
     validation: bool = True
     backup: bool = False
@@ -145,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="write progress scalars and status every N steps (default: %(default)s)",
     )
     p.add_argument(
+        "--system-every",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=d.system_every,
+        help="sample CPU, memory, network and GPUs every SECONDS (default: %(default)s)",
+    )
+    p.add_argument(
         "--threads",
         metavar="N",
         type=_positive_int,
@@ -181,6 +189,7 @@ def parse_args(argv: Sequence[str]) -> TrainConfig:
         data=data,
         shard=ns.shard,
         log_every=ns.log_every,
+        system_every=ns.system_every,
         threads=ns.threads,
         validation=ns.validation,
         backup=ns.backup,

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from trainer.status import StatusFile
+from trainer.sysmetrics import Sample, SystemMonitor
 
 FLUSH_MILLIS = 2000  # readers see new scalars within ~2 s, without a disk write per window
 
@@ -68,12 +69,15 @@ class WindowClock:
 
 
 class ProgressLogger(keras.callbacks.Callback):
-    """Writes progress/* every `log_every` global steps and epoch/* after every epoch."""
+    """Writes progress/* every `log_every` global steps, epoch/* after every epoch, system/*
+    at the first window after each new sample, and moves the phase between training and
+    evaluating (validation)."""
 
     def __init__(
         self,
         events_dir: Path,
         status: StatusFile,
+        monitor: SystemMonitor,
         log_every: int,
         examples_per_step: int,
         steps_per_epoch: int,
@@ -82,6 +86,8 @@ class ProgressLogger(keras.callbacks.Callback):
         self._supports_tf_logs = True
         self.events_dir = events_dir
         self.status = status
+        self.monitor = monitor
+        self.written_sample: Sample | None = None
         self.log_every = log_every
         self.examples_per_step = examples_per_step
         self.steps_per_epoch = steps_per_epoch
@@ -94,7 +100,7 @@ class ProgressLogger(keras.callbacks.Callback):
             str(self.events_dir), max_queue=1000, flush_millis=FLUSH_MILLIS
         )
         epochs = self.params.get("epochs", 0)
-        self.status.update(state="running", steps_total=epochs * self.steps_per_epoch)
+        self.status.enter("training", state="running", steps_total=epochs * self.steps_per_epoch)
         self.clock.restart(time.perf_counter(), self.step)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -102,9 +108,15 @@ class ProgressLogger(keras.callbacks.Callback):
         if self.step < epoch * self.steps_per_epoch:
             self.step = epoch * self.steps_per_epoch
             self.clock.restart(time.perf_counter(), self.step)
-            self.status.update(epoch=epoch, step=self.step)
+            self.status.enter("training", epoch=epoch, step=self.step)
         else:
             self.clock.resume(time.perf_counter())
+            if self.status.phase != "training":
+                self.status.enter("training")
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Validation inside fit: no steps move, so the stall rule must not count it."""
+        self.status.enter("evaluating")
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.step += 1
@@ -133,6 +145,12 @@ class ProgressLogger(keras.callbacks.Callback):
             "progress/examples_per_sec": window.examples_per_sec,
             "progress/step_time_ms": window.step_time_ms,
         }
+        sample = self.monitor.latest
+        system: dict[str, Any] = {}
+        if sample is not None and sample is not self.written_sample:
+            scalars.update(sample.scalars())
+            system = {"system": sample.as_status()}
+            self.written_sample = sample
         with self.writer.as_default(), tf.summary.record_if(True):
             for tag, value in scalars.items():
                 if value is not None:
@@ -142,6 +160,7 @@ class ProgressLogger(keras.callbacks.Callback):
             loss=values.get("loss"),
             accuracy=values.get("accuracy"),
             examples_per_sec=round(window.examples_per_sec, 1),
+            **system,
         )
 
 

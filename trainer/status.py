@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,39 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 class StatusFile:
-    """This worker's status.json: every update rewrites the whole file atomically."""
+    """This worker's status.json: every update rewrites the whole file atomically.
+
+    The training loop and the system monitor's heartbeat both update it, hence the lock.
+    """
 
     def __init__(self, path: Path, fields: dict[str, Any]) -> None:
         self.path = path
         self.fields = dict(fields)
+        self._lock = threading.Lock()
+        self._entered: set[str] = set()
 
     def update(self, **changes: Any) -> None:
-        self.fields.update(changes, updated=time.time())
-        write_json_atomic(self.path, self.fields)
+        with self._lock:
+            self.fields.update(changes, updated=time.time())
+            write_json_atomic(self.path, self.fields)
+
+    @property
+    def phase(self) -> str | None:
+        return self.fields.get("phase")
+
+    def enter(self, phase: str, **changes: Any) -> None:
+        """Move to `phase` (docs/run-format.md); `phase_since` changes only when it does."""
+        if phase != self.phase:
+            changes.update(phase=phase, phase_since=time.time())
+        self.update(**changes)
+        if phase not in self._entered:
+            # Once per phase, so worker.log shows where a slow start spent its time.
+            self._entered.add(phase)
+            elapsed = self.fields["updated"] - self.fields.get("started", self.fields["updated"])
+            print(
+                f"trainer: worker {self.fields.get('index')} {phase} ({elapsed:.1f} s after start)",
+                flush=True,
+            )
 
 
 def initial_status(
@@ -47,6 +72,8 @@ def initial_status(
         "host": host,
         "pid": pid,
         "state": "starting",
+        "phase": "starting",
+        "phase_since": now,
         "epoch": 0,
         "epochs": epochs,
         "step": 0,

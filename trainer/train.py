@@ -22,6 +22,7 @@ from trainer.pipeline import eval_dataset, train_dataset
 from trainer.plan import BatchPlan
 from trainer.progress import ProgressLogger
 from trainer.status import StatusFile, worker_dir
+from trainer.sysmetrics import SystemMonitor
 
 
 def configure_devices(threads: int | None) -> list[str]:
@@ -45,9 +46,15 @@ def build_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
 
 
 def train(
-    config: TrainConfig, cluster: Cluster, splits: Splits, plan: BatchPlan, status: StatusFile
+    config: TrainConfig,
+    cluster: Cluster,
+    splits: Splits,
+    plan: BatchPlan,
+    status: StatusFile,
+    monitor: SystemMonitor,
 ) -> dict[str, Any]:
     """Train, evaluate on the test split and save; returns the metrics (the chief writes them)."""
+    status.enter("connecting")
     devices = configure_devices(config.threads)
     strategy = build_strategy()
     keras.utils.set_random_seed(config.seed)
@@ -65,14 +72,16 @@ def train(
         epochs=config.epochs,
         steps_per_epoch=plan.steps_per_epoch,
         validation_data=test_data if config.validation else None,
-        callbacks=make_callbacks(config, cluster, plan, status),
+        callbacks=make_callbacks(config, cluster, plan, status, monitor),
         verbose=2,
     )
     train_time = time.perf_counter() - started
     train_cpu = time.process_time() - cpu_started
     with contextlib.suppress(OSError):  # Keras empties the backup when fit succeeds
         (config.run_dir / "backup").rmdir()
+    status.enter("evaluating")
     results = model.evaluate(test_data, return_dict=True, verbose=0)
+    status.enter("saving")
     save_model(model, config.run_dir, cluster.is_chief)
     steps = plan.steps_per_epoch * config.epochs
     return {
@@ -90,13 +99,18 @@ def train(
 
 
 def make_callbacks(
-    config: TrainConfig, cluster: Cluster, plan: BatchPlan, status: StatusFile
+    config: TrainConfig,
+    cluster: Cluster,
+    plan: BatchPlan,
+    status: StatusFile,
+    monitor: SystemMonitor,
 ) -> list[keras.callbacks.Callback]:
     """Every worker logs its own progress (and backs up, if asked: all must, the chief's copy
     is kept); the chief also keeps Keras' TensorBoard logs."""
     progress = ProgressLogger(
         events_dir=worker_dir(config.run_dir, cluster.index) / "events",
         status=status,
+        monitor=monitor,
         log_every=config.log_every,
         examples_per_step=plan.per_worker_batch,
         steps_per_epoch=plan.steps_per_epoch,

@@ -3,12 +3,15 @@
 import importlib
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
+from tensorboard.util import tensor_util
 
 from tests.trainer.workers import (
     TrainerRun,
@@ -29,13 +32,23 @@ PROGRESS_TAGS = {
     "progress/step_time_ms",
 }
 EPOCH_TAGS = {"epoch/loss", "epoch/accuracy"}
+SYSTEM_TAGS = {
+    "system/cpu_percent",
+    "system/memory_mb",
+    "system/host_cpu_percent",
+    "system/host_memory_percent",
+    "system/net_sent_mbps",
+    "system/net_recv_mbps",
+}
 DIGITS = ("--dataset", "digits", "--no-validation")
 
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> TrainerRun:
-    """Two workers on the digits with every other setting at its default."""
-    return train_locally(2, tmp_path_factory.mktemp("digits") / "run", "--dataset", "digits")
+    """Two workers on the digits with every training setting at its default (system metrics
+    sampled every second, so that even a fast machine gets several samples)."""
+    run_dir = tmp_path_factory.mktemp("digits") / "run"
+    return train_locally(2, run_dir, "--dataset", "digits", "--system-every", "1")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +99,43 @@ def test_every_worker_writes_its_own_progress_and_epoch_scalars(
     for tag in EPOCH_TAGS:
         assert [step for step, _ in scalars[tag]] == list(range(1, epochs + 1))  # type: ignore[arg-type]
     assert all(value > 0 for _, value in scalars["progress/examples_per_sec"])
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_every_worker_writes_growing_system_metrics(digits_run: TrainerRun, index: int) -> None:
+    events = digits_run.run_dir / "workers" / str(index) / "events"
+    accumulator = EventAccumulator(str(events), size_guidance={TENSORS: 0}).Reload()
+    tags = set(accumulator.Tags()["tensors"])
+    assert tags >= SYSTEM_TAGS and not any("gpu" in tag for tag in tags)
+    for tag in SYSTEM_TAGS:
+        points = accumulator.Tensors(tag)
+        steps = [point.step for point in points]
+        assert len(points) >= 3 and steps == sorted(set(steps)), (tag, steps)
+    memory = [
+        float(tensor_util.make_ndarray(p.tensor_proto))
+        for p in accumulator.Tensors("system/memory_mb")
+    ]
+    assert all(100 < mb < 100_000 for mb in memory)
+    system = digits_run.status(index)["system"]
+    assert isinstance(system, dict) and system["memory_mb"] > 100
+    assert system["gpu_util_percent"] is None
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_phase_moves_from_starting_to_ended(digits_run: TrainerRun, index: int) -> None:
+    """Each worker prints the first time it enters a phase; status.json keeps the last."""
+    printed = re.findall(
+        rf"^trainer: worker {index} (\w+) \(([\d.]+) s after start\)$",
+        digits_run.workers[index].stdout,
+        flags=re.MULTILINE,
+    )
+    phases = [phase for phase, _ in printed]
+    assert phases == ["loading_data", "connecting", "training", "evaluating", "saving", "ended"]
+    seconds = [float(after) for _, after in printed]
+    assert seconds == sorted(seconds)
+    status = digits_run.status(index)
+    assert status["phase"] == "ended"
+    assert status["started"] < status["phase_since"] <= status["updated"]  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("index", [0, 1])

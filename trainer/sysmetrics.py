@@ -1,0 +1,201 @@
+"""This worker's system metrics (CPU, memory, network, GPUs) and the heartbeat of status.json.
+
+A background thread samples every few seconds with psutil (and NVIDIA's NVML when there are
+GPUs), so that a sample exists even while a step is stuck waiting for a slow peer, during
+validation and while the model is saved. It keeps only the latest sample; the training loop
+writes it into this worker's event files at its next progress window (one tf.summary writer,
+one thread writing). Outside the training phase, when no progress windows come, the thread
+also rewrites status.json with the latest sample, which refreshes `updated`: a healthy worker
+that evaluates or saves for a minute is never taken for a stalled one. During training it
+leaves `updated` alone, so that a hung step still shows as silence.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from trainer.status import StatusFile
+
+SAMPLE_SECONDS = 5.0
+MB = 1024 * 1024  # memory: MiB, like `top` and `free -m`
+NET_MB = 1_000_000  # network: MB/s in powers of ten, like link speeds
+TAG_PREFIX = "system/"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading of this process, its host and the host's visible GPUs."""
+
+    time: float
+    cpu_percent: float
+    memory_mb: float
+    host_cpu_percent: float
+    host_memory_percent: float
+    net_sent_mbps: float
+    net_recv_mbps: float
+    gpu_util_percent: list[float] | None = None
+    gpu_memory_mb: list[float] | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        """The `system` field of status.json (docs/run-format.md)."""
+        return {
+            "time": round(self.time, 3),
+            "cpu_percent": round(self.cpu_percent, 1),
+            "memory_mb": round(self.memory_mb, 1),
+            "host_cpu_percent": round(self.host_cpu_percent, 1),
+            "host_memory_percent": round(self.host_memory_percent, 1),
+            "net_sent_mbps": round(self.net_sent_mbps, 3),
+            "net_recv_mbps": round(self.net_recv_mbps, 3),
+            "gpu_util_percent": self.gpu_util_percent,
+            "gpu_memory_mb": self.gpu_memory_mb,
+        }
+
+    def scalars(self) -> dict[str, float]:
+        """Event tags and values; GPU tags (one per visible GPU) only when there are GPUs."""
+        values = {
+            "cpu_percent": self.cpu_percent,
+            "memory_mb": self.memory_mb,
+            "host_cpu_percent": self.host_cpu_percent,
+            "host_memory_percent": self.host_memory_percent,
+            "net_sent_mbps": self.net_sent_mbps,
+            "net_recv_mbps": self.net_recv_mbps,
+        }
+        out = {TAG_PREFIX + name: value for name, value in values.items()}
+        for name, per_gpu in (
+            ("gpu_util_percent", self.gpu_util_percent),
+            ("gpu_memory_mb", self.gpu_memory_mb),
+        ):
+            for i, value in enumerate(per_gpu or []):
+                out[f"{TAG_PREFIX}{name}/{i}"] = value
+        return out
+
+
+class Gpus:
+    """The GPUs this process may use (CUDA_VISIBLE_DEVICES), read through NVML.
+
+    Without the NVML bindings, without a driver or with no visible GPU there are none, and
+    nothing is reported: a CPU host is not an error.
+    """
+
+    def __init__(self) -> None:
+        self.handles: list[Any] = []
+        try:
+            import pynvml
+        except ImportError:
+            return
+        self._nvml = pynvml
+        try:
+            pynvml.nvmlInit()
+            count = pynvml.nvmlDeviceGetCount()
+            self.handles = [
+                pynvml.nvmlDeviceGetHandleByIndex(i)
+                for i in visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), count)
+            ]
+        except pynvml.NVMLError:
+            self.handles = []
+
+    def read(self) -> tuple[list[float], list[float]] | None:
+        """Utilisation (%) and memory used (MiB) per visible GPU, or None without GPUs."""
+        if not self.handles:
+            return None
+        try:
+            util = [float(self._nvml.nvmlDeviceGetUtilizationRates(h).gpu) for h in self.handles]
+            memory = [self._nvml.nvmlDeviceGetMemoryInfo(h).used / MB for h in self.handles]
+        except self._nvml.NVMLError:
+            return None
+        return util, memory
+
+
+def visible_gpus(setting: str | None, count: int) -> list[int]:
+    """NVML indices of the GPUs CUDA lets this process see: all when unset; CUDA's rule of
+    stopping at the first entry that is not a valid index (so `-1` or `""` hides them all)."""
+    if setting is None:
+        return list(range(count))
+    visible: list[int] = []
+    for entry in setting.split(","):
+        entry = entry.strip()
+        if not entry.isdigit() or int(entry) >= count:
+            break
+        visible.append(int(entry))
+    return visible
+
+
+class SystemSampler:
+    """Reads psutil's counters; CPU and network are averages since the previous sample."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.process = psutil.Process()
+        self.process.cpu_percent(None)  # the first call only starts the interval
+        psutil.cpu_percent(None)
+        self.net = psutil.net_io_counters()
+        self.net_time = clock()
+        self.gpus = Gpus()
+
+    def sample(self) -> Sample:
+        now = self.clock()
+        net = psutil.net_io_counters()
+        seconds = max(now - self.net_time, 1e-6)
+        sent = (net.bytes_sent - self.net.bytes_sent) / seconds / NET_MB
+        recv = (net.bytes_recv - self.net.bytes_recv) / seconds / NET_MB
+        self.net, self.net_time = net, now
+        gpus = self.gpus.read()
+        return Sample(
+            time=now,
+            cpu_percent=self.process.cpu_percent(None),
+            memory_mb=self.process.memory_info().rss / MB,
+            host_cpu_percent=psutil.cpu_percent(None),
+            host_memory_percent=psutil.virtual_memory().percent,
+            net_sent_mbps=max(sent, 0.0),
+            net_recv_mbps=max(recv, 0.0),
+            gpu_util_percent=gpus[0] if gpus else None,
+            gpu_memory_mb=gpus[1] if gpus else None,
+        )
+
+
+class SystemMonitor:
+    """Samples every `interval` seconds in a daemon thread; heartbeats outside training."""
+
+    def __init__(
+        self,
+        status: StatusFile,
+        interval: float = SAMPLE_SECONDS,
+        sampler: SystemSampler | None = None,
+    ) -> None:
+        self.status = status
+        self.interval = interval
+        self.sampler = sampler or SystemSampler()
+        self.latest: Sample | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="system-monitor", daemon=True)
+
+    def start(self) -> SystemMonitor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+    def __enter__(self) -> SystemMonitor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.latest = self.sampler.sample()
+                if self.status.phase != "training":
+                    self.status.update(system=self.latest.as_status())
+            except Exception as e:  # a monitor must never take the training down
+                print(f"trainer: system metrics stopped: {type(e).__name__}: {e}", flush=True)
+                return
