@@ -31,6 +31,26 @@ SSH_HELP = {
     "accept_new_host_keys": "trust hosts not yet in known_hosts and record their keys "
     "(a changed key is still refused)",
 }
+TRAINER_HELP = {
+    "epochs": "trainer: passes over the data",
+    "batch_size": "trainer: per-worker batch size (global batch = this x workers)",
+    "steps_per_epoch": "trainer: global steps per epoch",
+    "learning_rate": "trainer: Adam step size",
+    "seed": "trainer: one seed for all workers",
+    "dataset": "trainer: mnist, digits (bundled, offline) or a path to an mnist.npz",
+    "data": "trainer: a staged mnist.npz path on the hosts",
+    "shard": "trainer: data or index",
+    "log_every": "trainer: write progress every N steps",
+    "threads": "trainer: TensorFlow CPU threads per worker",
+    "trainer_args": "more trainer options as one string, e.g. '--no-validation'",
+}
+
+
+def _split(trainer_args: str) -> list[str]:
+    try:
+        return shlex.split(trainer_args)
+    except ValueError as exc:
+        raise Exit(f"error: --trainer-args: {exc}", 2) from None
 
 
 def _config(c: Any, key: str) -> Any:
@@ -94,17 +114,7 @@ def deploy(
     iterable=["env"],
     help={
         **SSH_HELP,
-        "epochs": "trainer: passes over the data",
-        "batch_size": "trainer: per-worker batch size (global batch = this x workers)",
-        "steps_per_epoch": "trainer: global steps per epoch",
-        "learning_rate": "trainer: Adam step size",
-        "seed": "trainer: one seed for all workers",
-        "dataset": "trainer: mnist, digits (bundled, offline) or a path to an mnist.npz",
-        "data": "trainer: a staged mnist.npz path on the hosts",
-        "shard": "trainer: data or index",
-        "log_every": "trainer: write progress every N steps",
-        "threads": "trainer: TensorFlow CPU threads per worker",
-        "trainer_args": "more trainer options as one string, e.g. '--no-validation'",
+        **TRAINER_HELP,
         "env": "pass NAME (value from here) or NAME=VALUE to every worker; values are never "
         "printed or logged (repeatable)",
         "start_timeout": "seconds a worker may take to start training before the job stops",
@@ -152,10 +162,7 @@ def train(
         "log_every": log_every,
         "threads": threads,
     }
-    try:
-        extra = shlex.split(trainer_args)
-    except ValueError as exc:
-        raise Exit(f"error: --trainer-args: {exc}", 2) from None
+    extra = _split(trainer_args)
     _run(
         lambda: tasks.train(
             s,
@@ -170,6 +177,50 @@ def train(
             int(max_restarts),
         )
     )
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "hosts_file": HOSTS_HELP,
+        "slurm": "print the sbatch script `fab train` submits for the hosts file's "
+        "scheduler=slurm line",
+        **TRAINER_HELP,
+    },
+)
+def export(
+    c,
+    slurm=False,
+    hosts_file=None,
+    epochs=None,
+    batch_size=None,
+    steps_per_epoch=None,
+    learning_rate=None,
+    seed=None,
+    dataset=None,
+    data=None,
+    shard=None,
+    log_every=None,
+    threads=None,
+    trainer_args="",
+):
+    """Print what `fab train` would submit (--slurm: the sbatch script), to submit it yourself."""
+    if not slurm:
+        raise Exit("error: say what to export: --slurm (the sbatch script)", 2)
+    s = _settings(c, hosts_file, None, False)
+    options = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "dataset": dataset,
+        "data": data,
+        "shard": shard,
+        "log_every": log_every,
+        "threads": threads,
+    }
+    _run(lambda: tasks.export_slurm(s, Output(live=False), options, _split(trainer_args)))
 
 
 @task(help={**SSH_HELP, "run": "run id or directory (default: the latest in runs/)"})

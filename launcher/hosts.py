@@ -11,12 +11,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher.slurm import SLURM_KEYS, SlurmOptionError, SlurmSpec, parse_slurm_options
+
 DEFAULT_TF_PORT = 23456
 DEFAULT_PYTHON = "python3"
 DEFAULT_WORKDIR = "~/tfjobs"
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "local"})
 SSH_KEYS = frozenset({"user", "port", "key"})
-KEYS = ("user", "port", "key", "addr", "tf_port", "python", "workdir")
+KEYS = ("user", "port", "key", "addr", "tf_port", "python", "workdir", *SLURM_KEYS)
 
 # Values may only hold characters that mean nothing to a shell: they end up in remote commands
 # (always quoted too, but a value like `$(rm -rf ~)` is a mistake worth refusing at the source).
@@ -57,6 +59,8 @@ class Host:
     python: str | None = None
     workdir: str = DEFAULT_WORKDIR
     options: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # A `scheduler=slurm` line: the login host (or this machine) that submits the job.
+    slurm: SlurmSpec | None = None
 
     @property
     def local(self) -> bool:
@@ -139,6 +143,10 @@ def parse_line(path: str, lineno: int, index: int, text: str) -> Host:
     if "user" in options and not _USER.fullmatch(options["user"]):
         raise HostsFileError(path, lineno, options["user"], "user name is not valid")
 
+    try:
+        slurm = parse_slurm_options(options)
+    except SlurmOptionError as exc:
+        raise HostsFileError(path, lineno, exc.pair, exc.message) from None
     port = _port(path, lineno, "port", options["port"]) if "port" in options else None
     tf_port = (
         _port(path, lineno, "tf_port", options["tf_port"])
@@ -158,6 +166,7 @@ def parse_line(path: str, lineno: int, index: int, text: str) -> Host:
         python=options.get("python"),
         workdir=options.get("workdir", DEFAULT_WORKDIR),
         options=options,
+        slurm=slurm,
     )
 
 
@@ -176,6 +185,16 @@ def parse_hosts(text: str, path: str = "hosts.txt") -> list[Host]:
     if not hosts:
         raise HostsFileError(
             path, 0, "", "lists no hosts; write one host per line, e.g. `localhost tf_port=23456`"
+        )
+    slurm = next((h for h in hosts if h.slurm is not None), None)
+    if slurm is not None and len(hosts) > 1:
+        other = next(h for h in hosts if h is not slurm)
+        raise HostsFileError(
+            path,
+            other.line,
+            other.name,
+            f"a scheduler=slurm line (line {slurm.line}) must be the only line: Slurm runs "
+            "every worker; set workers= on that line, or use SSH lines without it",
         )
     # TF's gRPC server binds every interface, so the port must be unique per machine, and all
     # loopback addresses are the same machine.

@@ -312,6 +312,22 @@ def train(
     if max_restarts and "--backup" not in args:
         args.append("--backup")  # a restarted job resumes from its last completed epoch
     code = tree_hash()
+    if hosts[0].slurm is not None:
+        from launcher import slurm_job  # it builds on this module
+
+        return slurm_job.train(
+            settings,
+            out,
+            hosts[0],
+            args,
+            user_env,
+            code,
+            start_timeout,
+            grace,
+            interval,
+            stall_timeout,
+            max_restarts,
+        )
     shells = connect_all(hosts, settings.ssh)
     try:
         probes, errors = probe_all(shells, code)
@@ -452,6 +468,21 @@ def _run(
     return code_
 
 
+def export_slurm(
+    settings: Settings,
+    out: Output,
+    trainer_options: dict[str, object],
+    extra_args: Sequence[str] = (),
+) -> int:
+    """Print the sbatch script `fab train` would submit for the hosts file's Slurm line."""
+    from launcher import slurm_job
+
+    hosts = load_hosts(settings.hosts_file)
+    args = commands.trainer_args(trainer_options) + list(extra_args)
+    out.stream.write(slurm_job.export(hosts[0], args, tree_hash()))
+    return 0
+
+
 def _option(args: Sequence[str], flag: str) -> str | None:
     for i, a in enumerate(args[:-1]):
         if a == flag:
@@ -490,6 +521,10 @@ def _poll(shell: HostShell, run_dir: str, index: int) -> str:
 def status(settings: Settings, out: Output, run: str | None = None) -> int:
     """Per-worker state, step, last update and whether its process group is alive."""
     local_dir, cluster = _open_run(settings, run)
+    if cluster.get("scheduler") == "slurm":
+        from launcher import slurm_job
+
+        return slurm_job.status(settings, out, local_dir, cluster)
     pairs = hosts_of_run(cluster)
 
     def one(pair: tuple[Host, dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
@@ -549,6 +584,10 @@ def status(settings: Settings, out: Output, run: str | None = None) -> int:
 def stop(settings: Settings, out: Output, run: str | None = None, grace: float = 5.0) -> int:
     """Stop every worker of a run (TERM, grace, KILL of each process group)."""
     local_dir, cluster = _open_run(settings, run)
+    if cluster.get("scheduler") == "slurm":
+        from launcher import slurm_job
+
+        return slurm_job.stop(settings, out, local_dir, cluster, grace)
     pairs = hosts_of_run(cluster)
     if cluster.get("state") in ("starting", "running"):
         # First, so that a launcher still watching the run ends it as stopped, not failed.
@@ -582,6 +621,10 @@ def fetch(
 ) -> int:
     """Mirror every SSH host's copy of a run into the local run directory, once or following."""
     local_dir, cluster = _open_run(settings, run)
+    if cluster.get("scheduler") == "slurm":
+        from launcher import slurm_job
+
+        return slurm_job.fetch(settings, out, local_dir, cluster, follow, interval)
     pairs = [(h, e) for h, e in hosts_of_run(cluster) if not h.local]
     shells = connect_all([h for h, _ in pairs], settings.ssh)
     try:

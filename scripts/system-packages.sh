@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system programs the tests drive for real: OpenSSH's server (test hosts),
-# Debian's python3 venv module (`fab deploy --venv` on a test host) and Chromium (browser
-# tests). Needs root or sudo; does nothing when all are present.
+# Debian's python3 venv module (`fab deploy --venv` on a test host), Chromium (browser
+# tests), and Slurm with MUNGE (a one-node Slurm cluster, tests/slurmcluster.py). Needs root or sudo; does nothing when all are present.
 set -euo pipefail
 
 need=()
@@ -9,6 +9,8 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v setfacl >/dev/null 2>&1 || need+=(acl)
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+[ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] || need+=(slurm-wlm)
+[ -x /usr/sbin/munged ] || need+=(munge)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -1,0 +1,800 @@
+"""`fab train | status | stop | fetch | export` for a `scheduler=slurm` hosts line.
+
+The job goes through `sbatch` on the login host (or this machine for `localhost`), whose run
+directory sits on the file system the nodes share. The launcher then watches one job instead
+of N processes: its queue state, then each task's status.json and log (mirrored from the
+login host like an SSH host's), and at the end srun's own report of which task failed, on
+which node, with which exit code. Stopping is `scancel`; a restart is a new submission of
+the same script on the same run directory, resumed from the trainer's backup.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher import commands
+from launcher.deploy import PROJECT_ROOT
+from launcher.display import LogTail, Output, progress_text, read_status
+from launcher.exits import describe_exit
+from launcher.hosts import Host, parse_line
+from launcher.job import (
+    EXIT_BAD_INPUT,
+    Interrupted,
+    StoppedByUser,
+    launcher_identity,
+    log_tail,
+    signals_ignored,
+    signals_interrupt,
+    summary,
+)
+from launcher.remote import HostError, HostShell, open_shell
+from launcher.runs import new_run_id, write_json_atomic
+from launcher.slurm import (
+    ALLOCATION_NAME,
+    RUNNING,
+    SCRIPT_NAME,
+    JobInfo,
+    SlurmSpec,
+    TaskFailure,
+    cancel_command,
+    env_file_path,
+    first_cause,
+    job_command,
+    parse_allocation,
+    parse_job,
+    parse_job_id,
+    parse_srun_failures,
+    render_sbatch,
+    submit_command,
+)
+from launcher.sync import Mirror
+from launcher.tasks import (
+    Settings,
+    UserError,
+    _int_or_none,
+    _option,
+    _probe,
+    _table,
+    failed_hosts,
+    host_entry,
+)
+from trainer.slurm_env import SlurmEnvError, task_addresses
+
+SLURM_COMMANDS = ("sbatch", "scontrol", "scancel", "srun")
+UNKNOWN_TICKS = 5  # ticks a job may be unknown to scontrol and sacct before it counts as gone
+_MARK = "--listing--"
+
+
+@dataclass
+class TaskFailed:
+    """Why the job failed: a task (with its node), or the job as a whole (task None)."""
+
+    task: int | None
+    where: str
+    reason: str
+    exit_code: int | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.task,
+            "host": self.where,
+            "reason": self.reason,
+            "exit_code": self.exit_code,
+            "log_tail": self.log_tail,
+        }
+
+    def line(self) -> str:
+        who = (
+            f"worker {self.task} (task {self.task} on {self.where})"
+            if self.task is not None
+            else self.where
+        )
+        return f"{who} {self.reason}"
+
+
+def code_dir_word(host: Host, workdir: str, code: str) -> str:
+    """The shell word of the folder the tasks start in: this checkout, or the deployed tree."""
+    if host.local:
+        return commands.q(str(PROJECT_ROOT))
+    return commands.home_path(f"{workdir}/code/{code}")
+
+
+def script_for(
+    host: Host,
+    spec: SlurmSpec,
+    run_id: str,
+    workdir: str,
+    code: str,
+    python: str,
+    args: Sequence[str],
+    env_names: Sequence[str] = (),
+) -> str:
+    return render_sbatch(
+        spec, run_id, code_dir_word(host, workdir, code), python, host.tf_port, args, env_names
+    )
+
+
+def login_of(cluster: dict[str, Any]) -> tuple[Host, str, str]:
+    """The submitting host, the run directory it sees and the job id, from cluster.json."""
+    info = cluster.get("slurm") or {}
+    host = parse_line("cluster.json", 0, 0, str(info.get("line", "")))
+    return host, str(info.get("run_dir", "")), str(info.get("job_id") or "")
+
+
+def query(shell: HostShell, job_id: str) -> JobInfo | None:
+    result = shell.run(job_command(job_id), timeout=60)
+    return parse_job(result.stdout, job_id)
+
+
+def cancel_and_wait(shell: HostShell, job_id: str, limit: float) -> JobInfo | None:
+    """scancel (TERM to every task, KILL after the cluster's KillWait), then wait for the end."""
+    shell.run(cancel_command(job_id), timeout=60)
+    deadline = time.monotonic() + limit
+    info = query(shell, job_id)
+    while info is not None and not info.ended and time.monotonic() < deadline:
+        time.sleep(0.5)
+        info = query(shell, job_id)
+    return info
+
+
+class SlurmJob:
+    """One run as a Slurm job: submit, show the queue, watch the tasks, end or resubmit."""
+
+    def __init__(
+        self,
+        shell: HostShell,
+        spec: SlurmSpec,
+        run_dir: str,
+        local_dir: Path,
+        cluster: dict[str, Any],
+        out: Output,
+        env: dict[str, str],
+        entry: dict[str, Any],
+        start_timeout: float = 120.0,
+        grace: float = 5.0,
+        interval: float = 2.0,
+        stall_timeout: float = 300.0,
+        max_restarts: int = 0,
+    ) -> None:
+        self.shell = shell
+        self.host = shell.host
+        self.spec = spec
+        self.run_dir = run_dir
+        self.local_dir = local_dir
+        self.cluster = cluster
+        self.out = out
+        self.env = env
+        self.entry = entry  # the login line as host_entry records it; tasks copy it
+        self.start_timeout = start_timeout
+        self.grace = grace
+        self.interval = interval
+        self.stall_timeout = stall_timeout
+        self.max_restarts = max_restarts
+        self.restarts = 0
+        self.attempts: list[dict[str, Any]] = []
+        self.mirror = None if self.host.local else Mirror(shell, run_dir, local_dir)
+        self.job_id = ""
+        self.info: JobInfo | None = None
+        self.nodes: list[str] = []
+        self.failure: TaskFailed | None = None
+        self.exit_codes: dict[str, int | None] = {}
+        self.tails = [
+            LogTail(local_dir / "workers" / str(i) / "worker.log") for i in range(spec.workers)
+        ]
+        self.slurm_tail: LogTail | None = None
+        self.running_since: float | None = None
+        self.progress_seen: dict[int, tuple[object, float]] = {}
+
+    @property
+    def slurm(self) -> dict[str, Any]:
+        return self.cluster["slurm"]  # type: ignore[no-any-return]
+
+    def save(self, **changes: Any) -> None:
+        self.cluster.update(changes)
+        write_json_atomic(self.local_dir / "cluster.json", self.cluster)
+
+    def prefix(self, task: int) -> str:
+        return f"[{task} {self.node(task)}]"
+
+    def run(self) -> int:
+        """Submit and watch until the job ends; returns the launcher's exit code."""
+        try:
+            with signals_interrupt():
+                while True:
+                    self._submit()
+                    self._watch()
+                    if self.failure is None or not self._can_restart(self.failure):
+                        break
+                    self._restart(self.failure)
+        except Interrupted as exc:
+            return self._end_stopped(exc.signum)
+        except StoppedByUser:
+            return self._end_stopped(None)
+        except KeyboardInterrupt:
+            return self._end_stopped(signal.SIGINT)
+        except HostError as exc:
+            self.failure = TaskFailed(None, self.host.label, exc.message)
+        if self.failure is not None:
+            return self._end_failed(self.failure)
+        return self._end_finished()
+
+    def _submit(self) -> None:
+        self.attempts.append(
+            {
+                "attempt": len(self.attempts) + 1,
+                "started": time.time(),
+                "ended": None,
+                "failure": None,
+            }
+        )
+        if self.env:
+            content = commands.env_file_content(self.env).encode()
+            self.shell.write_file(env_file_path(self.run_dir), content, 0o600)
+        result = self.shell.run(submit_command(self.run_dir), timeout=120)
+        try:
+            self.job_id = parse_job_id(result.stdout)
+        except ValueError:
+            why = result.stderr.strip().splitlines() or [result.stdout.strip() or "no output"]
+            raise HostError(self.host, f"sbatch refused the job: {why[-1]}") from None
+        self.slurm_tail = LogTail(self.local_dir / f"slurm-{self.job_id}.out")
+        self.running_since = None
+        self.info = None
+        self.slurm["job_ids"].append(self.job_id)
+        self.slurm.update(job_id=self.job_id, state="PENDING", reason="", submitted=time.time())
+        self.out.line(
+            f"submitted Slurm job {self.job_id} ({self.spec.workers} task(s) on "
+            f"{self.spec.nodes} node(s)) from {self.host.label}"
+        )
+        self.save(state="starting", attempts=self.attempts)
+
+    def _tick(self) -> JobInfo | None:
+        """One round trip: the job's state and, over SSH, the run directory's listing."""
+        cmd = job_command(self.job_id)
+        if self.mirror is not None:
+            cmd = f"{cmd}; echo {_MARK}; {commands.listing_command(self.run_dir)}"
+        result = self.shell.run(cmd, timeout=60)
+        text, _, listing = result.stdout.partition(_MARK + "\n")
+        if self.mirror is not None:
+            self.mirror.sync(listing)
+        return parse_job(text, self.job_id)
+
+    def _watch(self) -> None:
+        unknown = 0
+        while True:
+            info = self._tick()
+            self._print_logs()
+            if info is None:
+                unknown += 1
+                if unknown >= UNKNOWN_TICKS:  # forgotten by scontrol, no accounting: it ended
+                    info = JobInfo(self.job_id, "UNKNOWN")
+            else:
+                unknown = 0
+            if info is not None:
+                self._seen(info)
+            if self._stopped_by_user():
+                raise StoppedByUser
+            if info is not None and info.ended:
+                self._sync_final()
+                self.failure = self._ended(info)
+                return
+            late = self._deadline_failure()
+            if late is not None:
+                self.failure = late
+                self.out.line(
+                    f"cancelling Slurm job {self.job_id}: worker {late.task} {late.reason}"
+                )
+                self._cancel()
+                return
+            self._progress()
+            time.sleep(self.interval)
+
+    def _seen(self, info: JobInfo) -> None:
+        before = self.info
+        self.info = info
+        if before is None or (before.state, before.reason) != (info.state, info.reason):
+            self.out.line(f"[slurm] job {self.job_id} {info.describe()}")
+            self.slurm.update(state=info.state, reason=info.reason, nodelist=info.nodelist)
+            self.save()
+        if info.state == RUNNING and self.running_since is None:
+            self.running_since = time.monotonic()
+            self.slurm.setdefault("started", time.time())
+            self.save(state="running")
+        if not self.nodes:
+            self._fill_hosts()
+
+    def _fill_hosts(self) -> None:
+        """Once the job has written its allocation: one cluster.json host per task."""
+        try:
+            text = (self.local_dir / ALLOCATION_NAME).read_text(encoding="utf-8")
+        except OSError:
+            return
+        alloc = parse_allocation(text)
+        if alloc is None or alloc[0] != self.job_id:
+            return
+        try:
+            addresses = task_addresses(alloc[1], alloc[2], self.host.tf_port)
+        except SlurmEnvError as exc:
+            self.out.line(f"[slurm] cannot read the allocation: {exc}")
+            return
+        self.nodes = addresses
+        hosts = []
+        for i, address in enumerate(addresses):
+            node, port = address.rsplit(":", 1)
+            hosts.append(
+                {
+                    **self.entry,
+                    "index": i,
+                    "role": "chief" if i == 0 else "worker",
+                    "name": node,
+                    "addr": node,
+                    "tf_port": int(port),
+                    "slurm_task": i,
+                }
+            )
+        self.save(hosts=hosts, tf_config_cluster={"worker": addresses})
+        self.out.line(
+            f"[slurm] job {self.job_id} tasks: "
+            + ", ".join(f"{i}={a}" for i, a in enumerate(addresses))
+        )
+
+    def _stopped_by_user(self) -> bool:
+        try:
+            state = json.loads((self.local_dir / "cluster.json").read_text()).get("state")
+        except (OSError, ValueError, AttributeError):
+            return False
+        return bool(state == "stopped")
+
+    def _status(self, task: int) -> dict[str, Any] | None:
+        return read_status(self.local_dir / "workers" / str(task) / "status.json")
+
+    def _deadline_failure(self) -> TaskFailed | None:
+        """A task that did not start training in time, or went silent while training.
+
+        The clock starts when the job runs: time in the queue is Slurm's business."""
+        if self.running_since is None:
+            return None
+        now = time.monotonic()
+        for task in range(self.spec.workers):
+            st = self._status(task)
+            started = st is not None and (
+                st.get("state") in ("running", "finished") or bool(st.get("step"))
+            )
+            if not started and now - self.running_since > self.start_timeout:
+                what = "never reported (no status.json)" if st is None else "did not begin training"
+                return self._task_failure(
+                    task, f"did not start within {self.start_timeout:g} s: {what}"
+                )
+            if st is None or st.get("state") != "running":
+                continue
+            mark = (st.get("step"), st.get("epoch"), st.get("updated"))
+            seen = self.progress_seen.get(task)
+            if seen is None or seen[0] != mark:
+                self.progress_seen[task] = (mark, now)
+            elif now - seen[1] > self.stall_timeout:
+                return self._task_failure(
+                    task, f"went silent: no progress for {self.stall_timeout:g} s while running"
+                )
+        return None
+
+    def node(self, task: int) -> str:
+        return self.nodes[task].rsplit(":", 1)[0] if task < len(self.nodes) else "?"
+
+    def _task_failure(self, task: int, reason: str) -> TaskFailed:
+        return TaskFailed(task, self.node(task), reason)
+
+    def _progress(self) -> None:
+        if self.info is None or self.info.state != RUNNING or not self.nodes:
+            state = self.info.describe() if self.info else "submitted"
+            self.out.progress([(f"[slurm job {self.job_id}]", state)])
+            return
+        self.out.progress(
+            [(self.prefix(i), progress_text(self._status(i))) for i in range(self.spec.workers)]
+        )
+
+    def _print_logs(self, final: bool = False) -> None:
+        if self.slurm_tail is not None:
+            lines = self.slurm_tail.flush() if final else self.slurm_tail.new_lines()
+            self.out.lines([f"[slurm] {line}" for line in lines])
+        for i, tail in enumerate(self.tails):
+            lines = tail.flush() if final else tail.new_lines()
+            self.out.lines([f"{self.prefix(i)} {line}" for line in lines])
+
+    def _sync_final(self) -> None:
+        if self.mirror is not None:
+            try:
+                self.mirror.sync()
+            except HostError as exc:
+                self.out.line(f"could not fetch the run's files from {self.host.label}: {exc}")
+        if not self.nodes:
+            self._fill_hosts()
+        self._print_logs(final=True)
+
+    def _ended(self, info: JobInfo) -> TaskFailed | None:
+        """What the ended job means: None when every task finished, else who failed and how."""
+        statuses = [self._status(i) for i in range(self.spec.workers)]
+        finished = [st is not None and st.get("state") == "finished" for st in statuses]
+        if info.state == "COMPLETED" or (info.state == "UNKNOWN" and all(finished)):
+            self.exit_codes = {str(i): 0 for i in range(self.spec.workers)}
+            return None
+        report = self._srun_report()
+        self.exit_codes = {str(i): 0 if finished[i] else None for i in range(self.spec.workers)}
+        for f in report:
+            self.exit_codes[str(f.task)] = f.exit_code
+        cause = first_cause(report)
+        state = f"Slurm job {self.job_id} {info.describe()}"
+        if cause is not None:
+            return TaskFailed(
+                cause.task,
+                cause.node,
+                f"{describe_exit(cause.exit_code)} ({state})",
+                cause.exit_code,
+            )
+        failed = [i for i, st in enumerate(statuses) if st and st.get("state") == "failed"]
+        if failed:
+            err = statuses[failed[0]].get("error") or "failed"  # type: ignore[union-attr]
+            return self._task_failure(failed[0], f"{err} ({state})")
+        return TaskFailed(
+            None,
+            f"Slurm job {self.job_id}",
+            f"ended {info.describe()}; see slurm-{self.job_id}.out in the run directory",
+        )
+
+    def _srun_report(self) -> list[TaskFailure]:
+        try:
+            text = (self.local_dir / f"slurm-{self.job_id}.out").read_text(errors="replace")
+        except OSError:
+            return []
+        return parse_srun_failures(text)
+
+    def _cancel(self) -> None:
+        with signals_ignored():
+            info = cancel_and_wait(self.shell, self.job_id, self.grace + 120)
+            if info is not None:
+                self.info = info
+                self.slurm.update(state=info.state, reason=info.reason)
+            self._sync_final()
+            if self.failure is not None:
+                report = {f.task: f.exit_code for f in self._srun_report()}
+                for i in range(self.spec.workers):
+                    self.exit_codes[str(i)] = report.get(i)
+
+    def _can_restart(self, failure: TaskFailed) -> bool:
+        return self.restarts < self.max_restarts and failure.exit_code != EXIT_BAD_INPUT
+
+    def _end_attempt(self, failure: TaskFailed | None) -> None:
+        if self.attempts and self.attempts[-1]["ended"] is None:
+            self.attempts[-1].update(
+                ended=time.time(),
+                failure=failure.as_dict() if failure else None,
+                job_id=self.job_id,
+            )
+
+    def _restart(self, failure: TaskFailed) -> None:
+        """Submit the same script again on the same run directory; the backup resumes it."""
+        failure.log_tail = self._tail(failure)
+        self._end_attempt(failure)
+        self.restarts += 1
+        self.failure = None
+        self.progress_seen.clear()
+        self.out.line(
+            f"RESTART {self.restarts}/{self.max_restarts}: {failure.line()}; submitting the job "
+            "again, resuming from the last completed epoch"
+        )
+        note = f"--- restart {self.restarts}: attempt {self.restarts + 1} ---"
+        for i in range(self.spec.workers):
+            result = self.shell.run(commands.reset_command(self.run_dir, i, note), timeout=30)
+            if result.code != 0:
+                raise HostError(self.host, f"could not prepare a restart: {result.stderr.strip()}")
+            for name in commands.ATTEMPT_FILES:
+                (self.local_dir / "workers" / str(i) / name).unlink(missing_ok=True)
+                if self.mirror is not None:
+                    self.mirror.seen.pop(f"workers/{i}/{name}", None)
+        self.save(restarts=self.restarts, attempts=self.attempts)
+
+    def _tail(self, failure: TaskFailed) -> list[str]:
+        if failure.task is not None:
+            return log_tail(self.local_dir / "workers" / str(failure.task) / "worker.log")
+        return log_tail(self.local_dir / f"slurm-{self.job_id}.out")
+
+    def save_end(self, **changes: Any) -> None:
+        self.shell.run(f"rm -f {commands.q(env_file_path(self.run_dir))}", timeout=30)
+        synced = {"slurm": self.mirror.bytes_received} if self.mirror else {}
+        self.save(
+            finished=time.time(),
+            exit_codes=self.exit_codes,
+            sync_bytes=synced,
+            restarts=self.restarts,
+            attempts=self.attempts,
+            **changes,
+        )
+
+    def _end_failed(self, failure: TaskFailed) -> int:
+        if self.info is not None and not self.info.ended and self.job_id:
+            self._cancel()
+        failure.log_tail = self._tail(failure)
+        self._end_attempt(failure)
+        self.save_end(state="failed", failure=failure.as_dict())
+        self.out.line(f"FAILED: {failure.line()}")
+        if failure.log_tail:
+            where = (
+                f"workers/{failure.task}/worker.log"
+                if failure.task is not None
+                else f"slurm-{self.job_id}.out"
+            )
+            self.out.line(f"last lines of {where}:")
+            self.out.lines([f"  {line}" for line in failure.log_tail])
+        self.out.line(f"Slurm job {self.job_id} ended; logs are in {self.local_dir}")
+        return 1
+
+    def _end_stopped(self, signum: int | None) -> int:
+        with signals_ignored():
+            why = "`fab stop`" if signum is None else signal.Signals(signum).name
+            self.out.line(f"stopped by {why}: cancelling Slurm job {self.job_id}")
+            if self.job_id:
+                self._cancel()
+            self._end_attempt(None)
+            self.save_end(state="stopped")
+            self.out.line(f"stopped; logs are in {self.local_dir}")
+        return 1 if signum is None else 128 + int(signum)
+
+    def _end_finished(self) -> int:
+        shutil.rmtree(self.local_dir / "backup", ignore_errors=True)
+        if self.mirror is not None:
+            self.shell.run(f"rm -rf {commands.q(self.run_dir + '/backup')}", timeout=30)
+        self._end_attempt(None)
+        self.save_end(state="finished")
+        self.out.line(f"Slurm job {self.job_id} completed")
+        self.out.line(summary(self.local_dir))
+        return 0
+
+
+def preflight(shell: HostShell, code: str) -> tuple[str, str, list[str]]:
+    """The python the tasks run, the absolute workdir, and what stops a submission."""
+    probe = _probe(shell, code)
+    host = shell.host
+    problems = []
+    if not probe.facts.get("tensorflow"):
+        problems.append(f"TensorFlow is not installed for {probe.python} (fab deploy --venv)")
+    if not host.local and not probe.facts.get("deployed"):
+        problems.append("the local trainer/ is not deployed there (run fab deploy)")
+    check = " ".join(f"command -v {c} >/dev/null || echo {c};" for c in SLURM_COMMANDS)
+    missing = shell.run(check, timeout=30).stdout.split()
+    if missing:
+        problems.append(
+            f"Slurm's {', '.join(missing)} not found on {host.label}: is it a Slurm login "
+            "node (and is SLURM_CONF set, if your cluster needs it)?"
+        )
+    return probe.python, str(probe.facts["workdir"]), problems
+
+
+def train(
+    settings: Settings,
+    out: Output,
+    host: Host,
+    args: list[str],
+    user_env: dict[str, str],
+    code: str,
+    start_timeout: float,
+    grace: float,
+    interval: float,
+    stall_timeout: float,
+    max_restarts: int,
+) -> int:
+    """Submit the run as one Slurm job and watch it to its end."""
+    assert host.slurm is not None
+    try:
+        shell = open_shell(host, settings.ssh)
+    except HostError as exc:
+        raise failed_hosts("connecting", [exc]) from None
+    try:
+        try:
+            python, workdir, problems = preflight(shell, code)
+        except HostError as exc:
+            raise failed_hosts("preflight", [exc]) from None
+        if problems:
+            raise UserError(
+                "preflight failed:\n" + "\n".join(f"  {host.label}: {p}" for p in problems)
+            )
+        run_id = new_run_id()
+        local_dir = (settings.runs_dir / run_id).resolve()
+        run_dir = str(local_dir) if host.local else f"{workdir}/runs/{run_id}"
+        script = script_for(host, host.slurm, run_id, workdir, code, python, args, sorted(user_env))
+        local_dir.mkdir(parents=True, exist_ok=False)
+        out.open_log(local_dir / "launcher.log")
+        (local_dir / SCRIPT_NAME).write_text(script, encoding="utf-8")
+        if not host.local:
+            made = shell.run(f"mkdir -p {commands.q(run_dir)}", timeout=30)
+            if made.code != 0:
+                raise UserError(f"{host.label}: cannot create {run_dir}: {made.stderr.strip()}")
+            shell.write_file(f"{run_dir}/{SCRIPT_NAME}", script.encode(), 0o644)
+        entry = host_entry(host, python, run_dir)
+        spec = host.slurm
+        cluster: dict[str, Any] = {
+            "run_id": run_id,
+            "created": time.time(),
+            "finished": None,
+            "state": "starting",
+            "scheduler": "slurm",
+            "slurm": {
+                "line": entry["line"],
+                "login": host.label,
+                "run_dir": run_dir,
+                "script": SCRIPT_NAME,
+                "workers": spec.workers,
+                "tasks_per_node": spec.tasks_per_node,
+                "partition": spec.partition,
+                "gres": spec.gres,
+                "time": spec.time,
+                "job_id": None,
+                "job_ids": [],
+            },
+            "hosts_file": str(settings.hosts_file.resolve()),
+            "hosts": [],
+            "tf_config_cluster": {"worker": []},
+            "trainer_args": args,
+            "dataset": _option(args, "--dataset"),
+            "epochs": _int_or_none(_option(args, "--epochs")),
+            "exit_codes": {},
+            "failure": None,
+            "restarts": 0,
+            "max_restarts": max_restarts,
+            "attempts": [],
+            "env": sorted(user_env),
+            "launcher": launcher_identity(),
+        }
+        env = dict(user_env)
+        job = SlurmJob(
+            shell,
+            spec,
+            run_dir,
+            local_dir,
+            cluster,
+            out,
+            env,
+            entry,
+            start_timeout,
+            grace,
+            interval,
+            stall_timeout,
+            max_restarts,
+        )
+        job.save()
+        where = "this machine" if host.local else f"ssh {host.ssh_target}"
+        out.line(
+            f"run {run_id}: {spec.workers} worker(s) as one Slurm job, run directory {local_dir}"
+        )
+        out.line(
+            f"[slurm] submitting {run_dir}/{SCRIPT_NAME} on {host.label} ({where}), "
+            f"tasks run {python}"
+        )
+        if user_env:
+            out.line(
+                f"environment passed to workers: {', '.join(sorted(user_env))} (values hidden)"
+            )
+        try:
+            return job.run()
+        finally:
+            out.close()
+    finally:
+        shell.close()
+
+
+def _read_remote_json(shell: HostShell, path: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(shell.read_range(path, 0, 1 << 20))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def status(settings: Settings, out: Output, local_dir: Path, cluster: dict[str, Any]) -> int:
+    """The job's queue state, then each task like `fab status` shows a worker."""
+    host, run_dir, job_id = login_of(cluster)
+    shell = open_shell(host, settings.ssh)
+    try:
+        info = query(shell, job_id) if job_id else None
+        out.line(f"run {cluster.get('run_id')}: {cluster.get('state')}  ({local_dir})")
+        state = info.describe() if info else "not known to Slurm any more"
+        out.line(f"Slurm job {job_id or '-'} on {host.label}: {state}")
+        rows = [["#", "node", "progress", "updated"]]
+        now = time.time()
+        entries = {int(e["index"]): e for e in cluster.get("hosts", []) if "index" in e}
+        workers = int((cluster.get("slurm") or {}).get("workers") or len(entries))
+        for i in range(workers):
+            path = commands.worker_dir(run_dir, i) + "/status.json"
+            st = (
+                read_status(Path(path)) if host.local else _read_remote_json(shell, path)
+            ) or read_status(local_dir / "workers" / str(i) / "status.json")
+            upd = st.get("updated") if st else None
+            ago = f"{now - upd:.0f} s ago" if isinstance(upd, (int, float)) else "-"
+            node = str(entries.get(i, {}).get("name", "-"))
+            rows.append([str(i), node, progress_text(st), ago])
+        out.lines(_table(rows))
+        failure = cluster.get("failure")
+        if isinstance(failure, dict):
+            out.line(
+                f"failure: worker {failure.get('index')} ({failure.get('host')}) "
+                f"{failure.get('reason')}"
+            )
+    finally:
+        shell.close()
+    return 0
+
+
+def stop(
+    settings: Settings, out: Output, local_dir: Path, cluster: dict[str, Any], grace: float
+) -> int:
+    """scancel the run's job and wait until Slurm says it ended."""
+    host, _, job_id = login_of(cluster)
+    if cluster.get("state") in ("starting", "running"):
+        cluster.update(state="stopped", finished=time.time())
+        write_json_atomic(local_dir / "cluster.json", cluster)
+    if not job_id:
+        out.line(f"run {cluster.get('run_id')}: no Slurm job was submitted")
+        return 0
+    shell = open_shell(host, settings.ssh)
+    try:
+        before = query(shell, job_id)
+        if before is not None and before.ended:
+            out.line(f"[slurm] job {job_id} not running ({before.describe()})")
+            return 0
+        after = cancel_and_wait(shell, job_id, grace + 120)
+    finally:
+        shell.close()
+    was = before.describe() if before else "unknown"
+    now = after.describe() if after else "gone"
+    out.line(f"[slurm] job {job_id} cancelled (was {was}, now {now})")
+    return 0
+
+
+def fetch(
+    settings: Settings,
+    out: Output,
+    local_dir: Path,
+    cluster: dict[str, Any],
+    follow: bool,
+    interval: float,
+) -> int:
+    """Mirror the run directory from the login host (all tasks share it), once or until the
+    job ends."""
+    host, run_dir, job_id = login_of(cluster)
+    if host.local:
+        out.line(f"the run directory is on this machine ({local_dir}): nothing to fetch")
+        return 0
+    shell = open_shell(host, settings.ssh)
+    try:
+        mirror = Mirror(shell, run_dir, local_dir)
+        while True:
+            mirror.sync()
+            if not follow:
+                break
+            info = query(shell, job_id) if job_id else None
+            if info is None or info.ended:
+                mirror.sync()
+                break
+            time.sleep(interval)
+        out.line(f"fetched {mirror.bytes_received} bytes from {host.label} into {local_dir}")
+    finally:
+        shell.close()
+    return 0
+
+
+def export(host: Host, args: Sequence[str], code: str) -> str:
+    """The sbatch script `fab train` would submit, for users who submit jobs themselves."""
+    if host.slurm is None:
+        raise UserError(
+            f"fab export --slurm needs a scheduler=slurm line in the hosts file, e.g. "
+            f"`login.cluster scheduler=slurm workers=4 partition=gpu` (line {host.line} is "
+            f"{host.name})"
+        )
+    python = host.python or (sys.executable if host.local else "python3")
+    return script_for(host, host.slurm, new_run_id(), host.workdir, code, python, args)

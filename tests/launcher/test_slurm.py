@@ -1,0 +1,226 @@
+"""The Slurm target's pure parts: hosts-file lines, the sbatch script, and what Slurm's commands
+print (scontrol, sacct, sbatch, srun's report), from tables of real output; plus
+`fab export --slurm` with the real `fab`. Jobs on a real Slurm are in test_slurm_train.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from launcher.hosts import HostsFileError, parse_hosts
+from launcher.slurm import (
+    SlurmSpec,
+    TaskFailure,
+    first_cause,
+    parse_allocation,
+    parse_job,
+    parse_job_id,
+    parse_srun_failures,
+    render_sbatch,
+    valid_time,
+)
+from tests.launcher.helpers import run_fab
+
+LINE = (
+    "login.cluster scheduler=slurm workers=8 tasks_per_node=2 partition=gpu gres=gpu:4 "
+    "time=02:00:00 workdir=/shared/tfjobs"
+)
+
+
+def test_slurm_line_is_parsed() -> None:
+    (host,) = parse_hosts(LINE + "\n", "h.txt")
+    assert host.slurm == SlurmSpec(8, 2, "gpu", "gpu:4", "02:00:00")
+    assert host.slurm.nodes == 4
+    assert not host.local and host.workdir == "/shared/tfjobs"
+    (local,) = parse_hosts("localhost scheduler=slurm workers=2 python=/v/bin/python\n")
+    assert local.local and local.slurm == SlurmSpec(2) and local.python == "/v/bin/python"
+    (ssh,) = parse_hosts("alice@login port=2222 scheduler=slurm workers=3 tasks_per_node=2\n")
+    assert ssh.ssh_target == "alice@login:2222" and ssh.slurm is not None
+    assert ssh.slurm.nodes == 2
+
+
+BAD = [
+    ("login scheduler=pbs workers=2", "'scheduler=pbs' unknown scheduler; allowed: slurm"),
+    ("login scheduler=slurm", "'scheduler=slurm' needs workers=N"),
+    ("login scheduler=slurm workers=0", "'workers=0' workers must be a whole number"),
+    ("login scheduler=slurm workers=2 tasks_per_node=x", "tasks_per_node must be a whole"),
+    ("login scheduler=slurm workers=2 partition=-x", "partition must be a Slurm partition"),
+    ("login scheduler=slurm workers=2 gres=4:gpu", "'gres=4:gpu' gres must be NAME[:TYPE]"),
+    ("login scheduler=slurm workers=2 time=25:61:00", "'time=25:61:00' time must be a Slurm"),
+    ("login scheduler=slurm workers=2 addr=10.0.0.1", "addr does not apply to scheduler=slurm"),
+    ("gpu-a workers=2", "'workers=2' workers only applies to a scheduler=slurm line"),
+    ("gpu-a partition=gpu", "partition only applies to a scheduler=slurm line"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), BAD, ids=[b[0][6:40] for b in BAD])
+def test_bad_slurm_line_names_file_line_and_value(line: str, message: str) -> None:
+    with pytest.raises(HostsFileError) as err:
+        parse_hosts(f"# cluster\n{line}\n", "hosts.txt")
+    text = str(err.value)
+    assert text.startswith("hosts.txt:2: '") and message in text, text
+    assert "\n" not in text
+
+
+def test_slurm_line_cannot_be_mixed_with_other_lines() -> None:
+    with pytest.raises(HostsFileError) as err:
+        parse_hosts("login scheduler=slurm workers=2\ngpu-b tf_port=23457\n", "hosts.txt")
+    assert str(err.value) == (
+        "hosts.txt:2: 'gpu-b' a scheduler=slurm line (line 1) must be the only line: Slurm "
+        "runs every worker; set workers= on that line, or use SSH lines without it"
+    )
+    with pytest.raises(HostsFileError, match=r"hosts.txt:1: 'gpu-a' a scheduler=slurm line"):
+        parse_hosts("gpu-a\nlogin scheduler=slurm workers=2\n", "hosts.txt")
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("30", True),
+        ("30:00", True),
+        ("02:00:00", True),
+        ("1-0", True),
+        ("1-12:30", True),
+        ("2-23:59:59", True),
+        ("1:60", False),
+        ("1-24", False),
+        ("2h", False),
+        ("", False),
+        ("1:2:3:4", False),
+    ],
+)
+def test_time_limits(text: str, ok: bool) -> None:
+    assert valid_time(text) is ok
+
+
+def test_script_asks_for_the_line_and_keeps_secrets_and_quoting_out(tmp_path: Path) -> None:
+    spec = SlurmSpec(8, 2, "gpu", "gpu:4", "02:00:00")
+    script = render_sbatch(
+        spec,
+        "20261130-010203-abcd",
+        "\"$HOME\"/'tfjobs/code/0123'",
+        "/opt/venv/bin/python",
+        23456,
+        ["--dataset", "digits", "--trainer-note", "it's $(x)"],
+        ["WANDB_API_KEY"],
+    )
+    for directive in (
+        "--job-name=tfcluster-20261130-010203-abcd",
+        "--nodes=4",
+        "--ntasks=8",
+        "--ntasks-per-node=2",
+        "--partition=gpu",
+        "--gres=gpu:4",
+        "--time=02:00:00",
+        "--output=slurm-%j.out",
+    ):
+        assert f"#SBATCH {directive}\n" in script
+    assert "srun --kill-on-bad-exit=1 --distribution=block" in script
+    assert "/opt/venv/bin/python -m trainer.slurm_env --tf-port 23456" in script
+    assert "'it'\"'\"'s $(x)'" in script  # quoted, never run
+    assert "WANDB_API_KEY" in script  # the name only: values travel in a 0600 file
+    checked = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
+    assert checked.returncode == 0, checked.stderr
+    bare = render_sbatch(SlurmSpec(1), "r", "/c", "python3", 1, [])
+    assert "--partition" not in bare and "--gres" not in bare and "--time" not in bare
+
+
+def test_sbatch_job_id() -> None:
+    assert parse_job_id("42\n") == "42"
+    assert parse_job_id("42;cluster-a\n") == "42"
+    with pytest.raises(ValueError, match="sbatch printed no job id"):
+        parse_job_id("sbatch: error: invalid partition specified: gpu\n")
+
+
+# Real output of Slurm 22.05 on the test cluster (shortened where marked).
+SCONTROL_RUNNING = (
+    "JobId=2 JobName=job.sh UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=4294901758 "
+    "Nice=0 Account=(null) QOS=(null) JobState=RUNNING Reason=None Dependency=(null) Requeue=1 "
+    "Restarts=0 BatchFlag=1 Reboot=0 ExitCode=0:0 RunTime=00:00:00 TimeLimit=UNLIMITED "
+    "NodeList=vm BatchHost=vm NumNodes=1 NumCPUs=2 NumTasks=2 CPUs/Task=1 Power= "
+)
+SCONTROL_PENDING = (
+    "JobId=7 JobName=tfcluster-x UserId=root(0) JobState=PENDING Reason=Resources "
+    "Dependency=(null) ExitCode=0:0 NodeList=(null) NumNodes=2-2"
+)
+SCONTROL_FAILED = "JobId=2 JobState=FAILED Reason=NonZeroExitCode ExitCode=143:0 NodeList=vm"
+SACCT = (
+    "5|FAILED|1:0|node[1-2]|None\n5.batch|FAILED|1:0|node1|\n5.0|CANCELLED by 0|0:9|node[1-2]|\n"
+)
+
+
+def test_job_state_from_scontrol_or_sacct() -> None:
+    running = parse_job(SCONTROL_RUNNING, "2")
+    assert running is not None
+    assert (running.state, running.reason, running.nodelist) == ("RUNNING", "", "vm")
+    assert running.describe() == "running on vm" and not running.ended
+    pending = parse_job(SCONTROL_PENDING, "7")
+    assert pending is not None and pending.describe() == "pending (Resources)"
+    assert pending.nodelist == ""
+    failed = parse_job(SCONTROL_FAILED, "2")
+    assert failed is not None and failed.ended
+    assert failed.describe() == "failed (ExitCode 143:0)"
+    acct = parse_job(SACCT, "5")
+    assert acct is not None and acct.state == "FAILED" and acct.nodelist == "node[1-2]"
+    assert acct.steps == (
+        ("batch", "FAILED", "1:0", "node1"),
+        ("0", "CANCELLED", "0:9", "node[1-2]"),
+    )
+    assert parse_job("Slurm accounting storage is disabled\n", "5") is None
+    assert parse_job("", "5") is None
+
+
+def test_srun_names_the_task_that_failed() -> None:
+    exited = (
+        "srun: error: vm: task 1: Exited with exit code 3\n"
+        "srun: launch/slurm: _step_signal: Terminating StepId=2.0\n"
+        "srun: error: vm: task 0: Terminated\n"
+        "srun: Force Terminated StepId=2.0\n"
+    )
+    report = parse_srun_failures(exited)
+    assert report == [
+        TaskFailure(1, "vm", "Exited with exit code 3"),
+        TaskFailure(0, "vm", "Terminated"),
+    ]
+    assert first_cause(report) == report[0] and report[0].exit_code == 3
+    assert report[1].exit_code == -15 and report[1].collateral
+    # Killed after a peer was terminated: the kill is the cause, whatever the order.
+    killed = parse_srun_failures(
+        "srun: error: n2: task 0: Terminated\nsrun: error: n1: tasks 1-2,4: Killed\n"
+    )
+    assert [(f.task, f.node, f.exit_code) for f in killed] == [
+        (0, "n2", -15),
+        (1, "n1", -9),
+        (2, "n1", -9),
+        (4, "n1", -9),
+    ]
+    cause = first_cause(killed)
+    assert cause is not None and cause.task == 1
+    assert first_cause([]) is None
+
+
+def test_allocation_file() -> None:
+    assert parse_allocation("12\nnode[1-2]\n2(x2)\n") == ("12", "node[1-2]", "2(x2)")
+    assert parse_allocation("12\n") is None
+
+
+def test_fab_export_prints_the_script_fab_train_submits(tmp_path: Path) -> None:
+    (tmp_path / "hosts.txt").write_text(LINE + " python=/shared/venv/bin/python\n")
+    out = run_fab(tmp_path, "export", "--slurm", "--dataset", "digits", "--epochs", "3")
+    assert out.returncode == 0, out.stderr
+    script = out.stdout
+    assert script.startswith("#!/bin/sh\n#SBATCH --job-name=tfcluster-")
+    assert "#SBATCH --gres=gpu:4\n" in script
+    assert 'cd "$HOME"/\'' not in script and "cd /shared/tfjobs/code/" in script
+    assert "/shared/venv/bin/python -m trainer.slurm_env --tf-port 23456" in script
+    assert script.rstrip().endswith('--run-dir "$run_dir" --epochs 3 --dataset digits')
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "hosts.txt").write_text("gpu-a\n")
+    refused = run_fab(tmp_path, "export", "--slurm")
+    assert refused.returncode == 1
+    assert "needs a scheduler=slurm line in the hosts file" in refused.stderr
+    bare = run_fab(tmp_path, "export")
+    assert bare.returncode == 2 and "--slurm" in bare.stderr
