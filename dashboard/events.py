@@ -27,6 +27,18 @@ import google_crc32c
 import numpy as np
 from tensorboard.compat.proto import event_pb2
 
+from dashboard.series import MAX_POINTS_PER_SERIES, Arrays, PointBuffer
+
+__all__ = [
+    "Arrays",
+    "EventDirectory",
+    "PollResult",
+    "Problem",
+    "Series",
+    "read_scalars",
+    "scalar_of",
+]
+
 _MASK_DELTA = 0xA282EAD8
 _U32 = 0xFFFFFFFF
 _HEADER = struct.Struct("<QI")
@@ -36,15 +48,15 @@ _FLOAT = struct.Struct("<f")
 # A header whose CRC is right but which announces more than this is treated as damage:
 # no scalar event comes near it, and trusting it would make the reader wait forever.
 _MAX_RECORD = 64 << 20
+# New bytes are read and parsed this many at a time, so that a huge file never sits whole
+# in memory (a single larger record doubles it for that record).
+READ_CHUNK = 16 << 20
 # Bytes compared at the start of a file on every poll, to notice a file rewritten in place.
 _HEAD_BYTES = 64
 # What TF2's scalar summary puts between the tag and the float: field 8 (tensor, 10 bytes)
 # holding dtype DT_FLOAT, an empty shape and a 4-byte tensor_content.
 _TF2_FLOAT_TENSOR = b"\x42\x0a\x08\x01\x12\x00\x22\x04"
 _EVENT_FILE = re.compile(r"tfevents\.(\d+)")
-
-# One tag's points as numpy arrays: (steps int64, wall times float64, values float64).
-Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 if google_crc32c.implementation != "c":  # pragma: no cover - depends on the wheel
     raise ImportError("google-crc32c has no C extension here: reading events would crawl")
@@ -70,30 +82,65 @@ def frame_record(data: bytes) -> bytes:
 
 
 class Series:
-    """One tag's points in the order they were read: steps, wall times (unix s), values."""
+    """One tag's points in the order they were read: steps, wall times (unix s), values.
 
-    __slots__ = ("steps", "values", "walls")
+    The parser appends to compact staging arrays (the fastest append Python has); at the end
+    of each chunk they move in one copy into a bounded :class:`PointBuffer`, which keeps at
+    most ``limit`` points (older ones thinned, see dashboard.series).
+    """
 
-    def __init__(self) -> None:
-        self.steps = array("q")
-        self.walls = array("d")
-        self.values = array("d")
+    __slots__ = ("_buffer", "new_steps", "new_values", "new_walls")
+
+    def __init__(self, limit: int = MAX_POINTS_PER_SERIES) -> None:
+        self._buffer = PointBuffer(limit)
+        self.new_steps = array("q")
+        self.new_walls = array("d")
+        self.new_values = array("d")
 
     def __len__(self) -> int:
-        return len(self.steps)
+        return len(self._buffer) + len(self.new_steps)
 
     def append(self, step: int, wall: float, value: float) -> None:
-        self.steps.append(step)
-        self.walls.append(wall)
-        self.values.append(value)
+        self.new_steps.append(step)
+        self.new_walls.append(wall)
+        self.new_values.append(value)
+
+    def flush(self) -> None:
+        """Move staged points into the buffer (the staging arrays are emptied in place)."""
+        if not self.new_steps:
+            return
+        self._buffer.extend(
+            np.frombuffer(self.new_steps, dtype=np.int64),
+            np.frombuffer(self.new_walls, dtype=np.float64),
+            np.frombuffer(self.new_values, dtype=np.float64),
+        )
+        del self.new_steps[:], self.new_walls[:], self.new_values[:]
+
+    def arrays(self) -> Arrays:
+        """Read-only views of the kept points: no copy, later reads never change them."""
+        self.flush()
+        return self._buffer.arrays()
 
     def to_numpy(self) -> Arrays:
-        """Copies (steps, walls, values): later appends must not move memory under a view."""
-        return (
-            np.array(self.steps, dtype=np.int64),
-            np.array(self.walls, dtype=np.float64),
-            np.array(self.values, dtype=np.float64),
-        )
+        """Writable copies of (steps, walls, values)."""
+        return tuple(np.array(column) for column in self.arrays())  # type: ignore[return-value]
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self.arrays()[0]
+
+    @property
+    def walls(self) -> np.ndarray:
+        return self.arrays()[1]
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.arrays()[2]
+
+    @property
+    def thinned(self) -> int:
+        """Points dropped so far to stay within the bound."""
+        return self._buffer.thinned
 
 
 @dataclass(frozen=True)
@@ -132,21 +179,25 @@ class _Sink:
     """Where decoded scalars go, with a per-tag cache of bound append methods."""
 
     series: dict[str, Series] = field(default_factory=dict)
+    limit: int = MAX_POINTS_PER_SERIES
     appenders: dict[bytes, tuple[Any, Any, Any]] = field(default_factory=dict)
     # Record headers (length + its CRC) already checked, and the repeating bytes of each
     # tag's scalar records: both only ever speed up, never change, what is decoded.
     good_headers: set[bytes] = field(default_factory=set)
     templates: dict[bytes, tuple[tuple[Any, Any, Any], bytes]] = field(default_factory=dict)
 
+    def named(self, name: str) -> Series:
+        series = self.series.get(name)
+        if series is None:
+            series = self.series[name] = Series(self.limit)
+        return series
+
     def appender(self, tag: bytes) -> tuple[Any, Any, Any]:
         entry = self.appenders.get(tag)
         if entry is not None:
             return entry
-        name = tag.decode("utf-8", "replace")
-        series = self.series.get(name)
-        if series is None:
-            series = self.series[name] = Series()
-        entry = (series.steps.append, series.walls.append, series.values.append)
+        series = self.named(tag.decode("utf-8", "replace"))
+        entry = (series.new_steps.append, series.new_walls.append, series.new_values.append)
         self.appenders[tag] = entry
         return entry
 
@@ -175,17 +226,46 @@ def _event_file_key(path: Path) -> tuple[int, str]:
 class EventDirectory:
     """Every event file of one directory, read incrementally into one series per tag.
 
-    Not thread-safe: callers that share one instance between threads hold a lock.
+    Not thread-safe: callers that share one instance between threads hold a lock. It
+    pickles (without its decoding caches, which it rebuilds), so a first load can be done
+    in another process and carried on here.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], max_problems: int = 50) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        max_problems: int = 50,
+        max_points: int = MAX_POINTS_PER_SERIES,
+    ) -> None:
         self.directory = Path(directory)
         self.series: dict[str, Series] = {}
         self.problems: deque[Problem] = deque(maxlen=max_problems)
         self.events = 0
         self.resets = 0
+        self.max_points = max_points
         self._files: dict[str, _FileState] = {}
-        self._sink = _Sink(self.series)
+        self._sink = _Sink(self.series, max_points)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_sink"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._sink = _Sink(self.series, self.max_points)
+
+    def unread_bytes(self) -> int:
+        """Bytes on disk not read yet (a cheap listing and stat, nothing is parsed)."""
+        total = 0
+        for path in self._list_files():
+            state = self._files.get(path.name)
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            total += max(0, size - (state.offset + state.pending if state else 0))
+        return total
 
     @property
     def pending_bytes(self) -> int:
@@ -207,7 +287,7 @@ class EventDirectory:
 
     def _clear(self) -> None:
         self.series.clear()
-        self._sink = _Sink(self.series)
+        self._sink = _Sink(self.series, self.max_points)
         self._files.clear()
         self.events = 0
         self.resets += 1
@@ -250,9 +330,11 @@ class EventDirectory:
 
     def _read_file(self, state: _FileState) -> int | None:
         """Parse the new bytes of one file; None when the file was replaced or truncated."""
+        consumed = 0
         try:
             with open(state.path, "rb") as handle:
-                info = os.fstat(handle.fileno())
+                descriptor = handle.fileno()
+                info = os.fstat(descriptor)
                 identity = (info.st_dev, info.st_ino)
                 if state.identity != (0, 0) and identity != state.identity:
                     self._problem(state.path, 0, "file was replaced; reading it again")
@@ -260,13 +342,26 @@ class EventDirectory:
                 if info.st_size < state.offset + state.pending:
                     self._problem(state.path, info.st_size, "file shrank; reading it again")
                     return None
-                if state.head and os.pread(handle.fileno(), len(state.head), 0) != state.head:
+                if state.head and os.pread(descriptor, len(state.head), 0) != state.head:
                     self._problem(state.path, 0, "file was rewritten; reading it again")
                     return None
-                if info.st_size == state.offset + state.pending:
-                    return 0
-                handle.seek(state.offset)
-                buf = handle.read()
+                state.identity = identity
+                chunk = READ_CHUNK
+                while info.st_size > state.offset + state.pending:
+                    buf = os.pread(descriptor, chunk, state.offset)
+                    if not buf:
+                        break
+                    if len(state.head) < _HEAD_BYTES and state.offset == 0:
+                        state.head = buf[:_HEAD_BYTES]
+                    used = self._parse(state, buf)
+                    state.offset += used
+                    state.pending = len(buf) - used
+                    consumed += used
+                    self._flush()
+                    if len(buf) < chunk:
+                        break
+                    # A record longer than the chunk: read it whole next time round.
+                    chunk = chunk * 2 if used == 0 else READ_CHUNK
         except FileNotFoundError:
             if state.identity == (0, 0):
                 return 0
@@ -274,14 +369,11 @@ class EventDirectory:
             return None
         except OSError as error:
             self._problem(state.path, state.offset, f"cannot read: {error.strerror or error}")
-            return 0
-        state.identity = identity
-        if len(state.head) < _HEAD_BYTES and state.offset == 0:
-            state.head = buf[:_HEAD_BYTES]
-        consumed = self._parse(state, buf)
-        state.offset += consumed
-        state.pending = len(buf) - consumed
         return consumed
+
+    def _flush(self) -> None:
+        for series in self.series.values():
+            series.flush()
 
     def _problem(self, path: Path, offset: int, message: str) -> None:
         self.problems.append(Problem(str(path), offset, message))
@@ -436,9 +528,7 @@ class EventDirectory:
             number = scalar_of(value)
             if number is None:
                 continue
-            self._sink.series.setdefault(value.tag, Series()).append(
-                event.step, event.wall_time, number
-            )
+            self._sink.named(value.tag).append(event.step, event.wall_time, number)
             count += 1
         return count
 

@@ -1,0 +1,272 @@
+"""Bounded per-tag point buffers, and the pure functions that shrink them for a browser.
+
+A live run adds a few points per refresh to series that may already hold a million: the
+buffers grow by doubling (amortised O(1) per point, history is never recopied on an append)
+and hand out read-only views, so a refresh costs what was added, not what was kept.
+
+Memory is bounded: a series keeps at most ``MAX_POINTS_PER_SERIES`` points. When it is full
+its older points are thinned to a coarser, uniform resolution that halves as the run grows
+(of each group the minimum and maximum survive, so spikes, dips and the envelope stay
+visible over the whole history), while the newest half of the bound is always exact. A
+200 MB event file thus costs a few MB, however long the run.
+
+What goes to the browser is smaller still: :func:`downsample` keeps ~500 points per line
+(first, last and each bucket's minimum and maximum), and :func:`band` turns many workers'
+lines into one min/median/max band on a common step grid with the outlying workers named.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+# At most this many points per tag and worker: 2.4 MB (int64 step, float64 wall and value).
+MAX_POINTS_PER_SERIES = 100_000
+# Points per line sent to the browser: shape-preserving, and small enough to redraw live.
+LINE_POINTS = 500
+# Above this many workers, per-worker metrics are drawn as a band with outliers named.
+BAND_ABOVE_WORKERS = 8
+_FIRST_CAPACITY = 256
+
+# One tag's points as numpy arrays: (steps int64, wall times float64, values float64).
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+class PointBuffer:
+    """Growable, bounded (step, wall, value) columns; :meth:`arrays` gives stable views.
+
+    Appends write only past the current end and growth or thinning move the points into
+    new arrays, so a view handed out earlier never changes under its holder.
+
+    Kept points are an exact newest part and, once the bound was hit, an older part at one
+    uniform, coarser resolution: every ``stride`` original points of it are represented by
+    their extremes. When full, the exact part's older points move into the coarse part (at
+    its resolution), and when that part passes a quarter of the bound its resolution halves.
+    Each thinning handles at least a quarter of the bound, so an append stays O(1) amortised.
+    """
+
+    __slots__ = ("_coarse", "_size", "_steps", "_values", "_walls", "limit", "stride", "thinned")
+
+    def __init__(self, limit: int = MAX_POINTS_PER_SERIES) -> None:
+        if limit < 16:
+            raise ValueError(f"a series must keep at least 16 points, not {limit}")
+        self.limit = limit
+        self.thinned = 0
+        self.stride = 1
+        self._coarse = 0
+        self._size = 0
+        capacity = min(_FIRST_CAPACITY, limit)
+        self._steps = np.empty(capacity, dtype=np.int64)
+        self._walls = np.empty(capacity, dtype=np.float64)
+        self._values = np.empty(capacity, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def capacity(self) -> int:
+        return len(self._steps)
+
+    @property
+    def exact(self) -> int:
+        """How many of the newest points are kept exactly (at least half the bound)."""
+        return self._size - self._coarse
+
+    def extend(self, steps: np.ndarray, walls: np.ndarray, values: np.ndarray) -> None:
+        """Append points (already in read order); thin the oldest when the bound is hit."""
+        count = len(steps)
+        done = 0
+        while done < count:
+            room = self.limit - self._size
+            if room == 0:
+                self._thin()
+                continue
+            take = min(room, count - done)
+            end = self._size + take
+            if end > self.capacity:
+                self._resize(min(self.limit, max(end, 2 * self.capacity)))
+            self._steps[self._size : end] = steps[done : done + take]
+            self._walls[self._size : end] = walls[done : done + take]
+            self._values[self._size : end] = values[done : done + take]
+            self._size = end
+            done += take
+
+    def arrays(self) -> Arrays:
+        """Read-only views of every kept point: no copy, unaffected by later appends."""
+        size = self._size
+        return (
+            _read_only(self._steps[:size]),
+            _read_only(self._walls[:size]),
+            _read_only(self._values[:size]),
+        )
+
+    def _resize(self, capacity: int) -> None:
+        size = self._size
+        for name in ("_steps", "_walls", "_values"):
+            old = getattr(self, name)
+            new = np.empty(capacity, dtype=old.dtype)
+            new[:size] = old[:size]
+            setattr(self, name, new)
+
+    def _thin(self) -> None:
+        """Move the exact part's older points into the coarse part (into new arrays)."""
+        coarse, size, quarter = self._coarse, self._size, self.limit // 4
+        movable = size - coarse - self.limit // 2
+        group = min(2 * self.stride, movable & ~1)
+        moved = (movable // group) * group
+        keep = [np.arange(coarse), coarse + extremes(self._values[coarse : coarse + moved], group)]
+        kept_coarse = coarse + len(keep[1])
+        if kept_coarse > quarter:
+            # Halve the coarse part's resolution: two of every four of its points.
+            whole = kept_coarse & ~3
+            joined = np.concatenate(keep)
+            keep = [joined[extremes(self._values[joined[:whole]], 4)], joined[whole:]]
+            self.stride *= 2
+        keep.append(np.arange(coarse + moved, size))
+        order = np.concatenate(keep)
+        for name in ("_steps", "_walls", "_values"):
+            old = getattr(self, name)
+            new = np.empty(self.capacity, dtype=old.dtype)
+            new[: len(order)] = old[order]
+            setattr(self, name, new)
+        self._coarse = len(order) - (size - coarse - moved)
+        self.thinned += size - len(order)
+        self._size = len(order)
+
+
+def extremes(values: np.ndarray, group: int) -> np.ndarray:
+    """Indices keeping two points of every ``group``: the group's minimum and maximum.
+
+    The classic min/max decimation: a spike or a dip is the extreme of its group, so it
+    survives any number of thinnings. NaNs are passed over (a group of only NaNs keeps its
+    first and last point). ``len(values)`` must be a multiple of ``group`` (>= 2).
+    """
+    groups = np.asarray(values, dtype=np.float64).reshape(-1, group)
+    nan = np.isnan(groups)
+    low = np.where(nan, np.inf, groups).argmin(axis=1)
+    high = np.where(nan, -np.inf, groups).argmax(axis=1)
+    same = low == high
+    high = np.where(same, np.where(low == group - 1, 0, group - 1), high)
+    base = group * np.arange(len(groups))
+    return (base[:, None] + np.sort(np.stack([low, high], axis=1), axis=1)).ravel()
+
+
+def downsample(values: np.ndarray, limit: int = LINE_POINTS) -> np.ndarray:
+    """Indices of at most ``limit`` points that keep a line's shape.
+
+    The first and last points are always kept; the rest is cut into ``(limit - 2) // 2``
+    equal buckets, each contributing its minimum and maximum (in their original order), so
+    spikes, dips and the envelope of a noisy line look as with every point. A NaN counts as
+    a bucket's extreme, so a gap in the data stays a gap. Pure: values in, sorted indices out.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    count = len(values)
+    if count <= limit:
+        return np.arange(count)
+    if limit < 4:
+        raise ValueError(f"downsampling keeps at least 4 points, not {limit}")
+    buckets = (limit - 2) // 2
+    inner = values[1:-1]
+    size = -(-len(inner) // buckets)
+    whole = (len(inner) // size) * size
+    grid = inner[:whole].reshape(-1, size)
+    starts = np.arange(len(grid)) * size
+    picked = [starts + grid.argmin(axis=1), starts + grid.argmax(axis=1)]
+    if whole < len(inner):
+        rest = inner[whole:]
+        picked.append(np.array([whole + rest.argmin(), whole + rest.argmax()]))
+    indices = np.unique(np.concatenate(picked)) + 1
+    return np.concatenate(([0], indices, [count - 1]))
+
+
+@dataclass(frozen=True)
+class Band:
+    """Many workers' lines as one band on a common step grid, plus the workers that stray.
+
+    ``low``/``median``/``high`` are the minimum, median and maximum across workers at each
+    grid step (NaN where no worker has data); ``outliers`` are worker indices, most
+    deviant first, whose line lies outside the crowd for a sustained part of the run.
+    """
+
+    steps: np.ndarray
+    low: np.ndarray
+    median: np.ndarray
+    high: np.ndarray
+    outliers: tuple[int, ...]
+    workers: int
+
+
+def band(
+    lines: Mapping[int, tuple[np.ndarray, np.ndarray]],
+    points: int = LINE_POINTS,
+    threshold: float = 3.5,
+    sustained: float = 0.1,
+    max_outliers: int = 3,
+) -> Band:
+    """The min/median/max band of per-worker (steps, values) lines and their outliers.
+
+    Steps are cut into at most ``points`` equal buckets over the union of every worker's
+    range (every integer step when the range is that short); a worker's value in a bucket
+    is the mean of its points there, interpolated from its neighbours where it logged
+    none, and NaN outside its own range. A worker is an outlier when its distance from the
+    median exceeds ``threshold`` robust deviations (1.4826 x the median absolute
+    deviation across workers, floored at 0.1 % of the median) in at least ``sustained`` of
+    the buckets it covers; at most ``max_outliers`` are named, largest mean deviation first.
+    """
+    order = sorted(index for index, (steps, _) in lines.items() if len(steps))
+    if not order:
+        empty = np.empty(0)
+        return Band(empty, empty, empty, empty, (), 0)
+    first = min(int(np.min(lines[i][0])) for i in order)
+    last = max(int(np.max(lines[i][0])) for i in order)
+    span = last - first + 1
+    buckets = min(points, span)
+    width = span / buckets
+    grid = first + (np.arange(buckets) + 0.5) * width - 0.5 if span > points else None
+    steps_out = grid if grid is not None else np.arange(first, last + 1, dtype=np.float64)
+    matrix = np.full((len(order), buckets), np.nan)
+    for row, index in enumerate(order):
+        steps, values = lines[index]
+        steps = np.asarray(steps)
+        values = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(values)
+        steps, values = steps[finite], values[finite]
+        if not len(steps):
+            continue
+        slot = np.minimum(((steps - first) / width).astype(np.int64), buckets - 1)
+        sums = np.bincount(slot, weights=values, minlength=buckets)
+        counts = np.bincount(slot, minlength=buckets)
+        filled = counts > 0
+        means = np.divide(sums, counts, out=np.full(buckets, np.nan), where=filled)
+        covered = np.arange(slot.min(), slot.max() + 1)
+        have = np.flatnonzero(filled)
+        matrix[row, covered] = np.interp(covered, have, means[have])
+    # All-NaN columns (a step no worker logged) are expected: NaN out, no warning.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low = np.nanmin(matrix, axis=0)
+        median = np.nanmedian(matrix, axis=0)
+        high = np.nanmax(matrix, axis=0)
+        deviation = np.abs(matrix - median)
+        mad = 1.4826 * np.nanmedian(deviation, axis=0)
+        z = deviation / np.maximum(np.maximum(mad, 1e-3 * np.abs(median)), 1e-12)
+        covered_count = np.sum(np.isfinite(z), axis=1)
+        far = np.sum(z > threshold, axis=1)
+        strength = np.nanmean(z, axis=1)
+    candidates = [
+        (float(strength[row]), order[row])
+        for row in range(len(order))
+        if covered_count[row] and far[row] >= sustained * covered_count[row]
+    ]
+    candidates.sort(key=lambda item: (-item[0], item[1]))
+    outliers = tuple(index for _, index in candidates[:max_outliers])
+    return Band(steps_out, low, median, high, outliers, len(order))

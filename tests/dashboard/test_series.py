@@ -1,0 +1,133 @@
+"""Bounded point buffers, shape-preserving downsampling and the many-worker band."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dashboard.series import (
+    LINE_POINTS,
+    PointBuffer,
+    band,
+    downsample,
+    extremes,
+)
+
+
+def columns(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    steps = np.arange(start, stop, dtype=np.int64)
+    return steps, steps * 0.5 + 1000.0, np.sin(steps / 50.0)
+
+
+def test_views_handed_out_never_change_while_the_buffer_grows() -> None:
+    buffer = PointBuffer(limit=1_000_000)
+    buffer.extend(*columns(0, 10))
+    first = buffer.arrays()
+    capacities = set()
+    for start in range(10, 5010, 10):
+        buffer.extend(*columns(start, start + 10))
+        capacities.add(buffer.capacity)
+    assert list(first[0]) == list(range(10))
+    steps, walls, values = buffer.arrays()
+    assert list(steps) == list(range(5010))
+    assert np.array_equal(values, np.sin(steps / 50.0))
+    assert np.array_equal(walls, steps * 0.5 + 1000.0)
+    # Doubling: a handful of sizes, not one per append.
+    assert sorted(capacities) == [256 * 2**k for k in range(len(capacities))]
+    with pytest.raises(ValueError):
+        steps[0] = 5
+
+
+def test_full_buffer_thins_the_old_half_keeps_the_new_exact_and_the_spikes() -> None:
+    limit = 4000
+    buffer = PointBuffer(limit=limit)
+    total = 100_000
+    steps = np.arange(total, dtype=np.int64)
+    values = np.cos(steps / 300.0)
+    values[1234] = 50.0  # a spike early on
+    values[2345] = -50.0  # and a dip
+    values[3456] = np.nan
+    values[90_000] = 30.0
+    held = None
+    for start in range(0, total, 333):
+        part = slice(start, start + 333)
+        buffer.extend(steps[part], steps[part] * 1.0, values[part])
+        assert len(buffer) <= limit
+        if start == 0:
+            held = buffer.arrays()
+    kept_steps, kept_walls, kept_values = buffer.arrays()
+    assert held is not None and list(held[0]) == list(range(333))
+    assert np.all(np.diff(kept_steps) > 0)
+    assert list(kept_steps[-limit // 2 :]) == list(range(total - limit // 2, total))
+    assert np.array_equal(kept_walls, kept_steps * 1.0)
+    assert 1234 in kept_steps and 2345 in kept_steps and 90_000 in kept_steps
+    assert buffer.thinned == total - len(buffer)
+    # The whole history at one coarse resolution, not only the most recent stretch.
+    coarse = kept_steps[: len(buffer) - buffer.exact]
+    assert coarse[0] < 2 * buffer.stride
+    assert np.diff(coarse).max() <= 2 * buffer.stride
+    assert np.nanmax(np.abs(kept_values)) == 50.0
+
+
+def test_extremes_keeps_the_minimum_and_maximum_of_each_group() -> None:
+    values = np.array([1.0, 5.0, 0.0, 2.0, 3.0, 3.0, 3.0, 3.0, np.nan, 1.0, np.nan, np.nan])
+    assert list(extremes(values, 4)) == [1, 2, 4, 7, 9, 11]
+    assert list(extremes(values[:4], 2)) == [0, 1, 2, 3]
+
+
+def test_downsample_keeps_ends_and_extremes_within_the_limit() -> None:
+    rng = np.random.default_rng(1)
+    values = np.exp(-np.arange(25_000) / 5000.0) + rng.normal(0, 0.01, 25_000)
+    values[7777] = 9.0
+    values[15000] = -9.0
+    keep = downsample(values)
+    assert len(keep) <= LINE_POINTS
+    assert keep[0] == 0 and keep[-1] == len(values) - 1
+    assert np.all(np.diff(keep) > 0)
+    assert 7777 in keep and 15000 in keep
+    # The envelope of every stretch is there: each 1/50 of the line keeps its extremes.
+    for part in np.array_split(np.arange(len(values)), 50):
+        kept = keep[(keep >= part[0]) & (keep <= part[-1])]
+        assert abs(values[kept].max() - values[part].max()) < 0.05
+        assert abs(values[kept].min() - values[part].min()) < 0.05
+    assert list(downsample(values[:300])) == list(range(300))
+    assert len(downsample(values, limit=10)) <= 10
+
+
+def lines_of(count: int, steps: int = 2000) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(2)
+    grid = np.arange(0, steps, 10)
+    return {index: (grid, 800.0 + rng.normal(0, 5.0, len(grid))) for index in range(count)}
+
+
+def test_band_of_many_workers_names_the_sustained_outlier_only() -> None:
+    lines = lines_of(16)
+    steps, values = lines[5]
+    lines[5] = (steps, values * 0.6)  # a straggler for the whole run
+    steps, values = lines[9]
+    spiked = values.copy()
+    spiked[40] = 5000.0  # one bad sample is not a straggler
+    lines[9] = (steps, spiked)
+
+    result = band(lines, points=100)
+
+    assert result.outliers == (5,)
+    assert result.workers == 16
+    assert len(result.steps) == 100
+    assert np.all(result.low <= result.median) and np.all(result.median <= result.high)
+    assert result.high.max() >= 5000.0 / 2  # the spike is within the max line
+    assert abs(float(np.median(result.median)) - 800.0) < 5.0
+
+
+def test_band_grid_is_every_step_when_short_and_nan_outside_a_worker_range() -> None:
+    lines = {
+        0: (np.arange(0, 50), np.full(50, 1.0)),
+        1: (np.arange(20, 80), np.full(60, 3.0)),
+        2: (np.array([], dtype=np.int64), np.array([])),
+    }
+    result = band(lines, points=500)
+    assert list(result.steps) == list(range(80))
+    assert result.workers == 2
+    assert result.median[10] == 1.0 and result.median[70] == 3.0
+    assert result.low[30] == 1.0 and result.high[30] == 3.0
+    assert band({}).workers == 0
