@@ -75,11 +75,14 @@ def start_command(
     index: int,
     trainer_args: Sequence[str],
 ) -> str:
-    """Start one worker detached in its own session; returns at once (braces close the channel)."""
+    """Start one worker detached in its own session; returns at once (braces close the channel).
+
+    umask 077: on a shared host no other user may read the run (logs, events, the model).
+    """
     wdir = worker_dir(run_dir, index)
     script = worker_script(python, module, run_dir, index, trainer_args)
     return (
-        f"mkdir -p {q(wdir)} && cd {q(code_dir)} && "
+        f"umask 077 && mkdir -p {q(wdir)} && cd {q(code_dir)} && "
         f"{{ setsid nohup sh -c {q(script)} >>{q(wdir + '/worker.log')} 2>&1 </dev/null & }}"
     )
 
@@ -93,7 +96,7 @@ def reset_command(run_dir: str, index: int, note: str) -> str:
     wdir = worker_dir(run_dir, index)
     files = " ".join(q(f"{wdir}/{name}") for name in ATTEMPT_FILES)
     log = q(wdir + "/worker.log")
-    return f"mkdir -p {q(wdir)} && rm -f {files} && printf '%s\\n' {q(note)} >> {log}"
+    return f"umask 077 && mkdir -p {q(wdir)} && rm -f {files} && printf '%s\\n' {q(note)} >> {log}"
 
 
 def poll_command(run_dir: str, index: int) -> str:
@@ -113,24 +116,30 @@ def poll_command(run_dir: str, index: int) -> str:
 
 
 def listing_command(run_dir: str) -> str:
-    """Every file under the run directory: relative path, size, inode, modification time."""
-    return f"cd {q(run_dir)} 2>/dev/null && find . -type f -printf '%P\\t%s\\t%i\\t%T@\\n'"
+    """Every file and link under the run directory: type, size, inode, modification time and
+    relative path, each record ending in NUL (no file name can hold one)."""
+    return (
+        f"cd {q(run_dir)} 2>/dev/null && "
+        "find . \\( -type f -o -type l \\) -printf '%y\\t%s\\t%i\\t%T@\\t%P\\0'"
+    )
 
 
 def stop_command(run_dir: str, index: int, grace: float) -> str:
-    """TERM the worker's process group, wait up to `grace` seconds, then KILL what is left.
+    """TERM the worker's process group, CONT it, wait up to `grace` seconds, then KILL.
 
-    TensorFlow catches SIGTERM and may keep running, hence the KILL. A worker that is just
-    starting may not have written its pgid yet: wait a moment for it.
+    TensorFlow catches SIGTERM and may keep running, hence the KILL; a frozen (SIGSTOPped)
+    process only acts on TERM once continued, hence the CONT. A worker that is just starting
+    may not have written its pgid yet: wait a moment for it. Prints `stopped` or `not running`.
     """
     pg = q(worker_dir(run_dir, index) + "/pgid")
     ticks = max(1, int(grace / 0.2))
     return (
         f"i=0; while [ ! -s {pg} ] && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; "
-        f"[ -s {pg} ] || exit 0; g=$(cat {pg}); "
-        f'kill -TERM -"$g" 2>/dev/null || exit 0; i=0; '
+        f"[ -s {pg} ] || {{ echo not running; exit 0; }}; g=$(cat {pg}); "
+        f'kill -TERM -"$g" 2>/dev/null || {{ echo not running; exit 0; }}; '
+        f'kill -CONT -"$g" 2>/dev/null; i=0; '
         f'while kill -0 -"$g" 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.2; i=$((i+1)); done; '
-        f'kill -KILL -"$g" 2>/dev/null; true'
+        f'kill -KILL -"$g" 2>/dev/null; echo stopped'
     )
 
 
@@ -157,7 +166,8 @@ def lock_command(workdir: str, tf_port: int, run_id: str, run_dir: str, index: i
     locks = q(f"{workdir}/locks")
     content = f"printf '%s\\n' {q(run_id)} {q(run_dir)} {index}"
     return (
-        f"mkdir -p {locks} && if ( set -C; {content} > {lock} ) 2>/dev/null; then echo acquired; "
+        f"umask 077 && mkdir -p {locks} && "
+        f"if ( set -C; {content} > {lock} ) 2>/dev/null; then echo acquired; "
         f"else old=$(sed -n 1p {lock}); dir=$(sed -n 2p {lock}); idx=$(sed -n 3p {lock}); "
         f'pg="$dir/workers/$idx/pgid"; '
         f'if [ -s "$pg" ] && kill -0 -"$(cat "$pg")" 2>/dev/null; then echo "held $old"; '
@@ -167,8 +177,17 @@ def lock_command(workdir: str, tf_port: int, run_id: str, run_dir: str, index: i
 
 
 def unlock_command(workdir: str, tf_port: int, run_id: str) -> str:
+    """Release a run's lock, but never while the worker it names still has a live process.
+
+    Prints `released`, `kept` (its worker lives) or nothing (not this run's lock).
+    """
     lock = q(lock_path(workdir, tf_port))
-    return f'[ "$(sed -n 1p {lock} 2>/dev/null)" = {q(run_id)} ] && rm -f {lock}; true'
+    return (
+        f'[ "$(sed -n 1p {lock} 2>/dev/null)" = {q(run_id)} ] || exit 0; '
+        f'pg="$(sed -n 2p {lock})/workers/$(sed -n 3p {lock})/pgid"; '
+        f'if [ -s "$pg" ] && kill -0 -"$(cat "$pg")" 2>/dev/null; then echo kept; '
+        f"else rm -f {lock} && echo released; fi"
+    )
 
 
 def trainer_args(options: Mapping[str, object]) -> list[str]:

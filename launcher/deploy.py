@@ -74,10 +74,11 @@ def deploy_code(
 
     One round trip finds the home directory and whether the tree is there, so that an
     unchanged deploy costs a single command per host. Returns the absolute workdir too.
+    The workdir is created 0700 (umask 077): other users of a shared host see nothing of it.
     """
     wd = home_path(workdir)
     probe = shell.run(
-        f'echo "$HOME"; d={wd}/code/{q(code_hash)}; '
+        f'umask 077; echo "$HOME"; d={wd}/code/{q(code_hash)}; '
         f'if [ -f "$d/.complete" ]; then echo {q(code_hash)} > {wd}/code/current && '
         f'echo unchanged; else mkdir -p "$d" && echo missing; fi',
         timeout=30,
@@ -92,7 +93,7 @@ def deploy_code(
     tarball = f"{dest}.tar.gz"
     shell.write_file(tarball, archive, 0o600)
     unpack = shell.run(
-        f"tar -xzf {q(tarball)} -C {q(dest)} && rm -f {q(tarball)} && "
+        f"umask 077 && tar -xzf {q(tarball)} -C {q(dest)} && rm -f {q(tarball)} && "
         f"touch {q(dest + '/.complete')} && echo {q(code_hash)} > {q(workdir + '/code/current')}",
         timeout=120,
     )
@@ -144,7 +145,7 @@ def stage_file(shell: HostShell, local: Path, remote: str, sha: str) -> DeployRe
     lines = have.stdout.split("\n")
     if have.code == 0 and len(lines) >= 2 and lines[1].strip() == f"{sha} {lines[0].strip()}":
         return DeployResult(0, "unchanged")
-    shell.run(f"mkdir -p {q(remote.rsplit('/', 1)[0])}", timeout=30)
+    shell.run(f"umask 077 && mkdir -p {q(remote.rsplit('/', 1)[0])}", timeout=30)
     data = local.read_bytes()
     shell.write_file(remote + ".tmp", data, 0o644)
     verify = shell.run(

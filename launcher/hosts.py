@@ -147,6 +147,15 @@ def parse_line(path: str, lineno: int, index: int, text: str) -> Host:
         slurm = parse_slurm_options(options)
     except SlurmOptionError as exc:
         raise HostsFileError(path, lineno, exc.pair, exc.message) from None
+    addr = options.get("addr")
+    if addr is not None and not _HOSTNAME.fullmatch(addr):
+        why = (
+            "is IPv6 or has a port: TensorFlow's server listens on IPv4 only; give an IPv4 "
+            "address or a host name (the port goes in tf_port=)"
+            if ":" in addr
+            else "must be a host name or IPv4 address"
+        )
+        raise HostsFileError(path, lineno, f"addr={addr}", f"addr {why}")
     port = _port(path, lineno, "port", options["port"]) if "port" in options else None
     tf_port = (
         _port(path, lineno, "tf_port", options["tf_port"])
@@ -178,7 +187,8 @@ def _machine(host: Host) -> str:
 def parse_hosts(text: str, path: str = "hosts.txt") -> list[Host]:
     """Parse a whole hosts file and check the rules that span lines."""
     hosts: list[Host] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    # Editors on Windows start UTF-8 files with a byte order mark; it is not part of the host.
+    for lineno, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if line:
             hosts.append(parse_line(path, lineno, len(hosts), line))

@@ -29,7 +29,7 @@ from launcher.exits import describe_exit, first_failure, job_exit_code, normaliz
 from launcher.hosts import Host
 from launcher.remote import HostError, HostShell, each_host
 from launcher.runs import write_json_atomic
-from launcher.sync import Mirror
+from launcher.sync import LocalWriteError, Mirror
 
 LOG_TAIL_LINES = 15
 MAX_CONTACT_ERRORS = 3
@@ -68,6 +68,7 @@ class Worker:
     gone: bool = False
     frozen: bool = False
     contact_errors: int = 0
+    warnings: list[str] = field(default_factory=list)
     tail: LogTail = field(init=False)
 
     def __post_init__(self) -> None:
@@ -120,7 +121,12 @@ class Worker:
             timeout=60,
         )
         state, _, listing = result.stdout.partition(marker + "\n")
-        self.mirror.sync(listing)
+        try:
+            self.mirror.sync(listing)
+        except LocalWriteError as exc:
+            # Training does not need this machine's disk: warn, keep the job, retry next tick.
+            self.warnings.append(f"{exc}; the job goes on, mirroring is retried")
+        self.warnings += [f"refused {r}" for r in self.mirror.take_refused()]
         return state.strip() or "pending"
 
     def stop(self, grace: float) -> None:
@@ -449,6 +455,7 @@ class Job:
     def _tick(self) -> None:
         results = each_host(self.workers, lambda w: w.tick())
         self._print_logs()
+        self._print_warnings()
         found: list[tuple[int, Failure]] = []
         for worker, res in zip(self.workers, results, strict=True):
             if worker.ended:
@@ -494,6 +501,11 @@ class Job:
             return describe_exit(worker.exit_code) if not worker.gone else "gone"
         return progress_text(worker.status())
 
+    def _print_warnings(self) -> None:
+        for w in self.workers:
+            warnings, w.warnings = w.warnings, []
+            self.out.lines([f"WARNING: {w.prefix} {text}" for text in warnings])
+
     def _print_logs(self, final: bool = False) -> None:
         for w in self.workers:
             lines = w.tail.flush() if final else w.tail.new_lines()
@@ -524,6 +536,7 @@ class Job:
                     w.exit_code = None
                 w.ended = True
         self._print_logs(final=True)
+        self._print_warnings()
 
     def _drop_backups(self) -> None:
         """A finished job needs no backup: the chief's host empties its own, the mirrored and

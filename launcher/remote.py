@@ -7,6 +7,8 @@ read files by byte range. Local hosts need no SSH at all; SSH hosts verify host 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import socket
@@ -25,15 +27,40 @@ from launcher.hosts import Host
 
 T = TypeVar("T")
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+SFTP_TIMEOUT = 60.0
+# SFTP's answers about a file (as opposed to a broken connection): no reconnect needed.
+_FILE_ERRORS = frozenset(
+    {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ELOOP}
+)
 
 
 class HostError(Exception):
-    """Something went wrong on one host; the message is one line a user can act on."""
+    """Something went wrong on one host; the message is one line a user can act on.
 
-    def __init__(self, host: Host, message: str) -> None:
+    `transient`: the connection broke or timed out, so trying again later may work (a network
+    blip, a laptop that slept); a refused login or a changed host key will not mend itself.
+    """
+
+    def __init__(self, host: Host, message: str, transient: bool = False) -> None:
         self.host = host
         self.message = message
+        self.transient = transient
         super().__init__(f"worker {host.index} ({host.label}): {message}")
+
+
+def _quiet_prefetch_threads(args: threading.ExceptHookArgs) -> None:
+    """Paramiko reads ahead in a thread of its own; when the connection drops that thread dies
+    with a traceback, while the read that waits for it fails too and is handled there."""
+    name = args.thread.name if args.thread is not None else ""
+    if name.endswith("(_prefetch_thread)") and isinstance(
+        args.exc_value, (paramiko.SSHException, OSError, EOFError)
+    ):
+        return
+    _default_excepthook(args)
+
+
+_default_excepthook = threading.excepthook
+threading.excepthook = _quiet_prefetch_threads
 
 
 @dataclass(frozen=True)
@@ -108,6 +135,8 @@ def _ssh_error(host: Host, exc: BaseException, settings: SshSettings) -> HostErr
     """Turn Paramiko's and the socket layer's exceptions into one actionable line."""
     target = f"{host.hostname}:{host.port or 22}"
     known = os.path.expanduser(settings.known_hosts)
+    if isinstance(exc, HostError):
+        return exc
     if isinstance(exc, paramiko.BadHostKeyException):
         return HostError(
             host,
@@ -126,22 +155,24 @@ def _ssh_error(host: Host, exc: BaseException, settings: SshSettings) -> HostErr
             f"`ssh-keyscan -p {host.port or 22} {host.hostname} >> {known}`, "
             "or pass --accept-new-host-keys to trust it on first use",
         )
+    if isinstance(exc, socket.gaierror):
+        return HostError(host, f"cannot resolve host name {host.hostname!r}")
     silent = "banner" in str(exc) or "No existing session" in str(exc)
     if isinstance(exc, (socket.timeout, TimeoutError)) or silent:
         return HostError(
             host,
             f"no answer from {target} within {settings.connect_timeout:g} s: is the host up "
             "and is port= its SSH port?",
+            transient=True,
         )
     if isinstance(exc, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionError)):
         return HostError(
             host,
             f"cannot connect to {target}: connection refused (is sshd running there, and is "
             "port= its SSH port?)",
+            transient=True,
         )
-    if isinstance(exc, socket.gaierror):
-        return HostError(host, f"cannot resolve host name {host.hostname!r}")
-    return HostError(host, f"SSH to {target} failed: {type(exc).__name__}: {exc}")
+    return HostError(host, f"SSH to {target} failed: {type(exc).__name__}: {exc}", transient=True)
 
 
 class SshShell:
@@ -186,12 +217,20 @@ class SshShell:
         client.set_missing_host_key_policy(policy)
 
     def _guard(self, action: Callable[[], T]) -> T:
+        """Run one action on the connection; after any SSH error, drop the connection and its
+        SFTP client so that the next call reconnects (a dead SFTP client never comes back)."""
         try:
             with self._lock:
                 return action()
         except HostError:
             raise
-        except (paramiko.SSHException, OSError, EOFError) as exc:
+        except OSError as exc:
+            if exc.errno in _FILE_ERRORS:
+                raise  # about the file, not the connection
+            self.reset()
+            raise _ssh_error(self.host, exc, self.settings) from exc
+        except (paramiko.SSHException, EOFError) as exc:
+            self.reset()
             raise _ssh_error(self.host, exc, self.settings) from exc
 
     def open(self) -> None:
@@ -199,6 +238,7 @@ class SshShell:
 
     def run(self, command: str, timeout: float | None = None) -> CommandResult:
         def go() -> CommandResult:
+            self._ensure_open()
             r = self.conn.run(
                 command, hide=True, warn=True, in_stream=False, timeout=timeout, pty=False
             )
@@ -208,32 +248,41 @@ class SshShell:
             return self._guard(go)
         except Exception as exc:
             if type(exc).__name__ == "CommandTimedOut":
-                raise HostError(self.host, f"command timed out after {timeout} s") from exc
+                # The command may still run there; the connection may be the one that hangs.
+                self.reset()
+                raise HostError(
+                    self.host, f"command timed out after {timeout} s", transient=True
+                ) from exc
             raise
+
+    def _ensure_open(self) -> None:
+        """Reconnect if the transport died since the last call (Paramiko notices it first)."""
+        if not self.conn.is_connected:
+            self.reset()
+            self.conn.open()
 
     def _client(self) -> paramiko.SFTPClient:
         if self._sftp is None:
-            self._sftp = self.conn.sftp()
+            self._sftp = self.conn.client.open_sftp()
+            # A read on a connection that died silently (sleep, Wi-Fi change) must not hang.
+            self._sftp.get_channel().settimeout(SFTP_TIMEOUT)
         return self._sftp
 
     def read_range(self, path: str, offset: int, length: int) -> bytes:
         def go() -> bytes:
+            self._ensure_open()
             with self._client().open(path, "rb") as f:
                 f.seek(offset)
                 if length > 32768:
                     f.prefetch(offset + length)
-                return f.read(length)
+                data = f.read(length)
+            return data
 
-        try:
-            with self._lock:
-                return go()
-        except FileNotFoundError:
-            raise
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise _ssh_error(self.host, exc, self.settings) from exc
+        return self._guard(go)
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         def go() -> None:
+            self._ensure_open()
             sftp = self._client()
             with sftp.open(path, "wb") as f:
                 # Restrict before the content is written, so a secret is never world-readable.
@@ -243,13 +292,17 @@ class SshShell:
 
         self._guard(go)
 
+    def reset(self) -> None:
+        """Forget the connection and its SFTP client; the next call opens new ones."""
+        sftp, self._sftp = self._sftp, None
+        for close in (sftp.close if sftp else None, self.conn.client.close):
+            # Closing a broken connection must not hide the real error.
+            with contextlib.suppress(Exception):
+                if close is not None:
+                    close()
+
     def close(self) -> None:
-        try:
-            if self._sftp is not None:
-                self._sftp.close()
-            self.conn.close()
-        except Exception:  # closing a broken connection must not hide the real error
-            pass
+        self.reset()
 
 
 def open_shell(host: Host, settings: SshSettings) -> HostShell:

@@ -181,7 +181,9 @@ class SlurmJob:
         self.max_restarts = max_restarts
         self.restarts = 0
         self.attempts: list[dict[str, Any]] = []
-        self.mirror = None if self.host.local else Mirror(shell, run_dir, local_dir)
+        # Every task of the job writes into the login host's one run directory.
+        tasks = frozenset(range(spec.workers))
+        self.mirror = None if self.host.local else Mirror(shell, run_dir, local_dir, tasks)
         self.job_id = ""
         self.info: JobInfo | None = None
         self.nodes: list[str] = []
@@ -772,7 +774,8 @@ def fetch(
         return 0
     shell = open_shell(host, settings.ssh)
     try:
-        mirror = Mirror(shell, run_dir, local_dir)
+        workers = int((cluster.get("slurm") or {}).get("workers") or 1)
+        mirror = Mirror(shell, run_dir, local_dir, frozenset(range(workers)))
         while True:
             mirror.sync()
             if not follow:

@@ -6,16 +6,35 @@ bytes travel (a partial record at the end is completed on the next pass). Every 
 any change to its inode, size or modification time fetches it whole. Inode numbers alone are
 not enough: a file system reuses a freed inode for the next replacement, and a checkpoint
 index going from `ckpt-1` to `ckpt-2` keeps its size.
+
+A host is trusted only with its own files: the host of worker i with `workers/<i>/`, the
+chief's host also with what only the chief writes. A compromised worker host must not be able
+to replace the user's model (an .h5 can run code when loaded) or the launcher's record.
+A file is replaced locally only once it arrived whole, so a broken connection or a full local
+disk never leaves half a file where a good one was.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from launcher.commands import listing_command
-from launcher.remote import HostError, HostShell
+from launcher.remote import HostShell
+
+CHIEF_FILES = frozenset({"model.h5", "metrics.json"})
+CHIEF_DIRS = frozenset({"tensorboard", "backup"})
+
+
+class LocalWriteError(Exception):
+    """The local disk refused a mirrored file (full, read-only): the job may go on, the
+    mirror tries again on its next pass."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        self.path = path
+        super().__init__(f"cannot write {path}: {exc.strerror or exc}")
 
 
 @dataclass(frozen=True)
@@ -36,43 +55,120 @@ def append_only(path: str) -> bool:
     return name.startswith("events.out.tfevents.") or name.endswith(".log")
 
 
-def parse_listing(text: str) -> list[RemoteFile]:
-    """Lines of `path<TAB>size<TAB>inode<TAB>mtime`; skips temp files and anything that
-    escapes the dir."""
-    files = []
-    for line in text.splitlines():
-        parts = line.split("\t")
-        if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit():
+def unsafe_name(path: str) -> str | None:
+    """Why a listed name must not become a local path, or None if it may."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "control character in the name"
+    if "\ufffd" in path:
+        return "name is not valid UTF-8"
+    rel = PurePosixPath(path)
+    if not path or rel.is_absolute() or ".." in rel.parts or "" in path.split("/"):
+        return "name leaves the run directory"
+    return None
+
+
+def trusted(path: str, indexes: Iterable[int], chief: bool) -> bool:
+    """May a host serving workers `indexes` (and the chief, if `chief`) send this file?"""
+    parts = PurePosixPath(path).parts
+    if len(parts) >= 3 and parts[0] == "workers" and parts[1] in {str(i) for i in indexes}:
+        return True
+    if not chief:
+        return False
+    return (len(parts) == 1 and parts[0] in CHIEF_FILES) or (
+        len(parts) >= 2 and parts[0] in CHIEF_DIRS
+    )
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a host listed: files to mirror, and names refused with the reason."""
+
+    files: list[RemoteFile]
+    refused: list[tuple[str, str]]
+
+
+def parse_listing(text: str, indexes: Iterable[int] = (), chief: bool = True) -> Listing:
+    """NUL-terminated `type<TAB>size<TAB>inode<TAB>mtime<TAB>path` records (`listing_command`).
+
+    The path comes last and records end in NUL, which no file name can hold, so no name can
+    forge a record. Temp files of writers are skipped; links, unsafe names and files outside
+    what this host may send are refused.
+    """
+    allowed = list(indexes)
+    files, refused = [], []
+    for record in text.split("\0"):
+        record = record.lstrip("\n")
+        parts = record.split("\t", 4)
+        if len(parts) != 5 or not parts[1].isdigit() or not parts[2].isdigit():
             continue
-        rel = PurePosixPath(parts[0])
-        if rel.is_absolute() or ".." in rel.parts or rel.name.endswith(".tmp"):
+        kind, size, inode, mtime, path = parts
+        if path.endswith(".tmp"):
             continue
-        files.append(RemoteFile(parts[0], int(parts[1]), int(parts[2]), parts[3]))
-    return files
+        why = unsafe_name(path)
+        if why is None and kind != "f":
+            why = "a link or special file, not a regular file"
+        if why is None and not trusted(path, allowed, chief):
+            why = "not this host's to send"
+        if why is not None:
+            refused.append((path, why))
+            continue
+        files.append(RemoteFile(path, int(size), int(inode), mtime))
+    return Listing(files, refused)
 
 
 @dataclass
 class Mirror:
-    """Keeps one host's run directory mirrored into `local_dir`; counts the bytes it moved."""
+    """Keeps one host's run directory mirrored into `local_dir`; counts the bytes it moved.
+
+    One Mirror per host and run directory, however many workers that host runs (`indexes`).
+    Refused names are collected in `refused` (each once) for the caller to warn about.
+    """
 
     shell: HostShell
     remote_dir: str
     local_dir: Path
+    indexes: frozenset[int] = frozenset()
     seen: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     bytes_received: int = 0
+    refused: list[str] = field(default_factory=list)
+    _warned: set[str] = field(default_factory=set)
+
+    @property
+    def chief(self) -> bool:
+        return 0 in self.indexes
 
     def sync(self, listing: str | None = None) -> int:
-        """One pass; returns the bytes received in it. `listing`: already fetched by the caller."""
+        """One pass; returns the bytes received in it. `listing`: already fetched by the caller.
+
+        Every file is tried even when the local disk refuses one; the first such error is
+        raised at the end of the pass (LocalWriteError), with nothing half-written left.
+        """
         if listing is None:
             result = self.shell.run(listing_command(self.remote_dir), timeout=60)
             if result.code != 0:
                 return 0
             listing = result.stdout
+        parsed = parse_listing(listing, self.indexes, self.chief)
+        for path, why in parsed.refused:
+            if path not in self._warned:
+                self._warned.add(path)
+                self.refused.append(f"{self.remote_dir}/{path!r}: {why}")
         got = 0
-        for f in parse_listing(listing):
-            got += self._sync_file(f)
+        disk_error: LocalWriteError | None = None
+        for f in parsed.files:
+            try:
+                got += self._sync_file(f)
+            except LocalWriteError as exc:
+                disk_error = disk_error or exc
         self.bytes_received += got
+        if disk_error is not None:
+            raise disk_error
         return got
+
+    def take_refused(self) -> list[str]:
+        """Refusals not reported yet (each path is reported once)."""
+        out, self.refused = self.refused, []
+        return out
 
     def _sync_file(self, f: RemoteFile) -> int:
         local = self.local_dir / f.path
@@ -84,24 +180,45 @@ class Mirror:
         try:
             if append:
                 data = self.shell.read_range(self._remote(f.path), have, f.size - have)
-                local.parent.mkdir(parents=True, exist_ok=True)
-                with open(local, "ab") as out:
-                    out.write(data)
             else:
                 data = self.shell.read_range(self._remote(f.path), 0, f.size)
-                local.parent.mkdir(parents=True, exist_ok=True)
-                tmp = local.with_name(f".{local.name}.sync")
-                tmp.write_bytes(data)
-                os.replace(tmp, local)
-        except FileNotFoundError:
-            return 0  # removed between the listing and the read (a temp file, a rotated log)
-        except HostError:
-            raise
         except OSError:
-            return 0
+            return 0  # removed or unreadable between the listing and the read: next pass
+        if append:
+            _append(local, have, data)
+        else:
+            _replace(local, data)
         got = have + len(data) if append else len(data)
         self.seen[f.path] = (f.inode, got, f.mtime if got == f.size else "")
         return len(data)
 
     def _remote(self, rel: str) -> str:
         return f"{self.remote_dir}/{rel}"
+
+
+def _append(local: Path, have: int, data: bytes) -> None:
+    """Add new bytes at `have`; on failure cut the file back, so the next pass resumes there."""
+    try:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with open(local, "ab") as out:
+            try:
+                out.write(data)
+                out.flush()
+            except OSError:
+                out.truncate(have)
+                raise
+    except OSError as exc:
+        raise LocalWriteError(local, exc) from exc
+
+
+def _replace(local: Path, data: bytes) -> None:
+    """Write a temp file beside it, then rename: readers see the old file or the new one."""
+    tmp = local.with_name(f".{local.name}.sync")
+    try:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as out:
+            out.write(data)
+        os.replace(tmp, local)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LocalWriteError(local, exc) from exc

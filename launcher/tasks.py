@@ -399,6 +399,7 @@ def _run(
     local_dir.mkdir(parents=True, exist_ok=False)
     out.open_log(local_dir / "launcher.log")
     workers = []
+    mirrors = host_mirrors(hosts, shells, run_dirs, local_dir)
     for host, shell, probe, run_dir in zip(hosts, shells, probes, run_dirs, strict=True):
         env = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         tfc = tf_config_json(hosts, host.index)
@@ -420,7 +421,7 @@ def _run(
                 local_dir=local_dir,
                 trainer_args=host_args,
                 env=env,
-                mirror=None if host.local else Mirror(shell, run_dir, local_dir),
+                mirror=mirrors.get(host.index),
             )
         )
     cluster: dict[str, Any] = {
@@ -481,6 +482,23 @@ def export_slurm(
     args = commands.trainer_args(trainer_options) + list(extra_args)
     out.stream.write(slurm_job.export(hosts[0], args, tree_hash()))
     return 0
+
+
+def host_mirrors(
+    hosts: Sequence[Host], shells: Sequence[HostShell], run_dirs: Sequence[str], local_dir: Path
+) -> dict[int, Mirror]:
+    """One Mirror per SSH host and run directory, keyed by the first worker there: two workers
+    on one host share a run directory, and each byte of it needs to travel only once."""
+    groups: dict[tuple[str | None, str], list[int]] = {}
+    for pos, (host, run_dir) in enumerate(zip(hosts, run_dirs, strict=True)):
+        if not host.local:
+            groups.setdefault((host.ssh_target, run_dir), []).append(pos)
+    return {
+        hosts[pos[0]].index: Mirror(
+            shells[pos[0]], run_dir, local_dir, frozenset(hosts[p].index for p in pos)
+        )
+        for (_, run_dir), pos in groups.items()
+    }
 
 
 def _option(args: Sequence[str], flag: str) -> str | None:
@@ -628,11 +646,15 @@ def fetch(
     pairs = [(h, e) for h, e in hosts_of_run(cluster) if not h.local]
     shells = connect_all([h for h, _ in pairs], settings.ssh)
     try:
-        mirrors = [
-            Mirror(s, str(e["run_dir"]), local_dir) for s, (_, e) in zip(shells, pairs, strict=True)
-        ]
+        run_dirs = [str(e["run_dir"]) for _, e in pairs]
+        hosts = [h for h, _ in pairs]
+        mirrors = list(host_mirrors(hosts, shells, run_dirs, local_dir).values())
         while True:
             results = each_host(mirrors, lambda m: m.sync())
+            for m in mirrors:
+                host = m.shell.host
+                for refused in m.take_refused():
+                    out.line(f"WARNING: [{host.index} {host.label}] refused {refused}")
             errors = host_errors([m.shell.host for m in mirrors], results)
             if errors:
                 raise failed_hosts("fetch", errors)

@@ -130,6 +130,9 @@ def test_start_and_stop_a_process_group(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert _local_poll(wdir) == "alive"
     pgid = int((wdir / "pgid").read_text())
+    # Private on a shared host: only the worker's user may read what it writes.
+    for path in (run_dir, wdir, wdir / "worker.log", wdir / "pgid"):
+        assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
     time.sleep(0.5)
     t0 = time.monotonic()
     assert sh(commands.stop_command(str(run_dir), 0, grace=1.0), tmp_path).returncode == 0
@@ -142,7 +145,32 @@ def test_stop_of_a_finished_worker_is_harmless(tmp_path: Path) -> None:
     wdir = tmp_path / "workers" / "0"
     wdir.mkdir(parents=True)
     (wdir / "pgid").write_text("999999\n")
-    assert sh(commands.stop_command(str(tmp_path), 0, grace=0.2), tmp_path).returncode == 0
+    out = sh(commands.stop_command(str(tmp_path), 0, grace=0.2), tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "not running"
+
+
+def test_stop_ends_a_frozen_worker_and_only_then_its_lock_goes(tmp_path: Path) -> None:
+    """A SIGSTOPped process acts on TERM only once continued; the lock of its run stays
+    while it lives, whoever asks to release it."""
+    wdir = tmp_path / "run" / "workers" / "0"
+    wdir.mkdir(parents=True)
+    frozen = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        (wdir / "pgid").write_text(str(frozen.pid))
+        frozen.send_signal(signal.SIGSTOP)
+        wd = str(tmp_path / "wd")
+        lock = commands.lock_command(wd, 5001, "R", str(tmp_path / "run"), 0)
+        assert sh(lock, tmp_path).stdout.strip() == "acquired"
+        assert sh(commands.unlock_command(wd, 5001, "R"), tmp_path).stdout.strip() == "kept"
+        assert Path(commands.lock_path(wd, 5001)).exists()
+        out = sh(commands.stop_command(str(tmp_path / "run"), 0, grace=0.4), tmp_path)
+        assert out.stdout.strip() == "stopped"
+        assert frozen.wait(5) == -signal.SIGTERM
+        assert sh(commands.unlock_command(wd, 5001, "R"), tmp_path).stdout.strip() == "released"
+        assert not Path(commands.lock_path(wd, 5001)).exists()
+    finally:
+        frozen.kill()
+        frozen.wait()
 
 
 def test_poll_command_matches_local_poll(tmp_path: Path) -> None:

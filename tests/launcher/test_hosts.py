@@ -62,6 +62,10 @@ BAD = [
     ("b@d@gpu", "user name before @ is not valid"),
     ("alice@gpu user=bob", "user given both"),
     ("gpu user=$x", "user must be"),
+    ("gpu addr=::1", "addr is IPv6 or has a port: TensorFlow's server listens on IPv4 only"),
+    ("gpu addr=fe80::1%eth0", "addr is IPv6"),
+    ("gpu addr=10.0.0.1:99", "(the port goes in tf_port=)"),
+    ("gpu addr=-x", "addr must be a host name or IPv4 address"),
 ]
 
 
@@ -131,3 +135,10 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_ssh_target() -> None:
     host = Host(index=0, name="a@h", hostname="h", user="a", port=2, options={"user": "a"})
     assert host.ssh_target == "a@h:2"
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_host(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.txt"
+    path.write_bytes("\ufefflocalhost tf_port=23456\nlocal tf_port=23457\n".encode())
+    hosts = load_hosts(path)
+    assert [h.name for h in hosts] == ["localhost", "local"] and hosts[0].local

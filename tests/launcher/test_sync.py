@@ -5,18 +5,22 @@ same listing command and byte-range reads; see test_ssh.py and benchmarks/bench_
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from launcher.hosts import parse_hosts
 from launcher.remote import LocalShell
-from launcher.sync import Mirror, parse_listing
+from launcher.sync import LocalWriteError, Mirror, parse_listing
 
 
 def make_mirror(tmp_path: Path) -> tuple[Path, Path, Mirror]:
     src, dst = tmp_path / "host-run", tmp_path / "local-run"
     (src / "workers" / "1" / "events").mkdir(parents=True)
     shell = LocalShell(parse_hosts("localhost\n")[0])
-    return src, dst, Mirror(shell, str(src), dst)
+    return src, dst, Mirror(shell, str(src), dst, frozenset({0, 1}))
 
 
 def test_append_only_files_send_only_new_bytes(tmp_path: Path) -> None:
@@ -79,12 +83,112 @@ def test_only_events_and_logs_are_appended_to(tmp_path: Path) -> None:
     assert (dst / "backup" / "checkpoint").read_text() == 'path: "ckpt-10"\n'
 
 
-def test_listing_skips_temp_files_and_escapes() -> None:
-    text = (
-        "a.txt\t3\t7\t1.5\n../x\t1\t2\t1.5\n/abs\t1\t2\t1.5\n.s.json.123.tmp\t1\t2\t1.5\n"
-        "bad line\nw/b\t5\t9\t1.5\n"
+def test_listing_skips_temp_files_and_refuses_what_the_host_may_not_send() -> None:
+    def rec(path: str, kind: str = "f") -> str:
+        return f"{kind}\t3\t7\t1.5\t{path}\0"
+
+    text = "".join(
+        [
+            rec("workers/1/status.json"),
+            rec("workers/1/events/.x.tmp"),
+            rec("workers/1/../../model.h5"),
+            rec("workers/1/a\nb"),
+            rec("workers/1/link", "l"),
+            rec("workers/0/status.json"),
+            rec("model.h5"),
+            rec("cluster.json"),
+            "garbage\0",
+            rec("workers/1/events/e\t1"),
+        ]
     )
-    assert [f.path for f in parse_listing(text)] == ["a.txt", "w/b"]
+    worker = parse_listing(text, [1], chief=False)
+    assert [f.path for f in worker.files] == ["workers/1/status.json"]
+    assert dict(worker.refused) == {
+        "workers/1/../../model.h5": "name leaves the run directory",
+        "workers/1/a\nb": "control character in the name",
+        "workers/1/events/e\t1": "control character in the name",
+        "workers/1/link": "a link or special file, not a regular file",
+        "workers/0/status.json": "not this host's to send",
+        "model.h5": "not this host's to send",
+        "cluster.json": "not this host's to send",
+    }
+    chief = parse_listing(text, [0], chief=True)
+    assert [f.path for f in chief.files] == ["workers/0/status.json", "model.h5"]
+
+
+def test_planted_files_are_refused_once_and_never_written(tmp_path: Path) -> None:
+    """A worker host that writes the chief's files or the launcher's record into its run
+    directory, or links to files elsewhere, gets none of it mirrored."""
+    src, dst, mirror = make_mirror(tmp_path)
+    mirror.indexes = frozenset({1})
+    (src / "workers" / "1" / "status.json").write_text("{}")
+    (src / "model.h5").write_bytes(b"evil")
+    (src / "cluster.json").write_text('{"state": "stopped"}')
+    (src / "workers" / "0").mkdir()
+    (src / "workers" / "0" / "model.h5").write_bytes(b"evil")
+    os.symlink("/etc/passwd", src / "workers" / "1" / "passwd")
+    dst.mkdir()
+    (dst / "cluster.json").write_text('{"state": "running"}')
+    mirror.sync()
+    mirror.sync()
+    refused = mirror.take_refused()
+    assert len(refused) == 4 and all(str(src) in r for r in refused), refused
+    assert mirror.take_refused() == [], "each refused file is reported once"
+    assert (dst / "workers" / "1" / "status.json").read_text() == "{}"
+    assert not (dst / "model.h5").exists() and not (dst / "workers" / "0").exists()
+    assert not (dst / "workers" / "1" / "passwd").exists()
+    assert (dst / "cluster.json").read_text() == '{"state": "running"}'
+
+
+def test_one_mirror_serves_every_worker_of_a_host(tmp_path: Path) -> None:
+    src, dst, mirror = make_mirror(tmp_path)
+    mirror.indexes = frozenset({0, 2})
+    for i in (0, 2):
+        (src / "workers" / str(i)).mkdir(parents=True, exist_ok=True)
+        (src / "workers" / str(i) / "worker.log").write_text(f"log {i}\n")
+    (src / "model.h5").write_bytes(b"model")
+    assert mirror.sync() == 2 * 6 + 5
+    assert (dst / "workers" / "2" / "worker.log").read_text() == "log 2\n"
+    assert (dst / "model.h5").read_bytes() == b"model"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 kB file system (tmpfs), so that a full disk is a real ENOSPC."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_local_disk_keeps_the_good_file_and_leaves_no_partial_one(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    src = tmp_path / "host-run"
+    (src / "workers" / "0" / "events").mkdir(parents=True)
+    mirror = Mirror(LocalShell(parse_hosts("localhost\n")[0]), str(src), small_disk, frozenset({0}))
+    model, log = src / "model.h5", src / "workers" / "0" / "worker.log"
+    model.write_bytes(b"a" * 20_000)
+    log.write_bytes(b"line\n" * 100)
+    mirror.sync()
+    model.write_bytes(b"b" * 100_000)  # a bigger model than the disk can hold
+    with open(log, "ab") as f:
+        f.write(b"x" * 100_000)
+    with pytest.raises(LocalWriteError, match="No space left on device"):
+        mirror.sync()
+    assert (small_disk / "model.h5").read_bytes() == b"a" * 20_000, "the good file is kept"
+    assert (small_disk / "workers" / "0" / "worker.log").read_bytes() == b"line\n" * 100
+    assert sorted(p.name for p in small_disk.rglob(".*")) == [], "no partial download is left"
+    model.write_bytes(b"c" * 30_000)  # space again: the mirror resumes where it stopped
+    log.write_bytes(b"line\n" * 100 + b"y" * 10)
+    mirror.sync()
+    assert (small_disk / "model.h5").read_bytes() == model.read_bytes()
+    assert (small_disk / "workers" / "0" / "worker.log").read_bytes() == log.read_bytes()
 
 
 def test_missing_remote_dir_is_quietly_empty(tmp_path: Path) -> None:
