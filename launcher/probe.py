@@ -19,6 +19,8 @@ from launcher.remote import HostError
 MIN_FREE_MB = 500
 
 PROBE = r"""
+import time
+started = time.time()
 import json, os, socket, sys
 from importlib import metadata
 wd, port, code = os.path.expanduser(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
@@ -55,6 +57,7 @@ venv = os.path.join(wd, "venv", "bin", "python")
 out["venv_python"] = venv if os.path.isfile(venv) else None
 mnist = os.path.join(wd, "data", "mnist.npz")
 out["mnist"] = mnist if os.path.isfile(mnist) else None
+out["clock"] = [started, time.time()]
 print("PROBE " + json.dumps(out))
 """
 

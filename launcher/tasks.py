@@ -30,6 +30,7 @@ from launcher.display import Output, progress_text, read_status
 from launcher.exits import describe_exit, normalize_exit
 from launcher.hosts import Host, load_hosts, parse_line
 from launcher.job import Job, Worker, launcher_identity
+from launcher.netcheck import Peer, check_network, clock_cell, clock_offset, clock_warning
 from launcher.probe import PROBE, ProbeResult, host_problems, parse_probe, probe_command
 from launcher.remote import HostError, HostShell, SshSettings, each_host, open_shell
 from launcher.runs import RUNS_DIR, find_run, new_run_id, read_cluster, write_json_atomic
@@ -108,13 +109,19 @@ def _probe(shell: HostShell, code: str) -> ProbeResult:
         cmd = f"if [ -x {venv} ]; then exec {venv} -c {commands.q(PROBE)} " + (
             f"{commands.q(host.workdir)} {host.tf_port} {commands.q(code)}; fi; {cmd}"
         )
+    sent = time.time()
     result = shell.run(cmd, timeout=60)
+    received = time.time()
     if result.code != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         if result.code == 127:
             raise HostError(host, f"python {python!r} not found (set python= in the hosts file)")
         raise HostError(host, f"python {python!r} failed (exit {result.code}): {last}")
     facts = parse_probe(host, result.stdout)
+    if isinstance(clock := facts.get("clock"), list) and len(clock) == 2:
+        facts["clock_offset"], facts["clock_uncertainty"] = clock_offset(
+            clock[0], clock[1], sent, received
+        )
     used = host.python or (sys.executable if host.local else facts.get("executable") or python)
     return ProbeResult(host, str(used), facts)
 
@@ -134,11 +141,27 @@ def check(settings: Settings, out: Output) -> int:
     """Preflight every host at once, change nothing, print a table; non-zero names the bad."""
     hosts = load_hosts(settings.hosts_file)
     code = tree_hash()
-    results = each_host(hosts, lambda h: _check_one(h, settings.ssh, code))
+    opened = each_host(hosts, lambda h: open_shell(h, settings.ssh))
+    shells: list[HostShell] = [r for r in opened if not isinstance(r, Exception)]  # type: ignore[misc]
+    try:
+        answers = each_host(shells, lambda s: _probe(s, code))
+        probed = {s.host.index: a for s, a in zip(shells, answers, strict=True)}
+        results = [probed.get(h.index, r) for h, r in zip(hosts, opened, strict=True)]
+        ready = [(s, a) for s, a in zip(shells, answers, strict=True) if isinstance(a, ProbeResult)]
+        free = {a.host.index for _, a in ready if a.facts.get("port_free")}
+        network = check_network([Peer(s, a.python) for s, a in ready], hosts, listeners=free)
+    finally:
+        close_all(shells)
     probes = [r for r in results if isinstance(r, ProbeResult)]
     everyone = [p.facts for p in probes]
-    rows = [["#", "host", "ssh", "python", "tensorflow", "tf_port", "free MB", "code"]]
+    rows = [
+        [
+            *("#", "host", "ssh", "python", "tensorflow", "tf_port", "free MB", "code"),
+            *("clock", "network", "resolves"),
+        ]
+    ]
     problems: list[str] = []
+    warnings: list[str] = []
     for host, r in zip(hosts, results, strict=True):
         if isinstance(r, ProbeResult):
             f = r.facts
@@ -147,6 +170,7 @@ def check(settings: Settings, out: Output) -> int:
                 if host.local
                 else ("current" if f.get("deployed") else ("old" if f.get("current") else "none"))
             )
+            offset, uncertainty = f.get("clock_offset"), f.get("clock_uncertainty")
             rows.append(
                 [
                     str(host.index),
@@ -157,30 +181,30 @@ def check(settings: Settings, out: Output) -> int:
                     f"{host.tf_port} {'free' if f.get('port_free') else 'IN USE'}",
                     str(f.get("free_mb")),
                     deployed,
+                    clock_cell(offset, uncertainty),
+                    network.network_cell(host.index),
+                    network.resolve_cell(host.index),
                 ]
             )
             for p in host_problems(r, everyone, host.local, need_code=False):
                 problems.append(f"worker {host.index} ({host.label}): {p}")
+            if offset is not None and (late := clock_warning(offset, uncertainty or 0.0)):
+                warnings.append(f"worker {host.index} ({host.label}): {late}")
         else:
             msg = r.message if isinstance(r, HostError) else f"{type(r).__name__}: {r}"
-            rows.append([str(host.index), host.label, "FAILED", "-", "-", "-", "-", "-"])
+            rows.append([str(host.index), host.label, "FAILED", *["-"] * 8])
             problems.append(f"worker {host.index} ({host.label}): {msg}")
+    problems += network.problems
     out.lines(_table(rows))
+    for warning in warnings:
+        out.line(f"warning: {warning}")
     if problems:
-        bad = sorted({p.split(":")[0] for p in problems})
+        bad = sorted({p.split(":")[0].split(" cannot ")[0] for p in problems})
         raise UserError(
             "check failed on " + ", ".join(bad) + ":\n" + "\n".join(f"  {p}" for p in problems)
         )
     out.line(f"all {len(hosts)} host(s) ready")
     return 0
-
-
-def _check_one(host: Host, ssh: SshSettings, code: str) -> ProbeResult:
-    shell = open_shell(host, ssh)
-    try:
-        return _probe(shell, code)
-    finally:
-        shell.close()
 
 
 def deploy(settings: Settings, out: Output, venv: bool = False, mnist: str | None = None) -> int:
@@ -348,6 +372,10 @@ def train(
             for p in probes
             for msg in host_problems(p, everyone, p.host.local)
         ]
+        if not refusals and not problems:
+            # Last, so that nothing holds a tf_port: every worker's host listens on its own.
+            peers = [Peer(s, p.python) for s, p in zip(shells, probes, strict=True)]
+            problems = check_network(peers, hosts).problems
         if refusals or problems:
             _unlock(shells, workdirs, run_id)
             if refusals:
