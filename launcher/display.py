@@ -8,12 +8,15 @@ most one per worker every few seconds.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+
+MAX_UNWRITTEN = 1 << 20  # launcher.log bytes kept in memory while the disk refuses them
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
@@ -85,22 +88,48 @@ class Output:
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live
         self.plain_every = plain_every
-        self.log: TextIO | None = None
+        self.log_path: Path | None = None
+        self._log_fd: int | None = None
+        self._unwritten = b""  # log bytes the disk refused; written first once it takes them
+        self._log_failing = False
         self._lock = threading.Lock()
         self._footer: list[str] = []
         self._last_plain: dict[str, tuple[float, str]] = {}
 
     def open_log(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.log_path = path
 
     def close(self) -> None:
         with self._lock:
             self._clear_footer()
             self._footer = []
-            if self.log is not None:
-                self.log.close()
-                self.log = None
+            if self._log_fd is not None:
+                self._write_log(b"")
+                os.close(self._log_fd)
+                self._log_fd = None
+
+    def _write_log(self, data: bytes) -> None:
+        """Append to launcher.log; a full or failing disk must not end the job (its workers
+        would be left unwatched): warn once on the terminal, keep the lines, try again later."""
+        assert self._log_fd is not None
+        self._unwritten += data
+        try:
+            while self._unwritten:
+                self._unwritten = self._unwritten[os.write(self._log_fd, self._unwritten) :]
+        except OSError as exc:
+            self._unwritten = self._unwritten[-MAX_UNWRITTEN:]
+            if not self._log_failing:
+                self._log_failing = True
+                self.stream.write(
+                    f"WARNING: cannot write {self.log_path}: {exc.strerror or exc}; the job "
+                    "goes on, and the log is written once the disk takes it again\n"
+                )
+            return
+        if self._log_failing:
+            self._log_failing = False
+            self.stream.write(f"{self.log_path} is written again\n")
 
     def _clear_footer(self) -> None:
         if self.live and self._footer:
@@ -116,10 +145,9 @@ class Output:
             self._clear_footer()
             self.stream.write(text + "\n")
             self._draw_footer()
+            if self._log_fd is not None:
+                self._write_log((text + "\n").encode())
             self.stream.flush()
-            if self.log is not None:
-                self.log.write(text + "\n")
-                self.log.flush()
 
     def lines(self, texts: list[str]) -> None:
         for text in texts:

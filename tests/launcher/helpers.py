@@ -192,3 +192,30 @@ def check_complete_run(run_dir: Path, hosts_lines: Sequence[str], addrs: Sequenc
     assert (run_dir / "launcher.log").stat().st_size > 0
     assert read_json(run_dir / "metrics.json")["test_accuracy"] > 0
     check_model_loads(run_dir / "model.h5")
+
+
+@contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A real file system of `size` (tmpfs) mounted at path, so a full disk is a real ENOSPC."""
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill_disk(path: Path) -> Path:
+    """Fill the file system holding path up to its last byte with one file; returns it."""
+    filler = path / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while f.write(b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+    return filler

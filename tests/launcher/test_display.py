@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 from launcher.display import LogTail, Output, progress_text
+from tests.launcher.helpers import fill_disk, small_disk
 
 
 def test_progress_text() -> None:
@@ -57,3 +58,22 @@ def test_live_block_is_redrawn_below_the_log() -> None:
     assert text == (
         "[0 a] step 1\n[1 b] step 1\n\x1b[2F\x1b[J[1 b] a log line\n[0 a] step 1\n[1 b] step 1\n"
     )
+
+
+def test_a_full_disk_does_not_stop_the_launcher_and_the_log_catches_up(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "small", "16k") as disk:
+        stream = io.StringIO()
+        out = Output(stream, live=False)
+        out.open_log(disk / "launcher.log")
+        out.line("before")
+        filler = fill_disk(disk)
+        full = [f"while full {i} " + "x" * 3000 for i in range(3)]  # more than the last page
+        out.lines(full)
+        assert stream.getvalue().count("WARNING: cannot write") == 1, stream.getvalue()
+        assert "No space left on device" in stream.getvalue()
+        filler.unlink()
+        out.line("after")
+        out.close()
+        log = (disk / "launcher.log").read_text()
+        assert log.splitlines() == ["before", *full, "after"]
+        assert "is written again" in stream.getvalue()

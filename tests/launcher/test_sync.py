@@ -5,7 +5,6 @@ same listing command and byte-range reads; see test_ssh.py and benchmarks/bench_
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from launcher.hosts import parse_hosts
 from launcher.remote import LocalShell
 from launcher.sync import LocalWriteError, Mirror, parse_listing
+from tests.launcher.helpers import small_disk
 
 
 def make_mirror(tmp_path: Path) -> tuple[Path, Path, Mirror]:
@@ -153,25 +153,17 @@ def test_one_mirror_serves_every_worker_of_a_host(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 64 kB file system (tmpfs), so that a full disk is a real ENOSPC."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+def disk(tmp_path: Path) -> Iterator[Path]:
+    with small_disk(tmp_path / "small", "64k") as path:
+        yield path
 
 
 def test_a_full_local_disk_keeps_the_good_file_and_leaves_no_partial_one(
-    tmp_path: Path, small_disk: Path
+    tmp_path: Path, disk: Path
 ) -> None:
     src = tmp_path / "host-run"
     (src / "workers" / "0" / "events").mkdir(parents=True)
-    mirror = Mirror(LocalShell(parse_hosts("localhost\n")[0]), str(src), small_disk, frozenset({0}))
+    mirror = Mirror(LocalShell(parse_hosts("localhost\n")[0]), str(src), disk, frozenset({0}))
     model, log = src / "model.h5", src / "workers" / "0" / "worker.log"
     model.write_bytes(b"a" * 20_000)
     log.write_bytes(b"line\n" * 100)
@@ -181,14 +173,14 @@ def test_a_full_local_disk_keeps_the_good_file_and_leaves_no_partial_one(
         f.write(b"x" * 100_000)
     with pytest.raises(LocalWriteError, match="No space left on device"):
         mirror.sync()
-    assert (small_disk / "model.h5").read_bytes() == b"a" * 20_000, "the good file is kept"
-    assert (small_disk / "workers" / "0" / "worker.log").read_bytes() == b"line\n" * 100
-    assert sorted(p.name for p in small_disk.rglob(".*")) == [], "no partial download is left"
+    assert (disk / "model.h5").read_bytes() == b"a" * 20_000, "the good file is kept"
+    assert (disk / "workers" / "0" / "worker.log").read_bytes() == b"line\n" * 100
+    assert sorted(p.name for p in disk.rglob(".*")) == [], "no partial download is left"
     model.write_bytes(b"c" * 30_000)  # space again: the mirror resumes where it stopped
     log.write_bytes(b"line\n" * 100 + b"y" * 10)
     mirror.sync()
-    assert (small_disk / "model.h5").read_bytes() == model.read_bytes()
-    assert (small_disk / "workers" / "0" / "worker.log").read_bytes() == log.read_bytes()
+    assert (disk / "model.h5").read_bytes() == model.read_bytes()
+    assert (disk / "workers" / "0" / "worker.log").read_bytes() == log.read_bytes()
 
 
 def test_missing_remote_dir_is_quietly_empty(tmp_path: Path) -> None:
