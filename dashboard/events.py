@@ -42,15 +42,14 @@ __all__ = [
 _MASK_DELTA = 0xA282EAD8
 _U32 = 0xFFFFFFFF
 _HEADER = struct.Struct("<QI")
-_FOOTER = struct.Struct("<I")
-_DOUBLE = struct.Struct("<d")
-_FLOAT = struct.Struct("<f")
+# Distinct record layouts of one length decoded by template per chunk (more: the slow path).
+_MAX_TEMPLATES = 64
 # A header whose CRC is right but which announces more than this is treated as damage:
 # no scalar event comes near it, and trusting it would make the reader wait forever.
 _MAX_RECORD = 64 << 20
 # New bytes are read and parsed this many at a time, so that a huge file never sits whole
 # in memory (a single larger record doubles it for that record).
-READ_CHUNK = 16 << 20
+READ_CHUNK = 4 << 20
 # Bytes compared at the start of a file on every poll, to notice a file rewritten in place.
 _HEAD_BYTES = 64
 # What TF2's scalar summary puts between the tag and the float: field 8 (tensor, 10 bytes)
@@ -84,46 +83,29 @@ def frame_record(data: bytes) -> bytes:
 class Series:
     """One tag's points in the order they were read: steps, wall times (unix s), values.
 
-    The parser appends to compact staging arrays (the fastest append Python has); at the end
-    of each chunk they move in one copy into a bounded :class:`PointBuffer`, which keeps at
-    most ``limit`` points (older ones thinned, see dashboard.series).
+    Backed by a bounded :class:`PointBuffer`: at most ``limit`` points, older ones thinned
+    (see dashboard.series).
     """
 
-    __slots__ = ("_buffer", "new_steps", "new_values", "new_walls")
+    __slots__ = ("_buffer",)
 
     def __init__(self, limit: int = MAX_POINTS_PER_SERIES) -> None:
         self._buffer = PointBuffer(limit)
-        self.new_steps = array("q")
-        self.new_walls = array("d")
-        self.new_values = array("d")
 
     def __len__(self) -> int:
-        return len(self._buffer) + len(self.new_steps)
+        return len(self._buffer)
 
-    def append(self, step: int, wall: float, value: float) -> None:
-        self.new_steps.append(step)
-        self.new_walls.append(wall)
-        self.new_values.append(value)
-
-    def flush(self) -> None:
-        """Move staged points into the buffer (the staging arrays are emptied in place)."""
-        if not self.new_steps:
-            return
-        self._buffer.extend(
-            np.frombuffer(self.new_steps, dtype=np.int64),
-            np.frombuffer(self.new_walls, dtype=np.float64),
-            np.frombuffer(self.new_values, dtype=np.float64),
-        )
-        del self.new_steps[:], self.new_walls[:], self.new_values[:]
+    def extend(self, steps: np.ndarray, walls: np.ndarray, values: np.ndarray) -> None:
+        self._buffer.extend(steps, walls, values)
 
     def arrays(self) -> Arrays:
         """Read-only views of the kept points: no copy, later reads never change them."""
-        self.flush()
         return self._buffer.arrays()
 
     def to_numpy(self) -> Arrays:
         """Writable copies of (steps, walls, values)."""
-        return tuple(np.array(column) for column in self.arrays())  # type: ignore[return-value]
+        steps, walls, values = self.arrays()
+        return steps.copy(), walls.copy(), values.copy()
 
     @property
     def steps(self) -> np.ndarray:
@@ -176,46 +158,19 @@ class _FileState:
 
 @dataclass
 class _Sink:
-    """Where decoded scalars go, with a per-tag cache of bound append methods."""
+    """Where decoded scalars go, and the record headers already checked."""
 
     series: dict[str, Series] = field(default_factory=dict)
     limit: int = MAX_POINTS_PER_SERIES
-    appenders: dict[bytes, tuple[Any, Any, Any]] = field(default_factory=dict)
-    # Record headers (length + its CRC) already checked, and the repeating bytes of each
-    # tag's scalar records: both only ever speed up, never change, what is decoded.
-    good_headers: set[bytes] = field(default_factory=set)
-    templates: dict[bytes, tuple[tuple[Any, Any, Any], bytes]] = field(default_factory=dict)
+    # Record header (length + its CRC) -> length, for headers whose CRC was checked: a
+    # tag's records mostly share one, so the check is done once, not per record.
+    lengths: dict[bytes, int] = field(default_factory=dict)
 
     def named(self, name: str) -> Series:
         series = self.series.get(name)
         if series is None:
             series = self.series[name] = Series(self.limit)
         return series
-
-    def appender(self, tag: bytes) -> tuple[Any, Any, Any]:
-        entry = self.appenders.get(tag)
-        if entry is not None:
-            return entry
-        series = self.named(tag.decode("utf-8", "replace"))
-        entry = (series.new_steps.append, series.new_walls.append, series.new_values.append)
-        self.appenders[tag] = entry
-        return entry
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """A protobuf varint at pos (int64, two's complement): (value, position after it)."""
-    value = 0
-    shift = 0
-    while pos < len(data):
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
-    if value >= 1 << 63:
-        value -= 1 << 64
-    return value, pos
 
 
 def _event_file_key(path: Path) -> tuple[int, str]:
@@ -357,7 +312,6 @@ class EventDirectory:
                     state.offset += used
                     state.pending = len(buf) - used
                     consumed += used
-                    self._flush()
                     if len(buf) < chunk:
                         break
                     # A record longer than the chunk: read it whole next time round.
@@ -371,140 +325,194 @@ class EventDirectory:
             self._problem(state.path, state.offset, f"cannot read: {error.strerror or error}")
         return consumed
 
-    def _flush(self) -> None:
-        for series in self.series.values():
-            series.flush()
-
     def _problem(self, path: Path, offset: int, message: str) -> None:
         self.problems.append(Problem(str(path), offset, message))
 
     def _parse(self, state: _FileState, buf: bytes) -> int:
         """Decode whole records from buf; return how many bytes they took.
 
-        A scalar event is a few bytes that change (wall time, step, value) around bytes that
-        repeat for every point of a tag. The first record of each tag is checked field by
-        field and its repeating bytes become a template; later records that match the
-        template byte for byte are decoded with three unpacks. Anything else goes through
-        the protobuf parser. Both paths give the same points.
+        Two passes. The first walks the records, checking each header (once per distinct
+        header: a tag's records mostly share one) and computing each record's CRC; that
+        loop is the only per-record Python. The second (:meth:`_decode`) compares the CRCs
+        and decodes every plain scalar record at once with numpy.
         """
         size = len(buf)
         pos = 0
-        base = state.offset
-        unpack_header = _HEADER.unpack_from
-        unpack_footer = _FOOTER.unpack_from
-        unpack_double = _DOUBLE.unpack_from
-        unpack_float = _FLOAT.unpack_from
         crc = _crc32c
-        good_headers = self._sink.good_headers
-        templates = self._sink.templates
-        events = 0
+        lengths = self._sink.lengths
+        starts = array("q")
+        crcs = array("I")
+        add_start = starts.append
+        add_crc = crcs.append
         while size - pos >= 12:
             header = buf[pos : pos + 12]
-            if header not in good_headers:
-                length, header_crc = unpack_header(header)
-                c = crc(header[:8])
-                if ((((c >> 15) | (c << 17)) + _MASK_DELTA) & _U32) != header_crc or (
-                    length > _MAX_RECORD
-                ):
+            length = lengths.get(header)
+            if length is None:
+                length, header_crc = _HEADER.unpack(header)
+                if masked_crc32c(header[:8]) != header_crc or length > _MAX_RECORD:
                     found = self._resync(buf, pos + 1)
                     if not state.resyncing:
-                        self._problem(state.path, base + pos, "damaged record header; skipping")
+                        self._problem(
+                            state.path, state.offset + pos, "damaged record header; skipping"
+                        )
                     if found is None:
                         state.resyncing = True
-                        return max(pos + 1, size - 11)
+                        pos = max(pos + 1, size - 11)
+                        break
                     pos = found
                     state.resyncing = False
                     continue
-                if len(good_headers) > 4096:
-                    good_headers.clear()
-                good_headers.add(header)
+                if len(lengths) > 4096:
+                    lengths.clear()
+                lengths[header] = length
             state.resyncing = False
-            length = unpack_header(header)[0]
             end = pos + 12 + length
             if end + 4 > size:
                 break
-            data = buf[pos + 12 : end]
-            c = crc(data)
-            if ((((c >> 15) | (c << 17)) + _MASK_DELTA) & _U32) != unpack_footer(buf, end)[0]:
-                self._problem(state.path, base + pos, "record fails its CRC; skipped")
-                pos = end + 4
-                continue
+            add_start(pos)
+            add_crc(crc(buf[pos + 12 : end]))
             pos = end + 4
-            if length > 20 and data[0] == 0x09:
-                # Field 2 (step) is a varint; most steps take one to three bytes.
-                if data[9] == 0x10:
-                    b = data[10]
-                    if b < 0x80:
-                        step, p = b, 11
-                    elif data[11] < 0x80:
-                        step, p = (b & 0x7F) | (data[11] << 7), 12
-                    else:
-                        step, p = _varint(data, 10)
-                else:
-                    step, p = 0, 9
-                if p + 6 < length:
-                    tag_end = p + 6 + data[p + 5]
-                    template = templates.get(data[p : tag_end + 8])
-                    if template is not None and data[tag_end + 12 :] == template[1]:
-                        entry = template[0]
-                        entry[0](step)
-                        entry[1](unpack_double(data, 1)[0])
-                        entry[2](unpack_float(data, tag_end + 8)[0])
-                        events += 1
-                        continue
-                    template = templates.get(data[p : tag_end + 1])
-                    if template is not None and data[tag_end + 5 :] == template[1]:
-                        entry = template[0]
-                        entry[0](step)
-                        entry[1](unpack_double(data, 1)[0])
-                        entry[2](unpack_float(data, tag_end + 1)[0])
-                        events += 1
-                        continue
-                    if self._learn(data, p, step):
-                        events += 1
-                        continue
-            events += self._decode_slow(state, base + pos - length - 16, data)
-        self.events += events
+        if starts:
+            self._decode(state, buf, np.frombuffer(starts, np.int64), crcs)
         return pos
 
-    def _learn(self, data: bytes, p: int, step: int) -> bool:
-        """Check a record field by field; if it is a plain scalar, keep its template.
+    def _decode(self, state: _FileState, buf: bytes, starts: np.ndarray, crcs: array) -> None:
+        """Check the records' CRCs and turn them into points, in the order they were read.
 
-        The layout: wall_time (1), optional step (2), then one summary (5) holding one value
-        (1) whose tag (1) is followed by a TF2 float tensor (8) or a simple_value (2), and at
-        most the metadata (9) after it. Every length must add up exactly.
+        A scalar event is ``wall_time (1) | step (2, a varint) | summary (5)``, and a tag's
+        summary bytes repeat from point to point but for the 4-byte float: records are
+        grouped by those bytes (a template), each template is checked field by field once,
+        and its points are gathered with numpy. Anything else (other summaries, odd
+        layouts, steps past 2**35) goes through the protobuf parser. Both give the same
+        points.
         """
-        length = len(data)
-        if not (
-            data[p] == 0x2A
-            and data[p + 1] < 0x80
-            and p + 2 + data[p + 1] == length
-            and data[p + 2] == 0x0A
-            and data[p + 3] < 0x80
-            and p + 4 + data[p + 3] == length
-            and data[p + 4] == 0x0A
-            and data[p + 5] < 0x80
-        ):
-            return False
-        tag_end = p + 6 + data[p + 5]
-        if data[tag_end : tag_end + 8] == _TF2_FLOAT_TENSOR:
-            value_at = tag_end + 8
-        elif tag_end < length and data[tag_end] == 0x15:
-            value_at = tag_end + 1
-        else:
-            return False
-        rest = value_at + 4
-        if not (
-            rest == length
-            or (rest + 2 <= length and data[rest] == 0x4A and rest + 2 + data[rest + 1] == length)
-        ):
-            return False
-        entry = self._sink.appender(data[p + 6 : tag_end])
-        self._sink.templates[data[p:value_at]] = (entry, data[rest:])
-        entry[0](step)
-        entry[1](_DOUBLE.unpack_from(data, 1)[0])
-        entry[2](_FLOAT.unpack_from(data, value_at)[0])
-        return True
+        data = np.frombuffer(buf, np.uint8)
+        u64 = _unaligned(buf, "<u8")
+        heads = u64[starts].astype(np.int64)
+        begins = starts + 12
+        ends = begins + heads
+        stored = _unaligned(buf, "<u4")[ends].astype(np.int64)
+        computed = np.frombuffer(crcs, np.uint32).astype(np.int64)
+        masked = (((computed >> 15) | (computed << 17)) + _MASK_DELTA) & _U32
+        good = masked == stored
+        for bad in np.flatnonzero(~good):
+            self._problem(
+                state.path, state.offset + int(starts[bad]), "record fails its CRC; skipped"
+            )
+        # Candidates for the fast path: long enough, starting with the wall time.
+        fast = good & (heads > 20)
+        fast[fast] = data[begins[fast]] == 0x09
+        rows = np.flatnonzero(fast)
+        found: dict[str, list[tuple[np.ndarray, ...]]] = {}
+        slow = good.copy()
+        if len(rows):
+            begin = begins[rows]
+            walls = _unaligned(buf, "<f8")[begin + 1]
+            has_step = data[begin + 9] == 0x10
+            # The step: a varint of 1 to 5 bytes (steps below 2**35) at byte 10.
+            word = u64[begin + 10]
+            steps = np.zeros(len(rows), dtype=np.uint64)
+            width = np.zeros(len(rows), dtype=np.int64)
+            going = np.ones(len(rows), dtype=bool)
+            for byte in range(5):
+                part = (word >> np.uint64(8 * byte)) & np.uint64(0xFF)
+                steps |= np.where(going, (part & np.uint64(0x7F)) << np.uint64(7 * byte), 0)
+                width += going
+                going &= part >= 0x80
+            prefix = np.where(has_step, 10 + width, 9)
+            rest = heads[rows] - prefix
+            where = begin + prefix
+            tag_end = 6 + data[where + 5].astype(np.int64)
+            inside = (rest >= 14) & (tag_end < rest) & (~going | ~has_step)
+            tensor = data[where + np.minimum(tag_end, rest - 1)] == 0x42
+            value_at = tag_end + np.where(tensor, 8, 1)
+            inside &= value_at + 4 <= rest
+            keys = (rest << 20) | (tag_end << 1) | tensor
+            steps_signed = np.where(has_step, steps.astype(np.int64), 0)
+            for key in np.unique(keys[inside]):
+                group = np.flatnonzero(inside & (keys == key))
+                first = group[0]
+                self._decode_group(
+                    buf,
+                    int(rest[first]),
+                    int(value_at[first]),
+                    where[group],
+                    rows[group],
+                    steps_signed[group],
+                    walls[group],
+                    found,
+                    slow,
+                )
+        for index in np.flatnonzero(slow):
+            at = int(begins[index])
+            self._decode_slow(
+                state,
+                state.offset + int(starts[index]),
+                buf[at : at + int(heads[index])],
+                int(index),
+                found,
+            )
+        for tag, pieces in found.items():
+            order_parts, step_parts, wall_parts, value_parts = zip(*pieces, strict=True)
+            steps_all = np.concatenate(step_parts)
+            walls_all = np.concatenate(wall_parts)
+            values_all = np.concatenate(value_parts)
+            if len(pieces) > 1:
+                order = np.argsort(np.concatenate(order_parts), kind="stable")
+                steps_all, walls_all, values_all = (
+                    steps_all[order],
+                    walls_all[order],
+                    values_all[order],
+                )
+            self._sink.named(tag).extend(steps_all, walls_all, values_all)
+            self.events += len(steps_all)
+
+    def _decode_group(
+        self,
+        buf: bytes,
+        length: int,
+        value_at: int,
+        where: np.ndarray,
+        rows: np.ndarray,
+        steps: np.ndarray,
+        walls: np.ndarray,
+        found: dict[str, list[tuple[np.ndarray, ...]]],
+        slow: np.ndarray,
+    ) -> None:
+        """Summaries of one length and layout (at ``where``), one template at a time.
+
+        Their bytes are compared 8 at a time against the first unmatched one's, the float's
+        4 bytes masked out; a template that passes :func:`_template` gives its points.
+        """
+        offsets = list(range(0, length - 7, 8))
+        if length % 8:
+            offsets.append(length - 8)
+        masks = []
+        for offset in offsets:
+            mask = 0
+            for byte in range(8):
+                if not value_at <= offset + byte < value_at + 4:
+                    mask |= 0xFF << (8 * byte)
+            masks.append(mask)
+        words = _unaligned(buf, "<u8")[where[:, None] + np.array(offsets)]
+        words &= np.array(masks, dtype=np.uint64)
+        left = np.ones(len(rows), dtype=bool)
+        for _ in range(_MAX_TEMPLATES):
+            if not left.any():
+                break
+            first = int(np.argmax(left))
+            same = left & (words == words[first]).all(axis=1)
+            left &= ~same
+            start = int(where[first])
+            template = _template(buf[start : start + length])
+            if template is None or template[1] != value_at:
+                continue
+            picked = np.flatnonzero(same)
+            values = _unaligned(buf, "<f4")[where[picked] + value_at]
+            found.setdefault(template[0], []).append(
+                (rows[picked], steps[picked], walls[picked], values.astype(np.float64))
+            )
+            slow[rows[picked]] = False
 
     def _resync(self, buf: bytes, start: int) -> int | None:
         """The next offset whose 12 bytes make a valid header, or None if there is none yet."""
@@ -515,22 +523,74 @@ class EventDirectory:
                 return pos
         return None
 
-    def _decode_slow(self, state: _FileState, offset: int, data: bytes) -> int:
+    def _decode_slow(
+        self,
+        state: _FileState,
+        offset: int,
+        data: bytes,
+        index: int,
+        found: dict[str, list[tuple[np.ndarray, ...]]],
+    ) -> None:
         try:
             event = event_pb2.Event.FromString(data)
         except Exception:  # protobuf raises its own DecodeError types; all mean "bad bytes"
             self._problem(state.path, offset, "record is not an Event; skipped")
-            return 0
+            return
         if not event.HasField("summary"):
-            return 0
-        count = 0
+            return
         for value in event.summary.value:
             number = scalar_of(value)
             if number is None:
                 continue
-            self._sink.named(value.tag).append(event.step, event.wall_time, number)
-            count += 1
-        return count
+            found.setdefault(value.tag, []).append(
+                (
+                    np.array([index]),
+                    np.array([event.step], dtype=np.int64),
+                    np.array([event.wall_time]),
+                    np.array([number]),
+                )
+            )
+
+
+def _unaligned(buf: bytes, dtype: str) -> np.ndarray:
+    """Element i is the ``dtype`` number whose bytes start at byte i of buf (no copy)."""
+    size = np.dtype(dtype).itemsize
+    return np.ndarray((max(0, len(buf) - size + 1),), dtype=dtype, buffer=buf, strides=(1,))
+
+
+def _template(summary: bytes) -> tuple[str, int] | None:
+    """(tag, offset of the float) when a record's summary bytes hold one plain scalar.
+
+    The layout: one summary (5) holding one value (1) whose tag (1) is followed by a TF2
+    float tensor (8) or a simple_value (2), and at most the metadata (9) after it. Every
+    length must add up exactly; anything else is left to the protobuf parser.
+    """
+    length = len(summary)
+    if not (
+        summary[0] == 0x2A
+        and summary[1] < 0x80
+        and 2 + summary[1] == length
+        and summary[2] == 0x0A
+        and summary[3] < 0x80
+        and 4 + summary[3] == length
+        and summary[4] == 0x0A
+        and summary[5] < 0x80
+    ):
+        return None
+    tag_end = 6 + summary[5]
+    if summary[tag_end : tag_end + 8] == _TF2_FLOAT_TENSOR:
+        value_at = tag_end + 8
+    elif tag_end < length and summary[tag_end] == 0x15:
+        value_at = tag_end + 1
+    else:
+        return None
+    rest = value_at + 4
+    if not (
+        rest == length
+        or (rest + 2 <= length and summary[rest] == 0x4A and rest + 2 + summary[rest + 1] == length)
+    ):
+        return None
+    return summary[6:tag_end].decode("utf-8", "replace"), value_at
 
 
 # dtype enum -> (struct format of one element, repeated field name) for 0-d numeric tensors.

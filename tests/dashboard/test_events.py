@@ -350,3 +350,22 @@ def test_record_with_good_crc_but_no_event_inside_is_reported(sample_file: Path)
     reader = EventDirectory(sample_file.parent)
     assert reader.poll().events == 40
     assert "not an Event" in reader.problems[0].message
+
+
+def test_one_tag_in_several_layouts_keeps_the_order_it_was_written(tmp_path: Path) -> None:
+    """Template batches, odd steps and protobuf-parsed records merge back in file order."""
+    written = []
+    with EventWriter.create(tmp_path, wall_time=1.0) as writer:
+        for step in [0, 5, 2**36, 7, 127, 128, 16384, 3, 2**35 - 1, 9]:
+            simple = step % 2 == 1
+            writer.scalar("mixed", float(step % 1000), step, 10.0 + step, simple=simple)
+            written.append(step)
+            if step == 7:
+                old = event_pb2.Event(wall_time=2.0, step=7)
+                old.summary.value.add(tag="mixed", simple_value=7.0).metadata.display_name = "x"
+                writer.raw(frame_record(old.SerializeToString()))
+                written.append(7)
+    reader = EventDirectory(tmp_path)
+    reader.poll()
+    assert list(reader.series["mixed"].steps) == written
+    assert reader.series["mixed"].values[2] == float(2**36 % 1000)
