@@ -19,6 +19,7 @@ from invoke.exceptions import Exit
 from launcher import tasks
 from launcher.display import Output
 from launcher.hosts import HostsFileError
+from launcher.options import TrainOptions, WatchOptions
 from launcher.remote import DEFAULT_KNOWN_HOSTS, SshSettings
 from launcher.runs import RUNS_DIR
 from launcher.tasks import Settings, UserError
@@ -162,21 +163,15 @@ def train(
         "log_every": log_every,
         "threads": threads,
     }
-    extra = _split(trainer_args)
-    _run(
-        lambda: tasks.train(
-            s,
-            Output(),
-            options,
-            env or [],
-            float(start_timeout),
-            float(grace),
-            float(interval),
-            float(stall_timeout),
-            extra,
-            int(max_restarts),
-        )
+    watch = WatchOptions(
+        start_timeout=float(start_timeout),
+        stall_timeout=float(stall_timeout),
+        grace=float(grace),
+        interval=float(interval),
+        max_restarts=int(max_restarts),
     )
+    train_options = TrainOptions(options, tuple(_split(trainer_args)), tuple(env or ()), watch)
+    _run(lambda: tasks.train(s, Output(), train_options))
 
 
 @task(

@@ -24,19 +24,13 @@ from launcher import commands
 from launcher.deploy import PROJECT_ROOT
 from launcher.display import LogTail, Output, progress_text, read_status
 from launcher.exits import describe_exit
+from launcher.failure import EXIT_BAD_INPUT
 from launcher.hosts import Host, parse_line
-from launcher.job import (
-    EXIT_BAD_INPUT,
-    Interrupted,
-    StoppedByUser,
-    launcher_identity,
-    log_tail,
-    signals_ignored,
-    signals_interrupt,
-    summary,
-)
+from launcher.job import StoppedByUser, launcher_identity, log_tail
+from launcher.options import WatchOptions
 from launcher.remote import HostError, HostShell, open_shell
 from launcher.runs import new_run_id, write_json_atomic
+from launcher.signals import Interrupted, signals_ignored, signals_interrupt
 from launcher.slurm import (
     ALLOCATION_NAME,
     RUNNING,
@@ -55,6 +49,7 @@ from launcher.slurm import (
     render_sbatch,
     submit_command,
 )
+from launcher.summary import summary
 from launcher.sync import Mirror
 from launcher.tasks import (
     Settings,
@@ -585,11 +580,7 @@ def train(
     args: list[str],
     user_env: dict[str, str],
     code: str,
-    start_timeout: float,
-    grace: float,
-    interval: float,
-    stall_timeout: float,
-    max_restarts: int,
+    watch: WatchOptions,
 ) -> int:
     """Submit the run as one Slurm job and watch it to its end."""
     assert host.slurm is not None
@@ -648,7 +639,7 @@ def train(
             "exit_codes": {},
             "failure": None,
             "restarts": 0,
-            "max_restarts": max_restarts,
+            "max_restarts": watch.max_restarts,
             "attempts": [],
             "env": sorted(user_env),
             "launcher": launcher_identity(),
@@ -663,11 +654,11 @@ def train(
             out,
             env,
             entry,
-            start_timeout,
-            grace,
-            interval,
-            stall_timeout,
-            max_restarts,
+            watch.start_timeout,
+            watch.grace,
+            watch.interval,
+            watch.stall_timeout,
+            watch.max_restarts,
         )
         job.save()
         where = "this machine" if host.local else f"ssh {host.ssh_target}"

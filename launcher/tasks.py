@@ -27,15 +27,17 @@ from launcher.deploy import (
     tree_hash,
 )
 from launcher.display import Output, progress_text, read_status
-from launcher.exits import describe_exit, normalize_exit
 from launcher.hosts import Host, load_hosts, parse_line
-from launcher.job import Job, Worker, launcher_identity
+from launcher.job import Job, launcher_identity
 from launcher.netcheck import Peer, check_network, clock_cell, clock_offset, clock_warning
+from launcher.options import TrainOptions
 from launcher.probe import PROBE, ProbeResult, host_problems, parse_probe, probe_command
-from launcher.remote import HostError, HostShell, SshSettings, each_host, open_shell
+from launcher.remote import HostError, HostShell, SshSettings, open_shell
+from launcher.results import HostResults
 from launcher.runs import RUNS_DIR, find_run, new_run_id, read_cluster, write_json_atomic
 from launcher.sync import Mirror
 from launcher.tf_config import cluster_spec, tf_config_json
+from launcher.worker import Poll, ProcessState, Worker
 
 
 class UserError(Exception):
@@ -58,33 +60,21 @@ def failed_hosts(what: str, errors: Sequence[HostError]) -> UserError:
     return UserError(f"{what} failed on {len(errors)} host(s):\n{lines}")
 
 
-def host_errors(hosts: Sequence[Host], results: Sequence[object]) -> list[HostError]:
-    """The failures among results of `each_host`, each as a HostError that names its host."""
-    return [
-        r if isinstance(r, HostError) else HostError(h, f"{type(r).__name__}: {r}")
-        for h, r in zip(hosts, results, strict=True)
-        if isinstance(r, Exception)
-    ]
-
-
-def report_each(out: Output, hosts: Sequence[Host], results: Sequence[object], what: str) -> None:
+def report_each(out: Output, results: HostResults[Any, str], what: str) -> None:
     """One line per host that succeeded; then one error naming every host that failed."""
-    for host, r in zip(hosts, results, strict=True):
-        if not isinstance(r, Exception):
-            out.line(f"[{host.index} {host.label}] {r}")
-    if errors := host_errors(hosts, results):
-        raise failed_hosts(what, errors)
+    for _, value in results.succeeded:
+        out.line(value)
+    if results.errors:
+        raise failed_hosts(what, results.errors)
 
 
 def connect_all(hosts: Sequence[Host], ssh: SshSettings) -> list[HostShell]:
     """Open every host at once; any failure closes the others and names every failing host."""
-    results = each_host(hosts, lambda h: open_shell(h, ssh))
-    bad = host_errors(hosts, results)
-    shells = [r for r in results if not isinstance(r, Exception)]
-    if bad:
-        close_all(shells)  # type: ignore[arg-type]
-        raise failed_hosts("connecting", bad)
-    return shells  # type: ignore[return-value]
+    results = HostResults.run(hosts, lambda h: open_shell(h, ssh))
+    if results.errors:
+        close_all(results.values)
+        raise failed_hosts("connecting", results.errors)
+    return results.values
 
 
 def close_all(shells: Sequence[HostShell]) -> None:
@@ -127,9 +117,8 @@ def _probe(shell: HostShell, code: str) -> ProbeResult:
 
 
 def probe_all(shells: Sequence[HostShell], code: str) -> tuple[list[ProbeResult], list[HostError]]:
-    results = each_host(shells, lambda s: _probe(s, code))
-    probes = [r for r in results if isinstance(r, ProbeResult)]
-    return probes, host_errors([s.host for s in shells], results)
+    results = HostResults.run(shells, lambda s: _probe(s, code))
+    return results.values, results.errors
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -141,19 +130,18 @@ def check(settings: Settings, out: Output) -> int:
     """Preflight every host at once, change nothing, print a table; non-zero names the bad."""
     hosts = load_hosts(settings.hosts_file)
     code = tree_hash()
-    opened = each_host(hosts, lambda h: open_shell(h, settings.ssh))
-    shells: list[HostShell] = [r for r in opened if not isinstance(r, Exception)]  # type: ignore[misc]
+    opened = HostResults.run(hosts, lambda h: open_shell(h, settings.ssh))
+    shells = opened.values
     try:
-        answers = each_host(shells, lambda s: _probe(s, code))
-        probed = {s.host.index: a for s, a in zip(shells, answers, strict=True)}
-        results = [probed.get(h.index, r) for h, r in zip(hosts, opened, strict=True)]
-        ready = [(s, a) for s, a in zip(shells, answers, strict=True) if isinstance(a, ProbeResult)]
+        answers = HostResults.run(shells, lambda s: _probe(s, code))
+        probed: dict[int, ProbeResult | HostError] = {s.host.index: a for s, a in answers}
+        probed.update({h.index: e for h, e in opened.failed})
+        ready = answers.succeeded
         free = {a.host.index for _, a in ready if a.facts.get("port_free")}
         network = check_network([Peer(s, a.python) for s, a in ready], hosts, listeners=free)
     finally:
         close_all(shells)
-    probes = [r for r in results if isinstance(r, ProbeResult)]
-    everyone = [p.facts for p in probes]
+    everyone = [p.facts for p in answers.values]
     rows = [
         [
             *("#", "host", "ssh", "python", "tensorflow", "tf_port", "free MB", "code"),
@@ -162,7 +150,8 @@ def check(settings: Settings, out: Output) -> int:
     ]
     problems: list[str] = []
     warnings: list[str] = []
-    for host, r in zip(hosts, results, strict=True):
+    for host in hosts:
+        r = probed[host.index]
         if isinstance(r, ProbeResult):
             f = r.facts
             deployed = (
@@ -191,9 +180,8 @@ def check(settings: Settings, out: Output) -> int:
             if offset is not None and (late := clock_warning(offset, uncertainty or 0.0)):
                 warnings.append(f"worker {host.index} ({host.label}): {late}")
         else:
-            msg = r.message if isinstance(r, HostError) else f"{type(r).__name__}: {r}"
             rows.append([str(host.index), host.label, "FAILED", *["-"] * 8])
-            problems.append(f"worker {host.index} ({host.label}): {msg}")
+            problems.append(f"worker {host.index} ({host.label}): {r.message}")
     problems += network.problems
     out.lines(_table(rows))
     for warning in warnings:
@@ -236,12 +224,11 @@ def deploy(settings: Settings, out: Output, venv: bool = False, mnist: str | Non
             if mnist_path is not None:
                 staged = stage_file(shell, mnist_path, f"{workdir}/data/mnist.npz", mnist_sha)
                 parts.append(f"mnist.npz {staged.action}")
-            return ", ".join(parts)
+            return f"[{host.index} {host.label}] " + ", ".join(parts)
         finally:
             shell.close()
 
-    results = each_host(remote, one)
-    report_each(out, remote, results, "deploy")
+    report_each(out, HostResults.run(remote, one), "deploy")
     out.line(f"deployed to {len(remote)} host(s) in {time.monotonic() - started:.1f} s")
     return 0
 
@@ -293,12 +280,12 @@ def _locks(
         cmd = commands.lock_command(workdirs[i], h.tf_port, run_id, run_dirs[i], h.index)
         return shells[i].run(cmd, timeout=30).stdout.strip()
 
-    results = each_host(list(range(len(shells))), one)
+    results = HostResults.run(list(range(len(shells))), one, host=lambda i: shells[i].host)
     refusals = []
-    for shell, r in zip(shells, results, strict=True):
-        h = shell.host
-        if isinstance(r, Exception) or not str(r).startswith(("acquired", "taken-over")):
-            holder = str(r).removeprefix("held ") if not isinstance(r, Exception) else str(r)
+    for i, r in results:
+        h = shells[i].host
+        if isinstance(r, HostError) or not r.startswith(("acquired", "taken-over")):
+            holder = r.removeprefix("held ") if not isinstance(r, HostError) else str(r)
             refusals.append(
                 f"worker {h.index} ({h.label}): tf_port {h.tf_port} is locked by run {holder}, "
                 "which is still running; wait for it or `fab stop` it"
@@ -307,51 +294,30 @@ def _locks(
 
 
 def _unlock(shells: Sequence[HostShell], workdirs: Sequence[str], run_id: str) -> None:
-    each_host(
+    HostResults.run(
         list(range(len(shells))),
         lambda i: shells[i].run(
             commands.unlock_command(workdirs[i], shells[i].host.tf_port, run_id), timeout=30
         ),
+        host=lambda i: shells[i].host,
     )
 
 
-def train(
-    settings: Settings,
-    out: Output,
-    trainer_options: dict[str, object],
-    env_names: Sequence[str] = (),
-    start_timeout: float = 120.0,
-    grace: float = 5.0,
-    interval: float = 2.0,
-    stall_timeout: float = 300.0,
-    extra_args: Sequence[str] = (),
-    max_restarts: int = 0,
-) -> int:
+def train(settings: Settings, out: Output, options: TrainOptions) -> int:
     """Preflight, then start every worker at once and watch the job to its end."""
     hosts = load_hosts(settings.hosts_file)
-    user_env = _worker_env(env_names)
+    user_env = _worker_env(options.env)
+    max_restarts = options.watch.max_restarts
     if max_restarts < 0:
         raise UserError(f"--max-restarts {max_restarts}: expected 0 or more", 2)
-    args = commands.trainer_args(trainer_options) + list(extra_args)
+    args = commands.trainer_args(dict(options.trainer)) + list(options.extra_args)
     if max_restarts and "--backup" not in args:
         args.append("--backup")  # a restarted job resumes from its last completed epoch
     code = tree_hash()
     if hosts[0].slurm is not None:
         from launcher import slurm_job  # it builds on this module
 
-        return slurm_job.train(
-            settings,
-            out,
-            hosts[0],
-            args,
-            user_env,
-            code,
-            start_timeout,
-            grace,
-            interval,
-            stall_timeout,
-            max_restarts,
-        )
+        return slurm_job.train(settings, out, hosts[0], args, user_env, code, options.watch)
     shells = connect_all(hosts, settings.ssh)
     try:
         probes, errors = probe_all(shells, code)
@@ -381,59 +347,43 @@ def train(
             if refusals:
                 raise UserError("refusing to start:\n" + "\n".join(f"  {m}" for m in refusals))
             raise UserError("preflight failed:\n" + "\n".join(f"  {m}" for m in problems))
+        launch = Launch(hosts, shells, probes, run_id, local_dir, run_dirs, args, user_env, code)
         try:
-            return _run(
-                settings,
-                out,
-                hosts,
-                shells,
-                probes,
-                run_id,
-                local_dir,
-                run_dirs,
-                args,
-                user_env,
-                code,
-                start_timeout,
-                grace,
-                interval,
-                stall_timeout,
-                max_restarts,
-            )
+            return _run(settings, out, launch, options)
         finally:
             _unlock(shells, workdirs, run_id)
     finally:
         close_all(shells)
 
 
-def _run(
-    settings: Settings,
-    out: Output,
-    hosts: Sequence[Host],
-    shells: Sequence[HostShell],
-    probes: Sequence[ProbeResult],
-    run_id: str,
-    local_dir: Path,
-    run_dirs: Sequence[str],
-    args: list[str],
-    user_env: dict[str, str],
-    code: str,
-    start_timeout: float,
-    grace: float,
-    interval: float,
-    stall_timeout: float,
-    max_restarts: int,
-) -> int:
-    local_dir.mkdir(parents=True, exist_ok=False)
-    out.open_log(local_dir / "launcher.log")
+@dataclass(frozen=True)
+class Launch:
+    """A job about to start: its hosts (connected and probed), run id and directories, the
+    trainer's arguments, the variables for every worker, and the code version to run."""
+
+    hosts: Sequence[Host]
+    shells: Sequence[HostShell]
+    probes: Sequence[ProbeResult]
+    run_id: str
+    local_dir: Path
+    run_dirs: Sequence[str]
+    args: list[str]
+    user_env: dict[str, str]
+    code: str
+
+
+def _workers(launch: Launch) -> list[Worker]:
+    hosts, args, local_dir = launch.hosts, launch.args, launch.local_dir
+    mirrors = host_mirrors(hosts, launch.shells, launch.run_dirs, local_dir)
     workers = []
-    mirrors = host_mirrors(hosts, shells, run_dirs, local_dir)
-    for host, shell, probe, run_dir in zip(hosts, shells, probes, run_dirs, strict=True):
+    for host, shell, probe, run_dir in zip(
+        hosts, launch.shells, launch.probes, launch.run_dirs, strict=True
+    ):
         env = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         tfc = tf_config_json(hosts, host.index)
         if tfc is not None:
             env["TF_CONFIG"] = tfc
-        env.update(user_env)
+        env.update(launch.user_env)
         host_args = list(args)
         mnist = probe.facts.get("mnist")
         if not host.local and "--data" not in args and mnist:
@@ -444,7 +394,7 @@ def _run(
                 host=host,
                 shell=shell,
                 python=probe.python,
-                code_dir=str(PROJECT_ROOT) if host.local else f"{workdir}/code/{code}",
+                code_dir=str(PROJECT_ROOT) if host.local else f"{workdir}/code/{launch.code}",
                 run_dir=run_dir,
                 local_dir=local_dir,
                 trainer_args=host_args,
@@ -452,8 +402,16 @@ def _run(
                 mirror=mirrors.get(host.index),
             )
         )
+    return workers
+
+
+def _run(settings: Settings, out: Output, launch: Launch, options: TrainOptions) -> int:
+    local_dir, args, user_env, hosts = launch.local_dir, launch.args, launch.user_env, launch.hosts
+    local_dir.mkdir(parents=True, exist_ok=False)
+    out.open_log(local_dir / "launcher.log")
+    workers = _workers(launch)
     cluster: dict[str, Any] = {
-        "run_id": run_id,
+        "run_id": launch.run_id,
         "created": time.time(),
         "finished": None,
         "state": "starting",
@@ -466,24 +424,14 @@ def _run(
         "exit_codes": {},
         "failure": None,
         "restarts": 0,
-        "max_restarts": max_restarts,
+        "max_restarts": options.watch.max_restarts,
         "attempts": [],
         "env": sorted(user_env),
         "launcher": launcher_identity(),
     }
-    job = Job(
-        workers,
-        local_dir,
-        cluster,
-        out,
-        start_timeout,
-        grace,
-        interval,
-        stall_timeout,
-        max_restarts=max_restarts,
-    )
+    job = Job(workers, local_dir, cluster, out, options.watch)
     job.save()
-    out.line(f"run {run_id}: {len(hosts)} worker(s), run directory {local_dir}")
+    out.line(f"run {launch.run_id}: {len(hosts)} worker(s), run directory {local_dir}")
     for w in workers:
         where = "local process" if w.host.local else f"ssh {w.host.ssh_target}"
         out.line(f"{w.prefix} {w.host.role} {w.host.tf_address} ({where}) {w.python}")
@@ -560,8 +508,8 @@ def _open_run(settings: Settings, run: str | None) -> tuple[Path, dict[str, Any]
         raise UserError(str(exc)) from None
 
 
-def _poll(shell: HostShell, run_dir: str, index: int) -> str:
-    return shell.run(commands.poll_command(run_dir, index), timeout=30).stdout.strip()
+def _poll(shell: HostShell, run_dir: str, index: int) -> Poll:
+    return Poll.parse(shell.run(commands.poll_command(run_dir, index), timeout=30).stdout)
 
 
 def status(settings: Settings, out: Output, run: str | None = None) -> int:
@@ -573,7 +521,7 @@ def status(settings: Settings, out: Output, run: str | None = None) -> int:
         return slurm_job.status(settings, out, local_dir, cluster)
     pairs = hosts_of_run(cluster)
 
-    def one(pair: tuple[Host, dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
+    def one(pair: tuple[Host, dict[str, Any]]) -> tuple[Poll, dict[str, Any] | None]:
         host, entry = pair
         shell = open_shell(host, settings.ssh)
         try:
@@ -588,28 +536,22 @@ def status(settings: Settings, out: Output, run: str | None = None) -> int:
         finally:
             shell.close()
 
-    results = each_host(pairs, one)
+    results = HostResults.run(pairs, one, host=lambda pair: pair[0])
     out.line(f"run {cluster.get('run_id')}: {cluster.get('state')}  ({local_dir})")
     now = time.time()
     rows = [["#", "host", "process", "progress", "updated"]]
-    for (host, _), r in zip(pairs, results, strict=True):
-        if isinstance(r, Exception):
+    for (host, _), r in results:
+        if isinstance(r, HostError):
             rows.append([str(host.index), host.label, "unreachable", str(r), "-"])
             continue
-        alive: str = r[0]  # type: ignore[index]
-        st: dict[str, Any] | None = r[1]  # type: ignore[index]
+        poll, st = r
         if st is None:
             st = read_status(local_dir / "workers" / str(host.index) / "status.json")
-        proc = alive
-        if alive.startswith("exit"):
-            try:
-                proc = describe_exit(normalize_exit(int(alive.split()[1])))
-            except (IndexError, ValueError):
-                proc = alive
         upd = st.get("updated") if isinstance(st, dict) else None
         ago = f"{now - upd:.0f} s ago" if isinstance(upd, (int, float)) else "-"
-        progress = progress_text(st) if st is not None or alive == "alive" else "-"
-        rows.append([str(host.index), host.label, proc, progress, ago])
+        alive = poll.state is ProcessState.ALIVE
+        progress = progress_text(st) if st is not None or alive else "-"
+        rows.append([str(host.index), host.label, poll.describe(), progress, ago])
     out.lines(_table(rows))
     for attempt in (cluster.get("attempts") or [])[:-1]:  # the last one is this attempt
         earlier = attempt.get("failure") if isinstance(attempt, dict) else None
@@ -646,15 +588,14 @@ def stop(settings: Settings, out: Output, run: str | None = None, grace: float =
         try:
             run_dir = str(entry["run_dir"])
             before = _poll(shell, run_dir, host.index)
-            if before != "alive":
-                return f"not running ({before})"
+            if before.state is not ProcessState.ALIVE:
+                return f"[{host.index} {host.label}] not running ({before.describe()})"
             shell.run(commands.stop_command(run_dir, host.index, grace), timeout=grace + 30)
-            return f"stopped (was {before})"
+            return f"[{host.index} {host.label}] stopped (was {before.describe()})"
         finally:
             shell.close()
 
-    results = each_host(pairs, one)
-    report_each(out, [host for host, _ in pairs], results, "stop")
+    report_each(out, HostResults.run(pairs, one, host=lambda pair: pair[0]), "stop")
     return 0
 
 
@@ -678,22 +619,23 @@ def fetch(
         hosts = [h for h, _ in pairs]
         mirrors = list(host_mirrors(hosts, shells, run_dirs, local_dir).values())
         while True:
-            results = each_host(mirrors, lambda m: m.sync())
+            synced = HostResults.run(mirrors, lambda m: m.sync(), host=lambda m: m.shell.host)
             for m in mirrors:
                 host = m.shell.host
                 for refused in m.take_refused():
                     out.line(f"WARNING: [{host.index} {host.label}] refused {refused}")
-            errors = host_errors([m.shell.host for m in mirrors], results)
-            if errors:
-                raise failed_hosts("fetch", errors)
+            if synced.errors:
+                raise failed_hosts("fetch", synced.errors)
             if not follow:
                 break
-            states = each_host(
+            polls = HostResults.run(
                 list(zip(shells, pairs, strict=True)),
                 lambda sp: _poll(sp[0], str(sp[1][1]["run_dir"]), sp[1][0].index),
+                host=lambda sp: sp[0].host,
             )
-            if all(isinstance(s, str) and s != "alive" and s != "pending" for s in states):
-                each_host(mirrors, lambda m: m.sync())
+            running = (ProcessState.ALIVE, ProcessState.PENDING)
+            if not polls.errors and all(p.state not in running for p in polls.values):
+                HostResults.run(mirrors, lambda m: m.sync(), host=lambda m: m.shell.host)
                 break
             time.sleep(interval)
         total = sum(m.bytes_received for m in mirrors)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from launcher import commands
-from launcher.job import _local_poll
+from launcher.worker import local_poll as _local_poll
 
 NASTY = [
     "plain",

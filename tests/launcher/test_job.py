@@ -8,20 +8,24 @@ from pathlib import Path
 
 import pytest
 
+from launcher.backup import latest_backup
 from launcher.display import Output
+from launcher.failure import may_restart
 from launcher.hosts import parse_hosts
-from launcher.job import Job, Worker, latest_backup, may_restart
+from launcher.job import Job
+from launcher.options import WatchOptions
 from launcher.remote import LocalShell
+from launcher.worker import Worker
 
 
-def make_job(run_dir: Path, n: int, start_timeout: float = 120.0) -> Job:
+def make_job(run_dir: Path, n: int, **watch: float) -> Job:
     hosts = parse_hosts("".join(f"localhost tf_port={7000 + i}\n" for i in range(n)))
     workers = [
         Worker(h, LocalShell(h), "python3", ".", str(run_dir), run_dir, [], {}) for h in hosts
     ]
     for i in range(n):
         (run_dir / "workers" / str(i)).mkdir(parents=True, exist_ok=True)
-    return Job(workers, run_dir, {}, Output(io.StringIO(), live=False), start_timeout)
+    return Job(workers, run_dir, {}, Output(io.StringIO(), live=False), WatchOptions(**watch))
 
 
 def write(run_dir: Path, index: int, name: str, text: str) -> None:
@@ -65,8 +69,7 @@ def test_all_zero_is_success(tmp_path: Path) -> None:
 
 
 def test_start_deadline_names_the_silent_worker(tmp_path: Path) -> None:
-    job = make_job(tmp_path, 2, start_timeout=0.0)
-    job.interval = 0
+    job = make_job(tmp_path, 2, start_timeout=0.0, interval=0)
     for i in range(2):
         write(tmp_path, i, "pgid", f"{os.getpgid(0)}\n")  # alive: this test's own group
     write(tmp_path, 0, "status.json", '{"state": "starting", "step": 0}')
@@ -77,9 +80,8 @@ def test_start_deadline_names_the_silent_worker(tmp_path: Path) -> None:
 
 def test_a_running_worker_without_progress_is_named(tmp_path: Path) -> None:
     now = [0.0]
-    job = make_job(tmp_path, 2)
+    job = make_job(tmp_path, 2, stall_timeout=30)
     job.clock = lambda: now[0]
-    job.stall_timeout = 30
     for i in range(2):
         write(tmp_path, i, "status.json", '{"state": "running", "step": 5}')
     assert job._silent_worker() is None

@@ -1,0 +1,158 @@
+"""Which worker made the job fail, and why: a pure function of what the launcher has seen
+(each worker's last poll, its status.json, when its status last changed) and the clock.
+
+No I/O here, so every rule is tested from a table of cases (tests/launcher/test_failure.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from launcher.exits import describe_exit
+from launcher.options import WatchOptions
+from launcher.worker import ProcessState, WorkerState
+
+MAX_CONTACT_ERRORS = 3  # failed polls in a row before a host counts as lost
+EXIT_BAD_INPUT = 2  # the trainer's exit code for bad options or data: a restart cannot help
+# How long a running worker may stay silent in a phase other than training (which has
+# --stall-timeout) before it counts as hung; never less than --stall-timeout.
+PHASE_SILENCE_LIMITS = {"loading_data": 600.0, "evaluating": 600.0, "saving": 600.0}
+
+
+@dataclass
+class Failure:
+    """The worker that made the job fail, why, and (once stopped) the end of its log."""
+
+    index: int
+    host: str
+    reason: str
+    log_tail: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "host": self.host,
+            "reason": self.reason,
+            "log_tail": self.log_tail,
+        }
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """One worker as the launcher sees it at one moment."""
+
+    index: int
+    host: str
+    state: ProcessState = ProcessState.PENDING  # from its last poll
+    exit_code: int | None = None  # once EXITED; death by signal N is -N
+    lost_contact: str | None = None  # the error once MAX_CONTACT_ERRORS polls failed in a row
+    status: dict[str, Any] | None = None  # its status.json, None until it wrote one
+    quiet_since: float | None = None  # launcher clock: when its running status last changed
+
+    @property
+    def ended(self) -> bool:
+        return self.state.ended
+
+    @property
+    def started(self) -> bool:
+        """Ended, or its status says it trains (or trained)."""
+        if self.ended:
+            return True
+        if self.status is None:
+            return False
+        state = WorkerState.of(self.status)
+        return state in (WorkerState.RUNNING, WorkerState.FINISHED) or bool(self.status.get("step"))
+
+    def failure(self, reason: str) -> Failure:
+        return Failure(self.index, self.host, reason, [])
+
+
+def decide(
+    views: Sequence[WorkerView], now: float, started_at: float, watch: WatchOptions
+) -> Failure | None:
+    """The failure that ends the job now, if any: an exit or lost host first, then a worker
+    that missed the start deadline, then one that went silent."""
+    found = exit_failure(views)
+    if found is not None or all(v.ended for v in views):
+        return found
+    if now - started_at > watch.start_timeout:
+        found = start_failure(views, watch.start_timeout)
+        if found is not None:
+            return found
+    return stall_failure(views, now, watch)
+
+
+def exit_failure(views: Sequence[WorkerView]) -> Failure | None:
+    """A worker that died, exited non-zero or was lost.
+
+    A killed or vanished worker makes the others abort within a second or two; when both are
+    seen at once, the killed one is the cause. Peers of a stopped (SIGSTOP) worker abort after
+    missing its heartbeats: when only aborts are seen, the frozen worker is the cause.
+    """
+    found: list[tuple[int, int, str]] = []  # (rank, index, reason): rank 0 is a sure cause
+    for v in views:
+        if v.lost_contact is not None and not v.ended:
+            found.append((0, v.index, f"lost contact: {v.lost_contact}"))
+        elif v.state is ProcessState.GONE:
+            found.append((0, v.index, describe_exit(None)))
+        elif v.state is ProcessState.EXITED and v.exit_code != 0:
+            killed = v.exit_code is None or v.exit_code < 0
+            found.append((0 if killed else 1, v.index, describe_exit(v.exit_code)))
+    if not found:
+        return None
+    frozen = [v for v in views if v.state is ProcessState.FROZEN]
+    if frozen and all(rank > 0 for rank, _, _ in found):
+        return frozen[0].failure("was stopped (SIGSTOP?) and went silent")
+    _, index, reason = min(found)
+    return next(v for v in views if v.index == index).failure(reason)
+
+
+def start_failure(views: Sequence[WorkerView], start_timeout: float) -> Failure | None:
+    """After the start deadline: the first worker not training yet, one that never wrote a
+    status.json before one that did."""
+    late = [v for v in views if not v.started]
+    if not late:
+        return None
+    v = next((v for v in late if v.status is None), late[0])
+    what = "never reported (no status.json)" if v.status is None else "did not begin training"
+    return v.failure(f"did not start within {start_timeout:g} s: {what}")
+
+
+def silence_limit(status: dict[str, Any], watch: WatchOptions) -> tuple[float, str]:
+    """How long a running worker may stay silent in its phase, and the phase's name.
+
+    Silence counts against --stall-timeout only while training (or when the trainer writes no
+    phase); loading data, evaluating and saving have their own, longer bound, and connecting
+    to the other workers is bounded by --start-timeout.
+    """
+    phase = status.get("phase")
+    if not isinstance(phase, str) or phase == "training":
+        return watch.stall_timeout, "running"
+    if phase == "connecting":
+        return max(watch.start_timeout, watch.stall_timeout), phase
+    return max(PHASE_SILENCE_LIMITS.get(phase, watch.stall_timeout), watch.stall_timeout), phase
+
+
+def stall_failure(views: Sequence[WorkerView], now: float, watch: WatchOptions) -> Failure | None:
+    """A running worker whose status has not changed for longer than its phase allows.
+
+    Collective ops stall every worker at once: a frozen one is looked at first.
+    """
+    for v in sorted(views, key=lambda v: v.state is not ProcessState.FROZEN):
+        if v.ended or v.quiet_since is None or WorkerState.of(v.status) is not WorkerState.RUNNING:
+            continue
+        limit, phase = silence_limit(v.status or {}, watch)
+        if now - v.quiet_since > limit:
+            return v.failure(
+                f"went silent: no progress for {limit:g} s while {phase} "
+                "(hung, stopped, or its host is overloaded)"
+            )
+    return None
+
+
+def may_restart(exit_code: int | None, restarts: int, max_restarts: int) -> bool:
+    """Restart after a failure while restarts are left, unless the worker refused its input
+    (exit 2): the same options would fail the same way again."""
+    return restarts < max_restarts and exit_code != EXIT_BAD_INPUT

@@ -1,0 +1,29 @@
+"""What a user asked `fab train` for, as frozen option objects handed from fabfile.py down to
+the job (instead of long chains of positional parameters)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """How the launcher watches and ends a job: its deadlines, stop grace and restarts."""
+
+    start_timeout: float = 120.0  # seconds every worker has to begin training
+    stall_timeout: float = 300.0  # seconds a training worker may go without progress
+    grace: float = 5.0  # seconds between TERM and KILL
+    interval: float = 2.0  # seconds between polls and log mirroring passes
+    max_restarts: int = 0  # times a failed job is started again as a whole
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """One `fab train`: the trainer's options, extra trainer arguments, the names of the
+    variables passed to every worker (values never stored here), and the watch options."""
+
+    trainer: Mapping[str, object] = field(default_factory=dict)  # None values: trainer default
+    extra_args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # NAME (value from this environment) or NAME=VALUE
+    watch: WatchOptions = field(default_factory=WatchOptions)

@@ -1,0 +1,241 @@
+"""One worker's process, wherever it runs: start it detached in its own process group, poll
+it, mirror its files, stop it, and prepare it for a restart.
+
+A poll answers one line (`exit N`, `alive`, `frozen`, `gone`, `pending`), printed by the
+shell's poll_command on an SSH host or by `local_poll` here; `Poll.parse` is the one place
+that reads it.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher import commands
+from launcher.backup import BACKUP_DIR
+from launcher.display import LogTail, read_status
+from launcher.exits import describe_exit, normalize_exit
+from launcher.hosts import Host
+from launcher.remote import HostError, HostShell
+from launcher.sync import LocalWriteError, Mirror
+
+
+class WorkerState(enum.Enum):
+    """The `state` a worker's trainer writes in its status.json."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    UNKNOWN = "?"  # no status.json yet, or a state this launcher does not know
+
+    @classmethod
+    def of(cls, status: dict[str, Any] | None) -> WorkerState:
+        try:
+            return cls(status.get("state")) if status else cls.UNKNOWN
+        except ValueError:
+            return cls.UNKNOWN
+
+
+class ProcessState(enum.Enum):
+    """A worker's process group as the last poll saw it."""
+
+    PENDING = "pending"  # no process group recorded yet
+    ALIVE = "alive"
+    FROZEN = "frozen"  # a process of the group is stopped (SIGSTOP, a debugger)
+    EXITED = "exit"  # the worker's shell recorded an exit code
+    GONE = "gone"  # the group is dead and left no exit code
+
+    @property
+    def ended(self) -> bool:
+        return self in (ProcessState.EXITED, ProcessState.GONE)
+
+
+@dataclass(frozen=True)
+class Poll:
+    """One poll of one worker: its process state and, once exited, its exit code
+    (death by signal N as -N; None when the code could not be read)."""
+
+    state: ProcessState
+    exit_code: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Poll:
+        word, _, rest = text.strip().partition(" ")
+        if word == "exit":
+            try:
+                return cls(ProcessState.EXITED, normalize_exit(int(rest.split()[0])))
+            except (IndexError, ValueError):
+                return cls(ProcessState.EXITED, None)
+        try:
+            return cls(ProcessState(word))
+        except ValueError:
+            return cls(ProcessState.PENDING)
+
+    def describe(self) -> str:
+        """`alive`, `killed by SIGKILL`, `finished`, ... for a user."""
+        if self.state is ProcessState.EXITED:
+            return describe_exit(self.exit_code)
+        return self.state.value
+
+
+def local_poll(wdir: Path) -> str:
+    """The poll line for a worker on this machine, without a subprocess."""
+    try:
+        return f"exit {(wdir / 'exit_code').read_text().strip()}"
+    except OSError:
+        pass
+    try:
+        pgid = int((wdir / "pgid").read_text().strip())
+    except (OSError, ValueError):
+        return "pending"
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return "gone"
+    except PermissionError:
+        return "alive"
+    return "frozen" if group_stopped(pgid) else "alive"
+
+
+def group_stopped(pgid: int) -> bool:
+    """True if a process of the group is stopped (state T), e.g. by SIGSTOP."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] == "T":
+            return True
+    return False
+
+
+@dataclass
+class Worker:
+    """One worker of the job, wherever it runs, and what the launcher knows about it."""
+
+    host: Host
+    shell: HostShell
+    python: str
+    code_dir: str
+    run_dir: str
+    local_dir: Path
+    trainer_args: list[str]
+    env: dict[str, str]
+    mirror: Mirror | None = None
+    exit_code: int | None = None
+    ended: bool = False
+    gone: bool = False
+    frozen: bool = False
+    contact_errors: int = 0  # failed polls in a row
+    contact_error: str = ""  # the last one's message
+    warnings: list[str] = field(default_factory=list)  # for the terminal, once each
+    tail: LogTail = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tail = LogTail(self.local_dir / "workers" / str(self.host.index) / "worker.log")
+
+    @property
+    def index(self) -> int:
+        return self.host.index
+
+    @property
+    def prefix(self) -> str:
+        return f"[{self.index} {self.host.label}]"
+
+    def status(self) -> dict[str, Any] | None:
+        return read_status(self.local_dir / "workers" / str(self.index) / "status.json")
+
+    def start(self) -> None:
+        """Write the 0600 env file, then start the worker detached in its own session."""
+        wdir = commands.worker_dir(self.run_dir, self.index)
+        made = self.shell.run(f"mkdir -p {commands.q(wdir)}", timeout=30)
+        if made.code != 0:
+            raise HostError(self.host, f"cannot create {wdir}: {made.stderr.strip()}")
+        content = commands.env_file_content(self.env).encode()
+        self.shell.write_file(commands.env_file_path(self.run_dir, self.index), content, 0o600)
+        cmd = commands.start_command(
+            self.code_dir, self.python, "trainer", self.run_dir, self.index, self.trainer_args
+        )
+        result = self.shell.run(cmd, timeout=30)
+        if result.code != 0:
+            raise HostError(self.host, f"could not start the worker: {result.stderr.strip()}")
+
+    def poll(self) -> str:
+        """The poll line; local hosts answer without a subprocess."""
+        if self.host.local:
+            return local_poll(Path(commands.worker_dir(self.run_dir, self.index)))
+        result = self.shell.run(commands.poll_command(self.run_dir, self.index), timeout=30)
+        return result.stdout.strip() or "pending"
+
+    def tick(self) -> Poll:
+        """Poll, then mirror: an exit seen here has its last bytes fetched in the same tick.
+
+        On an SSH host both questions go in one command: one round trip per host per tick.
+        """
+        if self.mirror is None:
+            return Poll.parse(self.poll())
+        marker = "--listing--"
+        result = self.shell.run(
+            f"{commands.poll_command(self.run_dir, self.index)}; echo {marker}; "
+            f"{commands.listing_command(self.run_dir)}",
+            timeout=60,
+        )
+        state, _, listing = result.stdout.partition(marker + "\n")
+        try:
+            self.mirror.sync(listing)
+        except LocalWriteError as exc:
+            # Training does not need this machine's disk: warn, keep the job, retry next tick.
+            self.warnings.append(f"{exc}; the job goes on, mirroring is retried")
+        self.warnings += [f"refused {r}" for r in self.mirror.take_refused()]
+        return Poll.parse(state)
+
+    def observe(self, poll: Poll) -> bool:
+        """Take in a poll of a worker still running; True when it ended with this poll."""
+        self.contact_errors = 0
+        self.frozen = poll.state is ProcessState.FROZEN
+        if not poll.state.ended:
+            return False
+        self.ended = True
+        self.gone = poll.state is ProcessState.GONE
+        self.exit_code = poll.exit_code
+        return True
+
+    def stop(self, grace: float) -> None:
+        self.shell.run(commands.stop_command(self.run_dir, self.index, grace), timeout=grace + 30)
+
+    def reset(self, note: str) -> None:
+        """Clear what the last attempt left (pgid, exit code, status) here and in the mirror, so
+        the next attempt is watched from scratch; its log goes on after `note`."""
+        result = self.shell.run(commands.reset_command(self.run_dir, self.index, note), timeout=30)
+        if result.code != 0:
+            raise HostError(self.host, f"could not prepare a restart: {result.stderr.strip()}")
+        local = self.local_dir / "workers" / str(self.index)
+        for name in commands.ATTEMPT_FILES:
+            (local / name).unlink(missing_ok=True)
+            if self.mirror is not None:
+                self.mirror.seen.pop(f"workers/{self.index}/{name}", None)
+        self.exit_code = None
+        self.ended = self.gone = self.frozen = False
+        self.contact_errors = 0
+
+    def share_backup(self, files: Sequence[Path], backup: Path) -> None:
+        """Give a non-chief SSH host the chief's backup: every worker restores from its own
+        run directory, but only the chief's copy survives training."""
+        for path in files:
+            rel = path.relative_to(backup).as_posix()
+            target = f"{self.run_dir}/{BACKUP_DIR}/{rel}"
+            parent = target.rsplit("/", 1)[0]
+            self.shell.run(f"mkdir -p {commands.q(parent)}", timeout=30)
+            self.shell.write_file(target, path.read_bytes(), 0o600)
+
+    def drop_backup(self) -> None:
+        self.shell.run(f"rm -rf {commands.q(self.run_dir + '/' + BACKUP_DIR)}", timeout=30)
+
+    def sync(self) -> None:
+        if self.mirror is not None:
+            self.mirror.sync()
