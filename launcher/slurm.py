@@ -332,9 +332,14 @@ def parse_srun_failures(text: str) -> list[TaskFailure]:
 
 
 def first_cause(failures: Sequence[TaskFailure]) -> TaskFailure | None:
-    """The task that ended the step: the first one srun reported that it did not end itself."""
-    causes = [f for f in failures if not f.collateral] or list(failures)
-    return causes[0] if causes else None
+    """The task that ended the step: one srun did not end itself, a killed one before one that
+    exited (its peers abort a moment after it dies), else the first reported."""
+
+    def rank(f: TaskFailure) -> tuple[bool, bool]:
+        killed = f.exit_code is not None and f.exit_code < 0
+        return f.collateral, not killed
+
+    return min(failures, key=rank) if failures else None
 
 
 def parse_allocation(text: str) -> tuple[str, str, str] | None:

@@ -190,12 +190,17 @@ class SlurmJob:
         self.slurm_tail: LogTail | None = None
         self.running_since: float | None = None
         self.progress_seen: dict[int, tuple[object, float]] = {}
+        self.user_stopped = False
 
     @property
     def slurm(self) -> dict[str, Any]:
         return self.cluster["slurm"]  # type: ignore[no-any-return]
 
     def save(self, **changes: Any) -> None:
+        """Write cluster.json, keeping a `stopped` that `fab stop` wrote there meanwhile."""
+        if self._stopped_by_user() and changes.get("state") != "stopped":
+            self.user_stopped = True
+            changes["state"] = "stopped"
         self.cluster.update(changes)
         write_json_atomic(self.local_dir / "cluster.json", self.cluster)
 
@@ -344,11 +349,15 @@ class SlurmJob:
         )
 
     def _stopped_by_user(self) -> bool:
+        """`fab stop` from another terminal marks cluster.json stopped before it cancels."""
+        if self.user_stopped or self.cluster.get("state") == "stopped":
+            return self.user_stopped
         try:
             state = json.loads((self.local_dir / "cluster.json").read_text()).get("state")
         except (OSError, ValueError, AttributeError):
             return False
-        return bool(state == "stopped")
+        self.user_stopped = state == "stopped"
+        return self.user_stopped
 
     def _status(self, task: int) -> dict[str, Any] | None:
         return read_status(self.local_dir / "workers" / str(task) / "status.json")
@@ -432,13 +441,13 @@ class SlurmJob:
             return TaskFailed(
                 cause.task,
                 cause.node,
-                f"{describe_exit(cause.exit_code)} ({state})",
+                f"{describe_exit(cause.exit_code)}; {state}",
                 cause.exit_code,
             )
         failed = [i for i, st in enumerate(statuses) if st and st.get("state") == "failed"]
         if failed:
             err = statuses[failed[0]].get("error") or "failed"  # type: ignore[union-attr]
-            return self._task_failure(failed[0], f"{err} ({state})")
+            return self._task_failure(failed[0], f"{err}; {state}")
         return TaskFailed(
             None,
             f"Slurm job {self.job_id}",

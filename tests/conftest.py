@@ -5,6 +5,9 @@
   before the next test. Homes are NOT emptied between tests: call ``cluster.reset_home(host)``
   or use per-test paths when a test needs a clean home.
 - Without /usr/sbin/sshd (or without root) these fixtures fail with the fix, also in CI (CI=true).
+- ``slurm_cluster``: session-wide, a one-node Slurm cluster of its own (tests/slurmcluster.py:
+  munged, slurmctld, slurmd, config in a temporary folder), stopped at the session's end.
+  Without Slurm it skips the test, except in CI (CI=true) where it fails with the fix.
 - ``record_figures``: a scenario test appends what it measured to test-output/reliability.jsonl
   (the figures of the README's Reliability table).
 """
@@ -19,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.slurmcluster import SlurmCluster, SlurmClusterError
+from tests.slurmcluster import start_cluster as start_slurm
 from tests.sshcluster import (
     MAX_HOSTS,
     SshCluster,
@@ -57,6 +62,19 @@ def ssh_cluster(_ssh_cluster_all: SshCluster) -> SshCluster:
 def ssh_cluster4(_ssh_cluster_all: SshCluster) -> SshCluster:
     """Four SSH test hosts (tfhost1..4), the same sshd processes as ssh_cluster."""
     return _ssh_cluster_all
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A real one-node Slurm (22.05 from Debian), started once per session, always stopped."""
+    try:
+        cluster = start_slurm(tmp_path_factory.mktemp("slurm"))
+    except SlurmClusterError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Slurm test cluster unavailable in CI (CI=true): {exc}", pytrace=False)
+        pytest.skip(f"Slurm test cluster unavailable: {exc}")
+    with cluster:
+        yield cluster
 
 
 @pytest.fixture(autouse=True)

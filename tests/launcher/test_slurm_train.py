@@ -1,0 +1,213 @@
+"""`fab train | status | stop | fetch` on a real one-node Slurm (tests/slurmcluster.py), with a
+`localhost scheduler=slurm` hosts line: the job goes through sbatch and srun, its tasks are
+real TensorFlow workers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from dashboard.cluster import worker_rows
+from dashboard.runs import load_run
+from tests.launcher.helpers import (
+    FAST,
+    UNTIL_STOPPED,
+    check_complete_run,
+    fab_env,
+    left_behind,
+    read_json,
+    run_dir_appeared,
+    run_fab,
+    start_fab,
+    stop_process,
+    training,
+    wait_for,
+)
+from tests.slurmcluster import SlurmCluster
+from tests.sshcluster import free_ports
+
+pytestmark = pytest.mark.slow
+STARTUP = 240  # seconds for two TensorFlow workers to take a step on a busy 2-core machine
+
+
+def slurm_dir(path: Path, workers: int = 2, **options: str) -> Path:
+    (port,) = free_ports(1)
+    extra = "".join(f" {k}={v}" for k, v in options.items())
+    line = f"localhost scheduler=slurm workers={workers} tasks_per_node={workers} tf_port={port}"
+    (path / "hosts.txt").write_text(line + extra + "\n")
+    return path
+
+
+def tf_port(job_dir: Path) -> int:
+    return int((job_dir / "hosts.txt").read_text().split("tf_port=")[1].split()[0])
+
+
+def gone(run_dir: Path, slurm: SlurmCluster, job_id: str) -> bool:
+    """No process of the run (by run id, by worker pid) and no job left in Slurm's queue."""
+    pids = [
+        st["pid"]
+        for i in range(2)
+        if (st := read_json(run_dir / "workers" / str(i) / "status.json")) and st.get("pid")
+    ]
+    alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+    return not left_behind(run_dir, 0) and not alive and job_id not in slurm.jobs()
+
+
+def test_two_workers_train_through_sbatch(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
+    job_dir = slurm_dir(tmp_path)
+    secret = "slurm-Secret-93e1"
+    env = fab_env(**slurm_cluster.env, MY_TOKEN=secret)
+    t0 = time.monotonic()
+    proc = start_fab(
+        job_dir,
+        "train",
+        *FAST,
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "6",
+        "--env",
+        "MY_TOKEN",
+        env=env,
+    )
+    run_dir = wait_for(lambda: run_dir_appeared(job_dir), 60, "the run directory")
+    status = wait_for(
+        lambda: read_json(run_dir / "workers" / "1" / "status.json"), STARTUP, "task 1's status"
+    )
+    environ = Path(f"/proc/{status['pid']}/environ").read_bytes().split(b"\0")
+    assert f"MY_TOKEN={secret}".encode() in environ
+    assert any(e.startswith(b"SLURM_JOB_ID=") for e in environ)
+    output, _ = proc.communicate(timeout=STARTUP + 120)
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, output[-3000:]
+
+    node = slurm_cluster.node
+    port = tf_port(job_dir)
+    check_complete_run(run_dir, [], [f"{node}:{port}", f"{node}:{port + 1}"])
+    cluster = read_json(run_dir / "cluster.json")
+    job_id = cluster["slurm"]["job_id"]
+    assert cluster["scheduler"] == "slurm" and cluster["slurm"]["state"] == "COMPLETED"
+    assert [h["name"] for h in cluster["hosts"]] == [node, node]
+    assert [h["role"] for h in cluster["hosts"]] == ["chief", "worker"]
+    script = (run_dir / "job.sbatch").read_text()
+    assert "#SBATCH --ntasks=2" in script and "srun --kill-on-bad-exit=1" in script
+    assert f"submitted Slurm job {job_id}" in output
+    assert f"[slurm] job {job_id} running on {node}" in output
+    assert f"[1 {node}] running" in output  # the same progress lines as for SSH workers
+    assert "finished: every worker exited 0" in output
+    for text in (output, script, (run_dir / "launcher.log").read_text()):
+        assert secret not in text
+    assert not list(tmp_path.rglob("*.env")), "the env file is gone"
+
+    # The dashboard reads the run like any other: both workers, their node and port.
+    run = load_run(run_dir)
+    assert run.warnings == [] and run.state == "finished" and run.indices == [0, 1]
+    rows = worker_rows(run, {}, time.time())
+    assert [(r.host, r.address, r.state) for r in rows] == [
+        (node, f"{node}:{port}", "finished"),
+        (node, f"{node}:{port + 1}", "finished"),
+    ]
+
+    shown = run_fab(job_dir, "status", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"Slurm job {job_id} on localhost: completed" in shown.stdout
+    assert shown.stdout.count("finished  epoch 1/1") == 2
+    fetched = run_fab(job_dir, "fetch", env=env)
+    assert fetched.returncode == 0 and "nothing to fetch" in fetched.stdout
+    assert gone(run_dir, slurm_cluster, job_id)
+    print(f"slurm: 2 workers, 6 steps: {wall:.1f} s from fab train to its end")
+
+
+def test_queue_ctrl_c_and_fab_stop(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
+    """A running job holds 2 of the node's 4 CPUs, so a 3-task job waits in the queue: Ctrl-C
+    on that one cancels it there; then `fab stop` cancels the running one."""
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    first = slurm_dir(tmp_path / "a")
+    env = fab_env(**slurm_cluster.env)
+    proc = start_fab(first, "train", *UNTIL_STOPPED, env=env)
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(first), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), STARTUP, "both tasks training")
+
+        second = slurm_dir(tmp_path / "b", 3)
+        waiting = start_fab(second, "train", *UNTIL_STOPPED, env=env)
+        try:
+            queued = wait_for(lambda: run_dir_appeared(second), 60, "the second run directory")
+            wait_for(
+                lambda: (read_json(queued / "cluster.json") or {}).get("slurm", {}).get("reason"),
+                60,
+                "the queue's reason",
+            )
+            waiting.send_signal(signal.SIGINT)
+            said, _ = waiting.communicate(timeout=60)
+        finally:
+            stop_process(waiting)
+        assert waiting.returncode == 130, said[-2000:]
+        queued_job = read_json(queued / "cluster.json")
+        assert "pending (Resources)" in said
+        assert queued_job["state"] == "stopped"
+        assert queued_job["hosts"] == [] and queued_job["slurm"]["state"] == "CANCELLED"
+        assert queued_job["slurm"]["job_id"] not in slurm_cluster.jobs()
+
+        job_id = read_json(run_dir / "cluster.json")["slurm"]["job_id"]
+        t0 = time.monotonic()
+        stopped = run_fab(first, "stop", env=env, timeout=180)
+        took = time.monotonic() - t0
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"[slurm] job {job_id} cancelled (was running on {slurm_cluster.node}" in (
+            stopped.stdout
+        )
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 1, output[-3000:]
+    assert "stopped by `fab stop`" in output
+    assert read_json(run_dir / "cluster.json")["state"] == "stopped"
+    assert wait_for(lambda: gone(run_dir, slurm_cluster, job_id), 30, "nothing left")
+    print(f"slurm: fab stop took {took:.1f} s")
+
+
+def test_killed_task_restarts_then_fails_the_job_naming_it(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    job_dir = slurm_dir(tmp_path)
+    env = fab_env(**slurm_cluster.env)
+    proc = start_fab(job_dir, "train", *UNTIL_STOPPED, "--max-restarts", "1", env=env)
+    node = slurm_cluster.node
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(job_dir), 60, "the run directory")
+        for attempt in (1, 2):
+            wait_for(
+                lambda a=attempt: (
+                    len(read_json(run_dir / "cluster.json")["attempts"]) == a
+                    and training(run_dir, 2)
+                ),
+                STARTUP,
+                f"both tasks training in attempt {attempt}",
+            )
+            os.kill(read_json(run_dir / "workers" / "1" / "status.json")["pid"], signal.SIGKILL)
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 1, output[-3000:]
+    cluster = read_json(run_dir / "cluster.json")
+    first, second = cluster["slurm"]["job_ids"]
+    assert f"RESTART 1/1: worker 1 (task 1 on {node}) killed by SIGKILL; Slurm job {first} " in (
+        output
+    )
+    assert f"FAILED: worker 1 (task 1 on {node}) killed by SIGKILL; Slurm job {second} " in output
+    assert cluster["state"] == "failed" and cluster["restarts"] == 1
+    assert cluster["failure"]["index"] == 1 and cluster["failure"]["host"] == node
+    assert cluster["failure"]["exit_code"] == -9
+    assert cluster["exit_codes"]["1"] == -9
+    assert [a["failure"]["index"] for a in cluster["attempts"]] == [1, 1]
+    log = (run_dir / "workers" / "1" / "worker.log").read_text()
+    assert "--- restart 1: attempt 2 ---" in log
+    assert "--backup" in cluster["trainer_args"]
+    assert wait_for(lambda: gone(run_dir, slurm_cluster, second), 30, "nothing left")
