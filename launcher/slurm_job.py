@@ -11,6 +11,7 @@ the same script on the same run directory, resumed from the trainer's backup.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import commands
-from launcher.deploy import PROJECT_ROOT
+from launcher.deploy import PROJECT_ROOT, tree_hash
 from launcher.display import LogTail, Output, progress_text, read_status
 from launcher.exits import describe_exit
 from launcher.failure import EXIT_BAD_INPUT
@@ -267,7 +268,30 @@ class SlurmJob:
         text, _, listing = result.stdout.partition(_MARK + "\n")
         if self.mirror is not None:
             self.mirror.sync(listing)
+            self._fetch_job_files()
         return parse_job(text, self.job_id)
+
+    def _fetch_job_files(self) -> None:
+        """The job's own files from the login host: the mirror takes only what workers and the
+        chief write, while the allocation and the batch output come from Slurm itself."""
+        out = self.local_dir / f"slurm-{self.job_id}.out"
+        have = out.stat().st_size if out.exists() else 0
+        try:
+            new = self.shell.read_range(f"{self.run_dir}/{out.name}", have, 1 << 20)
+        except OSError:
+            new = b""
+        if new:
+            with open(out, "ab") as f:
+                f.write(new)
+        if self.nodes:
+            return
+        try:
+            alloc = self.shell.read_range(f"{self.run_dir}/{ALLOCATION_NAME}", 0, 4096)
+        except OSError:
+            return
+        tmp = self.local_dir / f".{ALLOCATION_NAME}.tmp"
+        tmp.write_bytes(alloc)
+        os.replace(tmp, self.local_dir / ALLOCATION_NAME)
 
     def _watch(self) -> None:
         unknown = 0
@@ -418,6 +442,7 @@ class SlurmJob:
         if self.mirror is not None:
             try:
                 self.mirror.sync()
+                self._fetch_job_files()
             except HostError as exc:
                 self.out.line(f"could not fetch the run's files from {self.host.label}: {exc}")
         if not self.nodes:
@@ -563,10 +588,23 @@ class SlurmJob:
         return 0
 
 
-def preflight(shell: HostShell, code: str) -> tuple[str, str, list[str]]:
-    """The python the tasks run, the absolute workdir, and what stops a submission."""
+@dataclass(frozen=True)
+class Preflight:
+    """What the login host has: the python the tasks run, the absolute workdir, the
+    partitions Slurm offers (name: availability), and what stops a submission."""
+
+    python: str
+    workdir: str
+    facts: dict[str, Any]
+    partitions: dict[str, str]
+    problems: list[str]
+
+
+def preflight(shell: HostShell, code: str) -> Preflight:
+    """fab check's and fab train's look at the login host; changes nothing."""
     probe = _probe(shell, code)
     host = shell.host
+    assert host.slurm is not None
     problems = []
     if not probe.facts.get("tensorflow"):
         problems.append(f"TensorFlow is not installed for {probe.python} (fab deploy --venv)")
@@ -574,12 +612,49 @@ def preflight(shell: HostShell, code: str) -> tuple[str, str, list[str]]:
         problems.append("the local trainer/ is not deployed there (run fab deploy)")
     check = " ".join(f"command -v {c} >/dev/null || echo {c};" for c in SLURM_COMMANDS)
     missing = shell.run(check, timeout=30).stdout.split()
+    partitions: dict[str, str] = {}
     if missing:
         problems.append(
             f"Slurm's {', '.join(missing)} not found on {host.label}: is it a Slurm login "
             "node (and is SLURM_CONF set, if your cluster needs it)?"
         )
-    return probe.python, str(probe.facts["workdir"]), problems
+    else:
+        listed = shell.run("sinfo -h -o '%R %a'", timeout=60).stdout.split("\n")
+        partitions = dict(line.split(" ", 1) for line in listed if " " in line)
+    wanted = host.slurm.partition
+    if partitions and wanted is not None and wanted not in partitions:
+        problems.append(
+            f"partition {wanted!r} does not exist; Slurm has: {', '.join(sorted(partitions))}"
+        )
+    return Preflight(probe.python, str(probe.facts["workdir"]), probe.facts, partitions, problems)
+
+
+def check(settings: Settings, out: Output, host: Host) -> int:
+    """`fab check` for a Slurm line: the login host, its Slurm commands and partitions."""
+    try:
+        shell = open_shell(host, settings.ssh)
+    except HostError as exc:
+        raise failed_hosts("check", [exc]) from None
+    try:
+        pre = preflight(shell, tree_hash())
+    except HostError as exc:
+        raise failed_hosts("check", [exc]) from None
+    finally:
+        shell.close()
+    f = pre.facts
+    code = "local" if host.local else ("current" if f.get("deployed") else "none")
+    parts = ", ".join(f"{p} ({a})" for p, a in sorted(pre.partitions.items())) or "-"
+    out.line(
+        f"[{host.label}] Slurm login: python {f.get('python')} ({pre.python}), tensorflow "
+        f"{f.get('tensorflow')}, code {code}, partitions {parts}"
+    )
+    if pre.problems:
+        raise UserError(
+            f"check failed on {host.label}:\n" + "\n".join(f"  {p}" for p in pre.problems)
+        )
+    assert host.slurm is not None
+    out.line(f"{host.label} is ready to submit {host.slurm.workers} task(s)")
+    return 0
 
 
 def train(
@@ -599,13 +674,14 @@ def train(
         raise failed_hosts("connecting", [exc]) from None
     try:
         try:
-            python, workdir, problems = preflight(shell, code)
+            pre = preflight(shell, code)
         except HostError as exc:
             raise failed_hosts("preflight", [exc]) from None
-        if problems:
+        if pre.problems:
             raise UserError(
-                "preflight failed:\n" + "\n".join(f"  {host.label}: {p}" for p in problems)
+                "preflight failed:\n" + "\n".join(f"  {host.label}: {p}" for p in pre.problems)
             )
+        python, workdir = pre.python, pre.workdir
         run_id = new_run_id()
         local_dir = (settings.runs_dir / run_id).resolve()
         run_dir = str(local_dir) if host.local else f"{workdir}/runs/{run_id}"

@@ -129,6 +129,10 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
 def check(settings: Settings, out: Output) -> int:
     """Preflight every host at once, change nothing, print a table; non-zero names the bad."""
     hosts = load_hosts(settings.hosts_file)
+    if hosts[0].slurm is not None:
+        from launcher import slurm_job
+
+        return slurm_job.check(settings, out, hosts[0])
     code = tree_hash()
     opened = HostResults.run(hosts, lambda h: open_shell(h, settings.ssh))
     shells = opened.values

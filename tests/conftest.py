@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,16 +67,24 @@ def ssh_cluster4(_ssh_cluster_all: SshCluster) -> SshCluster:
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    """A real one-node Slurm (22.05 from Debian), started once per session, always stopped."""
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """A real one-node Slurm (22.05 from Debian), started once per session, always stopped.
+
+    Its folder is outside pytest's private temp folder, so that the SSH test hosts' users can
+    read slurm.conf and reach munged: they submit jobs like users of a login node."""
+    base = Path(tempfile.mkdtemp(prefix="tfcluster-slurm-"))
     try:
-        cluster = start_slurm(tmp_path_factory.mktemp("slurm"))
+        cluster = start_slurm(base)
     except SlurmClusterError as exc:
+        shutil.rmtree(base, ignore_errors=True)
         if os.environ.get("CI") == "true":
             pytest.fail(f"Slurm test cluster unavailable in CI (CI=true): {exc}", pytrace=False)
         pytest.skip(f"Slurm test cluster unavailable: {exc}")
-    with cluster:
-        yield cluster
+    try:
+        with cluster:
+            yield cluster
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,10 @@ Usage::
         slurm.jobs()                               # ids of the jobs in the queue
         slurm.wait_idle()                          # [] once no job is queued or running
 
+Other Unix users (the SSH test hosts' users) can submit too: `base` and its `slurm` folder are
+made traversable (0711) and slurm.conf readable; they need `SLURM_CONF` in their environment
+(e.g. at the top of their ~/.bashrc, which bash reads for SSH commands too).
+
 The node is this machine's short host name with 4 CPUs (`SlurmdParameters=config_overrides`:
 more tasks than the 2 real cores may share it) in one partition, `debug`, with
 `OverSubscribe=YES`. `ProctrackType=proctrack/linuxproc` and `TaskPlugin=task/none` need no
@@ -211,7 +215,10 @@ def start_cluster(base: Path) -> SlurmCluster:
     root = base / "slurm"
     for sub in ("state", "spool"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    root.chmod(0o711)  # the munge socket must be reachable; the key stays 0400
+    # Other users submit too (SSH test hosts): they must reach slurm.conf and the munge
+    # socket, so both folders are traversable; the key stays 0400.
+    base.chmod(0o711)
+    root.chmod(0o711)
     key = root / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
@@ -224,6 +231,7 @@ def start_cluster(base: Path) -> SlurmCluster:
         [root / "slurmd.pid", root / "slurmctld.pid", root / "munged.pid"],
     )
     cluster.conf.write_text(slurm_conf(root, node, ctld, slurmd))
+    cluster.conf.chmod(0o644)
     try:
         _start(
             [

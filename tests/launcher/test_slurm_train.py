@@ -1,6 +1,6 @@
-"""`fab train | status | stop | fetch` on a real one-node Slurm (tests/slurmcluster.py), with a
-`localhost scheduler=slurm` hosts line: the job goes through sbatch and srun, its tasks are
-real TensorFlow workers.
+"""`fab deploy | train | status | stop | fetch` on a real one-node Slurm (tests/slurmcluster.py):
+through an SSH test host as the login node, and with a `localhost scheduler=slurm` line. The
+job goes through sbatch and srun; its tasks are real TensorFlow workers.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,7 @@ from tests.launcher.helpers import (
     wait_for,
 )
 from tests.slurmcluster import SlurmCluster
-from tests.sshcluster import free_ports
+from tests.sshcluster import SshCluster, TestHost, free_ports
 
 pytestmark = pytest.mark.slow
 STARTUP = 240  # seconds for two TensorFlow workers to take a step on a busy 2-core machine
@@ -58,69 +60,106 @@ def gone(run_dir: Path, slurm: SlurmCluster, job_id: str) -> bool:
     return not left_behind(run_dir, 0) and not alive and job_id not in slurm.jobs()
 
 
-def test_two_workers_train_through_sbatch(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
-    job_dir = slurm_dir(tmp_path)
+@contextmanager
+def login_node(ssh: SshCluster, slurm: SlurmCluster) -> Iterator[TestHost]:
+    """An SSH test host whose user can submit to the Slurm test cluster, as on a login node:
+    SLURM_CONF at the top of its ~/.bashrc (bash reads it for SSH commands too)."""
+    host = ssh.hosts[0]
+    bashrc = Path(host.home) / ".bashrc"
+    saved = bashrc.read_text() if bashrc.exists() else ""
+    bashrc.write_text(f"export SLURM_CONF={slurm.conf}\n{saved}")
+    try:
+        yield host
+    finally:
+        bashrc.write_text(saved)
+
+
+def test_two_workers_train_through_a_login_node(
+    tmp_path: Path, slurm_cluster: SlurmCluster, ssh_cluster: SshCluster
+) -> None:
+    """deploy, train, status, fetch through an SSH login node: the run directory lives in its
+    home (the shared file system) and is mirrored here; secrets never enter the script."""
     secret = "slurm-Secret-93e1"
-    env = fab_env(**slurm_cluster.env, MY_TOKEN=secret)
-    t0 = time.monotonic()
-    proc = start_fab(
-        job_dir,
-        "train",
-        *FAST,
-        "--epochs",
-        "1",
-        "--steps-per-epoch",
-        "6",
-        "--env",
-        "MY_TOKEN",
-        env=env,
-    )
-    run_dir = wait_for(lambda: run_dir_appeared(job_dir), 60, "the run directory")
-    status = wait_for(
-        lambda: read_json(run_dir / "workers" / "1" / "status.json"), STARTUP, "task 1's status"
-    )
-    environ = Path(f"/proc/{status['pid']}/environ").read_bytes().split(b"\0")
-    assert f"MY_TOKEN={secret}".encode() in environ
-    assert any(e.startswith(b"SLURM_JOB_ID=") for e in environ)
-    output, _ = proc.communicate(timeout=STARTUP + 120)
-    wall = time.monotonic() - t0
-    assert proc.returncode == 0, output[-3000:]
+    env = fab_env(TFCLUSTER_KNOWN_HOSTS=str(ssh_cluster.known_hosts), MY_TOKEN=secret)
+    (port,) = free_ports(1)
+    with login_node(ssh_cluster, slurm_cluster) as host:
+        line = host.hosts_line(tf_port=port) + " scheduler=slurm workers=2 tasks_per_node=2"
+        (tmp_path / "hosts.txt").write_text(line + "\n")
+        deployed = run_fab(tmp_path, "deploy", env=env)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        t0 = time.monotonic()
+        proc = start_fab(
+            tmp_path, "train", *FAST, "--epochs", "1", "--steps-per-epoch", "6",
+            "--env", "MY_TOKEN", env=env,
+        )  # fmt: skip
+        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+        status = wait_for(
+            lambda: read_json(run_dir / "workers" / "1" / "status.json"), STARTUP, "task 1's status"
+        )
+        environ = Path(f"/proc/{status['pid']}/environ").read_bytes().split(b"\0")
+        assert f"MY_TOKEN={secret}".encode() in environ
+        assert f"USER={host.user}".encode() in environ  # the login user's job
+        assert any(e.startswith(b"SLURM_JOB_ID=") for e in environ)
+        output, _ = proc.communicate(timeout=STARTUP + 120)
+        wall = time.monotonic() - t0
+        assert proc.returncode == 0, output[-3000:]
 
-    node = slurm_cluster.node
-    port = tf_port(job_dir)
-    check_complete_run(run_dir, [], [f"{node}:{port}", f"{node}:{port + 1}"])
-    cluster = read_json(run_dir / "cluster.json")
-    job_id = cluster["slurm"]["job_id"]
-    assert cluster["scheduler"] == "slurm" and cluster["slurm"]["state"] == "COMPLETED"
-    assert [h["name"] for h in cluster["hosts"]] == [node, node]
-    assert [h["role"] for h in cluster["hosts"]] == ["chief", "worker"]
-    script = (run_dir / "job.sbatch").read_text()
-    assert "#SBATCH --ntasks=2" in script and "srun --kill-on-bad-exit=1" in script
-    assert f"submitted Slurm job {job_id}" in output
-    assert f"[slurm] job {job_id} running on {node}" in output
-    assert f"[1 {node}] running" in output  # the same progress lines as for SSH workers
-    assert "finished: every worker exited 0" in output
-    for text in (output, script, (run_dir / "launcher.log").read_text()):
-        assert secret not in text
-    assert not list(tmp_path.rglob("*.env")), "the env file is gone"
+        node = slurm_cluster.node
+        check_complete_run(run_dir, [], [f"{node}:{port}", f"{node}:{port + 1}"])
+        cluster = read_json(run_dir / "cluster.json")
+        job_id = cluster["slurm"]["job_id"]
+        remote = f"{host.home}/tfjobs/runs/{run_dir.name}"
+        assert cluster["scheduler"] == "slurm" and cluster["slurm"]["state"] == "COMPLETED"
+        assert cluster["slurm"]["run_dir"] == remote
+        assert [h["name"] for h in cluster["hosts"]] == [node, node]
+        assert [h["role"] for h in cluster["hosts"]] == ["chief", "worker"]
+        script = (run_dir / "job.sbatch").read_text()
+        assert script == (Path(remote) / "job.sbatch").read_text()
+        assert "#SBATCH --ntasks=2" in script and "srun --kill-on-bad-exit=1" in script
+        assert f"cd {host.home}/tfjobs/code/" in script
+        assert f"submitted Slurm job {job_id}" in output
+        assert f"[slurm] job {job_id} running on {node}" in output
+        assert f"[1 {node}] running" in output  # the same progress lines as for SSH workers
+        assert "finished: every worker exited 0" in output
+        for text in (output, script, (run_dir / "launcher.log").read_text()):
+            assert secret not in text
+        assert not Path(remote + ".env").exists(), "the env file is gone"
 
-    # The dashboard reads the run like any other: both workers, their node and port.
-    run = load_run(run_dir)
-    assert run.warnings == [] and run.state == "finished" and run.indices == [0, 1]
-    rows = worker_rows(run, {}, time.time())
-    assert [(r.host, r.address, r.state) for r in rows] == [
-        (node, f"{node}:{port}", "finished"),
-        (node, f"{node}:{port + 1}", "finished"),
-    ]
+        # The dashboard reads the run like any other: both workers, their node and port.
+        run = load_run(run_dir)
+        assert run.warnings == [] and run.state == "finished" and run.indices == [0, 1]
+        rows = worker_rows(run, {}, time.time())
+        assert [(r.host, r.address, r.state) for r in rows] == [
+            (node, f"{node}:{port}", "finished"),
+            (node, f"{node}:{port + 1}", "finished"),
+        ]
 
-    shown = run_fab(job_dir, "status", env=env)
-    assert shown.returncode == 0, shown.stderr
-    assert f"Slurm job {job_id} on localhost: completed" in shown.stdout
-    assert shown.stdout.count("finished  epoch 1/1") == 2
-    fetched = run_fab(job_dir, "fetch", env=env)
-    assert fetched.returncode == 0 and "nothing to fetch" in fetched.stdout
-    assert gone(run_dir, slurm_cluster, job_id)
+        shown = run_fab(tmp_path, "status", env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert f"Slurm job {job_id} on {host.user}@{host.address}: completed" in shown.stdout
+        assert shown.stdout.count("finished  epoch 1/1") == 2
+        (run_dir / "model.h5").unlink()
+        fetched = run_fab(tmp_path, "fetch", env=env)
+        assert fetched.returncode == 0, fetched.stderr
+        assert (run_dir / "model.h5").read_bytes() == (Path(remote) / "model.h5").read_bytes()
+        assert gone(run_dir, slurm_cluster, job_id)
     print(f"slurm: 2 workers, 6 steps: {wall:.1f} s from fab train to its end")
+
+
+def test_check_and_a_missing_partition(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
+    env = fab_env(**slurm_cluster.env)
+    job_dir = slurm_dir(tmp_path)
+    ready = run_fab(job_dir, "check", env=env)
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert "[localhost] Slurm login: python 3." in ready.stdout
+    assert "code local, partitions debug (up)" in ready.stdout
+    assert "localhost is ready to submit 2 task(s)" in ready.stdout
+    slurm_dir(tmp_path, partition="gpu")
+    for task in ("check", "train"):
+        refused = run_fab(job_dir, task, *(FAST if task == "train" else []), env=env)
+        assert refused.returncode == 1, refused.stdout
+        assert "partition 'gpu' does not exist; Slurm has: debug" in refused.stderr
+    assert not (job_dir / "runs").exists()
 
 
 def test_queue_ctrl_c_and_fab_stop(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
