@@ -40,6 +40,7 @@ class Sample:
     host_memory_percent: float
     net_sent_mbps: float
     net_recv_mbps: float
+    cpu_wait_percent: float | None = None
     gpu_util_percent: list[float] | None = None
     gpu_memory_mb: list[float] | None = None
 
@@ -53,6 +54,7 @@ class Sample:
             "host_memory_percent": round(self.host_memory_percent, 1),
             "net_sent_mbps": round(self.net_sent_mbps, 3),
             "net_recv_mbps": round(self.net_recv_mbps, 3),
+            "cpu_wait_percent": _rounded(self.cpu_wait_percent),
             "gpu_util_percent": self.gpu_util_percent,
             "gpu_memory_mb": self.gpu_memory_mb,
         }
@@ -67,6 +69,8 @@ class Sample:
             "net_sent_mbps": self.net_sent_mbps,
             "net_recv_mbps": self.net_recv_mbps,
         }
+        if self.cpu_wait_percent is not None:
+            values["cpu_wait_percent"] = self.cpu_wait_percent
         out = {TAG_PREFIX + name: value for name, value in values.items()}
         for name, per_gpu in (
             ("gpu_util_percent", self.gpu_util_percent),
@@ -75,6 +79,34 @@ class Sample:
             for i, value in enumerate(per_gpu or []):
                 out[f"{TAG_PREFIX}{name}/{i}"] = value
         return out
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def cpu_wait_seconds(pid: int) -> float | None:
+    """Seconds the process's threads spent ready to run but waiting for a CPU, so far.
+
+    This is what tells a worker starved of CPU (its host busy with other work) from its peers:
+    under synchronous all-reduce every worker steps at the same rate and so uses about the
+    same CPU per second, but only the starved one waits to run. psutil does not offer it;
+    Linux keeps it per thread in /proc/<pid>/task/<tid>/schedstat (run, wait, slices; ns).
+    None where that does not exist (another OS, or a kernel without schedstats).
+    """
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    waited, seen = 0, False
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as stats:
+                waited += int(stats.read().split()[1])
+            seen = True
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+    return waited / 1e9 if seen else None
 
 
 class Gpus:
@@ -137,6 +169,7 @@ class SystemSampler:
         psutil.cpu_percent(None)
         self.net = psutil.net_io_counters()
         self.net_time = clock()
+        self.waited = cpu_wait_seconds(self.process.pid)
         self.gpus = Gpus()
 
     def sample(self) -> Sample:
@@ -146,6 +179,11 @@ class SystemSampler:
         sent = (net.bytes_sent - self.net.bytes_sent) / seconds / NET_MB
         recv = (net.bytes_recv - self.net.bytes_recv) / seconds / NET_MB
         self.net, self.net_time = net, now
+        waited = cpu_wait_seconds(self.process.pid)
+        wait_percent = None
+        if waited is not None and self.waited is not None:
+            wait_percent = max(100 * (waited - self.waited) / seconds, 0.0)
+        self.waited = waited
         gpus = self.gpus.read()
         return Sample(
             time=now,
@@ -155,6 +193,7 @@ class SystemSampler:
             host_memory_percent=psutil.virtual_memory().percent,
             net_sent_mbps=max(sent, 0.0),
             net_recv_mbps=max(recv, 0.0),
+            cpu_wait_percent=wait_percent,
             gpu_util_percent=gpus[0] if gpus else None,
             gpu_memory_mb=gpus[1] if gpus else None,
         )

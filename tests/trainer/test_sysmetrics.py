@@ -53,7 +53,7 @@ def sample(gpus: int) -> Sample:
 
 
 def test_gpu_tags_only_with_gpus_one_series_each() -> None:
-    assert set(sample(0).scalars()) == CPU_TAGS
+    assert set(sample(0).scalars()) == CPU_TAGS  # and no CPU wait where the OS has none
     with_gpus = sample(2).scalars()
     assert set(with_gpus) - CPU_TAGS == {
         "system/gpu_util_percent/0",
@@ -86,6 +86,7 @@ def test_a_real_sample_measures_this_process() -> None:
     assert 10 < reading.memory_mb < 100_000
     assert 0 <= reading.host_cpu_percent <= 100 and 0 < reading.host_memory_percent < 100
     assert reading.net_sent_mbps >= 0 and reading.net_recv_mbps >= 0
+    assert reading.cpu_wait_percent is not None and reading.cpu_wait_percent >= 0  # Linux
     # No GPU here (and CUDA_VISIBLE_DEVICES=-1 in every worker): nothing, and no error.
     assert reading.gpu_util_percent is None and Gpus().read() is None
 

@@ -39,6 +39,7 @@ SYSTEM_TAGS = {
     "system/host_memory_percent",
     "system/net_sent_mbps",
     "system/net_recv_mbps",
+    "system/cpu_wait_percent",  # Linux
 }
 DIGITS = ("--dataset", "digits", "--no-validation")
 
