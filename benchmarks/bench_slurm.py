@@ -82,7 +82,7 @@ def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     base = Path(tempfile.mkdtemp(prefix="bench-slurm-"))
     with start_cluster(2, base) as ssh, start_slurm(base) as slurm:
-        dirs = {name: base / name for name in ("local", "ssh", "slurm")}
+        dirs = {name: base / f"fab-{name}" for name in ("local", "ssh", "slurm")}
         for d in dirs.values():
             d.mkdir()
         a, b, c = free_ports(3)

@@ -25,7 +25,7 @@ from launcher import commands
 from launcher.deploy import PROJECT_ROOT, tree_hash
 from launcher.display import LogTail, Output, progress_text, read_status
 from launcher.exits import describe_exit
-from launcher.failure import EXIT_BAD_INPUT
+from launcher.failure import WorkerView, may_restart, stall_failure, start_failure
 from launcher.hosts import Host, parse_line
 from launcher.job import StoppedByUser, launcher_identity, log_tail
 from launcher.options import WatchOptions
@@ -62,11 +62,21 @@ from launcher.tasks import (
     failed_hosts,
     host_entry,
 )
+from launcher.watch import QuietClock
+from launcher.worker import ProcessState
 from trainer.slurm_env import SlurmEnvError, task_addresses
 
 SLURM_COMMANDS = ("sbatch", "scontrol", "scancel", "srun")
 UNKNOWN_TICKS = 5  # ticks a job may be unknown to scontrol and sacct before it counts as gone
 _MARK = "--listing--"
+
+
+@dataclass(frozen=True)
+class _TaskMark:
+    """A task as the quiet clock tracks it: by index, never ended while the job is watched."""
+
+    index: int
+    ended: bool = False
 
 
 @dataclass
@@ -155,11 +165,7 @@ class SlurmJob:
         out: Output,
         env: dict[str, str],
         entry: dict[str, Any],
-        start_timeout: float = 120.0,
-        grace: float = 5.0,
-        interval: float = 2.0,
-        stall_timeout: float = 300.0,
-        max_restarts: int = 0,
+        watch: WatchOptions,
     ) -> None:
         self.shell = shell
         self.host = shell.host
@@ -170,11 +176,7 @@ class SlurmJob:
         self.out = out
         self.env = env
         self.entry = entry  # the login line as host_entry records it; tasks copy it
-        self.start_timeout = start_timeout
-        self.grace = grace
-        self.interval = interval
-        self.stall_timeout = stall_timeout
-        self.max_restarts = max_restarts
+        self.watch = watch
         self.restarts = 0
         self.attempts: list[dict[str, Any]] = []
         # Every task of the job writes into the login host's one run directory.
@@ -190,7 +192,7 @@ class SlurmJob:
         ]
         self.slurm_tail: LogTail | None = None
         self.running_since: float | None = None
-        self.progress_seen: dict[int, tuple[object, float]] = {}
+        self.quiet = QuietClock(time.monotonic)
         self.user_stopped = False
 
     @property
@@ -321,7 +323,7 @@ class SlurmJob:
                 self._cancel()
                 return
             self._progress()
-            time.sleep(self.interval)
+            time.sleep(self.watch.interval)
 
     def _seen(self, info: JobInfo) -> None:
         before = self.info
@@ -387,33 +389,29 @@ class SlurmJob:
         return read_status(self.local_dir / "workers" / str(task) / "status.json")
 
     def _deadline_failure(self) -> TaskFailed | None:
-        """A task that did not start training in time, or went silent while training.
-
-        The clock starts when the job runs: time in the queue is Slurm's business."""
+        """A task that did not start training in time, or went silent in its phase, by the
+        SSH workers' rules; the clock starts when the job runs (the queue is Slurm's)."""
         if self.running_since is None:
             return None
         now = time.monotonic()
+        views = []
         for task in range(self.spec.workers):
-            st = self._status(task)
-            started = st is not None and (
-                st.get("state") in ("running", "finished") or bool(st.get("step"))
+            status = self._status(task)
+            mark = _TaskMark(task)
+            views.append(
+                WorkerView(
+                    task,
+                    self.node(task),
+                    ProcessState.ALIVE,
+                    status=status,
+                    quiet_since=self.quiet.since(mark, status),
+                )
             )
-            if not started and now - self.running_since > self.start_timeout:
-                what = "never reported (no status.json)" if st is None else "did not begin training"
-                return self._task_failure(
-                    task, f"did not start within {self.start_timeout:g} s: {what}"
-                )
-            if st is None or st.get("state") != "running":
-                continue
-            mark = (st.get("step"), st.get("epoch"), st.get("updated"))
-            seen = self.progress_seen.get(task)
-            if seen is None or seen[0] != mark:
-                self.progress_seen[task] = (mark, now)
-            elif now - seen[1] > self.stall_timeout:
-                return self._task_failure(
-                    task, f"went silent: no progress for {self.stall_timeout:g} s while running"
-                )
-        return None
+        found = None
+        if now - self.running_since > self.watch.start_timeout:
+            found = start_failure(views, self.watch.start_timeout)
+        found = found or stall_failure(views, now, self.watch)
+        return TaskFailed(found.index, found.host, found.reason) if found else None
 
     def node(self, task: int) -> str:
         return self.nodes[task].rsplit(":", 1)[0] if task < len(self.nodes) else "?"
@@ -488,7 +486,7 @@ class SlurmJob:
 
     def _cancel(self) -> None:
         with signals_ignored():
-            info = cancel_and_wait(self.shell, self.job_id, self.grace + 120)
+            info = cancel_and_wait(self.shell, self.job_id, self.watch.grace + 120)
             if info is not None:
                 self.info = info
                 self.slurm.update(state=info.state, reason=info.reason)
@@ -499,7 +497,7 @@ class SlurmJob:
                     self.exit_codes[str(i)] = report.get(i)
 
     def _can_restart(self, failure: TaskFailed) -> bool:
-        return self.restarts < self.max_restarts and failure.exit_code != EXIT_BAD_INPUT
+        return may_restart(failure.exit_code, self.restarts, self.watch.max_restarts)
 
     def _end_attempt(self, failure: TaskFailed | None) -> None:
         if self.attempts and self.attempts[-1]["ended"] is None:
@@ -515,10 +513,10 @@ class SlurmJob:
         self._end_attempt(failure)
         self.restarts += 1
         self.failure = None
-        self.progress_seen.clear()
+        self.quiet.clear()
         self.out.line(
-            f"RESTART {self.restarts}/{self.max_restarts}: {failure.line()}; submitting the job "
-            "again, resuming from the last completed epoch"
+            f"RESTART {self.restarts}/{self.watch.max_restarts}: {failure.line()}; submitting "
+            "the job again, resuming from the last completed epoch"
         )
         note = f"--- restart {self.restarts}: attempt {self.restarts + 1} ---"
         for i in range(self.spec.workers):
@@ -739,11 +737,7 @@ def train(
             out,
             env,
             entry,
-            watch.start_timeout,
-            watch.grace,
-            watch.interval,
-            watch.stall_timeout,
-            watch.max_restarts,
+            watch,
         )
         job.save()
         where = "this machine" if host.local else f"ssh {host.ssh_target}"

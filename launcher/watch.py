@@ -4,7 +4,7 @@ keeps, on this machine's clock, when each worker's status last changed."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from launcher.failure import MAX_CONTACT_ERRORS, WorkerView
 from launcher.remote import HostError
@@ -26,6 +26,16 @@ def poll_all(workers: Sequence[Worker]) -> HostResults[Worker, Poll]:
     return results
 
 
+class Watched(Protocol):
+    """What the quiet clock needs of a worker (an SSH worker or a Slurm task)."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def ended(self) -> bool: ...
+
+
 class QuietClock:
     """When each running worker's status last changed, as this machine saw it (the hosts'
     clocks may disagree with ours)."""
@@ -34,7 +44,7 @@ class QuietClock:
         self.clock = clock
         self.seen: dict[int, tuple[object, float]] = {}
 
-    def since(self, worker: Worker, status: dict[str, Any] | None) -> float | None:
+    def since(self, worker: Watched, status: dict[str, Any] | None) -> float | None:
         """Record the worker's progress mark; when it last changed (None unless running)."""
         if worker.ended or WorkerState.of(status) is not WorkerState.RUNNING or status is None:
             return None

@@ -22,6 +22,7 @@ from tests.launcher.helpers import (
     check_complete_run,
     fab_env,
     left_behind,
+    only_run,
     read_json,
     run_dir_appeared,
     run_fab,
@@ -160,6 +161,23 @@ def test_check_and_a_missing_partition(tmp_path: Path, slurm_cluster: SlurmClust
         assert refused.returncode == 1, refused.stdout
         assert "partition 'gpu' does not exist; Slurm has: debug" in refused.stderr
     assert not (job_dir / "runs").exists()
+
+
+def test_a_task_late_to_train_cancels_the_job(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
+    """--start-timeout counts from the job's start; TensorFlow alone takes longer than 2 s."""
+    job_dir = slurm_dir(tmp_path)
+    env = fab_env(**slurm_cluster.env)
+    late = run_fab(job_dir, "train", *UNTIL_STOPPED, "--start-timeout", "2", env=env, timeout=240)
+    assert late.returncode == 1, late.stdout[-3000:]
+    run_dir = only_run(job_dir)
+    cluster = read_json(run_dir / "cluster.json")
+    job_id = cluster["slurm"]["job_id"]
+    node = slurm_cluster.node
+    assert f"cancelling Slurm job {job_id}: worker 0 did not start within 2 s" in late.stdout
+    assert f"FAILED: worker 0 (task 0 on {node}) did not start within 2 s" in late.stdout
+    assert cluster["state"] == "failed" and cluster["slurm"]["state"] == "CANCELLED"
+    assert cluster["failure"]["index"] == 0 and cluster["failure"]["host"] == node
+    assert wait_for(lambda: gone(run_dir, slurm_cluster, job_id), 30, "nothing left")
 
 
 def test_queue_ctrl_c_and_fab_stop(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
