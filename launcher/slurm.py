@@ -35,6 +35,10 @@ ENDED = frozenset(
         "REVOKED",
     }
 )
+# Ended by Slurm, not by a task: the job, not a task, is named as the cause.
+JOB_CAUSES = frozenset(
+    {"CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _GRES = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(:[A-Za-z0-9_.-]+)?(:[0-9]+)?")
 _TIME = re.compile(

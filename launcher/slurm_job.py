@@ -34,6 +34,7 @@ from launcher.runs import new_run_id, write_json_atomic
 from launcher.signals import Interrupted, signals_ignored, signals_interrupt
 from launcher.slurm import (
     ALLOCATION_NAME,
+    JOB_CAUSES,
     RUNNING,
     SCRIPT_NAME,
     JobInfo,
@@ -150,6 +151,32 @@ def cancel_and_wait(shell: HostShell, job_id: str, limit: float) -> JobInfo | No
         time.sleep(0.5)
         info = query(shell, job_id)
     return info
+
+
+def fetch_job_files(
+    shell: HostShell, run_dir: str, local_dir: Path, job_id: str, allocation: bool = True
+) -> None:
+    """The job's own files from the login host: the mirror takes only what workers and the
+    chief write, while the batch output (only ever appended to) and the allocation come from
+    Slurm itself."""
+    out = local_dir / f"slurm-{job_id}.out"
+    have = out.stat().st_size if out.exists() else 0
+    try:
+        new = shell.read_range(f"{run_dir}/{out.name}", have, 1 << 20)
+    except OSError:
+        new = b""
+    if new:
+        with open(out, "ab") as f:
+            f.write(new)
+    if not allocation:
+        return
+    try:
+        alloc = shell.read_range(f"{run_dir}/{ALLOCATION_NAME}", 0, 4096)
+    except OSError:
+        return
+    tmp = local_dir / f".{ALLOCATION_NAME}.tmp"
+    tmp.write_bytes(alloc)
+    os.replace(tmp, local_dir / ALLOCATION_NAME)
 
 
 class SlurmJob:
@@ -274,26 +301,7 @@ class SlurmJob:
         return parse_job(text, self.job_id)
 
     def _fetch_job_files(self) -> None:
-        """The job's own files from the login host: the mirror takes only what workers and the
-        chief write, while the allocation and the batch output come from Slurm itself."""
-        out = self.local_dir / f"slurm-{self.job_id}.out"
-        have = out.stat().st_size if out.exists() else 0
-        try:
-            new = self.shell.read_range(f"{self.run_dir}/{out.name}", have, 1 << 20)
-        except OSError:
-            new = b""
-        if new:
-            with open(out, "ab") as f:
-                f.write(new)
-        if self.nodes:
-            return
-        try:
-            alloc = self.shell.read_range(f"{self.run_dir}/{ALLOCATION_NAME}", 0, 4096)
-        except OSError:
-            return
-        tmp = self.local_dir / f".{ALLOCATION_NAME}.tmp"
-        tmp.write_bytes(alloc)
-        os.replace(tmp, self.local_dir / ALLOCATION_NAME)
+        fetch_job_files(self.shell, self.run_dir, self.local_dir, self.job_id, not self.nodes)
 
     def _watch(self) -> None:
         unknown = 0
@@ -460,15 +468,13 @@ class SlurmJob:
             self.exit_codes[str(f.task)] = f.exit_code
         cause = first_cause(report)
         state = f"Slurm job {self.job_id} {info.describe()}"
-        if cause is not None:
-            return TaskFailed(
-                cause.task,
-                cause.node,
-                f"{describe_exit(cause.exit_code)}; {state}",
-                cause.exit_code,
-            )
+        # Slurm itself ended the step (time limit, node failure, scancel): no task to blame.
+        by_slurm = info.state in JOB_CAUSES and (cause is None or cause.collateral)
+        if cause is not None and not by_slurm:
+            why = f"{describe_exit(cause.exit_code)}; {state}"
+            return TaskFailed(cause.task, cause.node, why, cause.exit_code)
         failed = [i for i, st in enumerate(statuses) if st and st.get("state") == "failed"]
-        if failed:
+        if failed and not by_slurm:
             err = statuses[failed[0]].get("error") or "failed"  # type: ignore[union-attr]
             return self._task_failure(failed[0], f"{err}; {state}")
         return TaskFailed(
@@ -848,6 +854,8 @@ def fetch(
         mirror = Mirror(shell, run_dir, local_dir, frozenset(range(workers)))
         while True:
             mirror.sync()
+            if job_id:
+                fetch_job_files(shell, run_dir, local_dir, job_id)
             if not follow:
                 break
             info = query(shell, job_id) if job_id else None

@@ -139,15 +139,17 @@ def test_two_workers_train_through_a_login_node(
         assert shown.returncode == 0, shown.stderr
         assert f"Slurm job {job_id} on {host.user}@{host.address}: completed" in shown.stdout
         assert shown.stdout.count("finished  epoch 1/1") == 2
-        (run_dir / "model.h5").unlink()
+        for name in ("model.h5", "allocation"):
+            (run_dir / name).unlink()
         fetched = run_fab(tmp_path, "fetch", env=env)
         assert fetched.returncode == 0, fetched.stderr
-        assert (run_dir / "model.h5").read_bytes() == (Path(remote) / "model.h5").read_bytes()
+        for name in ("model.h5", "allocation"):
+            assert (run_dir / name).read_bytes() == (Path(remote) / name).read_bytes()
         assert gone(run_dir, slurm_cluster, job_id)
     print(f"slurm: 2 workers, 6 steps: {wall:.1f} s from fab train to its end")
 
 
-def test_check_and_a_missing_partition(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
+def test_check_and_refusals(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
     env = fab_env(**slurm_cluster.env)
     job_dir = slurm_dir(tmp_path)
     ready = run_fab(job_dir, "check", env=env)
@@ -161,6 +163,13 @@ def test_check_and_a_missing_partition(tmp_path: Path, slurm_cluster: SlurmClust
         assert refused.returncode == 1, refused.stdout
         assert "partition 'gpu' does not exist; Slurm has: debug" in refused.stderr
     assert not (job_dir / "runs").exists()
+    # What only sbatch can judge (here: a GPU the node does not have) fails the run at once.
+    slurm_dir(tmp_path, gres="gpu:1")
+    refused = run_fab(job_dir, "train", *FAST, env=env)
+    assert refused.returncode == 1, refused.stdout
+    assert "FAILED: localhost sbatch refused the job: sbatch: error: " in refused.stdout
+    cluster = read_json(only_run(job_dir) / "cluster.json")
+    assert cluster["state"] == "failed" and cluster["slurm"]["job_ids"] == []
 
 
 def test_a_task_late_to_train_cancels_the_job(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
