@@ -1,8 +1,9 @@
 """tfcluster dashboard: `streamlit run dashboard/app.py [-- --runs DIR]`.
 
 Tabs: Runs (every run, newest first), Cluster (picture and per-worker table), Progress
-(progress bars and charts) and Artifacts (downloads and log tails). While the chosen run is
-active the live parts refresh themselves every few seconds; they stop when it ends.
+(progress bars and charts), System (CPU, memory, network and GPUs per worker, warnings, the
+worker that holds the others back) and Artifacts (downloads and log tails). While the chosen
+run is active the live parts refresh themselves every few seconds; they stop when it ends.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if _ROOT not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from dashboard import charts  # noqa: E402
+from dashboard import charts, system  # noqa: E402
 from dashboard.cluster import WorkerRow, progress_of, rows_frame, worker_rows  # noqa: E402
 from dashboard.live import RunEvents, Snapshot  # noqa: E402
 from dashboard.runs import (  # noqa: E402
@@ -46,7 +47,7 @@ STATE_BADGES = {
     "stopped": "orange",
     "stalled": "orange",
 }
-TABS = ("Runs", "Cluster", "Progress", "Artifacts")
+TABS = ("Runs", "Cluster", "Progress", "System", "Artifacts")
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
@@ -66,6 +67,11 @@ def badge(state: str) -> str:
 def _plain(text: str) -> str:
     """User-controlled text shown inside markdown: no markup, no links."""
     return "".join(c for c in text if c.isalnum() or c in "-_.:/ @")[:120]
+
+
+def _escaped(text: str) -> str:
+    """Text with host names in it, shown as it is: every markdown character escaped."""
+    return "".join(f"\\{c}" if c in "\\`*_{}[]()<>#+-.!|~$%" else c for c in text)
 
 
 def _duration(seconds: float | None) -> str:
@@ -318,6 +324,29 @@ def render_progress(run_path: Path, was_active: bool) -> None:
                 column.plotly_chart(figure, width="stretch", key=f"chart-{tag}")
 
 
+def render_system(run_path: Path, was_active: bool) -> None:
+    """The System tab: who holds the others back, warnings, and each worker's system charts."""
+    run = current_run(run_path, was_active)
+    if run is None:
+        return
+    workers = snapshot_of(run).workers
+    hosts = {h.index: h.name for h in (run.cluster.hosts if run.cluster else ())}
+    hosts.update({i: w.host for i, w in run.workers.items() if i not in hosts and w.host})
+    phases = {i: w.phase for i, w in run.workers.items()}
+    training = [i for i, phase in phases.items() if phase == "training"]
+    straggler = system.find_straggler(workers, training if run.active else None)
+    if straggler is not None:
+        st.warning(_escaped(straggler.message(hosts)))
+    for line in system.system_warnings(workers, hosts, phases if run.active else {}):
+        st.warning(_escaped(line))
+    figures = system.system_figures(workers, run.started)
+    if not figures:
+        st.info("No system metrics yet: each worker samples them every few seconds.")
+    for pair in range(0, len(figures), 2):
+        for column, (tag, figure) in zip(st.columns(2), figures[pair : pair + 2], strict=False):
+            column.plotly_chart(figure, width="stretch", key=f"chart-{tag}")
+
+
 def _file_reader(run_dir: Path, relative: str) -> Callable[[], bytes]:
     """Reads the file when the button is clicked, checking again that it stays in the run."""
 
@@ -401,6 +430,8 @@ def main() -> None:
     with tabs[2]:
         st.fragment(render_progress, run_every=every)(run.path, run.active)
     with tabs[3]:
+        st.fragment(render_system, run_every=every)(run.path, run.active)
+    with tabs[4]:
         render_artifacts(run)
 
 

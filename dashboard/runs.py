@@ -208,6 +208,7 @@ class WorkerStatus:
     host: str | None = None
     pid: int | None = None
     state: str | None = None
+    phase: str | None = None
     epoch: int | None = None
     epochs: int | None = None
     step: int | None = None
@@ -385,6 +386,7 @@ def parse_status(index: int, data: Mapping[str, Any]) -> WorkerStatus:
         host=_str(data, "host"),
         pid=_int(data, "pid"),
         state=_str(data, "state"),
+        phase=_str(data, "phase"),
         epoch=_int(data, "epoch"),
         epochs=_int(data, "epochs"),
         step=_int(data, "step"),
