@@ -42,6 +42,12 @@ __all__ = [
 _MASK_DELTA = 0xA282EAD8
 _U32 = 0xFFFFFFFF
 _HEADER = struct.Struct("<QI")
+_U64 = struct.Struct("<Q")
+_U32S = struct.Struct("<I")
+_F64 = struct.Struct("<d")
+_F32 = struct.Struct("<f")
+# Up to this many records per chunk are decoded one by one: numpy's set-up costs more.
+_FEW_RECORDS = 64
 # Distinct record layouts of one length decoded by template per chunk (more: the slow path).
 _MAX_TEMPLATES = 64
 # A header whose CRC is right but which announces more than this is treated as damage:
@@ -373,19 +379,95 @@ class EventDirectory:
             add_crc(crc(buf[pos + 12 : end]))
             pos = end + 4
         if starts:
-            self._decode(state, buf, np.frombuffer(starts, np.int64), crcs)
+            self._decode(state, buf, starts, crcs)
         return pos
 
-    def _decode(self, state: _FileState, buf: bytes, starts: np.ndarray, crcs: array) -> None:
+    def _decode(self, state: _FileState, buf: bytes, starts: array, crcs: array) -> None:
         """Check the records' CRCs and turn them into points, in the order they were read.
 
         A scalar event is ``wall_time (1) | step (2, a varint) | summary (5)``, and a tag's
-        summary bytes repeat from point to point but for the 4-byte float: records are
-        grouped by those bytes (a template), each template is checked field by field once,
-        and its points are gathered with numpy. Anything else (other summaries, odd
-        layouts, steps past 2**35) goes through the protobuf parser. Both give the same
-        points.
+        summary bytes repeat from point to point but for the 4-byte float. A big batch is
+        grouped by those bytes (a template), each template is checked field by field once
+        (:func:`_template`) and its points are gathered with numpy; a few records (a live
+        refresh) are checked one by one, which costs less than numpy's set-up. Anything
+        else (other summaries, odd layouts, steps past 2**35) goes through the protobuf
+        parser. All give the same points.
         """
+        found: dict[str, list[tuple[np.ndarray, ...]]] = {}
+        if len(starts) <= _FEW_RECORDS:
+            slow = self._decode_few(state, buf, starts, crcs, found)
+        else:
+            slow = self._decode_many(state, buf, np.frombuffer(starts, np.int64), crcs, found)
+        for index in slow:
+            at = starts[index] + 12
+            self._decode_slow(
+                state,
+                state.offset + starts[index],
+                buf[at : at + _U64.unpack_from(buf, starts[index])[0]],
+                index,
+                found,
+            )
+        for tag, pieces in found.items():
+            order_parts, step_parts, wall_parts, value_parts = zip(*pieces, strict=True)
+            steps_all = np.concatenate(step_parts)
+            walls_all = np.concatenate(wall_parts)
+            values_all = np.concatenate(value_parts)
+            if len(pieces) > 1:
+                order = np.argsort(np.concatenate(order_parts), kind="stable")
+                steps_all, walls_all, values_all = (
+                    steps_all[order],
+                    walls_all[order],
+                    values_all[order],
+                )
+            self._sink.named(tag).extend(steps_all, walls_all, values_all)
+            self.events += len(steps_all)
+
+    def _decode_few(
+        self,
+        state: _FileState,
+        buf: bytes,
+        starts: array,
+        crcs: array,
+        found: dict[str, list[tuple[np.ndarray, ...]]],
+    ) -> list[int]:
+        """Records one by one; returns the indices left to the protobuf parser."""
+        slow = []
+        points: dict[str, tuple[list[int], list[int], list[float], list[float]]] = {}
+        for index, (pos, crc) in enumerate(zip(starts, crcs, strict=True)):
+            end = pos + 12 + _U64.unpack_from(buf, pos)[0]
+            if (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & _U32 != _U32S.unpack_from(buf, end)[0]:
+                self._problem(state.path, state.offset + pos, "record fails its CRC; skipped")
+                continue
+            point = _scalar_point(buf[pos + 12 : end])
+            if point is None:
+                slow.append(index)
+                continue
+            tag, step, wall, value = point
+            columns = points.setdefault(tag, ([], [], [], []))
+            columns[0].append(index)
+            columns[1].append(step)
+            columns[2].append(wall)
+            columns[3].append(value)
+        for tag, (order, steps, walls, values) in points.items():
+            found.setdefault(tag, []).append(
+                (
+                    np.array(order),
+                    np.array(steps, dtype=np.int64),
+                    np.array(walls, dtype=np.float64),
+                    np.array(values, dtype=np.float64),
+                )
+            )
+        return slow
+
+    def _decode_many(
+        self,
+        state: _FileState,
+        buf: bytes,
+        starts: np.ndarray,
+        crcs: array,
+        found: dict[str, list[tuple[np.ndarray, ...]]],
+    ) -> list[int]:
+        """Records in bulk with numpy; returns the indices left to the protobuf parser."""
         data = np.frombuffer(buf, np.uint8)
         u64 = _unaligned(buf, "<u8")
         heads = u64[starts].astype(np.int64)
@@ -403,7 +485,6 @@ class EventDirectory:
         fast = good & (heads > 20)
         fast[fast] = data[begins[fast]] == 0x09
         rows = np.flatnonzero(fast)
-        found: dict[str, list[tuple[np.ndarray, ...]]] = {}
         slow = good.copy()
         if len(rows):
             begin = begins[rows]
@@ -443,29 +524,7 @@ class EventDirectory:
                     found,
                     slow,
                 )
-        for index in np.flatnonzero(slow):
-            at = int(begins[index])
-            self._decode_slow(
-                state,
-                state.offset + int(starts[index]),
-                buf[at : at + int(heads[index])],
-                int(index),
-                found,
-            )
-        for tag, pieces in found.items():
-            order_parts, step_parts, wall_parts, value_parts = zip(*pieces, strict=True)
-            steps_all = np.concatenate(step_parts)
-            walls_all = np.concatenate(wall_parts)
-            values_all = np.concatenate(value_parts)
-            if len(pieces) > 1:
-                order = np.argsort(np.concatenate(order_parts), kind="stable")
-                steps_all, walls_all, values_all = (
-                    steps_all[order],
-                    walls_all[order],
-                    values_all[order],
-                )
-            self._sink.named(tag).extend(steps_all, walls_all, values_all)
-            self.events += len(steps_all)
+        return [int(index) for index in np.flatnonzero(slow)]
 
     def _decode_group(
         self,
@@ -558,6 +617,28 @@ def _unaligned(buf: bytes, dtype: str) -> np.ndarray:
     return np.ndarray((max(0, len(buf) - size + 1),), dtype=dtype, buffer=buf, strides=(1,))
 
 
+def _scalar_point(data: bytes) -> tuple[str, int, float, float] | None:
+    """(tag, step, wall time, value) of one plain scalar event, or None (see _decode)."""
+    if len(data) <= 20 or data[0] != 0x09:
+        return None
+    wall = _F64.unpack_from(data, 1)[0]
+    step = 0
+    at = 9
+    if data[9] == 0x10:
+        for at in range(10, 15):
+            step |= (data[at] & 0x7F) << (7 * (at - 10))
+            if data[at] < 0x80:
+                break
+        else:
+            return None
+        at += 1
+    template = _template(data[at:])
+    if template is None:
+        return None
+    tag, value_at = template
+    return tag, step, wall, _F32.unpack_from(data, at + value_at)[0]
+
+
 def _template(summary: bytes) -> tuple[str, int] | None:
     """(tag, offset of the float) when a record's summary bytes hold one plain scalar.
 
@@ -566,7 +647,7 @@ def _template(summary: bytes) -> tuple[str, int] | None:
     length must add up exactly; anything else is left to the protobuf parser.
     """
     length = len(summary)
-    if not (
+    if length < 14 or not (
         summary[0] == 0x2A
         and summary[1] < 0x80
         and 2 + summary[1] == length

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from tensorboard.compat.proto import event_pb2
 
+from dashboard import events
 from dashboard.events import EventDirectory, frame_record, masked_crc32c, scalar_of
 from dashboard.samplerun import EventWriter, scalar_event
 
@@ -96,7 +97,14 @@ def points(reader: EventDirectory, tag: str) -> list[tuple[int, float, float]]:
     return list(zip(series.steps, series.walls, series.values, strict=True))
 
 
-def test_reads_every_scalar_tensorflow_wrote(tf_event_dir: Path) -> None:
+@pytest.fixture(params=["one-by-one", "numpy"])
+def decoding(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with records decoded one by one (a live refresh) and in bulk (a load)."""
+    monkeypatch.setattr(events, "_FEW_RECORDS", 10**9 if request.param == "one-by-one" else 0)
+    return str(request.param)
+
+
+def test_reads_every_scalar_tensorflow_wrote(tf_event_dir: Path, decoding: str) -> None:
     reader = EventDirectory(tf_event_dir)
     result = reader.poll()
 
@@ -113,7 +121,9 @@ def test_reads_every_scalar_tensorflow_wrote(tf_event_dir: Path) -> None:
     assert reader.pending_bytes == 0
 
 
-def test_agrees_with_the_protobuf_parser(tf_event_dir: Path, tf_event_file: Path) -> None:
+def test_agrees_with_the_protobuf_parser(
+    tf_event_dir: Path, tf_event_file: Path, decoding: str
+) -> None:
     reader = EventDirectory(tf_event_dir)
     reader.poll()
     expected = reference_scalars(tf_event_file)
@@ -213,7 +223,7 @@ def test_file_cut_mid_record_stops_and_resumes(
     ],
 )
 def test_flipped_byte_skips_one_record_and_says_where(
-    sample_file: Path, where: int, message: str
+    sample_file: Path, where: int, message: str, decoding: str
 ) -> None:
     offsets = record_offsets(sample_file)
     damaged = 5
@@ -352,7 +362,9 @@ def test_record_with_good_crc_but_no_event_inside_is_reported(sample_file: Path)
     assert "not an Event" in reader.problems[0].message
 
 
-def test_one_tag_in_several_layouts_keeps_the_order_it_was_written(tmp_path: Path) -> None:
+def test_one_tag_in_several_layouts_keeps_the_order_it_was_written(
+    tmp_path: Path, decoding: str
+) -> None:
     """Template batches, odd steps and protobuf-parsed records merge back in file order."""
     written = []
     with EventWriter.create(tmp_path, wall_time=1.0) as writer:
