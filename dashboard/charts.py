@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 
 from dashboard.cluster import WorkerRow
 from dashboard.events import Arrays
+from dashboard.series import latest_per_step
 
 # Points per line sent to the browser: enough for the eye, small enough to redraw live.
 MAX_POINTS = 1500
@@ -81,13 +82,12 @@ def scalar_frame(
         arrays = series.get(tag)
         if arrays is None or not len(arrays[0]):
             continue
-        steps, walls, values = arrays
-        part = pd.DataFrame({"worker": index, "step": steps, "wall": walls, "value": values})
-        part = part.drop_duplicates("step", keep="last").sort_values("step", kind="stable")
-        parts.append(part)
+        steps, walls, values = latest_per_step(*arrays)
+        parts.append((np.full(len(steps), index), steps, walls, values))
     if not parts:
         return pd.DataFrame(columns=["worker", "step", "wall", "relative", "value"])
-    frame = pd.concat(parts, ignore_index=True)
+    worker, steps, walls, values = (np.concatenate(column) for column in zip(*parts, strict=True))
+    frame = pd.DataFrame({"worker": worker, "step": steps, "wall": walls, "value": values})
     origin = start if start is not None else float(frame["wall"].min())
     frame["relative"] = frame["wall"] - origin
     return frame

@@ -160,6 +160,19 @@ def extremes(values: np.ndarray, group: int) -> np.ndarray:
     return (base[:, None] + np.sort(np.stack([low, high], axis=1), axis=1)).ravel()
 
 
+def latest_per_step(steps: np.ndarray, walls: np.ndarray, values: np.ndarray) -> Arrays:
+    """The points sorted by step, one per step: the last one read.
+
+    A worker that restarted from a checkpoint logs some steps twice; its newer values
+    count. The usual case, steps already increasing, costs one comparison and no copy.
+    """
+    if len(steps) < 2 or bool(np.all(steps[1:] > steps[:-1])):
+        return steps, walls, values
+    _, first = np.unique(steps[::-1], return_index=True)
+    keep = len(steps) - 1 - first
+    return steps[keep], walls[keep], values[keep]
+
+
 def downsample(values: np.ndarray, limit: int = LINE_POINTS) -> np.ndarray:
     """Indices of at most ``limit`` points that keep a line's shape.
 

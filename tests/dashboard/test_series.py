@@ -11,6 +11,7 @@ from dashboard.series import (
     band,
     downsample,
     extremes,
+    latest_per_step,
 )
 
 
@@ -131,3 +132,17 @@ def test_band_grid_is_every_step_when_short_and_nan_outside_a_worker_range() -> 
     assert result.median[10] == 1.0 and result.median[70] == 3.0
     assert result.low[30] == 1.0 and result.high[30] == 3.0
     assert band({}).workers == 0
+
+
+def test_latest_per_step_keeps_the_last_value_read_for_a_redone_step() -> None:
+    steps = np.array([0, 1, 2, 3, 2, 3, 4])
+    walls = np.arange(7, dtype=np.float64)
+    values = np.array([9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0])
+    kept = latest_per_step(steps, walls, values)
+    assert [list(column) for column in kept] == [
+        [0, 1, 2, 3, 4],
+        [0.0, 1.0, 4.0, 5.0, 6.0],
+        [9.0, 8.0, 5.0, 4.0, 3.0],
+    ]
+    increasing = (np.arange(5), np.arange(5.0), np.arange(5.0))
+    assert all(a is b for a, b in zip(latest_per_step(*increasing), increasing, strict=True))
