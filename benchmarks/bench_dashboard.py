@@ -1,7 +1,7 @@
 """How fast the dashboard is, side by side with its targets and TensorBoard's Rust data server.
 
     .venv/bin/python benchmarks/bench_dashboard.py [--workers 32] [--steps 25000]
-        [--repeat 5] [--keep DIR] [--browser]
+        [--repeat 3] [--keep DIR] [--browser] [--parts refresh,rerun,page,load]
 
 Writes made-up runs with dashboard.samplerun (4 progress scalars per step and worker), then,
 in this one run:
@@ -393,6 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="write the runs here and reuse them next time")
     parser.add_argument("--browser", action="store_true", help="also time Chromium's first chart")
+    parser.add_argument(
+        "--parts",
+        default="refresh,rerun,page,load",
+        help="which parts to run, comma-separated (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     report = Report()
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as scratch:
@@ -405,12 +410,17 @@ def main(argv: list[str] | None = None) -> int:
             f" (ready in {time.perf_counter() - start:.0f} s); {os.cpu_count()} cores,"
             f" load average {os.getloadavg()[0]:.1f} (absolute times scale with it)"
         )
-        refresh_after_one_step(root, report, args.repeat)
-        rerun_nothing_new(run_dir, report, args.repeat, args.workers)
-        page(run_dir, report, args.repeat, args.workers)
+        parts = set(args.parts.split(","))
+        if "refresh" in parts:
+            refresh_after_one_step(root, report, args.repeat)
+        if "rerun" in parts:
+            rerun_nothing_new(run_dir, report, args.repeat, args.workers)
+        if "page" in parts:
+            page(run_dir, report, args.repeat, args.workers)
         if args.browser:
             first_chart(run_dir, report)
-        full_load(run_dir, report, args.repeat, args.workers)
+        if "load" in parts:
+            full_load(run_dir, report, args.repeat, args.workers)
     report.line(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     report.line("missed: " + ", ".join(report.missed) if report.missed else "every target met")
     return 1 if report.missed else 0
