@@ -8,7 +8,8 @@ machine single runs swing by 2x in wall time, so the script prints each loop's b
 median steps/s and, steadier, the chief's CPU time per step (what the instrumentation adds
 as work); the instrumentation's cost is judged on both.
 
-- trainer: `python -m trainer` with its per-worker events, status.json and TensorBoard logs.
+- trainer: `python -m trainer` with its per-worker events, status.json, phase, system metrics
+  (a psutil sample every 5 s in a background thread) and TensorBoard logs.
 - bare loop: the trainer's own `model.fit` set-up with no callbacks; the difference to the
   trainer is what the instrumentation costs (goal: under 5%).
 - tutorial loop: "Multi-worker training with Keras" as written (its input pipeline and
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 GOAL = 0.05
 DIGITS_STEPS_PER_EPOCH = 21  # 1,347 training digits in global batches of 64
 LABELS = {
-    "trainer": "trainer (events, status.json, TensorBoard callback)",
+    "trainer": "trainer (events, system metrics, status.json, TensorBoard)",
     "bare": "bare loop (the trainer's model.fit, no callbacks)",
     "tutorial": "tutorial loop (as written, tf-keras defaults)",
 }

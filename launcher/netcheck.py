@@ -24,8 +24,8 @@ from launcher.remote import HostError, HostShell, each_host
 
 # Peers' checks start up to a few seconds apart (SSH round trips): a refused connection is
 # retried for WINDOW seconds; a connection attempt gives up after CONNECT_TIMEOUT.
-WINDOW = 8.0
-CONNECT_TIMEOUT = 4.0
+WINDOW = 6.0
+CONNECT_TIMEOUT = 3.0
 LISTEN_SECONDS = WINDOW + CONNECT_TIMEOUT + 2
 CLOCK_WARN_SECONDS = 1.0
 
