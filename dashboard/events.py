@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import time
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
@@ -160,6 +161,9 @@ class _FileState:
     head: bytes = b""
     pending: int = 0
     resyncing: bool = False
+    # (inode, size, mtime) of a file read whole after a second without writes: while a
+    # stat still says the same, nothing changed (any write moves mtime past our read).
+    quiet: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -215,6 +219,11 @@ class EventDirectory:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._sink = _Sink(self.series, self.max_points)
+
+    @property
+    def fresh(self) -> bool:
+        """Nothing read yet: the next poll is a first load."""
+        return not self._files and not self.events
 
     def unread_bytes(self) -> int:
         """Bytes on disk not read yet (a cheap listing and stat, nothing is parsed)."""
@@ -293,6 +302,9 @@ class EventDirectory:
         """Parse the new bytes of one file; None when the file was replaced or truncated."""
         consumed = 0
         try:
+            seen = os.stat(state.path)
+            if state.quiet == (seen.st_ino, seen.st_size, seen.st_mtime_ns):
+                return 0
             with open(state.path, "rb") as handle:
                 descriptor = handle.fileno()
                 info = os.fstat(descriptor)
@@ -322,6 +334,11 @@ class EventDirectory:
                         break
                     # A record longer than the chunk: read it whole next time round.
                     chunk = chunk * 2 if used == 0 else READ_CHUNK
+                settled = info.st_mtime_ns < time.time_ns() - 1_000_000_000
+                whole = state.offset + state.pending == info.st_size
+                state.quiet = (
+                    (info.st_ino, info.st_size, info.st_mtime_ns) if settled and whole else None
+                )
         except FileNotFoundError:
             if state.identity == (0, 0):
                 return 0

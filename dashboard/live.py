@@ -170,21 +170,20 @@ def poll_all(readers: Sequence[EventDirectory]) -> list[tuple[EventDirectory, Po
     incremental poll stays in this process, where it costs far less than starting one.
     """
     cores = os.cpu_count() or 1
-    big = [reader.unread_bytes() for reader in readers] if cores > 1 else []
-    if sum(size > 0 for size in big) < 2 or sum(big) < PARALLEL_BYTES:
+    sizes = [reader.unread_bytes() if cores > 1 and reader.fresh else 0 for reader in readers]
+    heavy = sorted((i for i, size in enumerate(sizes) if size), key=lambda i: -sizes[i])
+    if (
+        len(heavy) < 2
+        or sum(sizes) < PARALLEL_BYTES
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
         return [_poll(reader) for reader in readers]
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return [_poll(reader) for reader in readers]
-    # Largest folders first, so that no process is left with a big one at the end.
-    order = sorted(range(len(readers)), key=lambda i: -big[i])
+    # Largest folders first (above), so that no process is left with a big one at the end.
     context = multiprocessing.get_context("fork")
     try:
-        with ProcessPoolExecutor(max_workers=min(cores, len(order)), mp_context=context) as pool:
-            done = list(pool.map(_poll, [readers[i] for i in order]))
+        with ProcessPoolExecutor(max_workers=min(cores, len(heavy)), mp_context=context) as pool:
+            done = dict(zip(heavy, pool.map(_poll, [readers[i] for i in heavy]), strict=True))
     except (OSError, BrokenProcessPool):
         # No process to be had (limits, memory): the same reads, here.
         return [_poll(reader) for reader in readers]
-    results: list[tuple[EventDirectory, PollResult, int]] = [None] * len(readers)  # type: ignore[list-item]
-    for position, result in zip(order, done, strict=True):
-        results[position] = result
-    return results
+    return [done[i] if i in done else _poll(reader) for i, reader in enumerate(readers)]

@@ -381,3 +381,30 @@ def test_one_tag_in_several_layouts_keeps_the_order_it_was_written(
     reader.poll()
     assert list(reader.series["mixed"].steps) == written
     assert reader.series["mixed"].values[2] == float(2**36 % 1000)
+
+
+def test_quiet_file_is_only_stat_ed_until_it_changes(
+    sample_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file silent for a second is not reopened on every poll; any write is still seen."""
+    os.utime(sample_file, ns=(10**18, 10**18))
+    reader = EventDirectory(sample_file.parent)
+    reader.poll()
+    opened: list[str] = []
+    real_open = open
+
+    def watching(path: object, *args: object, **kwargs: object) -> object:
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", watching)
+    assert reader.poll().events == 0
+    assert opened == []
+    data = bytearray(sample_file.read_bytes())
+    data[20] ^= 0x01  # same inode, same size, one early byte changed: its mtime moves
+    with real_open(sample_file, "r+b") as handle:
+        handle.write(data)
+    opened.clear()
+    result = reader.poll()
+    assert set(opened) == {str(sample_file)}
+    assert result.reset
