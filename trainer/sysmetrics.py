@@ -24,6 +24,9 @@ import psutil
 from trainer.status import StatusFile
 
 SAMPLE_SECONDS = 5.0
+# Outside training status.json is rewritten at most this often, however fast the sampling:
+# the launcher mirrors it from SSH hosts, and a file replaced many times a second churns.
+HEARTBEAT_SECONDS = 5.0
 MB = 1024 * 1024  # memory: MiB, like `top` and `free -m`
 NET_MB = 1_000_000  # network: MB/s in powers of ten, like link speeds
 TAG_PREFIX = "system/"
@@ -207,9 +210,11 @@ class SystemMonitor:
         status: StatusFile,
         interval: float = SAMPLE_SECONDS,
         sampler: SystemSampler | None = None,
+        heartbeat: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.status = status
         self.interval = interval
+        self.heartbeat = heartbeat
         self.sampler = sampler or SystemSampler()
         self.latest: Sample | None = None
         self._stop = threading.Event()
@@ -230,11 +235,14 @@ class SystemMonitor:
         self.stop()
 
     def _run(self) -> None:
+        beat = time.monotonic()
         while not self._stop.wait(self.interval):
             try:
                 self.latest = self.sampler.sample()
-                if self.status.phase != "training":
+                now = time.monotonic()
+                if self.status.phase != "training" and now - beat >= self.heartbeat:
                     self.status.update(system=self.latest.as_status())
+                    beat = now
             except Exception as e:  # a monitor must never take the training down
                 print(f"trainer: system metrics stopped: {type(e).__name__}: {e}", flush=True)
                 return

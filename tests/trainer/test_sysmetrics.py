@@ -94,7 +94,7 @@ def test_a_real_sample_measures_this_process() -> None:
 def test_heartbeat_refreshes_status_outside_training_only(tmp_path: Path) -> None:
     path = tmp_path / "status.json"
     status = StatusFile(path, initial_status(0, "chief", "h", 1, 1, time.time()))
-    with SystemMonitor(status, interval=0.1) as monitor:
+    with SystemMonitor(status, interval=0.1, heartbeat=0.2) as monitor:
         status.enter("evaluating")
         first = json.loads(path.read_text())["updated"]
         time.sleep(0.6)
@@ -109,3 +109,17 @@ def test_heartbeat_refreshes_status_outside_training_only(tmp_path: Path) -> Non
     assert during_training["updated"] == entered  # silence in training stays silence
     assert monitor.latest is not None and monitor.latest.time > entered
     assert during_training["phase"] == "training" and during_training["phase_since"] <= entered
+
+
+def test_fast_sampling_does_not_churn_status_json(tmp_path: Path) -> None:
+    path = tmp_path / "status.json"
+    status = StatusFile(path, initial_status(0, "chief", "h", 1, 1, time.time()))
+    status.enter("saving")
+    seen = set()
+    with SystemMonitor(status, interval=0.02, heartbeat=0.5) as monitor:
+        deadline = time.monotonic() + 1.3
+        while time.monotonic() < deadline:
+            seen.add(json.loads(path.read_text())["updated"])
+            time.sleep(0.01)
+    assert 2 <= len(seen) <= 4  # the first write, then about one every 0.5 s
+    assert monitor.latest is not None

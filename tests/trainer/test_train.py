@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import TENSORS, Even
 from tensorboard.util import tensor_util
 
 from tests.trainer.workers import (
+    SYSTEM_TAGS,
     TrainerRun,
     event_files,
     read_scalars,
@@ -32,15 +33,6 @@ PROGRESS_TAGS = {
     "progress/step_time_ms",
 }
 EPOCH_TAGS = {"epoch/loss", "epoch/accuracy"}
-SYSTEM_TAGS = {
-    "system/cpu_percent",
-    "system/memory_mb",
-    "system/host_cpu_percent",
-    "system/host_memory_percent",
-    "system/net_sent_mbps",
-    "system/net_recv_mbps",
-    "system/cpu_wait_percent",  # Linux
-}
 DIGITS = ("--dataset", "digits", "--no-validation")
 
 

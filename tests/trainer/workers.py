@@ -21,6 +21,16 @@ from tests.sshcluster import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 Scalars = dict[str, list[tuple[int, float]]]
+# What every worker writes on a Linux host without GPUs (docs/run-format.md).
+SYSTEM_TAGS = {
+    "system/cpu_percent",
+    "system/memory_mb",
+    "system/host_cpu_percent",
+    "system/host_memory_percent",
+    "system/net_sent_mbps",
+    "system/net_recv_mbps",
+    "system/cpu_wait_percent",
+}
 
 
 @dataclass(frozen=True)
