@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
 
 from tests.launcher.helpers import (
     FAST,
@@ -28,7 +29,7 @@ from tests.launcher.helpers import (
     wait_for,
 )
 from tests.sshcluster import SshCluster
-from tests.trainer.workers import event_files, read_scalars
+from tests.trainer.workers import SYSTEM_TAGS, event_files, read_scalars
 
 pytestmark = pytest.mark.slow
 
@@ -116,12 +117,20 @@ def test_deploy_train(
         "5",
         "--env",
         "API_TOKEN",
+        "--trainer-args=--system-every 0.05",
         env={**ssh_env, "API_TOKEN": secret},
         timeout=400,
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     run_dir = only_run(tmp_path)
     check_complete_run(run_dir, [], hosts_addrs(hosts_file))
+    for i in range(n):  # every host's system metrics, mirrored home
+        events = run_dir / "workers" / str(i) / "events"
+        accumulator = EventAccumulator(str(events), size_guidance={TENSORS: 0}).Reload()
+        for tag in SYSTEM_TAGS:
+            steps = [point.step for point in accumulator.Tensors(tag)]
+            assert len(steps) >= 2 and steps == sorted(set(steps)), (i, tag, steps)
+        assert read_json(run_dir / "workers" / str(i) / "status.json")["phase"] == "ended"
     assert "API_TOKEN" in out.stdout
     for text in (out.stdout, out.stderr, (run_dir / "launcher.log").read_text()):
         assert secret not in text
