@@ -136,3 +136,19 @@ def test_fab_check_names_an_unreachable_ssh_worker(ssh_cluster: SshCluster, tmp_
     # The good pair is good: both SSH hosts reached each other (and not worker 2).
     rows = [line.split() for line in out.stdout.splitlines() if "@127.0." in line]
     assert [row[-2] for row in rows] == ["1/2", "1/2", "2/2"], out.stdout
+
+
+def test_an_addr_that_does_not_resolve_is_named_with_the_fix() -> None:
+    ports = free_ports(2)
+    peers = local_peers(
+        [f"localhost tf_port={ports[0]}", f"localhost tf_port={ports[1]} addr=no-such-host.invalid"]
+    )
+    report = check_network(peers, [p.host for p in peers])
+    assert report.problems == [
+        f"worker 0 (localhost) cannot reach worker 1 at no-such-host.invalid:{ports[1]}: "
+        "cannot resolve no-such-host.invalid: Name or service not known (add the name to that "
+        "host's DNS or /etc/hosts, or use an IP address in addr=)",
+        "worker 1 (localhost) cannot resolve addr no-such-host.invalid (add the name to that "
+        "host's DNS or /etc/hosts, or use an IP address in addr=)",
+    ]
+    assert [report.resolve_cell(i) for i in (0, 1)] == ["1/2", "1/2"]
