@@ -21,8 +21,8 @@ from launcher.display import Output
 from launcher.hosts import HostsFileError
 from launcher.options import TrainOptions, WatchOptions
 from launcher.remote import DEFAULT_KNOWN_HOSTS, SshSettings
-from launcher.runs import RUNS_DIR
 from launcher.tasks import Settings, UserError
+from runformat import RUNS_DIR
 
 HOSTS_HELP = "hosts file, one worker per line (default: ./hosts.txt or $TFCLUSTER_HOSTS)"
 SSH_HELP = {
@@ -105,7 +105,7 @@ def check(c, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
 def deploy(
     c, hosts_file=None, known_hosts=None, accept_new_host_keys=False, venv=False, mnist=None
 ):
-    """Ship trainer/ to every SSH host in parallel; an unchanged tree is not sent again."""
+    """Ship trainer/ and runformat/ to every SSH host in parallel (skipped when unchanged)."""
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
     _run(lambda: tasks.deploy(s, Output(), venv=venv, mnist=mnist))
 

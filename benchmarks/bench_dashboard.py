@@ -1,6 +1,6 @@
 """How fast the dashboard is, side by side with its targets and TensorBoard's Rust data server.
 
-    .venv/bin/python benchmarks/bench_dashboard.py [--workers 32] [--steps 25000]
+    .venv/bin/python -m benchmarks.bench_dashboard [--workers 32] [--steps 25000]
         [--repeat 3] [--keep DIR] [--browser] [--parts refresh,rerun,page,load]
 
 Writes made-up runs with dashboard.samplerun (4 progress scalars per step and worker), then,
@@ -37,15 +37,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
+from dashboard import charts, live
+from dashboard.live import RunEvents
+from dashboard.samplerun import RunPlan, append_progress, write_run
+from runformat import CLUSTER_JSON, PROGRESS_TAGS
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-
-from dashboard import charts, live  # noqa: E402
-from dashboard.live import RunEvents  # noqa: E402
-from dashboard.samplerun import PROGRESS_TAGS, RunPlan, append_progress, write_run  # noqa: E402
 
 REFRESH_TARGET_MS = 2.0
 RERUN_TARGET_MS = 5.0
@@ -81,7 +80,7 @@ class Report:
 def sample_run(root: Path, run_id: str, workers: int, steps: int) -> Path:
     """A running run with `steps` progress steps per worker (reused when --keep has it)."""
     run_dir = root / run_id
-    if (run_dir / "cluster.json").exists():
+    if (run_dir / CLUSTER_JSON).exists():
         return run_dir
     plan = RunPlan(
         workers=workers,
@@ -89,6 +88,7 @@ def sample_run(root: Path, run_id: str, workers: int, steps: int) -> Path:
         epochs=5,
         steps_per_epoch=max(1, steps // 5),
         step_seconds=0.05,
+        system_every=0,  # the 4 progress scalars per step the figures are about
     )
     return write_run(root, plan, run_id=run_id)
 
@@ -328,7 +328,7 @@ def first_chart(run_dir: Path, report: Report) -> None:
     from playwright.sync_api import sync_playwright
 
     port = free_port()
-    env = dict(os.environ, TFCLUSTER_RUNS=str(run_dir.parent))
+    env = dict(os.environ, TFCLUSTER_RUNS=str(run_dir.parent), PYTHONPATH=str(ROOT))
     server = subprocess.Popen(
         [
             sys.executable,

@@ -37,6 +37,18 @@ from dashboard.runs import (  # noqa: E402
     safe_file,
     tail_lines,
 )
+from runformat import (  # noqa: E402
+    KERAS_EPOCH_ACCURACY,
+    KERAS_EPOCH_LOSS,
+    LAUNCHER_LOG,
+    METRICS_JSON,
+    MODEL_FILE,
+    PROGRESS_ACCURACY,
+    PROGRESS_EXAMPLES_PER_SEC,
+    PROGRESS_LOSS,
+    WORKERS_DIR,
+    worker_log_rel,
+)
 
 REFRESH_SECONDS = 3.0
 STATE_BADGES = {
@@ -295,9 +307,9 @@ def render_progress(run_path: Path, was_active: bool) -> None:
     log_y = right.toggle("Log scale", key="log-y")
     start = run.started
     figures = [
-        ("progress/loss", "Loss"),
-        ("progress/accuracy", "Accuracy"),
-        ("progress/examples_per_sec", "Throughput (examples/s)"),
+        (PROGRESS_LOSS, "Loss"),
+        (PROGRESS_ACCURACY, "Accuracy"),
+        (PROGRESS_EXAMPLES_PER_SEC, "Throughput (examples/s)"),
     ]
     drawn = 0
     columns = st.columns(len(figures))
@@ -315,12 +327,12 @@ def render_progress(run_path: Path, was_active: bool) -> None:
         st.markdown("**Chief, per epoch** (Keras train and validation)")
         left_chart, right_chart = st.columns(2)
         for column, tag, title in (
-            (left_chart, "epoch_loss", "Loss per epoch"),
-            (right_chart, "epoch_accuracy", "Accuracy per epoch"),
+            (left_chart, KERAS_EPOCH_LOSS, "Loss per epoch"),
+            (right_chart, KERAS_EPOCH_ACCURACY, "Accuracy per epoch"),
         ):
             splits = {s: series[tag] for s, series in chief.items() if tag in series}
             if splits:
-                figure = charts.epoch_figure(splits, title, log_y and tag == "epoch_loss")
+                figure = charts.epoch_figure(splits, title, log_y and tag == KERAS_EPOCH_LOSS)
                 column.plotly_chart(figure, width="stretch", key=f"chart-{tag}")
 
 
@@ -360,9 +372,12 @@ def _file_reader(run_dir: Path, relative: str) -> Callable[[], bytes]:
 def render_artifacts(run: Run) -> None:
     """The Artifacts tab: downloads (never inside a live fragment) and log tails."""
     warnings: list[str] = []
-    files = [("model.h5", "Model (model.h5)"), ("metrics.json", "Test metrics (metrics.json)")]
-    files += [(f"workers/{i}/worker.log", f"{charts.worker_label(i)} log") for i in run.indices]
-    files.append(("launcher.log", "Launcher log"))
+    files = [
+        (MODEL_FILE, f"Model ({MODEL_FILE})"),
+        (METRICS_JSON, f"Test metrics ({METRICS_JSON})"),
+    ]
+    files += [(worker_log_rel(i), f"{charts.worker_label(i)} log") for i in run.indices]
+    files.append((LAUNCHER_LOG, "Launcher log"))
     columns = st.columns(3)
     for position, (relative, label) in enumerate(files):
         column = columns[position % 3]
@@ -374,7 +389,7 @@ def render_artifacts(run: Run) -> None:
         if path is None or size is None:
             column.caption(f"{label}: not there yet")
             continue
-        name = relative.replace("workers/", "worker-").replace("/", "-")
+        name = relative.replace(f"{WORKERS_DIR}/", "worker-").replace("/", "-")
         column.download_button(
             f"⬇ {label} · {size:,} bytes",
             data=_file_reader(run.path, relative),
@@ -385,8 +400,8 @@ def render_artifacts(run: Run) -> None:
         )
     for warning in warnings:
         st.warning(warning)
-    logs = {charts.worker_label(i): f"workers/{i}/worker.log" for i in run.indices}
-    logs["launcher"] = "launcher.log"
+    logs = {charts.worker_label(i): worker_log_rel(i) for i in run.indices}
+    logs["launcher"] = LAUNCHER_LOG
     left, right = st.columns(2)
     choice = left.selectbox("Log", list(logs), key="log-choice")
     lines = right.slider("Lines", 10, 500, 80, 10, key="log-lines")

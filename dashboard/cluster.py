@@ -14,6 +14,7 @@ import pandas as pd
 
 from dashboard.events import Arrays
 from dashboard.runs import ACTIVE_STATES, Run
+from runformat import PROGRESS_EXAMPLES_PER_SEC, PROGRESS_LOSS, PROGRESS_TAGS
 
 # A worker is stalled when it has been silent this many times its usual interval between
 # progress points, and at least STALL_MIN_SECONDS (writers flush in bursts, so a few
@@ -23,8 +24,8 @@ STALL_FACTOR = 10.0
 STALL_MIN_SECONDS = 30.0
 STALL_UNKNOWN_SECONDS = 180.0
 
-PROGRESS_TAG = "progress/loss"
-THROUGHPUT_TAG = "progress/examples_per_sec"
+PROGRESS_TAG = PROGRESS_LOSS
+THROUGHPUT_TAG = PROGRESS_EXAMPLES_PER_SEC
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class WorkerProgress:
 def progress_of(series: Mapping[str, Arrays]) -> WorkerProgress:
     """Last step and wall time of the progress tags, and the median gap between points."""
     steps, walls, _ = series.get(PROGRESS_TAG) or next(
-        (value for tag, value in series.items() if tag.startswith("progress/")),
+        (value for tag, value in series.items() if tag in PROGRESS_TAGS),
         (np.empty(0), np.empty(0), np.empty(0)),
     )
     rate = series.get(THROUGHPUT_TAG)

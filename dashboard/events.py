@@ -206,7 +206,6 @@ class EventDirectory:
         self.series: dict[str, Series] = {}
         self.problems: deque[Problem] = deque(maxlen=max_problems)
         self.events = 0
-        self.resets = 0
         self.max_points = max_points
         self._files: dict[str, _FileState] = {}
         self._sink = _Sink(self.series, max_points)
@@ -242,10 +241,6 @@ class EventDirectory:
         """Bytes at the ends of files that do not make a whole record yet."""
         return sum(state.pending for state in self._files.values())
 
-    @property
-    def files(self) -> list[Path]:
-        return [state.path for state in self._files.values()]
-
     def poll(self) -> PollResult:
         """Read whatever was added since the last poll; re-read all if a file changed under us."""
         result = self._poll_once()
@@ -260,7 +255,6 @@ class EventDirectory:
         self._sink = _Sink(self.series, self.max_points)
         self._files.clear()
         self.events = 0
-        self.resets += 1
 
     def _list_files(self) -> list[Path]:
         try:

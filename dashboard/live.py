@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 from dashboard.events import Arrays, EventDirectory, PollResult, Problem
 from dashboard.runs import safe_dir
+from runformat import TENSORBOARD_SPLITS, events_rel, tensorboard_rel
 
-CHIEF_SPLITS = ("train", "validation")
 # However many viewers and live parts ask, the files are read at most this often (seconds).
 POLL_INTERVAL = 1.0
 # A load with at least this many unread bytes in two or more folders is spread over processes.
@@ -88,11 +88,11 @@ class RunEvents:
             self._polled = now
             readers: list[tuple[str, EventDirectory]] = []
             for index in indices:
-                reader = self._reader(self._workers, index, f"workers/{index}/events")
+                reader = self._reader(self._workers, index, events_rel(index))
                 if reader is not None:
                     readers.append((f"w{index}", reader))
-            for split in CHIEF_SPLITS:
-                reader = self._reader(self._chief, split, f"tensorboard/{split}")
+            for split in TENSORBOARD_SPLITS:
+                reader = self._reader(self._chief, split, tensorboard_rel(split))
                 if reader is not None:
                     readers.append((f"c{split}", reader))
             changed = False

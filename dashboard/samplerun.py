@@ -12,11 +12,10 @@ that against TensorFlow's own output).
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import math
 import os
 import random
-import secrets
 import struct
 import time
 from collections.abc import Iterable
@@ -27,12 +26,35 @@ from types import TracebackType
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2
 
 from dashboard.events import frame_record
-
-PROGRESS_TAGS = (
-    "progress/loss",
-    "progress/accuracy",
-    "progress/examples_per_sec",
-    "progress/step_time_ms",
+from runformat import (
+    CLUSTER_JSON,
+    EPOCH_ACCURACY,
+    EPOCH_LOSS,
+    EVENT_FILE_PREFIX,
+    KERAS_EPOCH_ACCURACY,
+    KERAS_EPOCH_LOSS,
+    LAUNCHER_LOG,
+    METRICS_JSON,
+    MODEL_FILE,
+    PROGRESS_TAGS,
+    SYSTEM_CPU_WAIT_PERCENT,
+    SYSTEM_TAGS,
+    TENSORBOARD_SPLITS,
+    Attempt,
+    ClusterRecord,
+    Failure,
+    HostEntry,
+    MetricsRecord,
+    StatusRecord,
+    SystemSample,
+    events_dir,
+    load_status,
+    new_run_id,
+    status_path,
+    tensorboard_rel,
+    worker_log_path,
+    write_bytes_atomic,
+    write_json_atomic,
 )
 
 
@@ -78,7 +100,7 @@ class EventWriter:
         """A new file named like TensorFlow names them (time, host, pid)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"events.out.tfevents.{int(wall_time)}.{host}.{os.getpid()}.0.v2"
+        name = f"{EVENT_FILE_PREFIX}{int(wall_time)}.{host}.{os.getpid()}.0.v2"
         return cls(directory / name, wall_time)
 
     def scalar(
@@ -107,12 +129,6 @@ class EventWriter:
         self.close()
 
 
-def new_run_id(when: float | None = None) -> str:
-    """A sortable run id: YYYYmmdd-HHMMSS-xxxx."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when or time.time()))
-    return f"{stamp}-{secrets.token_hex(2)}"
-
-
 @dataclass
 class RunPlan:
     """The shape of a made-up run. Steps are global steps; one progress point per step."""
@@ -131,23 +147,39 @@ class RunPlan:
     seed: int = 0
     model_bytes: bytes | None = None
     simple_values: bool = False
+    # System tags every this many steps, as the trainer samples them every few seconds (0: none).
+    system_every: int = 5
 
     @property
     def steps_total(self) -> int:
         return self.epochs * self.steps_per_epoch
 
 
-def _write_json(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    os.replace(temporary, path)
-
-
 def _curve(step: int, index: int, rng: random.Random) -> tuple[float, float]:
     loss = 2.3 * math.exp(-step / 25.0) + 0.05 + 0.03 * index + rng.uniform(-0.04, 0.04)
     accuracy = min(0.999, 1.0 - 0.9 * math.exp(-step / 20.0) + rng.uniform(-0.02, 0.02))
     return loss, accuracy
+
+
+def _system(step: int, index: int, rng: random.Random) -> tuple[float, ...]:
+    """A made-up system sample, in the order of SYSTEM_TAGS and then the CPU wait."""
+    cpu = 95.0 + rng.uniform(-10, 10) - 15 * index
+    return (cpu, 900.0 + step * 0.1, 70.0 + rng.uniform(-5, 5), 40.0, 0.8, 0.8, 2.0 * index)
+
+
+def _sample(values: tuple[float, ...], wall: float) -> SystemSample:
+    """status.json's `system` for the values of SYSTEM_TAGS (no GPU on the sample hosts)."""
+    cpu, memory, host_cpu, host_memory, sent, received, waited = values
+    return SystemSample(
+        time=wall,
+        cpu_percent=cpu,
+        memory_mb=memory,
+        host_cpu_percent=host_cpu,
+        host_memory_percent=host_memory,
+        net_sent_mbps=sent,
+        net_recv_mbps=received,
+        cpu_wait_percent=waited,
+    )
 
 
 def write_run(
@@ -172,33 +204,32 @@ def write_run(
     created = started - 2.0
     run_id = run_id or new_run_id(created)
     run_dir = Path(root) / run_id
-    (run_dir / "workers").mkdir(parents=True, exist_ok=True)
-    hosts = []
-    for index in range(plan.workers):
-        port = 23456 + index
-        hosts.append(
-            {
-                "index": index,
-                "role": "chief" if index == 0 else "worker",
-                "name": f"host{index}",
-                "ssh": f"host{index}:22",
-                "local": False,
-                "addr": f"host{index}",
-                "tf_port": port,
-                "workdir": "~/tfjobs",
-                "python": "python3",
-                "run_dir": str(run_dir),
-            }
+    hosts = tuple(
+        HostEntry(
+            index=index,
+            role="chief" if index == 0 else "worker",
+            name=f"host{index}",
+            ssh=f"host{index}:22",
+            addr=f"host{index}",
+            tf_port=23456 + index,
+            workdir="~/tfjobs",
+            python="python3",
+            run_dir=f"~/tfjobs/runs/{run_id}",
+            line=f"host{index} tf_port={23456 + index}",
         )
+        for index in range(plan.workers)
+    )
     last_wall = started
     for index in range(plan.workers):
         steps = done[index]
-        worker_dir = run_dir / "workers" / str(index)
         wall = started
         loss = accuracy = rate = None
+        system = None
+        sampled = started
         end = span - (plan.stall_seconds if active and index in plan.stalled else 0.0)
         step_length = end / steps if steps else plan.step_seconds
-        with EventWriter.create(worker_dir / "events", started, host=f"host{index}") as writer:
+        events = events_dir(run_dir, index)
+        with EventWriter.create(events, started, host=f"host{index}") as writer:
             for step in range(steps):
                 wall = started + (step + 1) * step_length - 0.01 * index
                 loss, accuracy = _curve(step, index, rng)
@@ -207,10 +238,15 @@ def write_run(
                     PROGRESS_TAGS, (loss, accuracy, rate, 1000.0 * 64 / rate), strict=True
                 ):
                     writer.scalar(tag, value, step, wall, simple=plan.simple_values)
+                if plan.system_every and step % plan.system_every == 0:
+                    system, sampled = _system(step, index, rng), wall
+                    tags = (*SYSTEM_TAGS, SYSTEM_CPU_WAIT_PERCENT)
+                    for tag, value in zip(tags, system, strict=True):
+                        writer.scalar(tag, value, step, wall)
                 if (step + 1) % plan.steps_per_epoch == 0:
                     epoch = (step + 1) // plan.steps_per_epoch
-                    writer.scalar("epoch/loss", loss, epoch, wall)
-                    writer.scalar("epoch/accuracy", accuracy, epoch, wall)
+                    writer.scalar(EPOCH_LOSS, loss, epoch, wall)
+                    writer.scalar(EPOCH_ACCURACY, accuracy, epoch, wall)
         last_wall = max(last_wall, wall)
         if index == plan.failed:
             worker_state = "failed"
@@ -218,91 +254,92 @@ def write_run(
             worker_state = "running"
         else:
             worker_state = plan.state if plan.state in ("finished", "failed") else "failed"
-        _write_json(
-            worker_dir / "status.json",
-            {
-                "index": index,
-                "role": "chief" if index == 0 else "worker",
-                "host": f"host{index}",
-                "pid": 4000 + index,
-                "state": worker_state,
-                "epoch": steps // plan.steps_per_epoch,
-                "epochs": plan.epochs,
-                "step": steps,
-                "steps_total": plan.steps_total,
-                "loss": loss,
-                "accuracy": accuracy,
-                "examples_per_sec": rate,
-                "started": started,
-                "updated": wall,
-                "error": "killed by SIGKILL" if index == plan.failed else None,
-            },
+        status = StatusRecord(
+            index=index,
+            role=hosts[index].role,
+            host=hosts[index].name,
+            pid=4000 + index,
+            state=worker_state,
+            phase="training" if worker_state == "running" else "ended",
+            phase_since=started if worker_state == "running" else wall,
+            epoch=steps // plan.steps_per_epoch,
+            epochs=plan.epochs,
+            step=steps,
+            steps_total=plan.steps_total,
+            loss=loss,
+            accuracy=accuracy,
+            examples_per_sec=rate,
+            started=started,
+            updated=wall,
+            error="killed by SIGKILL" if index == plan.failed else None,
+            system=_sample(system, sampled) if system else None,
         )
+        write_json_atomic(status_path(run_dir, index), status.to_dict())
         lines = [f"worker {index} starting on host{index}"]
         lines += [f"step {s} loss {2.3 * math.exp(-s / 25):.4f}" for s in range(0, steps, 10)]
-        (worker_dir / "worker.log").write_text("\n".join(lines) + "\n")
+        worker_log_path(run_dir, index).write_text("\n".join(lines) + "\n")
     finished = None if active else last_wall + 1.0
     if not active and plan.state == "finished":
         _write_chief_artifacts(run_dir, plan, started, rng, last_wall)
     failure = None
     if plan.failed is not None:
-        failure = {
-            "index": plan.failed,
-            "host": f"host{plan.failed}",
-            "reason": "killed by SIGKILL",
-            "log_tail": ["Collective ops is aborted"],
-        }
-    _write_json(
-        run_dir / "cluster.json",
-        {
-            "run_id": run_id,
-            "created": created,
-            "finished": finished,
-            "state": plan.state,
-            "hosts_file": "hosts.txt",
-            "hosts": hosts,
-            "tf_config_cluster": {"worker": [f"{h['addr']}:{h['tf_port']}" for h in hosts]},
-            "trainer_args": ["--epochs", str(plan.epochs), "--dataset", plan.dataset],
-            "dataset": plan.dataset,
-            "epochs": plan.epochs,
-            "exit_codes": {
-                str(i): (None if active else (-9 if i == plan.failed else 0))
-                for i in range(plan.workers)
-            },
-            "failure": failure,
-            "restarts": 0,
+        failure = Failure(
+            index=plan.failed,
+            host=f"host{plan.failed}",
+            reason="killed by SIGKILL",
+            log_tail=("Collective ops is aborted",),
+        )
+    cluster = ClusterRecord(
+        run_id=run_id,
+        created=created,
+        finished=finished,
+        state=plan.state,
+        hosts_file="hosts.txt",
+        hosts=hosts,
+        tf_config_cluster={"worker": [h.address for h in hosts]},
+        trainer_args=("--epochs", str(plan.epochs), "--dataset", plan.dataset),
+        dataset=plan.dataset,
+        epochs=plan.epochs,
+        exit_codes={
+            i: (None if active else (-9 if i == plan.failed else 0)) for i in range(plan.workers)
         },
+        failure=failure,
+        attempts=(Attempt(1, started=created + 0.5, ended=finished, failure=failure),),
+        launcher={"host": "sample", "pid": 4100},
     )
-    (run_dir / "launcher.log").write_text(f"[launcher] run {run_id} state {plan.state}\n")
+    write_json_atomic(run_dir / CLUSTER_JSON, cluster.to_dict())
+    (run_dir / LAUNCHER_LOG).write_text(f"[launcher] run {run_id} state {plan.state}\n")
     return run_dir
 
 
 def _write_chief_artifacts(
     run_dir: Path, plan: RunPlan, started: float, rng: random.Random, last_wall: float
 ) -> None:
-    for split, offset in (("train", 0.0), ("validation", 0.08)):
-        with EventWriter.create(run_dir / "tensorboard" / split, started) as writer:
+    for split, offset in zip(TENSORBOARD_SPLITS, (0.0, 0.08), strict=True):
+        with EventWriter.create(run_dir / tensorboard_rel(split), started) as writer:
             for epoch in range(plan.epochs):
                 step = (epoch + 1) * plan.steps_per_epoch
                 loss, accuracy = _curve(step, 0, rng)
                 wall = started + step * plan.step_seconds
-                writer.scalar("epoch_loss", loss + offset, epoch, wall)
-                writer.scalar("epoch_accuracy", accuracy - offset / 2, epoch, wall)
+                writer.scalar(KERAS_EPOCH_LOSS, loss + offset, epoch, wall)
+                writer.scalar(KERAS_EPOCH_ACCURACY, accuracy - offset / 2, epoch, wall)
     model = plan.model_bytes if plan.model_bytes is not None else rng.randbytes(4096)
-    (run_dir / "model.h5").write_bytes(model)
-    _write_json(
-        run_dir / "metrics.json",
-        {
-            "test_loss": 0.12,
-            "test_accuracy": 0.967,
-            "examples_seen": plan.steps_total * 64 * plan.workers,
-            "wall_time_sec": round(last_wall - started, 1),
-            "epochs": plan.epochs,
-            "workers": plan.workers,
-            "global_batch_size": 64 * plan.workers,
-            "dataset": plan.dataset,
-        },
+    write_bytes_atomic(run_dir / MODEL_FILE, model)
+    train_time = round(last_wall - started, 1)
+    metrics = MetricsRecord(
+        test_loss=0.12,
+        test_accuracy=0.967,
+        examples_seen=plan.steps_total * 64 * plan.workers,
+        wall_time_sec=round(train_time + 4.0, 1),
+        train_time_sec=train_time,
+        steps_per_sec=round(plan.steps_total / train_time, 3) if train_time > 0 else None,
+        train_cpu_sec=round(train_time * 1.6, 1),
+        epochs=plan.epochs,
+        workers=plan.workers,
+        global_batch_size=64 * plan.workers,
+        dataset=plan.dataset,
     )
+    write_json_atomic(run_dir / METRICS_JSON, metrics.to_dict())
 
 
 def append_progress(
@@ -313,8 +350,7 @@ def append_progress(
     step_seconds: float = 0.5,
 ) -> int:
     """Append progress points to a worker's newest event file and move its status on."""
-    events_dir = Path(run_dir) / "workers" / str(index) / "events"
-    files = sorted(events_dir.glob("*tfevents*"))
+    files = sorted(events_dir(Path(run_dir), index).glob(f"{EVENT_FILE_PREFIX}*"))
     wall = time.time() if wall_time is None else wall_time
     rng = random.Random(index)
     written = 0
@@ -328,11 +364,11 @@ def append_progress(
                 written += 1
             last = step
             wall += step_seconds
-    status_path = Path(run_dir) / "workers" / str(index) / "status.json"
-    if last is not None and status_path.exists():
-        status = json.loads(status_path.read_text())
-        status.update(step=last + 1, updated=wall - step_seconds)
-        _write_json(status_path, status)
+    path = status_path(Path(run_dir), index)
+    status, _ = load_status(path, index)
+    if last is not None and status is not None:
+        moved = dataclasses.replace(status, step=last + 1, updated=wall - step_seconds)
+        write_json_atomic(path, moved.to_dict())
     return written
 
 

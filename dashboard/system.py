@@ -9,7 +9,6 @@ is the one the others wait for.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,23 +17,35 @@ import plotly.graph_objects as go
 
 from dashboard import charts
 from dashboard.events import Arrays
+from runformat import (
+    SYSTEM_CPU_PERCENT,
+    SYSTEM_CPU_WAIT_PERCENT,
+    SYSTEM_GPU_MEMORY_MB,
+    SYSTEM_GPU_UTIL_PERCENT,
+    SYSTEM_HOST_CPU_PERCENT,
+    SYSTEM_HOST_MEMORY_PERCENT,
+    SYSTEM_MEMORY_MB,
+    SYSTEM_NET_RECV_MBPS,
+    SYSTEM_NET_SENT_MBPS,
+    gpu_of,
+    gpu_tag,
+)
 
 WorkerSeries = Mapping[str, Arrays]
 
 CHARTS = (
-    ("system/cpu_percent", "Process CPU (% of one core)"),
-    ("system/cpu_wait_percent", "Waiting for a CPU (% of one core)"),
-    ("system/memory_mb", "Process memory (MiB)"),
-    ("system/host_cpu_percent", "Host CPU (%)"),
-    ("system/host_memory_percent", "Host memory (%)"),
-    ("system/net_sent_mbps", "Host network sent (MB/s)"),
-    ("system/net_recv_mbps", "Host network received (MB/s)"),
+    (SYSTEM_CPU_PERCENT, "Process CPU (% of one core)"),
+    (SYSTEM_CPU_WAIT_PERCENT, "Waiting for a CPU (% of one core)"),
+    (SYSTEM_MEMORY_MB, "Process memory (MiB)"),
+    (SYSTEM_HOST_CPU_PERCENT, "Host CPU (%)"),
+    (SYSTEM_HOST_MEMORY_PERCENT, "Host memory (%)"),
+    (SYSTEM_NET_SENT_MBPS, "Host network sent (MB/s)"),
+    (SYSTEM_NET_RECV_MBPS, "Host network received (MB/s)"),
 )
 GPU_CHARTS = (
-    ("system/gpu_util_percent", "GPU {gpu} utilisation (%)"),
-    ("system/gpu_memory_mb", "GPU {gpu} memory (MiB)"),
+    (SYSTEM_GPU_UTIL_PERCENT, "GPU {gpu} utilisation (%)"),
+    (SYSTEM_GPU_MEMORY_MB, "GPU {gpu} memory (MiB)"),
 )
-_GPU_TAG = re.compile(r"^system/gpu_util_percent/(\d+)$")
 
 WINDOW_SECONDS = 30.0  # what "lately" means for every rule below
 HOST_CPU_SATURATED = 95.0
@@ -64,8 +75,15 @@ def system_figures(
 
 def gpu_indices(workers: Mapping[int, WorkerSeries]) -> list[int]:
     """The GPU numbers any worker reported (none on CPU hosts)."""
-    found = {int(m.group(1)) for s in workers.values() for tag in s if (m := _GPU_TAG.match(tag))}
+    found = {
+        gpu for s in workers.values() for tag in s if (gpu := _utilisation_gpu(tag)) is not None
+    }
     return sorted(found)
+
+
+def _utilisation_gpu(tag: str) -> int | None:
+    parsed = gpu_of(tag)
+    return parsed[1] if parsed is not None and parsed[0] == SYSTEM_GPU_UTIL_PERCENT else None
 
 
 def recent(arrays: Arrays | None, end: float, seconds: float = WINDOW_SECONDS) -> np.ndarray:
@@ -106,14 +124,14 @@ def system_warnings(
     for index, series in sorted(workers.items()):
         who = f"worker {index} ({hosts.get(index) or 'unknown host'})"
         busy = saturated_for(
-            series.get("system/host_cpu_percent"), HOST_CPU_SATURATED, WINDOW_SECONDS
+            series.get(SYSTEM_HOST_CPU_PERCENT), HOST_CPU_SATURATED, WINDOW_SECONDS
         )
         if busy is not None:
             lines.append(
                 f"{who}: host CPU at {HOST_CPU_SATURATED:.0f}% or more for {busy:.0f} s; "
                 "the worker competes with other work there (or has too many threads)"
             )
-        memory = series.get("system/host_memory_percent")
+        memory = series.get(SYSTEM_HOST_MEMORY_PERCENT)
         if memory is not None and len(memory[2]) and memory[2][-1] >= HOST_MEMORY_FULL:
             lines.append(
                 f"{who}: host memory {memory[2][-1]:.0f}% full; the worker may be killed or "
@@ -121,7 +139,7 @@ def system_warnings(
             )
         if phases.get(index) == "training":
             for gpu in gpu_indices({index: series}):
-                util = series.get(f"system/gpu_util_percent/{gpu}")
+                util = series.get(gpu_tag(SYSTEM_GPU_UTIL_PERCENT, gpu))
                 end = float(util[1][-1]) if util is not None and len(util[1]) else 0.0
                 values = recent(util, end)
                 if values.size >= 2 and float(values.max()) < GPU_IDLE:
@@ -158,7 +176,7 @@ def _gpu_means(workers: Mapping[int, WorkerSeries], end: float) -> dict[int, flo
     out = {}
     for index, series in workers.items():
         per_gpu = [
-            recent(series.get(f"system/gpu_util_percent/{gpu}"), end)
+            recent(series.get(gpu_tag(SYSTEM_GPU_UTIL_PERCENT, gpu)), end)
             for gpu in gpu_indices({index: series})
         ]
         values = [float(v.mean()) for v in per_gpu if v.size]
@@ -187,14 +205,14 @@ def find_straggler(
     if end is None or len(chosen) < 2:
         return None
     window = f"over the last {WINDOW_SECONDS:.0f} s"
-    top = _stands_out(_means(chosen, "system/cpu_wait_percent", end))
+    top = _stands_out(_means(chosen, SYSTEM_CPU_WAIT_PERCENT, end))
     if top and top[1] >= CPU_WAIT_MIN and top[1] >= CPU_WAIT_FACTOR * top[2]:
         return Straggler(
             top[0],
             f"its threads waited for a CPU {top[1]:.0f}% of one core {window}, its peers "
             f"{top[2]:.0f}% at most (its host is busy with other work, or it has too few cores)",
         )
-    host = _means(chosen, "system/host_cpu_percent", end)
+    host = _means(chosen, SYSTEM_HOST_CPU_PERCENT, end)
     top = _stands_out(host)
     if top and top[1] >= HOST_CPU_SATURATED and top[2] < HOST_PEERS_BELOW:
         return Straggler(
@@ -209,7 +227,7 @@ def find_straggler(
             f"its GPU is busy {top[1]:.0f}% {window} while its peers' GPUs wait at "
             f"{top[2]:.0f}% at most (a slower GPU, or more work on it)",
         )
-    top = _stands_out(_means(chosen, "system/cpu_percent", end))
+    top = _stands_out(_means(chosen, SYSTEM_CPU_PERCENT, end))
     if top and top[1] >= CPU_BUSY_MIN and top[1] >= CPU_BUSY_FACTOR * top[2]:
         return Straggler(
             top[0],

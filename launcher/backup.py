@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePath
 
-BACKUP_DIR = "backup"  # where the trainer's --backup keeps the training state, in the run dir
 _LATEST = re.compile(r'^model_checkpoint_path: "([^"]+)"', re.MULTILINE)
 
 

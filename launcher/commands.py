@@ -11,6 +11,8 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 
+from runformat import EXIT_CODE_FILE, PGID_FILE, STATUS_JSON, WORKER_LOG, WORKERS_DIR, worker_rel
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -28,7 +30,7 @@ def expand_home(path: str, home: str) -> str:
 
 
 def worker_dir(run_dir: str, index: int) -> str:
-    return f"{run_dir}/workers/{index}"
+    return f"{run_dir}/{worker_rel(index)}"
 
 
 def env_file_path(run_dir: str, index: int) -> str:
@@ -59,11 +61,11 @@ def worker_script(
     env = env_file_path(run_dir, index)
     argv = [python, "-m", module, "--run-dir", run_dir, *trainer_args]
     return (
-        f"echo $$ > {q(wdir + '/pgid')}; "
+        f"echo $$ > {q(f'{wdir}/{PGID_FILE}')}; "
         f". {q(env)}; rm -f {q(env)}; "
         f"{' '.join(q(a) for a in argv)}; "
-        f"echo $? > {q(wdir + '/exit_code.tmp')} && mv {q(wdir + '/exit_code.tmp')} "
-        f"{q(wdir + '/exit_code')}"
+        f"echo $? > {q(f'{wdir}/{EXIT_CODE_FILE}.tmp')} && mv {q(f'{wdir}/{EXIT_CODE_FILE}.tmp')} "
+        f"{q(f'{wdir}/{EXIT_CODE_FILE}')}"
     )
 
 
@@ -83,11 +85,11 @@ def start_command(
     script = worker_script(python, module, run_dir, index, trainer_args)
     return (
         f"umask 077 && mkdir -p {q(wdir)} && cd {q(code_dir)} && "
-        f"{{ setsid nohup sh -c {q(script)} >>{q(wdir + '/worker.log')} 2>&1 </dev/null & }}"
+        f"{{ setsid nohup sh -c {q(script)} >>{q(f'{wdir}/{WORKER_LOG}')} 2>&1 </dev/null & }}"
     )
 
 
-ATTEMPT_FILES = ("pgid", "exit_code", "status.json")
+ATTEMPT_FILES = (PGID_FILE, EXIT_CODE_FILE, STATUS_JSON)
 
 
 def reset_command(run_dir: str, index: int, note: str) -> str:
@@ -95,7 +97,7 @@ def reset_command(run_dir: str, index: int, note: str) -> str:
     launcher think it already runs or ended; its log goes on, after a note."""
     wdir = worker_dir(run_dir, index)
     files = " ".join(q(f"{wdir}/{name}") for name in ATTEMPT_FILES)
-    log = q(wdir + "/worker.log")
+    log = q(f"{wdir}/{WORKER_LOG}")
     return f"umask 077 && mkdir -p {q(wdir)} && rm -f {files} && printf '%s\\n' {q(note)} >> {log}"
 
 
@@ -106,7 +108,7 @@ def poll_command(run_dir: str, index: int) -> str:
     The worker's shell is a session leader (setsid), so its session id is its pgid.
     """
     wdir = worker_dir(run_dir, index)
-    ec, pg = q(wdir + "/exit_code"), q(wdir + "/pgid")
+    ec, pg = q(f"{wdir}/{EXIT_CODE_FILE}"), q(f"{wdir}/{PGID_FILE}")
     return (
         f"if [ -f {ec} ]; then echo exit $(cat {ec}); "
         f'elif [ -s {pg} ] && kill -0 -"$(cat {pg})" 2>/dev/null; then '
@@ -131,7 +133,7 @@ def stop_command(run_dir: str, index: int, grace: float) -> str:
     process only acts on TERM once continued, hence the CONT. A worker that is just starting
     may not have written its pgid yet: wait a moment for it. Prints `stopped` or `not running`.
     """
-    pg = q(worker_dir(run_dir, index) + "/pgid")
+    pg = q(f"{worker_dir(run_dir, index)}/{PGID_FILE}")
     ticks = max(1, int(grace / 0.2))
     return (
         f"i=0; while [ ! -s {pg} ] && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; "
@@ -169,7 +171,7 @@ def lock_command(workdir: str, tf_port: int, run_id: str, run_dir: str, index: i
         f"umask 077 && mkdir -p {locks} && "
         f"if ( set -C; {content} > {lock} ) 2>/dev/null; then echo acquired; "
         f"else old=$(sed -n 1p {lock}); dir=$(sed -n 2p {lock}); idx=$(sed -n 3p {lock}); "
-        f'pg="$dir/workers/$idx/pgid"; '
+        f'pg="$dir/{WORKERS_DIR}/$idx/{PGID_FILE}"; '
         f'if [ -s "$pg" ] && kill -0 -"$(cat "$pg")" 2>/dev/null; then echo "held $old"; '
         f'elif [ ! -s "$pg" ] && [ -n "$(find {lock} -mmin -10)" ]; then echo "held $old"; '
         f'else {content} > {lock} && echo "taken-over $old"; fi; fi'

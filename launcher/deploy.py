@@ -1,4 +1,5 @@
-"""Ship trainer/ to hosts, content-addressed: an unchanged tree is never sent twice.
+"""Ship the trainer (trainer/ and runformat/) to hosts, content-addressed: an unchanged tree
+is never sent twice.
 
 The tree's hash names its folder on the host (`<workdir>/code/<hash>/`); a `.complete` marker
 written after unpacking makes a half-finished upload look absent, so it is simply redone.
@@ -16,11 +17,11 @@ from launcher.commands import expand_home, home_path, q
 from launcher.remote import HostError, HostShell
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("trainer",)
+SHIPPED = ("trainer", "runformat")  # what `python -m trainer` imports on a host
 
 
 def tree_files(root: Path = PROJECT_ROOT) -> list[Path]:
-    """The files that make up the trainer, sorted, without caches."""
+    """The files that make up the trainer (with the run format it imports), sorted, no caches."""
     files: list[Path] = []
     for top in SHIPPED:
         for path in sorted((root / top).rglob("*")):

@@ -7,7 +7,6 @@ most one per worker every few seconds.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -16,16 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from runformat import MAX_STATUS_BYTES, read_json_object
+
 MAX_UNWRITTEN = 1 << 20  # launcher.log bytes kept in memory while the disk refuses them
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
     """A worker's status.json, or None while it is missing or unreadable."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_object(path, MAX_STATUS_BYTES, [])
 
 
 def _num(value: object, fmt: str) -> str:

@@ -13,12 +13,10 @@ from typing import Any
 from launcher.exits import describe_exit
 from launcher.options import WatchOptions
 from launcher.worker import ProcessState, WorkerState
+from runformat import phase_silence_bound
 
 MAX_CONTACT_ERRORS = 3  # failed polls in a row before a host counts as lost
 EXIT_BAD_INPUT = 2  # the trainer's exit code for bad options or data: a restart cannot help
-# How long a running worker may stay silent in a phase other than training (which has
-# --stall-timeout) before it counts as hung; never less than --stall-timeout.
-PHASE_SILENCE_LIMITS = {"loading_data": 600.0, "evaluating": 600.0, "saving": 600.0}
 
 
 @dataclass
@@ -130,9 +128,9 @@ def silence_limit(status: dict[str, Any], watch: WatchOptions) -> tuple[float, s
     phase = status.get("phase")
     if not isinstance(phase, str) or phase == "training":
         return watch.stall_timeout, "running"
-    if phase == "connecting":
-        return max(watch.start_timeout, watch.stall_timeout), phase
-    return max(PHASE_SILENCE_LIMITS.get(phase, watch.stall_timeout), watch.stall_timeout), phase
+    # The run format's bound for the phase (see runformat.phases), never below --stall-timeout.
+    bound = phase_silence_bound(phase, watch.stall_timeout, watch.start_timeout)
+    return max(bound if bound is not None else watch.stall_timeout, watch.stall_timeout), phase
 
 
 def stall_failure(views: Sequence[WorkerView], now: float, watch: WatchOptions) -> Failure | None:

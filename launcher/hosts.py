@@ -14,7 +14,6 @@ from pathlib import Path
 from launcher.slurm import SLURM_KEYS, SlurmOptionError, SlurmSpec, parse_slurm_options
 
 DEFAULT_TF_PORT = 23456
-DEFAULT_PYTHON = "python3"
 DEFAULT_WORKDIR = "~/tfjobs"
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "local"})
 SSH_KEYS = frozenset({"user", "port", "key"})

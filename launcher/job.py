@@ -20,18 +20,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from launcher.backup import BACKUP_DIR, latest_backup
+from launcher.backup import latest_backup
 from launcher.display import Output, progress_text
 from launcher.exits import describe_exit, first_failure, job_exit_code
 from launcher.failure import Failure, decide, exit_failure, may_restart, stall_failure
 from launcher.options import WatchOptions
 from launcher.remote import HostError
 from launcher.results import HostResults
-from launcher.runs import write_json_atomic
 from launcher.signals import Interrupted, signals_ignored, signals_interrupt
 from launcher.summary import failure_report, summary
 from launcher.watch import QuietClock, poll_all, view
 from launcher.worker import Worker
+from runformat import BACKUP_DIR, CLUSTER_JSON, write_json_atomic
 
 LOG_TAIL_LINES = 15
 
@@ -73,7 +73,7 @@ class Job:
 
     def save(self, **changes: Any) -> None:
         self.cluster.update(changes)
-        write_json_atomic(self.local_dir / "cluster.json", self.cluster)
+        write_json_atomic(self.local_dir / CLUSTER_JSON, self.cluster)
 
     def run(self) -> int:
         """The whole job; returns the launcher's exit code (0, 1, or 128+signal)."""
@@ -153,7 +153,7 @@ class Job:
     def _stopped_by_user(self) -> bool:
         """`fab stop` from another terminal marks cluster.json stopped before it stops workers."""
         try:
-            state = json.loads((self.local_dir / "cluster.json").read_text()).get("state")
+            state = json.loads((self.local_dir / CLUSTER_JSON).read_text()).get("state")
         except (OSError, ValueError, AttributeError):
             return False
         return bool(state == "stopped")

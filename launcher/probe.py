@@ -1,7 +1,7 @@
 """Preflight: what each host has (interpreter, TensorFlow, free port and disk, deployed code).
 
 One short Python program runs on each host with that host's interpreter, changes nothing, and
-prints one JSON line; `check_report` turns the answers of all hosts into rows and problems.
+prints one JSON line; `host_problems` judges each answer against those of all hosts.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ the same script on the same run directory, resumed from the trainer's backup.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -30,7 +31,6 @@ from launcher.hosts import Host, parse_line
 from launcher.job import StoppedByUser, launcher_identity, log_tail
 from launcher.options import WatchOptions
 from launcher.remote import HostError, HostShell, open_shell
-from launcher.runs import new_run_id, write_json_atomic
 from launcher.signals import Interrupted, signals_ignored, signals_interrupt
 from launcher.slurm import (
     ALLOCATION_NAME,
@@ -65,6 +65,22 @@ from launcher.tasks import (
 )
 from launcher.watch import QuietClock
 from launcher.worker import ProcessState
+from runformat import (
+    ACTIVE_RUN_STATES,
+    BACKUP_DIR,
+    CLUSTER_JSON,
+    LAUNCHER_LOG,
+    MAX_STATUS_BYTES,
+    ClusterRecord,
+    new_run_id,
+    parse_json_object,
+    status_path,
+    status_rel,
+    worker_dir,
+    worker_log_path,
+    worker_log_rel,
+    write_json_atomic,
+)
 from trainer.slurm_env import SlurmEnvError, task_addresses
 
 SLURM_COMMANDS = ("sbatch", "scontrol", "scancel", "srun")
@@ -130,10 +146,10 @@ def script_for(
     )
 
 
-def login_of(cluster: dict[str, Any]) -> tuple[Host, str, str]:
+def login_of(cluster: ClusterRecord) -> tuple[Host, str, str]:
     """The submitting host, the run directory it sees and the job id, from cluster.json."""
-    info = cluster.get("slurm") or {}
-    host = parse_line("cluster.json", 0, 0, str(info.get("line", "")))
+    info = cluster.slurm
+    host = parse_line(CLUSTER_JSON, 0, 0, str(info.get("line", "")))
     return host, str(info.get("run_dir", "")), str(info.get("job_id") or "")
 
 
@@ -214,9 +230,7 @@ class SlurmJob:
         self.nodes: list[str] = []
         self.failure: TaskFailed | None = None
         self.exit_codes: dict[str, int | None] = {}
-        self.tails = [
-            LogTail(local_dir / "workers" / str(i) / "worker.log") for i in range(spec.workers)
-        ]
+        self.tails = [LogTail(worker_log_path(local_dir, i)) for i in range(spec.workers)]
         self.slurm_tail: LogTail | None = None
         self.running_since: float | None = None
         self.quiet = QuietClock(time.monotonic)
@@ -232,7 +246,7 @@ class SlurmJob:
             self.user_stopped = True
             changes["state"] = "stopped"
         self.cluster.update(changes)
-        write_json_atomic(self.local_dir / "cluster.json", self.cluster)
+        write_json_atomic(self.local_dir / CLUSTER_JSON, self.cluster)
 
     def prefix(self, task: int) -> str:
         return f"[{task} {self.node(task)}]"
@@ -387,14 +401,14 @@ class SlurmJob:
         if self.user_stopped or self.cluster.get("state") == "stopped":
             return self.user_stopped
         try:
-            state = json.loads((self.local_dir / "cluster.json").read_text()).get("state")
+            state = json.loads((self.local_dir / CLUSTER_JSON).read_text()).get("state")
         except (OSError, ValueError, AttributeError):
             return False
         self.user_stopped = state == "stopped"
         return self.user_stopped
 
     def _status(self, task: int) -> dict[str, Any] | None:
-        return read_status(self.local_dir / "workers" / str(task) / "status.json")
+        return read_status(status_path(self.local_dir, task))
 
     def _deadline_failure(self) -> TaskFailed | None:
         """A task that did not start training in time, or went silent in its phase, by the
@@ -530,14 +544,14 @@ class SlurmJob:
             if result.code != 0:
                 raise HostError(self.host, f"could not prepare a restart: {result.stderr.strip()}")
             for name in commands.ATTEMPT_FILES:
-                (self.local_dir / "workers" / str(i) / name).unlink(missing_ok=True)
+                (worker_dir(self.local_dir, i) / name).unlink(missing_ok=True)
                 if self.mirror is not None:
                     self.mirror.seen.pop(f"workers/{i}/{name}", None)
         self.save(restarts=self.restarts, attempts=self.attempts)
 
     def _tail(self, failure: TaskFailed) -> list[str]:
         if failure.task is not None:
-            return log_tail(self.local_dir / "workers" / str(failure.task) / "worker.log")
+            return log_tail(worker_log_path(self.local_dir, failure.task))
         return log_tail(self.local_dir / f"slurm-{self.job_id}.out")
 
     def save_end(self, **changes: Any) -> None:
@@ -561,7 +575,7 @@ class SlurmJob:
         self.out.line(f"FAILED: {failure.line()}")
         if failure.log_tail:
             where = (
-                f"workers/{failure.task}/worker.log"
+                worker_log_rel(failure.task)
                 if failure.task is not None
                 else f"slurm-{self.job_id}.out"
             )
@@ -582,7 +596,7 @@ class SlurmJob:
         return 1 if signum is None else 128 + int(signum)
 
     def _end_finished(self) -> int:
-        shutil.rmtree(self.local_dir / "backup", ignore_errors=True)
+        shutil.rmtree(self.local_dir / BACKUP_DIR, ignore_errors=True)
         if self.mirror is not None:
             self.shell.run(f"rm -rf {commands.q(self.run_dir + '/backup')}", timeout=30)
         self._end_attempt(None)
@@ -691,7 +705,7 @@ def train(
         run_dir = str(local_dir) if host.local else f"{workdir}/runs/{run_id}"
         script = script_for(host, host.slurm, run_id, workdir, code, python, args, sorted(user_env))
         local_dir.mkdir(parents=True, exist_ok=False)
-        out.open_log(local_dir / "launcher.log")
+        out.open_log(local_dir / LAUNCHER_LOG)
         (local_dir / SCRIPT_NAME).write_text(script, encoding="utf-8")
         if not host.local:
             made = shell.run(f"mkdir -p {commands.q(run_dir)}", timeout=30)
@@ -700,14 +714,13 @@ def train(
             shell.write_file(f"{run_dir}/{SCRIPT_NAME}", script.encode(), 0o644)
         entry = host_entry(host, python, run_dir)
         spec = host.slurm
-        cluster: dict[str, Any] = {
-            "run_id": run_id,
-            "created": time.time(),
-            "finished": None,
-            "state": "starting",
-            "scheduler": "slurm",
-            "slurm": {
-                "line": entry["line"],
+        cluster = ClusterRecord(
+            run_id=run_id,
+            created=time.time(),
+            state="starting",
+            scheduler="slurm",
+            slurm={
+                "line": entry.line,
                 "login": host.label,
                 "run_dir": run_dir,
                 "script": SCRIPT_NAME,
@@ -719,20 +732,15 @@ def train(
                 "job_id": None,
                 "job_ids": [],
             },
-            "hosts_file": str(settings.hosts_file.resolve()),
-            "hosts": [],
-            "tf_config_cluster": {"worker": []},
-            "trainer_args": args,
-            "dataset": _option(args, "--dataset"),
-            "epochs": _int_or_none(_option(args, "--epochs")),
-            "exit_codes": {},
-            "failure": None,
-            "restarts": 0,
-            "max_restarts": watch.max_restarts,
-            "attempts": [],
-            "env": sorted(user_env),
-            "launcher": launcher_identity(),
-        }
+            hosts_file=str(settings.hosts_file.resolve()),
+            tf_config_cluster={"worker": []},
+            trainer_args=tuple(args),
+            dataset=_option(args, "--dataset"),
+            epochs=_int_or_none(_option(args, "--epochs")),
+            max_restarts=watch.max_restarts,
+            env=tuple(sorted(user_env)),
+            launcher=launcher_identity(),
+        ).to_dict()
         env = dict(user_env)
         job = SlurmJob(
             shell,
@@ -742,7 +750,7 @@ def train(
             cluster,
             out,
             env,
-            entry,
+            entry.to_dict(),
             watch,
         )
         job.save()
@@ -768,56 +776,52 @@ def train(
 
 def _read_remote_json(shell: HostShell, path: str) -> dict[str, Any] | None:
     try:
-        data = json.loads(shell.read_range(path, 0, 1 << 20))
-    except (OSError, ValueError):
+        return parse_json_object(shell.read_range(path, 0, MAX_STATUS_BYTES), [], path)
+    except OSError:
         return None
-    return data if isinstance(data, dict) else None
 
 
-def status(settings: Settings, out: Output, local_dir: Path, cluster: dict[str, Any]) -> int:
+def status(settings: Settings, out: Output, local_dir: Path, cluster: ClusterRecord) -> int:
     """The job's queue state, then each task like `fab status` shows a worker."""
     host, run_dir, job_id = login_of(cluster)
     shell = open_shell(host, settings.ssh)
     try:
         info = query(shell, job_id) if job_id else None
-        out.line(f"run {cluster.get('run_id')}: {cluster.get('state')}  ({local_dir})")
+        out.line(f"run {cluster.run_id}: {cluster.state}  ({local_dir})")
         state = info.describe() if info else "not known to Slurm any more"
         out.line(f"Slurm job {job_id or '-'} on {host.label}: {state}")
         rows = [["#", "node", "progress", "updated"]]
         now = time.time()
-        entries = {int(e["index"]): e for e in cluster.get("hosts", []) if "index" in e}
-        workers = int((cluster.get("slurm") or {}).get("workers") or len(entries))
+        entries = {h.index: h for h in cluster.hosts}
+        workers = int(cluster.slurm.get("workers") or len(entries))
         for i in range(workers):
-            path = commands.worker_dir(run_dir, i) + "/status.json"
+            path = f"{run_dir}/{status_rel(i)}"
             st = (
                 read_status(Path(path)) if host.local else _read_remote_json(shell, path)
-            ) or read_status(local_dir / "workers" / str(i) / "status.json")
+            ) or read_status(status_path(local_dir, i))
             upd = st.get("updated") if st else None
             ago = f"{now - upd:.0f} s ago" if isinstance(upd, (int, float)) else "-"
-            node = str(entries.get(i, {}).get("name", "-"))
+            node = entries[i].name if i in entries else "-"
             rows.append([str(i), node, progress_text(st), ago])
         out.lines(_table(rows))
-        failure = cluster.get("failure")
-        if isinstance(failure, dict):
-            out.line(
-                f"failure: worker {failure.get('index')} ({failure.get('host')}) "
-                f"{failure.get('reason')}"
-            )
+        failure = cluster.failure
+        if failure is not None:
+            out.line(f"failure: worker {failure.index} ({failure.host}) {failure.reason}")
     finally:
         shell.close()
     return 0
 
 
 def stop(
-    settings: Settings, out: Output, local_dir: Path, cluster: dict[str, Any], grace: float
+    settings: Settings, out: Output, local_dir: Path, cluster: ClusterRecord, grace: float
 ) -> int:
     """scancel the run's job and wait until Slurm says it ended."""
     host, _, job_id = login_of(cluster)
-    if cluster.get("state") in ("starting", "running"):
-        cluster.update(state="stopped", finished=time.time())
-        write_json_atomic(local_dir / "cluster.json", cluster)
+    if cluster.state in ACTIVE_RUN_STATES:
+        stopped = dataclasses.replace(cluster, state="stopped", finished=time.time())
+        write_json_atomic(local_dir / CLUSTER_JSON, stopped.to_dict())
     if not job_id:
-        out.line(f"run {cluster.get('run_id')}: no Slurm job was submitted")
+        out.line(f"run {cluster.run_id}: no Slurm job was submitted")
         return 0
     shell = open_shell(host, settings.ssh)
     try:
@@ -838,7 +842,7 @@ def fetch(
     settings: Settings,
     out: Output,
     local_dir: Path,
-    cluster: dict[str, Any],
+    cluster: ClusterRecord,
     follow: bool,
     interval: float,
 ) -> int:
@@ -850,7 +854,7 @@ def fetch(
         return 0
     shell = open_shell(host, settings.ssh)
     try:
-        workers = int((cluster.get("slurm") or {}).get("workers") or 1)
+        workers = int(cluster.slurm.get("workers") or 1)
         mirror = Mirror(shell, run_dir, local_dir, frozenset(range(workers)))
         while True:
             mirror.sync()

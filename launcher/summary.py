@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 from launcher.failure import Failure
+from runformat import METRICS_JSON, MODEL_FILE, worker_log_rel
 
 
 def summary(local_dir: Path) -> str:
     """What a user wants after a good run: accuracy, where the model is, how to look at it."""
     lines = ["finished: every worker exited 0"]
     try:
-        m = json.loads((local_dir / "metrics.json").read_text())
+        m = json.loads((local_dir / METRICS_JSON).read_text())
         lines.append(
             f"  test accuracy {m.get('test_accuracy', float('nan')):.4f}, "
             f"test loss {m.get('test_loss', float('nan')):.4f}, "
@@ -20,8 +21,8 @@ def summary(local_dir: Path) -> str:
             f"in {m.get('wall_time_sec', m.get('train_time_sec', float('nan'))):.1f} s"
         )
     except (OSError, ValueError, TypeError):
-        lines.append("  (no metrics.json from the chief)")
-    model = local_dir / "model.h5"
+        lines.append(f"  (no {METRICS_JSON} from the chief)")
+    model = local_dir / MODEL_FILE
     if model.exists():
         lines.append(f"  model: {model}  (keras.models.load_model(path) in tf-keras or Keras 3)")
     lines.append("  dashboard: streamlit run dashboard/app.py")
@@ -33,6 +34,6 @@ def failure_report(failure: Failure) -> list[str]:
     """The failed worker and why, then the last lines of its log."""
     lines = [f"FAILED: worker {failure.index} ({failure.host}) {failure.reason}"]
     if failure.log_tail:
-        lines.append(f"last lines of workers/{failure.index}/worker.log:")
+        lines.append(f"last lines of {worker_log_rel(failure.index)}:")
         lines += [f"  {line}" for line in failure.log_tail]
     return lines

@@ -16,16 +16,25 @@ disk never leaves half a file where a good one was.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from launcher.commands import listing_command
 from launcher.remote import HostShell
+from runformat import (
+    BACKUP_DIR,
+    EVENT_FILE_PREFIX,
+    METRICS_JSON,
+    MODEL_FILE,
+    TEMP_SUFFIX,
+    TENSORBOARD_DIR,
+    WORKERS_DIR,
+    write_bytes_atomic,
+)
 
-CHIEF_FILES = frozenset({"model.h5", "metrics.json"})
-CHIEF_DIRS = frozenset({"tensorboard", "backup"})
+CHIEF_FILES = frozenset({MODEL_FILE, METRICS_JSON})
+CHIEF_DIRS = frozenset({TENSORBOARD_DIR, BACKUP_DIR})
 
 
 class LocalWriteError(Exception):
@@ -52,7 +61,7 @@ class RemoteFile:
 def append_only(path: str) -> bool:
     """Files that only ever grow in place: TensorBoard event files and logs."""
     name = PurePosixPath(path).name
-    return name.startswith("events.out.tfevents.") or name.endswith(".log")
+    return name.startswith(EVENT_FILE_PREFIX) or name.endswith(".log")
 
 
 def unsafe_name(path: str) -> str | None:
@@ -70,7 +79,7 @@ def unsafe_name(path: str) -> str | None:
 def trusted(path: str, indexes: Iterable[int], chief: bool) -> bool:
     """May a host serving workers `indexes` (and the chief, if `chief`) send this file?"""
     parts = PurePosixPath(path).parts
-    if len(parts) >= 3 and parts[0] == "workers" and parts[1] in {str(i) for i in indexes}:
+    if len(parts) >= 3 and parts[0] == WORKERS_DIR and parts[1] in {str(i) for i in indexes}:
         return True
     if not chief:
         return False
@@ -102,7 +111,7 @@ def parse_listing(text: str, indexes: Iterable[int] = (), chief: bool = True) ->
         if len(parts) != 5 or not parts[1].isdigit() or not parts[2].isdigit():
             continue
         kind, size, inode, mtime, path = parts
-        if path.endswith(".tmp"):
+        if path.endswith(TEMP_SUFFIX):
             continue
         why = unsafe_name(path)
         if why is None and kind != "f":
@@ -212,13 +221,8 @@ def _append(local: Path, have: int, data: bytes) -> None:
 
 
 def _replace(local: Path, data: bytes) -> None:
-    """Write a temp file beside it, then rename: readers see the old file or the new one."""
-    tmp = local.with_name(f".{local.name}.sync")
+    """Replace the file whole: readers see the old file or the new one."""
     try:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as out:
-            out.write(data)
-        os.replace(tmp, local)
+        write_bytes_atomic(local, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise LocalWriteError(local, exc) from exc

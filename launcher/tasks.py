@@ -6,7 +6,7 @@ names every failing host, and returns an exit code; fabfile.py only maps options
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import shlex
 import sys
@@ -27,17 +27,32 @@ from launcher.deploy import (
     tree_hash,
 )
 from launcher.display import Output, progress_text, read_status
-from launcher.hosts import Host, load_hosts, parse_line
+from launcher.hosts import Host, HostsFileError, load_hosts, parse_line
 from launcher.job import Job, launcher_identity
 from launcher.netcheck import Peer, check_network, clock_cell, clock_offset, clock_warning
 from launcher.options import TrainOptions
 from launcher.probe import PROBE, ProbeResult, host_problems, parse_probe, probe_command
 from launcher.remote import HostError, HostShell, SshSettings, open_shell
 from launcher.results import HostResults
-from launcher.runs import RUNS_DIR, find_run, new_run_id, read_cluster, write_json_atomic
+from launcher.runs import find_run, read_cluster
 from launcher.sync import Mirror
 from launcher.tf_config import cluster_spec, tf_config_json
 from launcher.worker import Poll, ProcessState, Worker
+from runformat import (
+    ACTIVE_RUN_STATES,
+    CLUSTER_JSON,
+    LAUNCHER_LOG,
+    MAX_STATUS_BYTES,
+    RUNS_DIR,
+    STATUS_JSON,
+    ClusterRecord,
+    HostEntry,
+    new_run_id,
+    parse_json_object,
+    status_path,
+    status_rel,
+    write_json_atomic,
+)
 
 
 class UserError(Exception):
@@ -52,7 +67,7 @@ class UserError(Exception):
 class Settings:
     hosts_file: Path
     ssh: SshSettings
-    runs_dir: Path = RUNS_DIR
+    runs_dir: Path = Path(RUNS_DIR)
 
 
 def failed_hosts(what: str, errors: Sequence[HostError]) -> UserError:
@@ -200,7 +215,8 @@ def check(settings: Settings, out: Output) -> int:
 
 
 def deploy(settings: Settings, out: Output, venv: bool = False, mnist: str | None = None) -> int:
-    """Ship trainer/ to every SSH host at once (skipped where unchanged); optional venv, data."""
+    """Ship trainer/ and runformat/ to every SSH host at once (skipped where unchanged);
+    optionally a venv and data."""
     hosts = load_hosts(settings.hosts_file)
     remote = [h for h in hosts if not h.local]
     for h in hosts:
@@ -254,24 +270,24 @@ def _worker_env(names: Sequence[str]) -> dict[str, str]:
     return env
 
 
-def host_entry(host: Host, python: str, run_dir: str) -> dict[str, Any]:
+def host_entry(host: Host, python: str, run_dir: str) -> HostEntry:
     """A host as cluster.json records it; `line` lets status/stop/fetch rebuild it."""
     spec = " ".join([host.name, *(f"{k}={v}" for k, v in host.options.items() if k != "user")])
     if "user" in host.options and "@" not in host.name:
         spec += f" user={host.options['user']}"
-    return {
-        "index": host.index,
-        "role": host.role,
-        "name": host.label,
-        "ssh": host.ssh_target,
-        "local": host.local,
-        "addr": host.addr,
-        "tf_port": host.tf_port,
-        "workdir": host.workdir,
-        "python": python,
-        "run_dir": run_dir,
-        "line": spec,
-    }
+    return HostEntry(
+        index=host.index,
+        role=host.role,
+        name=host.label,
+        ssh=host.ssh_target,
+        local=host.local,
+        addr=host.addr,
+        tf_port=host.tf_port,
+        workdir=host.workdir,
+        python=python,
+        run_dir=run_dir,
+        line=spec,
+    )
 
 
 def _locks(
@@ -412,27 +428,22 @@ def _workers(launch: Launch) -> list[Worker]:
 def _run(settings: Settings, out: Output, launch: Launch, options: TrainOptions) -> int:
     local_dir, args, user_env, hosts = launch.local_dir, launch.args, launch.user_env, launch.hosts
     local_dir.mkdir(parents=True, exist_ok=False)
-    out.open_log(local_dir / "launcher.log")
+    out.open_log(local_dir / LAUNCHER_LOG)
     workers = _workers(launch)
-    cluster: dict[str, Any] = {
-        "run_id": launch.run_id,
-        "created": time.time(),
-        "finished": None,
-        "state": "starting",
-        "hosts_file": str(settings.hosts_file.resolve()),
-        "hosts": [host_entry(w.host, w.python, w.run_dir) for w in workers],
-        "tf_config_cluster": cluster_spec(hosts),
-        "trainer_args": args,
-        "dataset": _option(args, "--dataset"),
-        "epochs": _int_or_none(_option(args, "--epochs")),
-        "exit_codes": {},
-        "failure": None,
-        "restarts": 0,
-        "max_restarts": options.watch.max_restarts,
-        "attempts": [],
-        "env": sorted(user_env),
-        "launcher": launcher_identity(),
-    }
+    cluster = ClusterRecord(
+        run_id=launch.run_id,
+        created=time.time(),
+        state="starting",
+        hosts_file=str(settings.hosts_file.resolve()),
+        hosts=tuple(host_entry(w.host, w.python, w.run_dir) for w in workers),
+        tf_config_cluster=cluster_spec(hosts),
+        trainer_args=tuple(args),
+        dataset=_option(args, "--dataset"),
+        epochs=_int_or_none(_option(args, "--epochs")),
+        max_restarts=options.watch.max_restarts,
+        env=tuple(sorted(user_env)),
+        launcher=launcher_identity(),
+    ).to_dict()
     job = Job(workers, local_dir, cluster, out, options.watch)
     job.save()
     out.line(f"run {launch.run_id}: {len(hosts)} worker(s), run directory {local_dir}")
@@ -495,16 +506,33 @@ def _int_or_none(text: str | None) -> int | None:
         return None
 
 
-def hosts_of_run(cluster: dict[str, Any]) -> list[tuple[Host, dict[str, Any]]]:
-    """Rebuild the run's hosts from cluster.json (the run is defined by it, not today's file)."""
+def hosts_of_run(cluster: ClusterRecord) -> list[tuple[Host, str]]:
+    """Rebuild the run's hosts and their run directories from cluster.json (the run is defined
+    by it, not by today's hosts file). A host entry without its hosts-file `line` (an older
+    run) is rebuilt from its name, address and port."""
     out = []
-    for entry in cluster.get("hosts", []):
-        host = parse_line("cluster.json", 0, int(entry["index"]), str(entry["line"]))
-        out.append((host, entry))
+    for entry in cluster.hosts:
+        spec = entry.line or _line_of(entry)
+        try:
+            host = parse_line(CLUSTER_JSON, 0, entry.index, spec)
+        except HostsFileError as exc:
+            raise UserError(f"{CLUSTER_JSON}: host {entry.index}: {exc.reason}") from None
+        workdir = entry.workdir or host.workdir
+        out.append((host, entry.run_dir or f"{workdir}/runs/{cluster.run_id}"))
     return out
 
 
-def _open_run(settings: Settings, run: str | None) -> tuple[Path, dict[str, Any]]:
+def _line_of(entry: HostEntry) -> str:
+    """A hosts-file line for a host entry that did not record one."""
+    options = {"addr": entry.addr, "tf_port": entry.tf_port, "workdir": entry.workdir}
+    if entry.ssh and not entry.local:
+        target, _, port = entry.ssh.rpartition(":")
+        options["port"] = port if target and port.isdigit() else None
+    words = [entry.name] + [f"{key}={value}" for key, value in options.items() if value]
+    return " ".join(words)
+
+
+def _open_run(settings: Settings, run: str | None) -> tuple[Path, ClusterRecord]:
     try:
         local_dir = find_run(settings.runs_dir, run)
         return local_dir, read_cluster(local_dir)
@@ -519,29 +547,27 @@ def _poll(shell: HostShell, run_dir: str, index: int) -> Poll:
 def status(settings: Settings, out: Output, run: str | None = None) -> int:
     """Per-worker state, step, last update and whether its process group is alive."""
     local_dir, cluster = _open_run(settings, run)
-    if cluster.get("scheduler") == "slurm":
+    if cluster.scheduler == "slurm":
         from launcher import slurm_job
 
         return slurm_job.status(settings, out, local_dir, cluster)
     pairs = hosts_of_run(cluster)
 
-    def one(pair: tuple[Host, dict[str, Any]]) -> tuple[Poll, dict[str, Any] | None]:
-        host, entry = pair
+    def one(pair: tuple[Host, str]) -> tuple[Poll, dict[str, Any] | None]:
+        host, run_dir = pair
         shell = open_shell(host, settings.ssh)
         try:
-            run_dir = str(entry["run_dir"])
             alive = _poll(shell, run_dir, host.index)
-            wdir = commands.worker_dir(run_dir, host.index)
             try:
-                st = json.loads(shell.read_range(f"{wdir}/status.json", 0, 1 << 20))
-            except (OSError, ValueError):
-                st = None
-            return alive, st
+                raw = shell.read_range(f"{run_dir}/{status_rel(host.index)}", 0, MAX_STATUS_BYTES)
+            except OSError:
+                return alive, None
+            return alive, parse_json_object(raw, [], STATUS_JSON)
         finally:
             shell.close()
 
     results = HostResults.run(pairs, one, host=lambda pair: pair[0])
-    out.line(f"run {cluster.get('run_id')}: {cluster.get('state')}  ({local_dir})")
+    out.line(f"run {cluster.run_id}: {cluster.state}  ({local_dir})")
     now = time.time()
     rows = [["#", "host", "process", "progress", "updated"]]
     for (host, _), r in results:
@@ -550,47 +576,43 @@ def status(settings: Settings, out: Output, run: str | None = None) -> int:
             continue
         poll, st = r
         if st is None:
-            st = read_status(local_dir / "workers" / str(host.index) / "status.json")
+            st = read_status(status_path(local_dir, host.index))
         upd = st.get("updated") if isinstance(st, dict) else None
         ago = f"{now - upd:.0f} s ago" if isinstance(upd, (int, float)) else "-"
         alive = poll.state is ProcessState.ALIVE
         progress = progress_text(st) if st is not None or alive else "-"
         rows.append([str(host.index), host.label, poll.describe(), progress, ago])
     out.lines(_table(rows))
-    for attempt in (cluster.get("attempts") or [])[:-1]:  # the last one is this attempt
-        earlier = attempt.get("failure") if isinstance(attempt, dict) else None
-        if isinstance(earlier, dict):
-            out.line(
-                f"restarted after attempt {attempt.get('attempt')}: worker "
-                f"{earlier.get('index')} ({earlier.get('host')}) {earlier.get('reason')}"
-            )
-    failure = cluster.get("failure")
-    if isinstance(failure, dict):
+    for attempt in cluster.earlier_failures:
+        earlier = attempt.failure
+        assert earlier is not None
         out.line(
-            f"failure: worker {failure.get('index')} ({failure.get('host')}) "
-            f"{failure.get('reason')}"
+            f"restarted after attempt {attempt.number}: worker "
+            f"{earlier.index} ({earlier.host}) {earlier.reason}"
         )
+    if cluster.failure is not None:
+        failure = cluster.failure
+        out.line(f"failure: worker {failure.index} ({failure.host}) {failure.reason}")
     return 0
 
 
 def stop(settings: Settings, out: Output, run: str | None = None, grace: float = 5.0) -> int:
     """Stop every worker of a run (TERM, grace, KILL of each process group)."""
     local_dir, cluster = _open_run(settings, run)
-    if cluster.get("scheduler") == "slurm":
+    if cluster.scheduler == "slurm":
         from launcher import slurm_job
 
         return slurm_job.stop(settings, out, local_dir, cluster, grace)
     pairs = hosts_of_run(cluster)
-    if cluster.get("state") in ("starting", "running"):
+    if cluster.state in ACTIVE_RUN_STATES:
         # First, so that a launcher still watching the run ends it as stopped, not failed.
-        cluster.update(state="stopped", finished=time.time())
-        write_json_atomic(local_dir / "cluster.json", cluster)
+        stopped = dataclasses.replace(cluster, state="stopped", finished=time.time())
+        write_json_atomic(local_dir / CLUSTER_JSON, stopped.to_dict())
 
-    def one(pair: tuple[Host, dict[str, Any]]) -> str:
-        host, entry = pair
+    def one(pair: tuple[Host, str]) -> str:
+        host, run_dir = pair
         shell = open_shell(host, settings.ssh)
         try:
-            run_dir = str(entry["run_dir"])
             before = _poll(shell, run_dir, host.index)
             if before.state is not ProcessState.ALIVE:
                 return f"[{host.index} {host.label}] not running ({before.describe()})"
@@ -612,14 +634,14 @@ def fetch(
 ) -> int:
     """Mirror every SSH host's copy of a run into the local run directory, once or following."""
     local_dir, cluster = _open_run(settings, run)
-    if cluster.get("scheduler") == "slurm":
+    if cluster.scheduler == "slurm":
         from launcher import slurm_job
 
         return slurm_job.fetch(settings, out, local_dir, cluster, follow, interval)
     pairs = [(h, e) for h, e in hosts_of_run(cluster) if not h.local]
     shells = connect_all([h for h, _ in pairs], settings.ssh)
     try:
-        run_dirs = [str(e["run_dir"]) for _, e in pairs]
+        run_dirs = [run_dir for _, run_dir in pairs]
         hosts = [h for h, _ in pairs]
         mirrors = list(host_mirrors(hosts, shells, run_dirs, local_dir).values())
         while True:
@@ -634,7 +656,7 @@ def fetch(
                 break
             polls = HostResults.run(
                 list(zip(shells, pairs, strict=True)),
-                lambda sp: _poll(sp[0], str(sp[1][1]["run_dir"]), sp[1][0].index),
+                lambda sp: _poll(sp[0], sp[1][1], sp[1][0].index),
                 host=lambda sp: sp[0].host,
             )
             running = (ProcessState.ALIVE, ProcessState.PENDING)

@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from launcher import commands
-from launcher.backup import BACKUP_DIR
 from launcher.display import LogTail, read_status
 from launcher.exits import describe_exit, normalize_exit
 from launcher.hosts import Host
 from launcher.remote import HostError, HostShell
 from launcher.sync import LocalWriteError, Mirror
+from runformat import (
+    BACKUP_DIR,
+    EXIT_CODE_FILE,
+    PGID_FILE,
+    status_path,
+    worker_dir,
+    worker_log_path,
+    worker_rel,
+)
 
 
 class WorkerState(enum.Enum):
@@ -86,11 +94,11 @@ class Poll:
 def local_poll(wdir: Path) -> str:
     """The poll line for a worker on this machine, without a subprocess."""
     try:
-        return f"exit {(wdir / 'exit_code').read_text().strip()}"
+        return f"exit {(wdir / EXIT_CODE_FILE).read_text().strip()}"
     except OSError:
         pass
     try:
-        pgid = int((wdir / "pgid").read_text().strip())
+        pgid = int((wdir / PGID_FILE).read_text().strip())
     except (OSError, ValueError):
         return "pending"
     try:
@@ -137,7 +145,7 @@ class Worker:
     tail: LogTail = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tail = LogTail(self.local_dir / "workers" / str(self.host.index) / "worker.log")
+        self.tail = LogTail(worker_log_path(self.local_dir, self.host.index))
 
     @property
     def index(self) -> int:
@@ -148,7 +156,7 @@ class Worker:
         return f"[{self.index} {self.host.label}]"
 
     def status(self) -> dict[str, Any] | None:
-        return read_status(self.local_dir / "workers" / str(self.index) / "status.json")
+        return read_status(status_path(self.local_dir, self.index))
 
     def start(self) -> None:
         """Write the 0600 env file, then start the worker detached in its own session."""
@@ -214,11 +222,11 @@ class Worker:
         result = self.shell.run(commands.reset_command(self.run_dir, self.index, note), timeout=30)
         if result.code != 0:
             raise HostError(self.host, f"could not prepare a restart: {result.stderr.strip()}")
-        local = self.local_dir / "workers" / str(self.index)
+        local = worker_dir(self.local_dir, self.index)
         for name in commands.ATTEMPT_FILES:
             (local / name).unlink(missing_ok=True)
             if self.mirror is not None:
-                self.mirror.seen.pop(f"workers/{self.index}/{name}", None)
+                self.mirror.seen.pop(f"{worker_rel(self.index)}/{name}", None)
         self.exit_code = None
         self.ended = self.gone = self.frozen = False
         self.contact_errors = 0

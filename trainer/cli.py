@@ -16,12 +16,13 @@ import traceback
 from collections.abc import Sequence
 from types import FrameType
 
+from runformat import METRICS_JSON, MODEL_FILE, MetricsRecord, status_path, write_json_atomic
 from trainer.cluster import Cluster, parse_tf_config
 from trainer.config import TrainConfig, parse_args
 from trainer.data import load_data
 from trainer.errors import InputError
 from trainer.plan import plan_batches
-from trainer.status import StatusFile, initial_status, worker_dir, write_json_atomic
+from trainer.status import StatusFile, initial_status
 from trainer.sysmetrics import SystemMonitor
 
 EXIT_FAILED = 1
@@ -48,7 +49,7 @@ def main(argv: Sequence[str]) -> int:
         return _report_input_error(e)
 
     status = StatusFile(
-        worker_dir(config.run_dir, cluster.index) / "status.json",
+        status_path(config.run_dir, cluster.index),
         initial_status(
             cluster.index,
             cluster.role,
@@ -89,10 +90,10 @@ def _run(
         metrics = train(config, cluster, splits, plan, status, monitor)
         if cluster.is_chief:
             metrics["wall_time_sec"] = round(time.time() - status.fields["started"], 3)
-            write_json_atomic(config.run_dir / "metrics.json", metrics)
+            write_json_atomic(config.run_dir / METRICS_JSON, MetricsRecord(**metrics).to_dict())
             print(
                 f"trainer: test accuracy {metrics['test_accuracy']:.4f}, model saved to "
-                f"{config.run_dir / 'model.h5'}",
+                f"{config.run_dir / MODEL_FILE}",
                 flush=True,
             )
     except InputError as e:

@@ -15,6 +15,13 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from runformat import (
+    EPOCH_TAGS,
+    PROGRESS_ACCURACY,
+    PROGRESS_EXAMPLES_PER_SEC,
+    PROGRESS_LOSS,
+    PROGRESS_STEP_TIME_MS,
+)
 from trainer.status import StatusFile
 from trainer.sysmetrics import Sample, SystemMonitor
 
@@ -128,9 +135,9 @@ class ProgressLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         values = _floats(logs)
         with self.writer.as_default(), tf.summary.record_if(True):
-            for name in ("loss", "accuracy"):
+            for name, tag in zip(("loss", "accuracy"), EPOCH_TAGS, strict=True):
                 if name in values:
-                    tf.summary.scalar(f"epoch/{name}", values[name], step=epoch + 1)
+                    tf.summary.scalar(tag, values[name], step=epoch + 1)
         self.status.update(epoch=epoch + 1, step=self.step)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -140,10 +147,10 @@ class ProgressLogger(keras.callbacks.Callback):
     def _report_window(self, values: dict[str, float]) -> None:
         window = self.clock.close(self.step, time.perf_counter(), self.examples_per_step)
         scalars = {
-            "progress/loss": values.get("loss"),
-            "progress/accuracy": values.get("accuracy"),
-            "progress/examples_per_sec": window.examples_per_sec,
-            "progress/step_time_ms": window.step_time_ms,
+            PROGRESS_LOSS: values.get("loss"),
+            PROGRESS_ACCURACY: values.get("accuracy"),
+            PROGRESS_EXAMPLES_PER_SEC: window.examples_per_sec,
+            PROGRESS_STEP_TIME_MS: window.step_time_ms,
         }
         sample = self.monitor.latest
         system: dict[str, Any] = {}

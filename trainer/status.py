@@ -1,29 +1,15 @@
-"""status.json and metrics.json: whole-file writes, so a reader never sees half a file."""
+"""This worker's status.json: whole-file writes, so a reader never sees half a file."""
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from runformat import StatusRecord, record_keys, write_json_atomic
 
-def worker_dir(run_dir: Path, index: int) -> Path:
-    """Where worker `index` keeps its status, events and log inside the run directory."""
-    return run_dir / "workers" / str(index)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+STATUS_KEYS = frozenset(record_keys(StatusRecord))
 
 
 class StatusFile:
@@ -39,6 +25,10 @@ class StatusFile:
         self._entered: set[str] = set()
 
     def update(self, **changes: Any) -> None:
+        """Change fields and write the file; a field the run format does not know is a bug."""
+        unknown = set(changes) - STATUS_KEYS
+        if unknown:
+            raise KeyError(f"status.json has no field {', '.join(sorted(unknown))}")
         with self._lock:
             self.fields.update(changes, updated=time.time())
             write_json_atomic(self.path, self.fields)
@@ -66,22 +56,17 @@ def initial_status(
     index: int, role: str, host: str, pid: int, epochs: int, now: float
 ) -> dict[str, Any]:
     """The fields of a worker that has just started (docs/run-format.md)."""
-    return {
-        "index": index,
-        "role": role,
-        "host": host,
-        "pid": pid,
-        "state": "starting",
-        "phase": "starting",
-        "phase_since": now,
-        "epoch": 0,
-        "epochs": epochs,
-        "step": 0,
-        "steps_total": None,
-        "loss": None,
-        "accuracy": None,
-        "examples_per_sec": None,
-        "started": now,
-        "updated": now,
-        "error": None,
-    }
+    return StatusRecord(
+        index=index,
+        role=role,
+        host=host,
+        pid=pid,
+        state="starting",
+        phase="starting",
+        phase_since=now,
+        epoch=0,
+        epochs=epochs,
+        step=0,
+        started=now,
+        updated=now,
+    ).to_dict()

@@ -21,6 +21,19 @@ from typing import Any
 
 import psutil
 
+from runformat import (
+    SYSTEM_CPU_PERCENT,
+    SYSTEM_CPU_WAIT_PERCENT,
+    SYSTEM_GPU_MEMORY_MB,
+    SYSTEM_GPU_UTIL_PERCENT,
+    SYSTEM_HOST_CPU_PERCENT,
+    SYSTEM_HOST_MEMORY_PERCENT,
+    SYSTEM_MEMORY_MB,
+    SYSTEM_NET_RECV_MBPS,
+    SYSTEM_NET_SENT_MBPS,
+    SystemSample,
+    gpu_tag,
+)
 from trainer.status import StatusFile
 
 SAMPLE_SECONDS = 5.0
@@ -29,7 +42,6 @@ SAMPLE_SECONDS = 5.0
 HEARTBEAT_SECONDS = 5.0
 MB = 1024 * 1024  # memory: MiB, like `top` and `free -m`
 NET_MB = 1_000_000  # network: MB/s in powers of ten, like link speeds
-TAG_PREFIX = "system/"
 
 
 @dataclass(frozen=True)
@@ -49,39 +61,42 @@ class Sample:
 
     def as_status(self) -> dict[str, Any]:
         """The `system` field of status.json (docs/run-format.md)."""
-        return {
-            "time": round(self.time, 3),
-            "cpu_percent": round(self.cpu_percent, 1),
-            "memory_mb": round(self.memory_mb, 1),
-            "host_cpu_percent": round(self.host_cpu_percent, 1),
-            "host_memory_percent": round(self.host_memory_percent, 1),
-            "net_sent_mbps": round(self.net_sent_mbps, 3),
-            "net_recv_mbps": round(self.net_recv_mbps, 3),
-            "cpu_wait_percent": _rounded(self.cpu_wait_percent),
-            "gpu_util_percent": self.gpu_util_percent,
-            "gpu_memory_mb": self.gpu_memory_mb,
-        }
+        return SystemSample(
+            time=round(self.time, 3),
+            cpu_percent=round(self.cpu_percent, 1),
+            memory_mb=round(self.memory_mb, 1),
+            host_cpu_percent=round(self.host_cpu_percent, 1),
+            host_memory_percent=round(self.host_memory_percent, 1),
+            net_sent_mbps=round(self.net_sent_mbps, 3),
+            net_recv_mbps=round(self.net_recv_mbps, 3),
+            cpu_wait_percent=_rounded(self.cpu_wait_percent),
+            gpu_util_percent=_tuple(self.gpu_util_percent),
+            gpu_memory_mb=_tuple(self.gpu_memory_mb),
+        ).to_dict()
 
     def scalars(self) -> dict[str, float]:
         """Event tags and values; GPU tags (one per visible GPU) only when there are GPUs."""
-        values = {
-            "cpu_percent": self.cpu_percent,
-            "memory_mb": self.memory_mb,
-            "host_cpu_percent": self.host_cpu_percent,
-            "host_memory_percent": self.host_memory_percent,
-            "net_sent_mbps": self.net_sent_mbps,
-            "net_recv_mbps": self.net_recv_mbps,
+        out = {
+            SYSTEM_CPU_PERCENT: self.cpu_percent,
+            SYSTEM_MEMORY_MB: self.memory_mb,
+            SYSTEM_HOST_CPU_PERCENT: self.host_cpu_percent,
+            SYSTEM_HOST_MEMORY_PERCENT: self.host_memory_percent,
+            SYSTEM_NET_SENT_MBPS: self.net_sent_mbps,
+            SYSTEM_NET_RECV_MBPS: self.net_recv_mbps,
         }
         if self.cpu_wait_percent is not None:
-            values["cpu_wait_percent"] = self.cpu_wait_percent
-        out = {TAG_PREFIX + name: value for name, value in values.items()}
-        for name, per_gpu in (
-            ("gpu_util_percent", self.gpu_util_percent),
-            ("gpu_memory_mb", self.gpu_memory_mb),
+            out[SYSTEM_CPU_WAIT_PERCENT] = self.cpu_wait_percent
+        for base, per_gpu in (
+            (SYSTEM_GPU_UTIL_PERCENT, self.gpu_util_percent),
+            (SYSTEM_GPU_MEMORY_MB, self.gpu_memory_mb),
         ):
             for i, value in enumerate(per_gpu or []):
-                out[f"{TAG_PREFIX}{name}/{i}"] = value
+                out[gpu_tag(base, i)] = value
         return out
+
+
+def _tuple(values: list[float] | None) -> tuple[float, ...] | None:
+    return tuple(values) if values is not None else None
 
 
 def _rounded(value: float | None) -> float | None:

@@ -14,6 +14,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from runformat import BACKUP_DIR, MODEL_FILE, TENSORBOARD_DIR, events_dir
 from trainer.cluster import Cluster
 from trainer.config import TrainConfig
 from trainer.data import Splits
@@ -21,7 +22,7 @@ from trainer.model import build_model
 from trainer.pipeline import eval_dataset, train_dataset
 from trainer.plan import BatchPlan
 from trainer.progress import ProgressLogger
-from trainer.status import StatusFile, worker_dir
+from trainer.status import StatusFile
 from trainer.sysmetrics import SystemMonitor
 
 
@@ -78,7 +79,7 @@ def train(
     train_time = time.perf_counter() - started
     train_cpu = time.process_time() - cpu_started
     with contextlib.suppress(OSError):  # Keras empties the backup when fit succeeds
-        (config.run_dir / "backup").rmdir()
+        (config.run_dir / BACKUP_DIR).rmdir()
     status.enter("evaluating")
     results = model.evaluate(test_data, return_dict=True, verbose=0)
     status.enter("saving")
@@ -108,7 +109,7 @@ def make_callbacks(
     """Every worker logs its own progress (and backs up, if asked: all must, the chief's copy
     is kept); the chief also keeps Keras' TensorBoard logs."""
     progress = ProgressLogger(
-        events_dir=worker_dir(config.run_dir, cluster.index) / "events",
+        events_dir=events_dir(config.run_dir, cluster.index),
         status=status,
         monitor=monitor,
         log_every=config.log_every,
@@ -116,14 +117,14 @@ def make_callbacks(
         steps_per_epoch=plan.steps_per_epoch,
     )
     backup = (
-        [keras.callbacks.BackupAndRestore(backup_dir=str(config.run_dir / "backup"))]
+        [keras.callbacks.BackupAndRestore(backup_dir=str(config.run_dir / BACKUP_DIR))]
         if config.backup
         else []
     )
     if not cluster.is_chief:
         return [*backup, progress]
     tensorboard = keras.callbacks.TensorBoard(
-        log_dir=str(config.run_dir / "tensorboard"),
+        log_dir=str(config.run_dir / TENSORBOARD_DIR),
         update_freq="epoch",
         profile_batch=0,
         write_graph=False,
@@ -136,11 +137,11 @@ def save_model(model: keras.Model, run_dir: Path, is_chief: bool) -> None:
     if not is_chief:
         scratch = tempfile.mkdtemp(prefix="trainer-model-")
         try:
-            _save_h5(model, Path(scratch) / "model.h5")
+            _save_h5(model, Path(scratch) / MODEL_FILE)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return
-    final = run_dir / "model.h5"
+    final = run_dir / MODEL_FILE
     partial = run_dir / ".model.partial.h5"
     try:
         _save_h5(model, partial)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import random
 import struct
@@ -21,6 +23,9 @@ TF_STEPS = 300
 
 TF_WRITER = textwrap.dedent(
     """
+    import base64
+    import glob
+    import json
     import sys
     import tensorflow as tf
 
@@ -41,6 +46,12 @@ TF_WRITER = textwrap.dedent(
         # A step beyond 2**21 takes a four-byte varint.
         tf.summary.scalar("progress/loss", 0.5, step=3_000_000)
     writer.close()
+
+    # The reference split of the file into records: TensorFlow's own TFRecord reader.
+    (path,) = glob.glob(sys.argv[1] + "/*tfevents*")
+    records = [base64.b64encode(r.numpy()).decode() for r in tf.data.TFRecordDataset(path)]
+    with open(sys.argv[1] + "/records.json", "w") as out:
+        json.dump(records, out)
     """
 ).format(steps=TF_STEPS)
 
@@ -68,16 +79,11 @@ def tf_event_file(tf_event_dir: Path) -> Path:
     return path
 
 
-def records_of(path: Path) -> list[bytes]:
-    """Every record's Event bytes, split with plain framing (no checks)."""
-    data = path.read_bytes()
-    records = []
-    offset = 0
-    while offset < len(data):
-        (length,) = struct.unpack_from("<Q", data, offset)
-        records.append(data[offset + 12 : offset + 12 + length])
-        offset += 16 + length
-    return records
+def records_of(tf_file: Path) -> list[bytes]:
+    """Every record's Event bytes of the TensorFlow-written file, as TensorFlow's TFRecord
+    reader split them (saved beside it by the writer)."""
+    saved = json.loads((tf_file.parent / "records.json").read_text())
+    return [base64.b64decode(record) for record in saved]
 
 
 def reference_scalars(path: Path) -> dict[str, list[tuple[int, float, float]]]:

@@ -150,7 +150,23 @@ def test_fields_of_the_wrong_type_are_dropped_not_fatal() -> None:
     assert cluster.failure is not None
     assert cluster.failure.reason == "unknown reason"
     assert cluster.trainer_args == ()
-    assert warnings == ["cluster.json: host #0 is not an object; ignored"]
+    assert warnings[0] == "cluster.json: host #0 is not an object; ignored"
+    for named in (
+        "host #1: 'index'",
+        "host #1: 'name'",
+        "host #2: 'local'",
+        "'state' is 5",
+        "'created'",
+        "'finished' is nan",
+        "'epochs' is True",
+        "'exit_codes.1'",
+        "'exit_codes' has a key 'x'",
+        "failure: 'log_tail'",
+        "'trainer_args'",
+    ):
+        assert sum(named in w for w in warnings) == 1, named
+    assert len(warnings) == 12
+    assert not any("unknown_field" in w for w in warnings)
 
 
 def test_hosts_that_are_not_a_list_give_a_warning() -> None:
@@ -262,6 +278,10 @@ def test_attempts_of_a_restarted_run() -> None:
     assert first is not None
     assert (first.index, first.host, first.reason) == (1, "b", "unknown reason")
     assert cluster.attempts[1].failure is None
-    assert warnings == ["cluster.json: attempt #2 is not an object; ignored"]
+    assert warnings == [
+        "cluster.json: attempt #2 is not an object; ignored",
+        "cluster.json attempt #3: 'started' is a string, expected a number; ignored",
+        "cluster.json attempt #3: 'failure' is a string, expected an object; ignored",
+    ]
     assert parse_cluster({"attempts": 3}, warnings).attempts == ()
     assert "'attempts' is not a list" in warnings[-1]

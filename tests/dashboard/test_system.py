@@ -143,9 +143,8 @@ def starved_run(tmp_path: Path) -> Path:
     """A running 2-worker run (sample format) whose worker 1 has waited for a CPU lately."""
     runs = tmp_path / "runs"
     now = time.time()
-    run_dir = write_run(
-        runs, RunPlan(workers=2, state="running"), run_id="20261130-060000-dddd", now=now
-    )
+    plan = RunPlan(workers=2, state="running", system_every=0)  # system series: the ones below
+    run_dir = write_run(runs, plan, run_id="20261130-060000-dddd", now=now)
     for index, wait in ((0, 15.0), (1, 160.0)):
         status_path = run_dir / "workers" / str(index) / "status.json"
         status = json.loads(status_path.read_text())

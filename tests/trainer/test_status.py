@@ -2,7 +2,8 @@ import json
 import threading
 from pathlib import Path
 
-from trainer.status import StatusFile, initial_status, worker_dir, write_json_atomic
+from runformat import worker_dir, write_json_atomic
+from trainer.status import StatusFile, initial_status
 
 
 def test_worker_dir_follows_the_run_directory_layout() -> None:

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
-import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tensorboard.compat.proto import event_pb2
-from tensorboard.util import tensor_util
-
+from dashboard.events import EventDirectory
+from runformat import METRICS_JSON, events_dir, status_path
 from tests.sshcluster import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,25 +110,19 @@ def event_files(events_dir: Path) -> list[Path]:
 
 
 def read_scalars(events_dir: Path, files: Sequence[Path] | None = None) -> Scalars:
-    """Every scalar in a folder's event files (or the given ones): tag -> [(step, value)]."""
-    scalars: Scalars = {}
-    for path in event_files(events_dir) if files is None else files:
-        for event in _events(path.read_bytes()):
-            for value in event.summary.value:
-                number = float(tensor_util.make_ndarray(value.tensor))
-                scalars.setdefault(value.tag, []).append((event.step, number))
-    return scalars
-
-
-def _events(data: bytes) -> list[event_pb2.Event]:
-    """TFRecord framing: u64 length, u32 crc, payload, u32 crc."""
-    events, offset = [], 0
-    while offset + 12 <= len(data):
-        (length,) = struct.unpack_from("<Q", data, offset)
-        payload = data[offset + 12 : offset + 12 + length]
-        events.append(event_pb2.Event.FromString(payload))
-        offset += 12 + length + 4
-    return events
+    """Every scalar in a folder's event files (or only the given ones): tag -> [(step, value)],
+    read by the dashboard's reader, which checks every record's CRC."""
+    with tempfile.TemporaryDirectory() as alone:
+        if files is not None:
+            for path in files:
+                shutil.copy(path, alone)
+        reader = EventDirectory(events_dir if files is None else alone)
+        reader.poll()
+    assert not reader.problems, list(reader.problems)
+    return {
+        tag: list(zip(series.steps, series.values, strict=True))
+        for tag, series in reader.series.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -139,13 +133,13 @@ class TrainerRun:
     workers: list[Finished]
 
     def status(self, index: int) -> dict[str, object]:
-        return json.loads((self.run_dir / "workers" / str(index) / "status.json").read_text())
+        return json.loads(status_path(self.run_dir, index).read_text())
 
     def metrics(self) -> dict[str, object]:
-        return json.loads((self.run_dir / "metrics.json").read_text())
+        return json.loads((self.run_dir / METRICS_JSON).read_text())
 
     def scalars(self, index: int) -> Scalars:
-        return read_scalars(self.run_dir / "workers" / str(index) / "events")
+        return read_scalars(events_dir(self.run_dir, index))
 
 
 def train_locally(n: int, run_dir: Path, *options: str, timeout: float = 300) -> TrainerRun:

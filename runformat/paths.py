@@ -1,0 +1,72 @@
+"""Names of the files and folders in a run directory (docs/run-format.md).
+
+Relative names are POSIX strings, because the launcher builds remote paths from them as well
+as local ones; `Path` helpers are given for the local side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RUNS_DIR = "runs"
+"""The local folder that holds one folder per run id."""
+
+CLUSTER_JSON = "cluster.json"
+LAUNCHER_LOG = "launcher.log"
+METRICS_JSON = "metrics.json"
+MODEL_FILE = "model.h5"
+TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_SPLITS = ("train", "validation")
+BACKUP_DIR = "backup"
+WORKERS_DIR = "workers"
+
+STATUS_JSON = "status.json"
+WORKER_LOG = "worker.log"
+EVENTS_DIR = "events"
+PGID_FILE = "pgid"
+EXIT_CODE_FILE = "exit_code"
+
+EVENT_FILE_PREFIX = "events.out.tfevents."
+"""Event files are named `events.out.tfevents.<secs>.<host>...` (TensorFlow's own naming)."""
+
+TEMP_SUFFIX = ".tmp"
+"""Temporary files of the atomic writer end in this; mirroring skips them."""
+
+
+def worker_rel(index: int) -> str:
+    """`workers/<index>`: the worker's folder, relative to the run directory."""
+    return f"{WORKERS_DIR}/{index}"
+
+
+def status_rel(index: int) -> str:
+    return f"{worker_rel(index)}/{STATUS_JSON}"
+
+
+def worker_log_rel(index: int) -> str:
+    return f"{worker_rel(index)}/{WORKER_LOG}"
+
+
+def events_rel(index: int) -> str:
+    return f"{worker_rel(index)}/{EVENTS_DIR}"
+
+
+def tensorboard_rel(split: str) -> str:
+    """`tensorboard/train` or `tensorboard/validation`: the chief's Keras TensorBoard logs."""
+    return f"{TENSORBOARD_DIR}/{split}"
+
+
+def worker_dir(run_dir: Path, index: int) -> Path:
+    """Where worker `index` keeps its status, events and log inside a local run directory."""
+    return run_dir / WORKERS_DIR / str(index)
+
+
+def status_path(run_dir: Path, index: int) -> Path:
+    return worker_dir(run_dir, index) / STATUS_JSON
+
+
+def events_dir(run_dir: Path, index: int) -> Path:
+    return worker_dir(run_dir, index) / EVENTS_DIR
+
+
+def worker_log_path(run_dir: Path, index: int) -> Path:
+    return worker_dir(run_dir, index) / WORKER_LOG

@@ -1,0 +1,42 @@
+"""Worker states and phases as the trainer writes them in status.json, and how long each phase
+may stay silent before the launcher calls the worker stuck."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+WorkerState = Literal["starting", "running", "finished", "failed"]
+WORKER_STATES: tuple[str, ...] = get_args(WorkerState)
+ACTIVE_WORKER_STATES = frozenset({"starting", "running"})
+
+RunState = Literal["starting", "running", "finished", "failed", "stopped"]
+RUN_STATES: tuple[str, ...] = get_args(RunState)
+"""cluster.json `state`: the launcher's view of the whole run."""
+ACTIVE_RUN_STATES = frozenset({"starting", "running"})
+
+Phase = Literal[
+    "starting", "loading_data", "connecting", "training", "evaluating", "saving", "ended"
+]
+PHASES: tuple[str, ...] = get_args(Phase)
+
+DEFAULT_PHASE_SILENCE = 600.0
+"""Seconds a worker may spend in loading_data, evaluating or saving without a word."""
+
+
+def phase_silence_bound(
+    phase: str | None, stall_timeout: float, start_timeout: float
+) -> float | None:
+    """How many seconds of silence in `phase` mean the worker is stuck; None: no bound.
+
+    Only `training` is judged by the stall rule (no step progress for `stall_timeout`);
+    starting and connecting (every worker waits for all the others) are bounded by the
+    launcher's start timeout; the other working phases by DEFAULT_PHASE_SILENCE; an ended
+    worker, or one too old to say its phase, is not judged here.
+    """
+    if phase == "training":
+        return stall_timeout
+    if phase in ("starting", "connecting"):
+        return start_timeout
+    if phase in ("loading_data", "evaluating", "saving"):
+        return DEFAULT_PHASE_SILENCE
+    return None

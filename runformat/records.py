@@ -1,0 +1,606 @@
+"""Typed, lenient records of cluster.json, status.json and metrics.json.
+
+The files are written by other programs, copied over SSH and read while they change, so any
+of them may be missing, half-synced, hand-edited or hostile. Loading never raises on what is
+in a file: a missing or unknown field is fine, a field of the wrong type becomes its default
+plus a one-line warning naming the file, and a file too big, too deeply nested, not JSON or
+not an object is a warning and no record. Writing goes through `to_dict`, so what the trainer
+and the launcher write is exactly what these records read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from runformat.paths import CLUSTER_JSON, METRICS_JSON, STATUS_JSON
+
+MAX_CLUSTER_BYTES = 4 << 20
+MAX_STATUS_BYTES = 1 << 20
+MAX_METRICS_BYTES = 1 << 20
+MAX_WORKERS = 1024
+"""The most workers a cluster.json may describe; more hosts are cut off with a warning."""
+MAX_LOG_TAIL = 200
+"""Lines of a failure's log tail kept when reading."""
+
+Warnings = list[str]
+T = TypeVar("T")
+
+
+# --- reading JSON -----------------------------------------------------------------------------
+
+
+def read_json_object(path: Path, limit: int, warnings: Warnings, name: str = "") -> dict | None:
+    """A JSON object from `path`, or None with a one-line warning (a missing file is quiet).
+
+    `limit` caps the bytes read: a file beyond it is refused whole, not parsed in part.
+    """
+    name = name or path.name
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(limit + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        warnings.append(f"{name}: cannot be read ({error.strerror or error})")
+        return None
+    if len(raw) > limit:
+        warnings.append(f"{name}: larger than {_size(limit)}; ignored")
+        return None
+    return parse_json_object(raw, warnings, name)
+
+
+def parse_json_object(raw: bytes, warnings: Warnings, name: str) -> dict | None:
+    """The JSON object in `raw`, or None with a warning; never raises."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        warnings.append(f"{name}: nested too deeply to read; ignored")
+        return None
+    except (UnicodeDecodeError, ValueError) as error:
+        reason = "half-written or damaged" if raw.strip() else "empty"
+        warnings.append(f"{name}: not valid JSON ({reason}: {str(error)[:80]}); ignored")
+        return None
+    if not isinstance(data, dict):
+        warnings.append(f"{name}: expected a JSON object, found {_kind(data)}")
+        return None
+    return data
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit} bytes"
+
+
+def _kind(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return names.get(type(value), type(value).__name__)
+
+
+def _shown(value: object) -> str:
+    """A value as a warning names it: numbers as they are, anything else by its kind."""
+    return repr(value) if isinstance(value, int | float | bool) else _kind(value)
+
+
+# --- lenient fields ---------------------------------------------------------------------------
+
+
+class _Fields:
+    """Reads the fields of one JSON object, each as its type or its default plus a warning."""
+
+    def __init__(self, data: Mapping[str, Any], where: str, warnings: Warnings) -> None:
+        self.data = data
+        self.where = where
+        self.warnings = warnings
+
+    def _bad(self, key: str, value: object, expected: str) -> None:
+        self.warnings.append(
+            f"{self.where}: '{key}' is {_shown(value)}, expected {expected}; ignored"
+        )
+
+    def num(self, key: str) -> float | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._bad(key, value, "a number")
+            return None
+        if not math.isfinite(value):
+            self._bad(key, value, "a finite number")
+            return None
+        return float(value)
+
+    def integer(self, key: str, default: int | None = None) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._bad(key, value, "an integer")
+            return default
+        return value
+
+    def text(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        self._bad(key, value, "a string")
+        return None
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        self._bad(key, value, "true or false")
+        return default
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.data.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self._bad(key, value, "a list of strings")
+            return ()
+        return tuple(value)
+
+    def numbers(self, key: str) -> tuple[float, ...] | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        ):
+            self._bad(key, value, "a list of numbers or null")
+            return None
+        return tuple(float(v) for v in value)
+
+    def mapping(self, key: str) -> dict[str, Any] | None:
+        value = self.data.get(key)
+        if value is None or isinstance(value, dict):
+            return value
+        self._bad(key, value, "an object")
+        return None
+
+    def items(self, key: str) -> list[Any]:
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return value
+        self.warnings.append(f"{self.where}: '{key}' is not a list; ignored")
+        return []
+
+    def int_map(self, key: str, *, nullable: bool) -> dict[int, int | None]:
+        """`{"0": 0, "1": -9}`: worker index -> integer (or null where allowed)."""
+        raw = self.mapping(key) or {}
+        result: dict[int, int | None] = {}
+        for name, value in raw.items():
+            if not (isinstance(name, str) and name.isdigit() and int(name) < MAX_WORKERS):
+                self.warnings.append(f"{self.where}: '{key}' has a key {name[:20]!r}; ignored")
+                continue
+            if value is None and nullable:
+                result[int(name)] = None
+            elif isinstance(value, int) and not isinstance(value, bool):
+                result[int(name)] = value
+            else:
+                self._bad(f"{key}.{name}", value, "an integer" + (" or null" if nullable else ""))
+                if nullable:
+                    result[int(name)] = None
+        return result
+
+
+def _objects(
+    items: list[Any],
+    what: str,
+    where: str,
+    warnings: Warnings,
+    first: int,
+    limit: int | None = None,
+) -> list[tuple[int, dict[str, Any]]]:
+    """(position, object) of a list's objects; anything else is named (counting from `first`)
+    and skipped."""
+    if limit is not None and len(items) > limit:
+        warnings.append(f"{where}: {len(items)} {what}s, more than {limit}; the rest ignored")
+        items = items[:limit]
+    found = []
+    for position, item in enumerate(items):
+        if isinstance(item, dict):
+            found.append((position, item))
+        else:
+            warnings.append(f"{where}: {what} #{position + first} is not an object; ignored")
+    return found
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists and int keys as strings: what JSON holds."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _as_dict(record: Any, keys: Mapping[str, str] | None = None) -> dict[str, Any]:
+    keys = keys or {}
+    out = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        out[keys.get(f.name, f.name)] = value.to_dict() if hasattr(value, "to_dict") else value
+    return _plain(out)
+
+
+# --- cluster.json -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    """One worker's host as the launcher recorded it in cluster.json.
+
+    `line` is the hosts-file line it came from, so that status/stop/fetch reach the run's
+    hosts after the hosts file changed; runs written without it still load.
+    """
+
+    index: int
+    role: str
+    name: str
+    ssh: str | None = None
+    local: bool = False
+    addr: str | None = None
+    tf_port: int | None = None
+    workdir: str | None = None
+    python: str | None = None
+    run_dir: str | None = None
+    line: str | None = None
+    slurm_task: int | None = None
+
+    @property
+    def address(self) -> str:
+        """`addr:tf_port`, the worker's TensorFlow address."""
+        if self.addr and self.tf_port:
+            return f"{self.addr}:{self.tf_port}"
+        return self.addr or ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a run (or one attempt of it) failed: the worker that caused it and its log tail
+    (Slurm runs also record the task's exit code)."""
+
+    index: int | None
+    host: str | None
+    reason: str
+    log_tail: tuple[str, ...] = ()
+    exit_code: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One start of the whole job (`fab train --max-restarts`); failure None if it did not fail."""
+
+    number: int
+    started: float | None = None
+    ended: float | None = None
+    failure: Failure | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self, {"number": "attempt"})
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    """cluster.json: what the launcher knows about the run as a whole."""
+
+    run_id: str | None = None
+    created: float | None = None
+    finished: float | None = None
+    state: str | None = None
+    scheduler: str | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)
+    hosts_file: str | None = None
+    hosts: tuple[HostEntry, ...] = ()
+    tf_config_cluster: dict[str, Any] = field(default_factory=dict)
+    trainer_args: tuple[str, ...] = ()
+    dataset: str | None = None
+    epochs: int | None = None
+    exit_codes: dict[int, int | None] = field(default_factory=dict)
+    failure: Failure | None = None
+    restarts: int = 0
+    max_restarts: int = 0
+    attempts: tuple[Attempt, ...] = ()
+    env: tuple[str, ...] = ()
+    launcher: dict[str, Any] = field(default_factory=dict)
+    sync_bytes: dict[int, int | None] = field(default_factory=dict)
+
+    @property
+    def earlier_failures(self) -> list[Attempt]:
+        """Attempts that failed and were followed by another: why the job restarted."""
+        return [a for a in self.attempts[:-1] if a.failure is not None]
+
+    def host(self, index: int) -> HostEntry | None:
+        return next((h for h in self.hosts if h.index == index), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = _as_dict(self)
+        data["hosts"] = [h.to_dict() for h in self.hosts]
+        data["attempts"] = [a.to_dict() for a in self.attempts]
+        return data
+
+
+def parse_failure(raw: object, where: str, warnings: Warnings) -> Failure | None:
+    """A `failure` object of cluster.json (top level or of an attempt), None if there is none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        warnings.append(f"{where}: 'failure' is {_shown(raw)}, expected an object; ignored")
+        return None
+    f = _Fields(raw, f"{where} failure", warnings)
+    return Failure(
+        index=f.integer("index"),
+        host=f.text("host"),
+        reason=f.text("reason") or "unknown reason",
+        log_tail=f.strings("log_tail")[-MAX_LOG_TAIL:],
+        exit_code=f.integer("exit_code"),
+    )
+
+
+def _host(position: int, item: dict[str, Any], where: str, warnings: Warnings) -> HostEntry:
+    f = _Fields(item, f"{where} host #{position}", warnings)
+    index = f.integer("index")
+    if index is not None and not 0 <= index < MAX_WORKERS:
+        f._bad("index", index, f"0 to {MAX_WORKERS - 1}")
+        index = None
+    index = position if index is None else index
+    addr = f.text("addr")
+    return HostEntry(
+        index=index,
+        role=f.text("role") or ("chief" if index == 0 else "worker"),
+        name=f.text("name") or addr or "?",
+        ssh=f.text("ssh"),
+        local=f.flag("local"),
+        addr=addr,
+        tf_port=f.integer("tf_port"),
+        workdir=f.text("workdir"),
+        python=f.text("python"),
+        run_dir=f.text("run_dir"),
+        line=f.text("line"),
+        slurm_task=f.integer("slurm_task"),
+    )
+
+
+def cluster_from_dict(
+    data: Mapping[str, Any], warnings: Warnings, where: str = CLUSTER_JSON
+) -> ClusterRecord:
+    """A ClusterRecord from a parsed cluster.json; problems go to `warnings`."""
+    f = _Fields(data, where, warnings)
+    hosts = [
+        _host(position, item, where, warnings)
+        for position, item in _objects(f.items("hosts"), "host", where, warnings, 0, MAX_WORKERS)
+    ]
+    attempts = []
+    for position, item in _objects(f.items("attempts"), "attempt", where, warnings, 1):
+        a = _Fields(item, f"{where} attempt #{position + 1}", warnings)
+        attempts.append(
+            Attempt(
+                number=a.integer("attempt") or position + 1,
+                started=a.num("started"),
+                ended=a.num("ended"),
+                failure=parse_failure(item.get("failure"), a.where, warnings),
+            )
+        )
+    return ClusterRecord(
+        run_id=f.text("run_id"),
+        created=f.num("created"),
+        finished=f.num("finished"),
+        state=f.text("state"),
+        scheduler=f.text("scheduler"),
+        slurm=f.mapping("slurm") or {},
+        hosts_file=f.text("hosts_file"),
+        hosts=tuple(sorted(hosts, key=lambda h: h.index)),
+        tf_config_cluster=f.mapping("tf_config_cluster") or {},
+        trainer_args=f.strings("trainer_args"),
+        dataset=f.text("dataset"),
+        epochs=f.integer("epochs"),
+        exit_codes=f.int_map("exit_codes", nullable=True),
+        failure=parse_failure(data.get("failure"), where, warnings),
+        restarts=f.integer("restarts", 0) or 0,
+        max_restarts=f.integer("max_restarts", 0) or 0,
+        attempts=tuple(attempts),
+        env=f.strings("env"),
+        launcher=f.mapping("launcher") or {},
+        sync_bytes=f.int_map("sync_bytes", nullable=True),
+    )
+
+
+# --- workers/<i>/status.json ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SystemSample:
+    """status.json `system`: the latest sample of this worker's process and host."""
+
+    time: float | None = None
+    cpu_percent: float | None = None
+    memory_mb: float | None = None
+    host_cpu_percent: float | None = None
+    host_memory_percent: float | None = None
+    net_sent_mbps: float | None = None
+    net_recv_mbps: float | None = None
+    cpu_wait_percent: float | None = None
+    gpu_util_percent: tuple[float, ...] | None = None
+    gpu_memory_mb: tuple[float, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    """workers/<index>/status.json: what one worker last said about itself.
+
+    `epoch` counts the epochs completed so far; `phase` and `phase_since` say what the worker
+    is doing and since when (older runs have neither: None).
+    """
+
+    index: int
+    role: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    state: str | None = None
+    phase: str | None = None
+    phase_since: float | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    step: int | None = None
+    steps_total: int | None = None
+    loss: float | None = None
+    accuracy: float | None = None
+    examples_per_sec: float | None = None
+    started: float | None = None
+    updated: float | None = None
+    error: str | None = None
+    system: SystemSample | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+def system_from_dict(raw: object, where: str, warnings: Warnings) -> SystemSample | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        warnings.append(f"{where}: 'system' is {_shown(raw)}, expected an object; ignored")
+        return None
+    f = _Fields(raw, f"{where} system", warnings)
+    return SystemSample(
+        time=f.num("time"),
+        cpu_percent=f.num("cpu_percent"),
+        memory_mb=f.num("memory_mb"),
+        host_cpu_percent=f.num("host_cpu_percent"),
+        host_memory_percent=f.num("host_memory_percent"),
+        net_sent_mbps=f.num("net_sent_mbps"),
+        net_recv_mbps=f.num("net_recv_mbps"),
+        cpu_wait_percent=f.num("cpu_wait_percent"),
+        gpu_util_percent=f.numbers("gpu_util_percent"),
+        gpu_memory_mb=f.numbers("gpu_memory_mb"),
+    )
+
+
+def status_from_dict(
+    index: int, data: Mapping[str, Any], warnings: Warnings, where: str = STATUS_JSON
+) -> StatusRecord:
+    """A StatusRecord for worker `index` from a parsed status.json."""
+    f = _Fields(data, where, warnings)
+    return StatusRecord(
+        index=index,
+        role=f.text("role"),
+        host=f.text("host"),
+        pid=f.integer("pid"),
+        state=f.text("state"),
+        phase=f.text("phase"),
+        phase_since=f.num("phase_since"),
+        epoch=f.integer("epoch"),
+        epochs=f.integer("epochs"),
+        step=f.integer("step"),
+        steps_total=f.integer("steps_total"),
+        loss=f.num("loss"),
+        accuracy=f.num("accuracy"),
+        examples_per_sec=f.num("examples_per_sec"),
+        started=f.num("started"),
+        updated=f.num("updated"),
+        error=f.text("error"),
+        system=system_from_dict(data.get("system"), where, warnings),
+    )
+
+
+# --- metrics.json -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricsRecord:
+    """metrics.json: the chief's final figures."""
+
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    examples_seen: int | None = None
+    wall_time_sec: float | None = None
+    train_time_sec: float | None = None
+    steps_per_sec: float | None = None
+    train_cpu_sec: float | None = None
+    epochs: int | None = None
+    workers: int | None = None
+    global_batch_size: int | None = None
+    dataset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+def metrics_from_dict(
+    data: Mapping[str, Any], warnings: Warnings, where: str = METRICS_JSON
+) -> MetricsRecord:
+    f = _Fields(data, where, warnings)
+    return MetricsRecord(
+        test_loss=f.num("test_loss"),
+        test_accuracy=f.num("test_accuracy"),
+        examples_seen=f.integer("examples_seen"),
+        wall_time_sec=f.num("wall_time_sec"),
+        train_time_sec=f.num("train_time_sec"),
+        steps_per_sec=f.num("steps_per_sec"),
+        train_cpu_sec=f.num("train_cpu_sec"),
+        epochs=f.integer("epochs"),
+        workers=f.integer("workers"),
+        global_batch_size=f.integer("global_batch_size"),
+        dataset=f.text("dataset"),
+    )
+
+
+# --- loading files ----------------------------------------------------------------------------
+
+
+def _load(
+    path: Path, limit: int, name: str, parse: Callable[[dict, Warnings, str], T]
+) -> tuple[T | None, Warnings]:
+    warnings: Warnings = []
+    data = read_json_object(path, limit, warnings, name)
+    return (parse(data, warnings, name) if data is not None else None), warnings
+
+
+def load_cluster(path: Path, name: str = CLUSTER_JSON) -> tuple[ClusterRecord | None, Warnings]:
+    """cluster.json as a record (None if missing or unreadable) and the warnings."""
+    return _load(path, MAX_CLUSTER_BYTES, name, cluster_from_dict)
+
+
+def load_status(
+    path: Path, index: int, name: str = STATUS_JSON
+) -> tuple[StatusRecord | None, Warnings]:
+    """A worker's status.json as a record (None if missing or unreadable) and the warnings."""
+    return _load(
+        path, MAX_STATUS_BYTES, name, lambda data, w, n: status_from_dict(index, data, w, n)
+    )
+
+
+def load_metrics(path: Path, name: str = METRICS_JSON) -> tuple[MetricsRecord | None, Warnings]:
+    return _load(path, MAX_METRICS_BYTES, name, metrics_from_dict)
+
+
+def record_keys(record_type: type) -> tuple[str, ...]:
+    """The JSON keys a record type reads and writes (docs/run-format.md is checked against them)."""
+    renamed: dict[tuple[type, str], str] = {(Attempt, "number"): "attempt"}
+    return tuple(renamed.get((record_type, f.name), f.name) for f in fields(record_type))
