@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runformat import StatusRecord, record_keys, write_json_atomic
+from runformat import Phase, StatusRecord, record_keys, write_json_atomic
 
 STATUS_KEYS = frozenset(record_keys(StatusRecord))
 
@@ -37,7 +37,7 @@ class StatusFile:
     def phase(self) -> str | None:
         return self.fields.get("phase")
 
-    def enter(self, phase: str, **changes: Any) -> None:
+    def enter(self, phase: Phase, **changes: Any) -> None:
         """Move to `phase` (docs/run-format.md); `phase_since` changes only when it does."""
         if phase != self.phase:
             changes.update(phase=phase, phase_since=time.time())
