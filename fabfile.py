@@ -19,7 +19,7 @@ from invoke.exceptions import Exit
 from launcher import tasks
 from launcher.display import Output
 from launcher.hosts import HostsFileError
-from launcher.options import TrainOptions, WatchOptions
+from launcher.options import TrainOptions, Verbosity, WatchOptions
 from launcher.remote import DEFAULT_KNOWN_HOSTS, SshSettings
 from launcher.tasks import Settings, UserError
 from runformat import RUNS_DIR
@@ -124,6 +124,9 @@ def deploy(
         "interval": "seconds between polls and log mirroring",
         "max_restarts": "restart the whole job up to N times after a worker fails, resuming "
         "from the last completed epoch (turns on the trainer's --backup)",
+        "verbose": "also stream every worker's whole output, prefixed (TensorFlow's logs "
+        "included); Keras' per-epoch lines from the chief only",
+        "quiet": "print only events (started, restarted, failed, stopped) and the summary",
     },
 )
 def train(
@@ -148,8 +151,11 @@ def train(
     grace=5.0,
     interval=2.0,
     max_restarts=0,
+    verbose=False,
+    quiet=False,
 ):
-    """Start the trainer on every host at once, stream logs, mirror the run, stop all on failure."""
+    """Start the trainer on every host at once, show a live table, mirror the run, stop all on
+    failure."""
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
     options = {
         "epochs": epochs,
@@ -170,8 +176,12 @@ def train(
         interval=float(interval),
         max_restarts=int(max_restarts),
     )
-    train_options = TrainOptions(options, tuple(_split(trainer_args)), tuple(env or ()), watch)
-    _run(lambda: tasks.train(s, Output(), train_options))
+    if verbose and quiet:
+        raise Exit("error: --verbose and --quiet: choose one", 2)
+    verbosity = Verbosity.VERBOSE if verbose else Verbosity.QUIET if quiet else Verbosity.NORMAL
+    extra, names = tuple(_split(trainer_args)), tuple(env or ())
+    train_options = TrainOptions(options, extra, names, watch, verbosity)
+    _run(lambda: tasks.train(s, Output(verbosity=verbosity), train_options))
 
 
 @task(
@@ -222,7 +232,7 @@ def export(
 def status(c, run=None, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
     """Show each worker of a run: state, epoch, step, loss, last update, process alive or not."""
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
-    _run(lambda: tasks.status(s, Output(live=False), run))
+    _run(lambda: tasks.status(s, Output(), run))
 
 
 @task(

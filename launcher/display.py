@@ -1,8 +1,12 @@
-"""What the launcher prints: host-prefixed worker output, a live progress block, launcher.log.
+"""What the launcher prints: a header, one table of the workers, events, and a summary.
 
-Everything printed also goes to launcher.log. On a terminal the per-worker progress lines are
-redrawn in place below the scrolling log; elsewhere (CI, a pipe) they become plain lines, at
-most one per worker every few seconds.
+On a terminal the table is redrawn in place (rich.live); elsewhere (CI, a pipe, a file) each
+worker gets a plain line when it passes a 10% mark of its steps, at most one every 30 s (a
+run of a minute prints one or two per worker, a long run about ten). --verbose also streams
+every worker's output; --quiet prints only events and the summary. rich honours NO_COLOR and
+the terminal's width; narrow terminals drop the least needed columns. launcher.log gets every
+line printed, every worker's whole output and the plain progress lines, whatever the
+terminal showed.
 """
 
 from __future__ import annotations
@@ -11,12 +15,23 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich import box
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from launcher.noise import is_keras_progress
+from launcher.options import Verbosity
 from runformat import MAX_STATUS_BYTES, read_json_object
 
+PLAIN_MARKS = 10  # a plain progress line when a worker passes a 10% mark of its steps...
+PLAIN_GAP = 30.0  # ...and not more than one every 30 s
 MAX_UNWRITTEN = 1 << 20  # launcher.log bytes kept in memory while the disk refuses them
 
 
@@ -29,22 +44,152 @@ def _num(value: object, fmt: str) -> str:
     return format(value, fmt) if isinstance(value, (int, float)) else "-"
 
 
+def _of(value: object) -> str:
+    return "?" if value is None else str(value)
+
+
+def cpu_percent(status: dict[str, Any] | None) -> float | None:
+    """This worker's process CPU (% of one core) from status.json's `system`, if written."""
+    system = (status or {}).get("system")
+    value = system.get("cpu_percent") if isinstance(system, dict) else None
+    return value if isinstance(value, (int, float)) else None
+
+
+def gpu_percent(status: dict[str, Any] | None) -> float | None:
+    """The mean utilisation of this worker's GPUs, if it has any."""
+    system = (status or {}).get("system")
+    values = system.get("gpu_util_percent") if isinstance(system, dict) else None
+    if not isinstance(values, list):
+        return None
+    nums = [v for v in values if isinstance(v, (int, float))]
+    return sum(nums) / len(nums) if nums else None
+
+
 def progress_text(status: dict[str, Any] | None) -> str:
-    """`running  epoch 1/3  step 40/120  loss 0.5312  acc 0.870` from a status.json."""
+    """`running  epoch 1/3  step 40/120  loss 0.5312  acc 0.870` from a status.json; then
+    examples/s and CPU when it has them. `epoch` counts completed epochs."""
     if status is None:
         return "waiting for the worker to report"
-    epochs = status.get("epochs")
-    total = status.get("steps_total")
     parts = [
-        str(status.get("state", "?")),
-        f"epoch {status.get('epoch', 0)}/{epochs if epochs is not None else '?'}",
-        f"step {status.get('step', 0)}/{total if total is not None else '?'}",
+        str(status.get("phase") or status.get("state", "?")),
+        f"epoch {status.get('epoch', 0)}/{_of(status.get('epochs'))}",
+        f"step {status.get('step', 0)}/{_of(status.get('steps_total'))}",
         f"loss {_num(status.get('loss'), '.4f')}",
         f"acc {_num(status.get('accuracy'), '.3f')}",
     ]
+    if isinstance(status.get("examples_per_sec"), (int, float)):
+        parts.append(f"{status['examples_per_sec']:.0f} ex/s")
+    if (cpu := cpu_percent(status)) is not None:
+        parts.append(f"cpu {cpu:.0f}%")
+    if (gpu := gpu_percent(status)) is not None:
+        parts.append(f"gpu {gpu:.0f}%")
     if status.get("error"):
         parts.append(f"error: {status['error']}")
     return "  ".join(parts)
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """One worker's row: its status.json and what the launcher knows beyond it."""
+
+    index: int
+    host: str
+    status: dict[str, Any] | None
+    note: str = ""  # the launcher's word when it knows better: `killed by SIGKILL`, `STOPPED`
+    process: str = ""  # fab status: the process as polled (`alive`, `finished`, ...)
+    updated: str = ""  # fab status: how long ago status.json changed
+
+    @property
+    def prefix(self) -> str:
+        return f"[{self.index} {self.host}]"
+
+    @property
+    def phase(self) -> str:
+        if self.note:
+            return self.note
+        if self.status is None:
+            return "waiting"
+        return str(self.status.get("phase") or self.status.get("state") or "?")
+
+    @property
+    def fraction(self) -> float | None:
+        """Share of its steps done, when known."""
+        st = self.status or {}
+        step, total = st.get("step"), st.get("steps_total")
+        if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total > 0:
+            return min(1.0, step / total)
+        return None
+
+    def plain(self) -> str:
+        text = progress_text(self.status)
+        return f"{self.prefix} {self.note}  {text}" if self.note else f"{self.prefix} {text}"
+
+
+_STYLE = {"finished": "green", "training": "cyan", "running": "cyan"}
+
+
+def _phase_style(phase: str) -> str:
+    if phase in _STYLE:
+        return _STYLE[phase]
+    if phase.startswith(("killed", "exited", "died", "gone", "failed", "STOPPED")):
+        return "bold red"
+    return ""
+
+
+def _fraction(done: object, total: object) -> str:
+    """`done/total`, `-` before the worker says either."""
+    if done is None and total is None:
+        return "-"
+    return f"{done if done is not None else 0}/{_of(total)}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def worker_table(rows: Sequence[WorkerRow], width: int) -> Table:
+    """The one table of workers (live in `fab train`, once in `fab status`); columns that
+    do not fit a narrow terminal are left out, least needed first."""
+    st = [r.status or {} for r in rows]
+    columns: list[tuple[str, str, list[str]]] = [
+        ("worker", "left", [f"{r.index} {r.host}" for r in rows]),
+    ]
+    if any(r.process for r in rows):
+        columns.append(("process", "left", [r.process for r in rows]))
+    columns += [
+        ("phase", "left", [r.phase for r in rows]),
+        ("epoch", "right", [_fraction(s.get("epoch"), s.get("epochs")) if s else "-" for s in st]),
+        (
+            "step",
+            "right",
+            [_fraction(s.get("step"), s.get("steps_total")) if s else "-" for s in st],
+        ),
+        ("loss", "right", [_num(s.get("loss"), ".4f") for s in st]),
+        ("acc", "right", [_num(s.get("accuracy"), ".3f") for s in st]),
+        ("ex/s", "right", [_num(s.get("examples_per_sec"), ".0f") for s in st]),
+        ("cpu", "right", [_percent(cpu_percent(s)) for s in st]),
+    ]
+    if any(gpu_percent(s) is not None for s in st):
+        columns.append(("gpu", "right", [_percent(gpu_percent(s)) for s in st]))
+    if any(r.updated for r in rows):
+        columns.append(("updated", "right", [r.updated for r in rows]))
+    drop = ["updated", "gpu", "cpu", "ex/s", "process", "acc", "loss"]
+    while drop and _table_width(columns) > width:
+        name = drop.pop(0)
+        columns = [c for c in columns if c[0] != name]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name, justify, _ in columns:
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+    phase_col = [c[0] for c in columns].index("phase")
+    for i, row in enumerate(rows):
+        cells = [Text(c[2][i]) for c in columns]
+        cells[phase_col].stylize(_phase_style(row.phase))
+        table.add_row(*cells)
+    return table
+
+
+def _table_width(columns: Sequence[tuple[str, str, list[str]]]) -> int:
+    return sum(max(len(c[0]), *(len(v) for v in c[2])) + 3 for c in columns)
 
 
 @dataclass
@@ -80,18 +225,27 @@ class Output:
     """The launcher's voice: terminal and launcher.log at once, thread-safe."""
 
     def __init__(
-        self, stream: TextIO | None = None, live: bool | None = None, plain_every: float = 5.0
+        self,
+        stream: TextIO | None = None,
+        live: bool | None = None,
+        verbosity: Verbosity = Verbosity.NORMAL,
+        plain_gap: float = PLAIN_GAP,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live
-        self.plain_every = plain_every
+        self.verbosity = verbosity
+        self.plain_gap = plain_gap
+        self.clock = clock
+        self.console = Console(file=self.stream, force_terminal=self.live or None, highlight=False)
         self.log_path: Path | None = None
         self._log_fd: int | None = None
         self._unwritten = b""  # log bytes the disk refused; written first once it takes them
         self._log_failing = False
-        self._lock = threading.Lock()
-        self._footer: list[str] = []
-        self._last_plain: dict[str, tuple[float, str]] = {}
+        self._lock = threading.RLock()
+        self._live: Live | None = None
+        self._plain: dict[int, tuple[float, int]] = {}  # index: when, 10% mark
+        self._since = clock()
 
     def open_log(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +254,7 @@ class Output:
 
     def close(self) -> None:
         with self._lock:
-            self._clear_footer()
-            self._footer = []
+            self.freeze()
             if self._log_fd is not None:
                 self._write_log(b"")
                 os.close(self._log_fd)
@@ -119,49 +272,124 @@ class Output:
             self._unwritten = self._unwritten[-MAX_UNWRITTEN:]
             if not self._log_failing:
                 self._log_failing = True
-                self.stream.write(
-                    f"WARNING: cannot write {self.log_path}: {exc.strerror or exc}; the job "
-                    "goes on, and the log is written once the disk takes it again\n"
+                self._print(
+                    [
+                        f"WARNING: cannot write {self.log_path}: {exc.strerror or exc}; the job "
+                        "goes on, and the log is written once the disk takes it again"
+                    ]
                 )
             return
         if self._log_failing:
             self._log_failing = False
-            self.stream.write(f"{self.log_path} is written again\n")
+            self._print([f"{self.log_path} is written again"])
 
-    def _clear_footer(self) -> None:
-        if self.live and self._footer:
-            self.stream.write(f"\x1b[{len(self._footer)}F\x1b[J")
-
-    def _draw_footer(self) -> None:
-        if self.live and self._footer:
-            self.stream.write("".join(line + "\n" for line in self._footer))
-
-    def line(self, text: str = "") -> None:
-        """Print one line (or several) to the terminal and to launcher.log."""
+    def freeze(self) -> None:
+        """Stop redrawing: the last table stays on screen and what follows prints below it."""
         with self._lock:
-            self._clear_footer()
-            self.stream.write(text + "\n")
-            self._draw_footer()
-            if self._log_fd is not None:
-                self._write_log((text + "\n").encode())
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
+
+    def _log(self, texts: Sequence[str]) -> None:
+        if self._log_fd is not None and texts:
+            self._write_log("".join(t + "\n" for t in texts).encode())
+
+    def _print(self, texts: Sequence[str]) -> None:
+        if not texts:
+            return
+        if self.live:
+            for text in texts:
+                self.console.print(Text(text), soft_wrap=True)
+        else:
+            self.stream.write("".join(t + "\n" for t in texts))
             self.stream.flush()
 
-    def lines(self, texts: list[str]) -> None:
-        for text in texts:
-            self.line(text)
+    def line(self, text: str = "") -> None:
+        """An event or the summary: printed (also with --quiet) and logged."""
+        with self._lock:
+            self._print([text])
+            self._log([text])
 
-    def progress(self, rows: list[tuple[str, str]]) -> None:
-        """Per-worker (prefix, text): redrawn in place on a terminal, plain lines otherwise."""
-        if self.live:
-            with self._lock:
-                self._clear_footer()
-                self._footer = [f"{prefix} {text}" for prefix, text in rows]
-                self._draw_footer()
-                self.stream.flush()
-            return
-        now = time.monotonic()
-        for prefix, text in rows:
-            last_time, last_text = self._last_plain.get(prefix, (0.0, ""))
-            if text != last_text and now - last_time >= self.plain_every:
-                self._last_plain[prefix] = (now, text)
-                self.line(f"{prefix} {text}")
+    def lines(self, texts: list[str]) -> None:
+        with self._lock:
+            self._print(texts)
+            self._log(texts)
+
+    def info(self, text: str) -> None:
+        """Context such as the header: printed unless --quiet, always logged."""
+        with self._lock:
+            if self.verbosity is not Verbosity.QUIET:
+                self._print([text])
+            self._log([text])
+
+    def note(self, text: str) -> None:
+        """Bookkeeping worth keeping in launcher.log but not worth a line on the terminal."""
+        with self._lock:
+            self._log([text])
+
+    def worker_output(self, index: int, prefix: str, lines: Sequence[str]) -> None:
+        """A worker's new output lines: always into launcher.log, prefixed; on the terminal
+        only with --verbose, and then Keras' per-epoch lines only from the chief."""
+        texts = [f"{prefix} {line}" for line in lines]
+        with self._lock:
+            self._log(texts)
+            if self.verbosity is Verbosity.VERBOSE:
+                shown = [
+                    t
+                    for t, ln in zip(texts, lines, strict=True)
+                    if index == 0 or not is_keras_progress(ln)
+                ]
+                self._print(shown)
+
+    def table(self, rows: Sequence[WorkerRow]) -> None:
+        """The workers' table: redrawn in place on a terminal, plain lines otherwise."""
+        with self._lock:
+            plain = self._due(rows)
+            self._log(plain)
+            if self.verbosity is Verbosity.QUIET:
+                return
+            if not self.live:
+                self._print(plain)
+                return
+            table = worker_table(rows, self.console.width)
+            if self._live is None:
+                self._live = Live(
+                    table,
+                    console=self.console,
+                    auto_refresh=False,
+                    redirect_stdout=False,
+                    redirect_stderr=False,
+                )
+                self._live.start(refresh=True)
+            else:
+                self._live.update(table, refresh=True)
+
+    def show_table(self, rows: Sequence[WorkerRow]) -> None:
+        """The table once (fab status): rich on a terminal, fixed-width text elsewhere."""
+        width = self.console.width if self.live else 200
+        with self._lock:
+            capture = Console(width=width, no_color=True, highlight=False)
+            with capture.capture() as text:
+                capture.print(worker_table(rows, width))
+            plain = [ln.rstrip() for ln in text.get().splitlines()]
+            if self.live:
+                self.console.print(worker_table(rows, width))
+            else:
+                self._print(plain)
+            self._log(plain)
+
+    def _due(self, rows: Sequence[WorkerRow]) -> list[str]:
+        """The plain lines due now: a worker's line once it has passed another 10% mark of its
+        steps and 30 s have passed since its last one."""
+        now = self.clock()
+        due = []
+        for row in rows:
+            fraction = row.fraction
+            if fraction is None:
+                continue
+            mark = int(fraction * PLAIN_MARKS + 1e-9)
+            last_time, last_mark = self._plain.get(row.index, (self._since, 0))
+            if mark > last_mark and now - last_time >= self.plain_gap:
+                self._plain[row.index] = (now, mark)
+                due.append(row.plain())
+        return due

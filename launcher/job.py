@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from launcher.backup import latest_backup
-from launcher.display import Output, progress_text
+from launcher.display import Output, WorkerRow
 from launcher.exits import describe_exit, first_failure, job_exit_code
 from launcher.failure import Failure, decide, exit_failure, may_restart, stall_failure
 from launcher.options import WatchOptions
 from launcher.remote import HostError
 from launcher.results import HostResults
 from launcher.signals import Interrupted, signals_ignored, signals_interrupt
-from launcher.summary import failure_report, summary
+from launcher.summary import Peer, failure_report, summary
 from launcher.watch import QuietClock, poll_all, view
-from launcher.worker import Worker
+from launcher.worker import Worker, WorkerState
 from runformat import BACKUP_DIR, CLUSTER_JSON, write_json_atomic
 
 LOG_TAIL_LINES = 15
@@ -70,6 +70,8 @@ class Job:
         self.failure: Failure | None = None
         self.restarts = 0
         self.attempts: list[dict[str, Any]] = []
+        self.training: set[int] = set()  # workers seen training in this attempt
+        self.began = time.monotonic()
 
     def save(self, **changes: Any) -> None:
         self.cluster.update(changes)
@@ -129,6 +131,7 @@ class Job:
         self.restarts += 1
         self.failure = None
         self.quiet.clear()
+        self.training.clear()
         self.out.line(
             f"RESTART {self.restarts}/{self.watch.max_restarts}: worker {failure.index} "
             f"({failure.host}) {failure.reason}; starting every worker again, resuming from "
@@ -147,7 +150,7 @@ class Job:
         return [w for w in self.workers if w.mirror is not None and w.index != 0]
 
     def _start_all(self) -> None:
-        self.out.line(f"starting {len(self.workers)} worker(s)")
+        self.out.note(f"starting {len(self.workers)} worker(s)")
         HostResults.run(self.workers, lambda w: w.start()).raise_first()
 
     def _stopped_by_user(self) -> bool:
@@ -183,16 +186,30 @@ class Job:
         poll_all(self.workers)
         self._print_logs()
         self._print_warnings()
+        views = [view(w, self.quiet) for w in self.workers]
         if self.failure is None:
-            self.failure = exit_failure([view(w, self.quiet) for w in self.workers])
-        self.out.progress([(w.prefix, self._progress(w)) for w in self.workers])
+            self.failure = exit_failure(views)
+        started = [
+            w
+            for w, v in zip(self.workers, views, strict=True)
+            if w.index not in self.training and WorkerState.of(v.status) is WorkerState.RUNNING
+        ]
+        if started:
+            self.training.update(w.index for w in started)
+            names = ", ".join(f"worker {w.index} ({w.host.label})" for w in started)
+            self.out.line(f"started training: {names}")
+        self._show()
 
-    def _progress(self, worker: Worker) -> str:
+    def _show(self) -> None:
+        self.out.table([self._row(w) for w in self.workers])
+
+    def _row(self, worker: Worker) -> WorkerRow:
+        note = ""
         if worker.frozen and not worker.ended:
-            return "STOPPED (a process of it is stopped, e.g. by SIGSTOP)"
-        if worker.ended:
-            return describe_exit(worker.exit_code) if not worker.gone else "gone"
-        return progress_text(worker.status())
+            note = "STOPPED (SIGSTOP?)"
+        elif worker.ended:
+            note = describe_exit(worker.exit_code) if not worker.gone else "gone"
+        return WorkerRow(worker.index, worker.host.label, worker.status(), note)
 
     def _print_warnings(self) -> None:
         for w in self.workers:
@@ -202,13 +219,13 @@ class Job:
     def _print_logs(self, final: bool = False) -> None:
         for w in self.workers:
             lines = w.tail.flush() if final else w.tail.new_lines()
-            self.out.lines([f"{w.prefix} {line}" for line in lines])
+            self.out.worker_output(w.index, w.prefix, lines)
 
     def stop_all(self) -> None:
         """TERM, grace, KILL on every host at once; then one last mirror of every host."""
         live = [w for w in self.workers if not (w.ended and w.exit_code is not None)]
         grace = self.watch.grace
-        self.out.line(f"stopping {len(live)} worker(s): TERM, up to {grace:g} s, then KILL")
+        self.out.note(f"stopping {len(live)} worker(s): TERM, up to {grace:g} s, then KILL")
         for w, error in HostResults.run(live, lambda w: w.stop(grace)).failed:
             self.out.line(f"{w.prefix} could not stop: {error}")
         self._final_sync()
@@ -218,6 +235,7 @@ class Job:
             self.out.line(f"{w.prefix} could not fetch its files: {error}")
         self._print_logs(final=True)
         self._print_warnings()
+        self._show()
 
     def _drop_backups(self) -> None:
         """A finished job needs no backup: the chief's host empties its own, the mirrored and
@@ -243,12 +261,19 @@ class Job:
     def _end_failed(self, failure: Failure) -> int:
         with signals_ignored():
             self.stop_all()
+        self.out.freeze()
         worker = self.workers[failure.index]
         failure.log_tail = log_tail(worker.tail.path)
         self.failure = failure
         self._end_attempt(failure)
         self.save_end(state="failed", failure=failure.as_dict())
-        self.out.lines(failure_report(failure))
+        peers = [
+            Peer(w.index, w.host.label, w.exit_code, w.status())
+            for w in self.workers
+            if w is not worker
+        ]
+        log = log_tail(worker.tail.path, 200)
+        self.out.lines(failure_report(failure, worker.status(), log, peers))
         self.out.line(f"all workers stopped; logs are in {self.local_dir}")
         return 1
 
@@ -260,6 +285,7 @@ class Job:
             else:
                 self.out.line(f"interrupted ({signal.Signals(signum).name}): stopping every worker")
             self.stop_all()
+            self.out.freeze()
             self._end_attempt(None)
             self.save_end(state="stopped")
             self.out.line(f"stopped; logs are in {self.local_dir}")
@@ -273,10 +299,11 @@ class Job:
             bad = self.workers[first_failure(codes) or 0]
             failure = Failure(bad.index, bad.host.label, describe_exit(bad.exit_code), [])
             return self._end_failed(failure)
+        self.out.freeze()
         self._drop_backups()
         self._end_attempt(None)
         self.save_end(state="finished")
-        self.out.line(summary(self.local_dir))
+        self.out.line(summary(self.local_dir, time.monotonic() - self.began))
         return 0
 
 

@@ -3,8 +3,17 @@ the job (instead of long chains of positional parameters)."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+
+class Verbosity(enum.Enum):
+    """How much the terminal shows (launcher.log always gets everything)."""
+
+    QUIET = "quiet"  # events and the summary
+    NORMAL = "normal"  # also the header and the workers' table
+    VERBOSE = "verbose"  # also every worker's output, and TensorFlow's logs are not turned down
 
 
 @dataclass(frozen=True)
@@ -27,3 +36,4 @@ class TrainOptions:
     extra_args: tuple[str, ...] = ()
     env: tuple[str, ...] = ()  # NAME (value from this environment) or NAME=VALUE
     watch: WatchOptions = field(default_factory=WatchOptions)
+    verbosity: Verbosity = Verbosity.NORMAL

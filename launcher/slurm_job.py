@@ -24,7 +24,7 @@ from typing import Any
 
 from launcher import commands
 from launcher.deploy import PROJECT_ROOT, tree_hash
-from launcher.display import LogTail, Output, progress_text, read_status
+from launcher.display import LogTail, Output, WorkerRow, read_status
 from launcher.exits import describe_exit
 from launcher.failure import WorkerView, may_restart, stall_failure, start_failure
 from launcher.hosts import Host, parse_line
@@ -59,7 +59,6 @@ from launcher.tasks import (
     _int_or_none,
     _option,
     _probe,
-    _table,
     failed_hosts,
     host_entry,
 )
@@ -442,12 +441,11 @@ class SlurmJob:
         return TaskFailed(task, self.node(task), reason)
 
     def _progress(self) -> None:
+        """The workers' table once the job runs; until then `_seen` reports the queue."""
         if self.info is None or self.info.state != RUNNING or not self.nodes:
-            state = self.info.describe() if self.info else "submitted"
-            self.out.progress([(f"[slurm job {self.job_id}]", state)])
             return
-        self.out.progress(
-            [(self.prefix(i), progress_text(self._status(i))) for i in range(self.spec.workers)]
+        self.out.table(
+            [WorkerRow(i, self.node(i), self._status(i)) for i in range(self.spec.workers)]
         )
 
     def _print_logs(self, final: bool = False) -> None:
@@ -456,7 +454,7 @@ class SlurmJob:
             self.out.lines([f"[slurm] {line}" for line in lines])
         for i, tail in enumerate(self.tails):
             lines = tail.flush() if final else tail.new_lines()
-            self.out.lines([f"{self.prefix(i)} {line}" for line in lines])
+            self.out.worker_output(i, self.prefix(i), lines)
 
     def _sync_final(self) -> None:
         if self.mirror is not None:
@@ -790,7 +788,7 @@ def status(settings: Settings, out: Output, local_dir: Path, cluster: ClusterRec
         out.line(f"run {cluster.run_id}: {cluster.state}  ({local_dir})")
         state = info.describe() if info else "not known to Slurm any more"
         out.line(f"Slurm job {job_id or '-'} on {host.label}: {state}")
-        rows = [["#", "node", "progress", "updated"]]
+        rows = []
         now = time.time()
         entries = {h.index: h for h in cluster.hosts}
         workers = int(cluster.slurm.get("workers") or len(entries))
@@ -802,8 +800,8 @@ def status(settings: Settings, out: Output, local_dir: Path, cluster: ClusterRec
             upd = st.get("updated") if st else None
             ago = f"{now - upd:.0f} s ago" if isinstance(upd, (int, float)) else "-"
             node = entries[i].name if i in entries else "-"
-            rows.append([str(i), node, progress_text(st), ago])
-        out.lines(_table(rows))
+            rows.append(WorkerRow(i, node, st, updated=ago))
+        out.show_table(rows)
         failure = cluster.failure
         if failure is not None:
             out.line(f"failure: worker {failure.index} ({failure.host}) {failure.reason}")

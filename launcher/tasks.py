@@ -26,11 +26,11 @@ from launcher.deploy import (
     tree_archive,
     tree_hash,
 )
-from launcher.display import Output, progress_text, read_status
+from launcher.display import Output, WorkerRow, read_status
 from launcher.hosts import Host, HostsFileError, load_hosts, parse_line
 from launcher.job import Job, launcher_identity
 from launcher.netcheck import Peer, check_network, clock_cell, clock_offset, clock_warning
-from launcher.options import TrainOptions
+from launcher.options import TrainOptions, Verbosity
 from launcher.probe import PROBE, ProbeResult, host_problems, parse_probe, probe_command
 from launcher.remote import HostError, HostShell, SshSettings, open_shell
 from launcher.results import HostResults
@@ -392,14 +392,16 @@ class Launch:
     code: str
 
 
-def _workers(launch: Launch) -> list[Worker]:
+def _workers(launch: Launch, verbosity: Verbosity) -> list[Worker]:
     hosts, args, local_dir = launch.hosts, launch.args, launch.local_dir
     mirrors = host_mirrors(hosts, launch.shells, launch.run_dirs, local_dir)
     workers = []
     for host, shell, probe, run_dir in zip(
         hosts, launch.shells, launch.probes, launch.run_dirs, strict=True
     ):
-        env = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {"PYTHONUNBUFFERED": "1"}
+        if verbosity is not Verbosity.VERBOSE:
+            env["TF_CPP_MIN_LOG_LEVEL"] = "2"  # TensorFlow's info and warnings stay out
         tfc = tf_config_json(hosts, host.index)
         if tfc is not None:
             env["TF_CONFIG"] = tfc
@@ -429,7 +431,7 @@ def _run(settings: Settings, out: Output, launch: Launch, options: TrainOptions)
     local_dir, args, user_env, hosts = launch.local_dir, launch.args, launch.user_env, launch.hosts
     local_dir.mkdir(parents=True, exist_ok=False)
     out.open_log(local_dir / LAUNCHER_LOG)
-    workers = _workers(launch)
+    workers = _workers(launch, options.verbosity)
     cluster = ClusterRecord(
         run_id=launch.run_id,
         created=time.time(),
@@ -446,13 +448,15 @@ def _run(settings: Settings, out: Output, launch: Launch, options: TrainOptions)
     ).to_dict()
     job = Job(workers, local_dir, cluster, out, options.watch)
     job.save()
-    out.line(f"run {launch.run_id}: {len(hosts)} worker(s), run directory {local_dir}")
+    out.info(f"run {launch.run_id}: {len(hosts)} worker(s), run directory {local_dir}")
     for w in workers:
         where = "local process" if w.host.local else f"ssh {w.host.ssh_target}"
-        out.line(f"{w.prefix} {w.host.role} {w.host.tf_address} ({where}) {w.python}")
-    out.line(f"trainer options: {shlex.join(args) or '(defaults)'}")
+        if not w.host.local:
+            where += f", its {w.run_dir} mirrored here"
+        out.info(f"{w.prefix} {w.host.role} {w.host.tf_address} ({where}) {w.python}")
+    out.info(f"trainer options: {shlex.join(args) or '(defaults)'}")
     if user_env:
-        out.line(f"environment passed to workers: {', '.join(sorted(user_env))} (values hidden)")
+        out.info(f"environment passed to workers: {', '.join(sorted(user_env))} (values hidden)")
     try:
         code_ = job.run()
     finally:
@@ -569,20 +573,21 @@ def status(settings: Settings, out: Output, run: str | None = None) -> int:
     results = HostResults.run(pairs, one, host=lambda pair: pair[0])
     out.line(f"run {cluster.run_id}: {cluster.state}  ({local_dir})")
     now = time.time()
-    rows = [["#", "host", "process", "progress", "updated"]]
+    rows = []
+    unreachable = []
     for (host, _), r in results:
+        st = read_status(status_path(local_dir, host.index))
         if isinstance(r, HostError):
-            rows.append([str(host.index), host.label, "unreachable", str(r), "-"])
+            rows.append(WorkerRow(host.index, host.label, st, process="unreachable"))
+            unreachable.append(f"worker {host.index} ({host.label}) unreachable: {r.message}")
             continue
-        poll, st = r
-        if st is None:
-            st = read_status(status_path(local_dir, host.index))
+        poll, remote = r
+        st = remote if remote is not None else st
         upd = st.get("updated") if isinstance(st, dict) else None
         ago = f"{now - upd:.0f} s ago" if isinstance(upd, (int, float)) else "-"
-        alive = poll.state is ProcessState.ALIVE
-        progress = progress_text(st) if st is not None or alive else "-"
-        rows.append([str(host.index), host.label, poll.describe(), progress, ago])
-    out.lines(_table(rows))
+        rows.append(WorkerRow(host.index, host.label, st, process=poll.describe(), updated=ago))
+    out.show_table(rows)
+    out.lines(unreachable)
     for attempt in cluster.earlier_failures:
         earlier = attempt.failure
         assert earlier is not None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.noise import is_keras_progress, is_tf_log
 from tests.launcher.helpers import (
     FAST,
     UNTIL_STOPPED,
@@ -60,7 +61,7 @@ def test_two_local_workers_train_and_secrets_stay_hidden(
         "train",
         *FAST,
         "--epochs",
-        "2",
+        "3",
         "--steps-per-epoch",
         "6",
         "--trainer-args",
@@ -84,6 +85,10 @@ def test_two_local_workers_train_and_secrets_stay_hidden(
     assert proc.returncode == 0, output[-3000:]
     assert "finished: every worker exited 0" in output
     assert "[0 localhost]" in output and "[1 localhost]" in output
+    # Output to a pipe: short, no TensorFlow or Keras chatter, and it names the run's page.
+    assert len(output.splitlines()) <= 25, output
+    assert not [ln for ln in output.splitlines() if is_tf_log(ln) or is_keras_progress(ln)]
+    assert f"http://127.0.0.1:8501/?run={run_dir.name}" in output
     check_complete_run(run_dir, [], addrs(local_job_dir))
     cluster = read_json(run_dir / "cluster.json")
     assert cluster["env"] == ["MY_TOKEN", "OTHER_KEY"]
@@ -110,6 +115,16 @@ def test_killed_worker_stops_the_job(
     assert proc.returncode == 1, output[-3000:]
     assert took < 30
     assert "worker 1 (localhost) killed by SIGKILL" in output
+    # The cause first: the killed worker, its error, its log without TensorFlow's noise; then
+    # one line for the worker that was only aborted, and no traceback anywhere.
+    lines = output.splitlines()
+    first = lines.index("FAILED: worker 1 (localhost) killed by SIGKILL")
+    assert lines[first + 1].startswith("  error: ")
+    assert "workers/1/worker.log" in lines[first + 2]
+    peer = [i for i, ln in enumerate(lines) if ln.startswith("  worker 0 (localhost) ")]
+    assert len(peer) == 1 and peer[0] > first + 2, output
+    assert "Traceback" not in output
+    assert not [ln for ln in lines if is_tf_log(ln.strip())], output
     cluster = read_json(run_dir / "cluster.json")
     assert cluster["state"] == "failed"
     assert cluster["failure"]["index"] == 1
@@ -249,7 +264,11 @@ def test_killed_worker_restarts_the_job_from_its_last_epoch(
     t0 = time.monotonic()
     slow = ["--batch-size", "8", "--steps-per-epoch", "50", "--trainer-args", "--no-validation"]
     proc = start_fab(
-        local_job_dir, "train", *FAST, *slow, "--epochs", "4", "--max-restarts", "1", "--grace", "3"
+        local_job_dir,
+        "train",
+        *FAST,
+        *slow,
+        *("--epochs", "4", "--max-restarts", "1", "--grace", "3", "--verbose"),
     )
     try:
         run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
@@ -267,6 +286,9 @@ def test_killed_worker_restarts_the_job_from_its_last_epoch(
         stop_process(proc)
     assert proc.returncode == 0, output[-4000:]
     assert "RESTART 1/1: worker 1 (localhost) killed by SIGKILL" in output
+    # --verbose streams every worker's output; Keras' epoch lines only from the chief.
+    assert "[1 localhost] trainer: worker 1 of 2" in output
+    assert "[0 localhost] Epoch 1/4" in output and "[1 localhost] Epoch 1/4" not in output
     check_complete_run(run_dir, [], addrs(local_job_dir))
     cluster = read_json(run_dir / "cluster.json")
     assert cluster["restarts"] == 1 and len(cluster["attempts"]) == 2
