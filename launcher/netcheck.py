@@ -215,7 +215,15 @@ def check_network(
 
     def one(peer: Peer) -> dict[str, Any]:
         cmd = netcheck_command(peer.python, {**config, "me": peer.host.index})
-        result = peer.shell.run(cmd, timeout=LISTEN_SECONDS + 20)
+        limit = LISTEN_SECONDS + 20
+        try:
+            result = peer.shell.run(cmd, timeout=limit)
+        except HostError as e:
+            if "timed out" not in e.message:
+                raise
+            raise HostError(
+                peer.host, f"the network check did not finish within {limit:g} s (overloaded?)"
+            ) from e
         if result.code != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise HostError(peer.host, f"the network check failed (exit {result.code}): {last}")
