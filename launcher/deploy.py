@@ -7,6 +7,7 @@ written after unpacking makes a half-finished upload look absent, so it is simpl
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import tarfile
@@ -41,9 +42,13 @@ def tree_hash(root: Path = PROJECT_ROOT) -> str:
 
 
 def tree_archive(root: Path = PROJECT_ROOT) -> bytes:
-    """A gzip tarball of the tree with fixed metadata (same tree, same bytes)."""
+    """A gzip tarball of the tree with fixed metadata (same tree, same bytes: the gzip header's
+    time is 0 too, not the time of the call)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as packed,
+        tarfile.open(fileobj=packed, mode="w") as tar,
+    ):
         for path in tree_files(root):
             data = path.read_bytes()
             info = tarfile.TarInfo(path.relative_to(root).as_posix())
