@@ -1,6 +1,6 @@
 """Launcher speed figures on real SSH test hosts (tests/sshcluster.py), run as root:
 
-    .venv/bin/python benchmarks/bench_launcher.py
+    .venv/bin/python -m benchmarks.bench_launcher
 
 1. `fab deploy` to 1 host and to 4 hosts, each into a fresh workdir: parallel deploy should take
    under 1.5x as long for 4 hosts (reference: 4x for one host after another).
@@ -23,11 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.sshcluster import SshCluster, free_ports, start_cluster
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.sshcluster import SshCluster, free_ports, start_cluster  # noqa: E402
-
 FAB = [str(Path(sys.executable).parent / "fab"), "-r", str(REPO)]
 REPEAT = 3
 

@@ -1,6 +1,6 @@
 """Slurm against local processes and SSH hosts: how long from `fab train` to training, as root:
 
-    .venv/bin/python benchmarks/bench_slurm.py [rounds]
+    .venv/bin/python -m benchmarks.bench_slurm [rounds]
 
 Runs the same 2-worker job (digits, 1 epoch of 10 steps, 1 thread each) with the real `fab`
 three ways, alternating, `rounds` times (default 2): two local workers; two SSH test hosts
@@ -22,11 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tests.slurmcluster import start_cluster as start_slurm
+from tests.sshcluster import free_ports, start_cluster
 
-from tests.slurmcluster import start_cluster as start_slurm  # noqa: E402
-from tests.sshcluster import free_ports, start_cluster  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 FAB = [str(Path(sys.executable).parent / "fab"), "-r", str(REPO)]
 JOB = [

@@ -15,7 +15,7 @@ as work); the instrumentation's cost is judged on both.
 - tutorial loop: "Multi-worker training with Keras" as written (its input pipeline and
   tf-keras' default metric reduction, which adds an all-reduce to every step).
 
-    python benchmarks/bench_trainer.py [--epochs 10] [--rounds 5]
+    python -m benchmarks.bench_trainer [--epochs 10] [--rounds 5]   # from the project folder
 """
 
 from __future__ import annotations
@@ -170,5 +170,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     main(sys.argv[1:])

@@ -14,19 +14,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the repository root:
-# add the root once so that `import dashboard.*` works here as it does in the tests.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import pandas as pd
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from dashboard import charts, system  # noqa: E402
-from dashboard.cluster import WorkerRow, progress_of, rows_frame, worker_rows  # noqa: E402
-from dashboard.live import RunEvents, Snapshot  # noqa: E402
-from dashboard.runs import (  # noqa: E402
+from dashboard import charts, system
+from dashboard.cluster import WorkerRow, progress_of, rows_frame, worker_rows
+from dashboard.live import RunEvents, Snapshot
+from dashboard.runs import (
     ClusterInfo,
     Run,
     load_run,
@@ -37,7 +31,7 @@ from dashboard.runs import (  # noqa: E402
     safe_file,
     tail_lines,
 )
-from runformat import (  # noqa: E402
+from runformat import (
     KERAS_EPOCH_ACCURACY,
     KERAS_EPOCH_LOSS,
     LAUNCHER_LOG,

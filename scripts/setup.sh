@@ -20,9 +20,17 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 stamp="$venv/.setup-stamp-$profile"
-digest=$(cat requirements*.txt trainer/requirements.txt 2>/dev/null | sha256sum | cut -c1-16)
+digest=$(cat requirements*.txt trainer/requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   echo "setup: installing Python packages from $req (first time: a few minutes)"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  # The project itself, editable: `streamlit run dashboard/app.py` and the benchmarks import
+  # trainer, launcher, dashboard and runformat from this folder. A linked venv is shared with
+  # other checkouts: installing this one into it would redirect their imports here.
+  if [ -L "$venv" ]; then
+    echo "setup: $venv is a link to a shared environment; not installing this checkout into it"
+  else
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
+  fi
   echo "$digest" > "$stamp"
 fi

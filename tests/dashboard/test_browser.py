@@ -88,6 +88,8 @@ def server(browser_runs: Path, output_dir: Path) -> Iterator[str]:
             str(browser_runs),
         ],
         cwd=ROOT,
+        # This checkout's packages, installed (scripts/setup.sh) or not.
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
