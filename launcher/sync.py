@@ -190,9 +190,14 @@ class Mirror:
             if append:
                 data = self.shell.read_range(self._remote(f.path), have, f.size - have)
             else:
-                data = self.shell.read_range(self._remote(f.path), 0, f.size)
+                # One byte more than listed: a file replaced since the listing (status.json
+                # is, several times a second) shows as a size mismatch instead of being
+                # written here cut to the old size.
+                data = self.shell.read_range(self._remote(f.path), 0, f.size + 1)
         except OSError:
             return 0  # removed or unreadable between the listing and the read: next pass
+        if not append and len(data) != f.size:
+            return 0  # replaced since the listing: the next pass lists and fetches it whole
         if append:
             _append(local, have, data)
         else:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.commands import listing_command
 from launcher.hosts import parse_hosts
 from launcher.remote import LocalShell
 from launcher.sync import LocalWriteError, Mirror, parse_listing
@@ -53,6 +54,22 @@ def test_replaced_files_are_fetched_whole(tmp_path: Path) -> None:
     status.write_text("{}")  # shrunk in place
     mirror.sync()
     assert (dst / "workers" / "1" / "status.json").read_text() == "{}"
+
+
+def test_a_file_replaced_after_the_listing_is_never_written_cut(tmp_path: Path) -> None:
+    """status.json is replaced several times a second: a read against an older listing must
+    not leave the new file cut to the old size (a reader would see broken JSON)."""
+    src, dst, mirror = make_mirror(tmp_path)
+    status = src / "workers" / "1" / "status.json"
+    status.write_text('{"step": 1}')
+    listing = mirror.shell.run(listing_command(str(src)), timeout=30).stdout
+    tmp = status.with_name(".status.json.tmp")
+    tmp.write_text('{"step": 12, "loss": 0.5}')
+    os.replace(tmp, status)
+    assert mirror.sync(listing) == 0
+    assert not (dst / "workers" / "1" / "status.json").exists()
+    mirror.sync()
+    assert (dst / "workers" / "1" / "status.json").read_text() == '{"step": 12, "loss": 0.5}'
 
 
 def test_a_rewritten_file_of_the_same_size_and_inode_is_fetched_again(tmp_path: Path) -> None:
