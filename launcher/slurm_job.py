@@ -532,6 +532,7 @@ class SlurmJob:
         self.restarts += 1
         self.failure = None
         self.quiet.clear()
+        self.nodes = []  # the next job may run on other nodes: filled again from its allocation
         self.out.line(
             f"RESTART {self.restarts}/{self.watch.max_restarts}: {failure.line()}; submitting "
             "the job again, resuming from the last completed epoch"
