@@ -14,10 +14,10 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from runformat.paths import SLURM_ALLOCATION, SLURM_OUTPUT_PATTERN, SLURM_SCRIPT
+
 SCHEDULERS = ("slurm",)
 SLURM_KEYS = ("scheduler", "workers", "tasks_per_node", "partition", "gres", "time")
-SCRIPT_NAME = "job.sbatch"
-ALLOCATION_NAME = "allocation"  # job id, node list, tasks per node: written by the job itself
 PENDING, RUNNING = "PENDING", "RUNNING"
 # Job states after which nothing of the job runs any more (squeue/scontrol/sacct spell them so).
 ENDED = frozenset(
@@ -161,7 +161,7 @@ def render_sbatch(
     directives += [f"--partition={spec.partition}"] if spec.partition else []
     directives += [f"--gres={spec.gres}"] if spec.gres else []
     directives += [f"--time={spec.time}"] if spec.time else []
-    directives += ["--output=slurm-%j.out"]
+    directives += [f"--output={SLURM_OUTPUT_PATTERN}"]
     argv = [python, "-m", "trainer.slurm_env", "--tf-port", str(tf_port)]
     trainer = " ".join(shlex.quote(a) for a in trainer_args)
     workers = " ".join(str(i) for i in range(spec.workers))
@@ -183,8 +183,8 @@ def render_sbatch(
         'if [ -f "$env_file" ]; then . "$env_file"; rm -f "$env_file"; fi\n'
         f'for i in {workers}; do mkdir -p "$run_dir/workers/$i"; done\n'
         'printf \'%s\\n\' "$SLURM_JOB_ID" "$SLURM_JOB_NODELIST" "$SLURM_TASKS_PER_NODE" '
-        f'> "$run_dir/{ALLOCATION_NAME}.tmp" && '
-        f'mv "$run_dir/{ALLOCATION_NAME}.tmp" "$run_dir/{ALLOCATION_NAME}"\n'
+        f'> "$run_dir/{SLURM_ALLOCATION}.tmp" && '
+        f'mv "$run_dir/{SLURM_ALLOCATION}.tmp" "$run_dir/{SLURM_ALLOCATION}"\n'
         "export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2\n"
         f"cd {code_dir} || exit 1\n"
         "exec srun --kill-on-bad-exit=1 --distribution=block --open-mode=append \\\n"
@@ -201,7 +201,7 @@ def env_file_path(run_dir: str) -> str:
 
 
 def submit_command(run_dir: str) -> str:
-    return f"cd {shlex.quote(run_dir)} && sbatch --parsable {SCRIPT_NAME}"
+    return f"cd {shlex.quote(run_dir)} && sbatch --parsable {SLURM_SCRIPT}"
 
 
 def parse_job_id(stdout: str) -> str:

@@ -33,10 +33,8 @@ from launcher.options import WatchOptions
 from launcher.remote import HostError, HostShell, open_shell
 from launcher.signals import Interrupted, signals_ignored, signals_interrupt
 from launcher.slurm import (
-    ALLOCATION_NAME,
     JOB_CAUSES,
     RUNNING,
-    SCRIPT_NAME,
     JobInfo,
     SlurmSpec,
     TaskFailure,
@@ -80,6 +78,7 @@ from runformat import (
     worker_log_rel,
     write_json_atomic,
 )
+from runformat.paths import SLURM_ALLOCATION, SLURM_SCRIPT, slurm_output
 from trainer.slurm_env import SlurmEnvError, task_addresses
 
 SLURM_COMMANDS = ("sbatch", "scontrol", "scancel", "srun")
@@ -174,7 +173,7 @@ def fetch_job_files(
     """The job's own files from the login host: the mirror takes only what workers and the
     chief write, while the batch output (only ever appended to) and the allocation come from
     Slurm itself."""
-    out = local_dir / f"slurm-{job_id}.out"
+    out = local_dir / slurm_output(job_id)
     have = out.stat().st_size if out.exists() else 0
     try:
         new = shell.read_range(f"{run_dir}/{out.name}", have, 1 << 20)
@@ -186,12 +185,12 @@ def fetch_job_files(
     if not allocation:
         return
     try:
-        alloc = shell.read_range(f"{run_dir}/{ALLOCATION_NAME}", 0, 4096)
+        alloc = shell.read_range(f"{run_dir}/{SLURM_ALLOCATION}", 0, 4096)
     except OSError:
         return
-    tmp = local_dir / f".{ALLOCATION_NAME}.tmp"
+    tmp = local_dir / f".{SLURM_ALLOCATION}.tmp"
     tmp.write_bytes(alloc)
-    os.replace(tmp, local_dir / ALLOCATION_NAME)
+    os.replace(tmp, local_dir / SLURM_ALLOCATION)
 
 
 class SlurmJob:
@@ -290,7 +289,7 @@ class SlurmJob:
         except ValueError:
             why = result.stderr.strip().splitlines() or [result.stdout.strip() or "no output"]
             raise HostError(self.host, f"sbatch refused the job: {why[-1]}") from None
-        self.slurm_tail = LogTail(self.local_dir / f"slurm-{self.job_id}.out")
+        self.slurm_tail = LogTail(self.local_dir / slurm_output(self.job_id))
         self.running_since = None
         self.info = None
         self.slurm["job_ids"].append(self.job_id)
@@ -363,7 +362,7 @@ class SlurmJob:
     def _fill_hosts(self) -> None:
         """Once the job has written its allocation: one cluster.json host per task."""
         try:
-            text = (self.local_dir / ALLOCATION_NAME).read_text(encoding="utf-8")
+            text = (self.local_dir / SLURM_ALLOCATION).read_text(encoding="utf-8")
         except OSError:
             return
         alloc = parse_allocation(text)
@@ -492,12 +491,12 @@ class SlurmJob:
         return TaskFailed(
             None,
             f"Slurm job {self.job_id}",
-            f"ended {info.describe()}; see slurm-{self.job_id}.out in the run directory",
+            f"ended {info.describe()}; see {slurm_output(self.job_id)} in the run directory",
         )
 
     def _srun_report(self) -> list[TaskFailure]:
         try:
-            text = (self.local_dir / f"slurm-{self.job_id}.out").read_text(errors="replace")
+            text = (self.local_dir / slurm_output(self.job_id)).read_text(errors="replace")
         except OSError:
             return []
         return parse_srun_failures(text)
@@ -551,15 +550,16 @@ class SlurmJob:
     def _tail(self, failure: TaskFailed) -> list[str]:
         if failure.task is not None:
             return log_tail(worker_log_path(self.local_dir, failure.task))
-        return log_tail(self.local_dir / f"slurm-{self.job_id}.out")
+        return log_tail(self.local_dir / slurm_output(self.job_id))
 
     def save_end(self, **changes: Any) -> None:
         self.shell.run(f"rm -f {commands.q(env_file_path(self.run_dir))}", timeout=30)
-        synced = {"slurm": self.mirror.bytes_received} if self.mirror else {}
+        # One mirror (the login host) serves every task: its bytes are the job's, not a worker's.
+        self.slurm["sync_bytes"] = self.mirror.bytes_received if self.mirror else 0
         self.save(
             finished=time.time(),
             exit_codes=self.exit_codes,
-            sync_bytes=synced,
+            sync_bytes={},
             restarts=self.restarts,
             attempts=self.attempts,
             **changes,
@@ -576,7 +576,7 @@ class SlurmJob:
             where = (
                 worker_log_rel(failure.task)
                 if failure.task is not None
-                else f"slurm-{self.job_id}.out"
+                else slurm_output(self.job_id)
             )
             self.out.line(f"last lines of {where}:")
             self.out.lines([f"  {line}" for line in failure.log_tail])
@@ -705,12 +705,12 @@ def train(
         script = script_for(host, host.slurm, run_id, workdir, code, python, args, sorted(user_env))
         local_dir.mkdir(parents=True, exist_ok=False)
         out.open_log(local_dir / LAUNCHER_LOG)
-        (local_dir / SCRIPT_NAME).write_text(script, encoding="utf-8")
+        (local_dir / SLURM_SCRIPT).write_text(script, encoding="utf-8")
         if not host.local:
             made = shell.run(f"mkdir -p {commands.q(run_dir)}", timeout=30)
             if made.code != 0:
                 raise UserError(f"{host.label}: cannot create {run_dir}: {made.stderr.strip()}")
-            shell.write_file(f"{run_dir}/{SCRIPT_NAME}", script.encode(), 0o644)
+            shell.write_file(f"{run_dir}/{SLURM_SCRIPT}", script.encode(), 0o644)
         entry = host_entry(host, python, run_dir)
         spec = host.slurm
         cluster = ClusterRecord(
@@ -722,7 +722,7 @@ def train(
                 "line": entry.line,
                 "login": host.label,
                 "run_dir": run_dir,
-                "script": SCRIPT_NAME,
+                "script": SLURM_SCRIPT,
                 "workers": spec.workers,
                 "tasks_per_node": spec.tasks_per_node,
                 "partition": spec.partition,
@@ -758,7 +758,7 @@ def train(
             f"run {run_id}: {spec.workers} worker(s) as one Slurm job, run directory {local_dir}"
         )
         out.line(
-            f"[slurm] submitting {run_dir}/{SCRIPT_NAME} on {host.label} ({where}), "
+            f"[slurm] submitting {run_dir}/{SLURM_SCRIPT} on {host.label} ({where}), "
             f"tasks run {python}"
         )
         if user_env:

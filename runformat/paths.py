@@ -26,6 +26,19 @@ EVENTS_DIR = "events"
 PGID_FILE = "pgid"
 EXIT_CODE_FILE = "exit_code"
 
+SLURM_SCRIPT = "job.sbatch"
+"""A Slurm run's batch script, as submitted (`fab export --slurm` prints the same)."""
+SLURM_ALLOCATION = "allocation"
+"""Written by a Slurm job itself: its id, node list and tasks per node, one per line."""
+SLURM_OUTPUT_PATTERN = "slurm-%j.out"
+"""sbatch's --output for the batch script's own output (srun's report of failed tasks)."""
+
+
+def slurm_output(job_id: str) -> str:
+    """The batch output file of one Slurm job (SLURM_OUTPUT_PATTERN with its id)."""
+    return SLURM_OUTPUT_PATTERN.replace("%j", job_id)
+
+
 EVENT_FILE_PREFIX = "events.out.tfevents."
 """Event files are named `events.out.tfevents.<secs>.<host>...` (TensorFlow's own naming)."""
 
