@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 GOAL = 0.05
 DIGITS_STEPS_PER_EPOCH = 21  # 1,347 training digits in global batches of 64
 LABELS = {
-    "trainer": "trainer (events, system metrics, status.json, TensorBoard)",
+    "trainer": "trainer (events, system, status.json, TensorBoard)",
     "bare": "bare loop (the trainer's model.fit, no callbacks)",
     "tutorial": "tutorial loop (as written, tf-keras defaults)",
 }
