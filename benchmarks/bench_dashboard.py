@@ -174,6 +174,8 @@ def page(run_dir: Path, report: Report, repeat: int, workers: int) -> None:
     with runs_env(run_dir.parent):
         app = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=600)
         app.query_params["run"] = run_dir.name
+        # The Progress tab holds the charts (tabs may render only when open).
+        app.session_state["tab"] = "Progress"
         start = time.perf_counter()
         app.run()
         cold = time.perf_counter() - start
@@ -373,7 +375,7 @@ def first_chart(run_dir: Path, report: Report) -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             start = time.perf_counter()
             page.goto(f"http://127.0.0.1:{port}/?run={run_dir.name}")
-            page.wait_for_selector(".js-plotly-plot .main-svg", timeout=120_000)
+            page.wait_for_selector(".js-plotly-plot .main-svg", timeout=600_000)
             seconds = time.perf_counter() - start
             browser.close()
     finally:
