@@ -105,11 +105,15 @@ class WorkerRow:
 
     @property
     def phase(self) -> str:
+        """The launcher's note, else the trainer's phase; an ended worker says how it ended."""
         if self.note:
             return self.note
         if self.status is None:
             return "waiting"
-        return str(self.status.get("phase") or self.status.get("state") or "?")
+        state = self.status.get("state")
+        if state in ("finished", "failed"):
+            return str(state)
+        return str(self.status.get("phase") or state or "?")
 
     @property
     def fraction(self) -> float | None:
