@@ -147,8 +147,9 @@ class RunPlan:
     seed: int = 0
     model_bytes: bytes | None = None
     simple_values: bool = False
-    # System tags every this many steps, as the trainer samples them every few seconds (0: none).
-    system_every: int = 5
+    # System tags (and status.json's `system`) every this many steps, as the trainer samples
+    # every few seconds; 0: none, which keeps the pages the tests draw small.
+    system_every: int = 0
 
     @property
     def steps_total(self) -> int:
@@ -378,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--state", default="finished", choices=["finished", "running", "failed"])
     args = parser.parse_args(argv)
-    path = write_run(args.runs, RunPlan(workers=args.workers, state=args.state))
+    plan = RunPlan(workers=args.workers, state=args.state, system_every=10)
+    path = write_run(args.runs, plan)
     print(path)
     return 0
 

@@ -370,7 +370,8 @@ def test_a_real_fab_train_is_what_the_page_reads(tmp_path: Path) -> None:
 
 
 def test_the_sample_writer_writes_what_the_page_reads(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path, RunPlan(workers=3, epochs=2, steps_per_epoch=10))
+    plan = RunPlan(workers=3, epochs=2, steps_per_epoch=10, system_every=5)
+    run_dir = write_run(tmp_path, plan)
     check_the_page_reads_it_whole(run_dir, workers=3, validation=True)
     run_id = run_dir.name
     assert runformat.RUN_ID_PATTERN.match(run_id)
