@@ -1,28 +1,43 @@
 """tfcluster dashboard: `streamlit run dashboard/app.py [-- --runs DIR]`.
 
-Tabs: Runs (every run, newest first), Cluster (picture and per-worker table), Progress
-(progress bars and charts), System (CPU, memory, network and GPUs per worker, warnings, the
-worker that holds the others back) and Artifacts (downloads and log tails). While the chosen
-run is active the live parts refresh themselves every few seconds; they stop when it ends.
+A header tells the chosen run's story (state, phase, epoch, ETA, throughput, configuration,
+and for a failed run who caused it and what to do). Tabs: Runs (every run; click one to
+open it), Cluster (the workers grouped by host, and their table), Progress (bars and
+charts), System (CPU, memory, network and GPUs per worker, the worker that holds the others
+back), Artifacts (downloads, logs), Compare (overlay two or more runs). Only the open tab
+is built. While the run is active its live parts refresh every few seconds; the whole page
+reruns when a run appears, ends or changes state.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import charts, system
-from dashboard.cluster import WorkerRow, progress_of, rows_frame, worker_rows
+from dashboard import charts, clusterview, compare, system, text, triage
+from dashboard.cluster import (
+    WorkerRow,
+    eta_seconds,
+    phase_summary,
+    progress_of,
+    rows_frame,
+    slowest_epoch,
+    total_throughput,
+    worker_rows,
+)
 from dashboard.live import RunEvents, Snapshot
 from dashboard.runs import (
     ClusterInfo,
     Run,
+    list_runs,
     load_run,
     load_runs,
     plain_run_name,
@@ -37,14 +52,13 @@ from runformat import (
     LAUNCHER_LOG,
     METRICS_JSON,
     MODEL_FILE,
-    PROGRESS_ACCURACY,
-    PROGRESS_EXAMPLES_PER_SEC,
-    PROGRESS_LOSS,
     WORKERS_DIR,
     worker_log_rel,
 )
 
 REFRESH_SECONDS = 3.0
+# Up to this many workers each gets its own progress bar; above, one bar for the run.
+BARS_UP_TO = 8
 STATE_BADGES = {
     "starting": "gray",
     "running": "blue",
@@ -53,7 +67,7 @@ STATE_BADGES = {
     "stopped": "orange",
     "stalled": "orange",
 }
-TABS = ("Runs", "Cluster", "Progress", "System", "Artifacts")
+TABS = ("Runs", "Cluster", "Progress", "System", "Artifacts", "Compare")
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
@@ -66,37 +80,53 @@ def snapshot_of(run: Run) -> Snapshot:
     return run_events(str(run.path)).refresh(run.indices)
 
 
+def metric_chart(
+    run: Run, snapshot: Snapshot, tag: str, x_axis: str, smoothing: float, log_y: bool
+) -> go.Figure | None:
+    """A metric's figure, built once per snapshot and settings, shared by every viewer."""
+
+    def build() -> go.Figure | None:
+        metric = next(m for m in charts.METRICS if m.tag == tag)
+        frame = charts.scalar_frame(snapshot.workers, tag, run.started)
+        if frame.empty:
+            return None
+        revision = f"{run.run_id}/{tag}/{x_axis}"
+        return charts.metric_figure(frame, metric, x_axis, smoothing, log_y, revision)
+
+    return snapshot.memo(("chart", tag, x_axis, smoothing, log_y, run.started), build)
+
+
 def badge(state: str) -> str:
-    return f":{STATE_BADGES.get(state, 'gray')}-badge[{state}]"
+    return f":{STATE_BADGES.get(state, 'gray')}-badge[{text.md(state)}]"
 
 
-def _plain(text: str) -> str:
-    """User-controlled text shown inside markdown: no markup, no links."""
-    return "".join(c for c in text if c.isalnum() or c in "-_.:/ @")[:120]
+def runs_signature(runs_dir: Path) -> tuple[tuple[str, int], ...]:
+    """Every run name with its cluster.json's change time: what the run list shows."""
+    signature = []
+    for name in list_runs(runs_dir):
+        try:
+            changed = os.stat(runs_dir / name / "cluster.json").st_mtime_ns
+        except OSError:
+            changed = 0
+        signature.append((name, changed))
+    return tuple(signature)
 
 
-def _escaped(text: str) -> str:
-    """Text with host names in it, shown as it is: every markdown character escaped."""
-    return "".join(f"\\{c}" if c in "\\`*_{}[]()<>#+-.!|~$%" else c for c in text)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _when(stamp: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "?"
+def render_watch(runs_dir: Path, signature: tuple[tuple[str, int], ...], active: bool) -> None:
+    """Sidebar, every few seconds: rerun the page when a run appears, ends or is removed."""
+    if runs_signature(runs_dir) != signature:
+        st.rerun()
+    st.caption(
+        f"Live: refreshing every {REFRESH_SECONDS:.0f} s."
+        if active
+        else "Nothing running in this run: not refreshing (new runs still show up)."
+    )
 
 
 def render_empty(runs_dir: Path) -> None:
     """No runs yet: say where we looked and how to make one."""
-    where = runs_dir.resolve()
     missing = "" if runs_dir.is_dir() else " (the folder does not exist yet)"
-    st.info(f"No runs in `{where}`{missing}.")
+    st.info(f"No runs in {text.code(runs_dir.resolve())}{missing}.")
     st.markdown(
         "Start one from the repository folder, then come back here:\n\n"
         "```bash\n"
@@ -109,59 +139,86 @@ def render_empty(runs_dir: Path) -> None:
     )
 
 
-def render_runs(runs_dir: Path, runs: list[Run]) -> None:
-    """The Runs tab: every run, newest first."""
-    if not runs:
-        render_empty(runs_dir)
-        return
-    now = time.time()
-    table = pd.DataFrame(
-        [
+def runs_frame(runs: list[Run], now: float) -> pd.DataFrame:
+    """The Runs table: state, size, configuration, timing and result of every run."""
+    rows = []
+    for run in runs:
+        accuracy = run.metrics.test_accuracy if run.metrics else None
+        rows.append(
             {
                 "run": run.run_id,
                 "state": run.state,
-                "workers": len(run.indices),
-                "dataset": run.dataset or "",
-                "started": _when(run.started),
-                "duration": _duration(run.duration(now)),
-                "test accuracy": run.metrics.test_accuracy if run.metrics else None,
+                **compare.run_config(run),
+                "started": text.when(run.started),
+                "duration": text.duration(run.duration(now)),
+                "test accuracy": text.MISSING if accuracy is None else f"{accuracy:.4f}",
             }
-            for run in runs
-        ]
-    )
-    st.caption(f"{len(runs)} run(s) in `{runs_dir.resolve()}`. Pick one in the sidebar.")
+        )
+    return pd.DataFrame(rows).fillna(text.MISSING)
+
+
+def _open_selected_run() -> None:
+    """A click on a row of the Runs table opens that run (before the sidebar is drawn)."""
+    selection = st.session_state.get("runs-table")
+    rows = selection.selection.rows if selection is not None else []
+    names = st.session_state.get("runs-order", [])
+    if rows and rows[0] < len(names):
+        st.session_state["run"] = names[rows[0]]
+        st.session_state["tab"] = "Cluster"
+
+
+def render_runs(runs_dir: Path, runs: list[Run]) -> None:
+    """The Runs tab: every run, newest first; a click on a row opens it."""
+    if not runs:
+        render_empty(runs_dir)
+        return
+    st.session_state["runs-order"] = [run.run_id for run in runs]
+    st.caption(f"{len(runs)} run(s) in {text.code(runs_dir.resolve())}. Click a row to open it.")
     st.dataframe(
-        table,
+        runs_frame(runs, time.time()),
         hide_index=True,
         width="stretch",
-        column_config={
-            "test accuracy": st.column_config.NumberColumn(format="%.4f"),
-        },
         key="runs-table",
+        on_select=_open_selected_run,
+        selection_mode="single-row",
     )
 
 
-def choose_run(runs_dir: Path, runs: list[Run]) -> Run | None:
-    """The run named in the URL (?run=) or picked in the sidebar; refuses names that escape."""
+def choose_run(runs: list[Run]) -> Run | None:
+    """The run named in the URL (?run=) or picked in the sidebar.
+
+    A name that is not a run of the folder keeps its warning and leaves the choice to the
+    user: the page never jumps to another run by itself.
+    """
     names = [run.run_id for run in runs]
+    by_name = {run.run_id: run for run in runs}
     requested = st.query_params.get("run")
-    if requested and requested not in names:
+    if "run" not in st.session_state:
+        first = names[0] if names and not requested else None
+        st.session_state["run"] = requested if requested in by_name else first
+    current = st.session_state["run"]
+    if current is not None and current not in by_name:
+        st.warning(f"Run {text.code(current)} is not in the runs folder (removed?).")
+        st.session_state["run"] = None
+    elif requested and requested not in by_name and current is None:
         if not plain_run_name(requested):
-            st.warning(f"Refused run name `{_plain(requested)}`: not a folder of the runs folder.")
+            st.warning(f"Refused run name {text.code(requested)}: not a folder of the runs folder.")
         else:
-            st.warning(f"Run `{_plain(requested)}` is not in the runs folder (removed?).")
+            st.warning(f"Run {text.code(requested)} is not in the runs folder (removed?).")
+        if names:
+            st.info("Pick a run in the sidebar or in the Runs tab.")
     if not runs:
         return None
-    by_name = {run.run_id: run for run in runs}
-    current = st.session_state.get("run")
-    if current not in by_name:
-        st.session_state["run"] = requested if requested in by_name else names[0]
     chosen = st.sidebar.selectbox(
         "Run",
         names,
         key="run",
+        index=None,
+        placeholder="Pick a run",
         format_func=lambda name: f"{name} · {by_name[name].state}",
     )
+    if chosen is None:
+        return None
     if st.query_params.get("run") != chosen:
         st.query_params["run"] = chosen
     return by_name[chosen]
@@ -174,38 +231,54 @@ def current_run(run_path: Path, was_active: bool) -> Run | None:
     if was_active and (gone or not run.active):
         st.rerun()
     if gone:
-        st.warning(f"Run `{_plain(run.run_id)}` was removed while shown.")
+        st.warning(f"Run {text.code(run.run_id)} was removed while shown.")
         return None
     return run
 
 
+def _rows(run: Run, snapshot: Snapshot) -> list[WorkerRow]:
+    progress = {index: progress_of(series) for index, series in snapshot.workers.items()}
+    return worker_rows(run, progress, time.time())
+
+
+def _eta(run: Run, snapshot: Snapshot, rows: list[WorkerRow]) -> str:
+    if not run.active:
+        return text.MISSING
+    chief = min(snapshot.workers) if snapshot.workers else None
+    total = next((row.steps_total for row in rows if row.steps_total), None)
+    if chief is None:
+        return text.MISSING
+    return text.duration(eta_seconds(snapshot.workers[chief], total))
+
+
 def render_header(run_path: Path, was_active: bool) -> None:
-    """Run title, key figures, failure and warnings (live)."""
+    """The run's story at a glance (live): state, phase, epoch, ETA, speed, configuration."""
     run = current_run(run_path, was_active)
     if run is None:
         return
     snapshot = snapshot_of(run)
-    st.markdown(f"### Run `{_plain(run.run_id)}` {badge(run.state)}")
-    columns = st.columns(5)
-    statuses = [w for w in run.workers.values()]
-    epochs = [w.epoch for w in statuses if w.epoch is not None]
-    total_epochs = (run.cluster.epochs if run.cluster else None) or next(
-        (w.epochs for w in statuses if w.epochs), None
-    )
-    columns[0].metric("Workers", len(run.indices))
-    slowest = min(epochs) if epochs else 0
-    columns[1].metric("Epoch (slowest worker)", f"{slowest}/{total_epochs or '?'}")
-    columns[2].metric("Dataset", run.dataset or "?")
+    rows = _rows(run, snapshot)
+    st.markdown(f"### Run {text.code(run.run_id)} {badge(run.state)}")
+    done, total = slowest_epoch(rows)
     accuracy = run.metrics.test_accuracy if run.metrics else None
-    columns[3].metric("Test accuracy", f"{accuracy:.4f}" if accuracy is not None else "-")
-    columns[4].metric("Duration", _duration(run.duration()))
-    failure = run.cluster.failure if run.cluster else None
-    if failure is not None:
-        who = f"worker {failure.index}" if failure.index is not None else "a worker"
-        st.error(f"{who} ({_plain(failure.host or '?')}) failed: {_plain(failure.reason)}")
-        if failure.log_tail:
-            with st.expander("Last lines of its log"):
-                st.code("\n".join(failure.log_tail[-40:]), language=None)
+    phase, phases = phase_summary(rows) if run.active else (run.state, "")
+    figures = (
+        ("Workers", str(len(rows))),
+        ("Phase", phase),
+        ("Epoch (completed)", text.of_total(done, total)),
+        ("ETA", _eta(run, snapshot, rows)),
+        ("Examples/s (all)", text.number(total_throughput(rows), 0)),
+        ("Test accuracy", text.MISSING if accuracy is None else f"{accuracy:.4f}"),
+        ("Duration", text.duration(run.duration())),
+    )
+    for column, (label, value) in zip(st.columns(len(figures)), figures, strict=True):
+        column.metric(label, text.md(value, 40))
+    config = compare.run_config(run)
+    shown = [f"{text.md(k)} **{text.md(v, 60)}**" for k, v in config.items() if v != "-"]
+    st.caption(" · ".join(shown) + (f"  \nPhases: {phases}" if phases else ""))
+    story = triage.failure_story(run, rows)
+    if story is not None:
+        render_failure(story)
     if run.cluster and run.cluster.restarts:
         render_restarts(run.cluster)
     problems = [*run.warnings, *snapshot.problems]
@@ -218,7 +291,27 @@ def render_header(run_path: Path, was_active: bool) -> None:
     if problems:
         with st.expander(f"{len(problems)} warning(s) while reading this run", icon="⚠️"):
             for problem in problems[:50]:
-                st.warning(problem)
+                st.warning(text.md(problem))
+
+
+def render_failure(story: triage.Story) -> None:
+    """Who caused the failure, when and where, who was aborted after it, what to do next."""
+    who = f"worker {story.cause}" if story.cause is not None else "a worker"
+    where = (
+        f"at epoch {text.of_total(story.epoch, story.epochs)}, "
+        f"step {text.of_total(story.step, story.steps_total)}, {text.when(story.died)}"
+    )
+    aborted = (
+        f" Aborted after it: {', '.join(f'worker {i}' for i in story.aborted)}."
+        if story.aborted
+        else ""
+    )
+    st.error(
+        f"**{who} ({text.md(story.host)}) caused the failure** {where}: "
+        f"{text.md(story.reason)}.{aborted}"
+    )
+    with st.expander("What to do next"):
+        st.markdown("\n".join(f"- {line}" for line in story.advice))
 
 
 def render_restarts(cluster: ClusterInfo) -> None:
@@ -231,19 +324,14 @@ def render_restarts(cluster: ClusterInfo) -> None:
             continue
         who = f"worker {failure.index}" if failure.index is not None else "a worker"
         lines.append(
-            f"- attempt {attempt.number} ({_when(attempt.ended)}): {who} "
-            f"({_plain(failure.host or '?')}) failed: {_plain(failure.reason)}"
+            f"- attempt {attempt.number} ({text.when(attempt.ended)}): {who} "
+            f"({text.md(failure.host or '?')}) failed: {text.md(failure.reason)}"
         )
     st.info("\n".join(lines))
 
 
-def _rows(run: Run, snapshot: Snapshot) -> list[WorkerRow]:
-    progress = {index: progress_of(series) for index, series in snapshot.workers.items()}
-    return worker_rows(run, progress, time.time())
-
-
 def render_cluster(run_path: Path, was_active: bool) -> None:
-    """The Cluster tab: the layout coloured by state, and the per-worker table (live)."""
+    """The Cluster tab: workers grouped by host and coloured by state, and their table (live)."""
     run = current_run(run_path, was_active)
     if run is None:
         return
@@ -251,45 +339,75 @@ def render_cluster(run_path: Path, was_active: bool) -> None:
     if not rows:
         st.info("No workers known yet: cluster.json and workers/ are both missing.")
         return
-    st.plotly_chart(charts.cluster_figure(rows), width="stretch", key="cluster-figure")
-    for row in rows:
-        if row.stalled:
-            usual = f"{row.interval:.1f} s" if row.interval else "unknown"
-            st.warning(
-                f"worker {row.index} ({_plain(row.host)}) is stalled: silent for "
-                f"{row.since_update:.0f} s, its usual interval is {usual}."
-            )
+    st.plotly_chart(
+        clusterview.cluster_figure(rows),
+        width="content",
+        key="cluster-figure",
+        config={"displayModeBar": False},
+    )
+    stalled = [row for row in rows if row.stalled]
+    for row in stalled[:5]:
+        usual = f"{row.interval:.1f} s" if row.interval else "unknown"
+        st.warning(
+            f"worker {row.index} ({text.md(row.host)}) is stalled: silent for "
+            f"{row.since_update or 0:.0f} s in phase {text.md(row.phase or 'training')}, "
+            f"its usual interval is {usual}."
+        )
+    if len(stalled) > 5:
+        st.warning(f"{len(stalled) - 5} more workers are stalled: see the table.")
     frame = rows_frame(rows)
     st.dataframe(
-        frame.style.apply(_highlight, axis=1).format({"examples/s": "{:.1f}"}, na_rep="-"),
+        frame.style.apply(_highlight, axis=1),
         hide_index=True,
         width="stretch",
+        height="auto" if len(rows) <= 16 else 600,
         column_config={"stalled": st.column_config.CheckboxColumn()},
         key="workers-table",
     )
 
 
 def _highlight(row: pd.Series) -> list[str]:
-    state = "stalled" if row["stalled"] else row["state"]
-    color = {"stalled": "#ffe0b2", "failed": "#ffcdd2", "stopped": "#efebe9"}.get(state, "")
+    state = "stalled" if row["stalled"] else str(row["state"]).split(" ")[0]
+    color = {
+        "stalled": "#ffe0b2",
+        "failed": "#ffcdd2",
+        "aborted": "#ede7f6",
+        "stopped": "#efebe9",
+    }.get(state, "")
     return [f"background-color: {color}" if color else ""] * len(row)
 
 
+def render_bars(rows: list[WorkerRow]) -> None:
+    """A bar per worker when there are few; one bar for the run (its slowest) when many."""
+    if len(rows) <= BARS_UP_TO:
+        for row in rows:
+            st.progress(
+                row.fraction or 0.0,
+                text=f"{charts.worker_label(row.index)} · {row.shown_state} · step "
+                f"{text.of_total(row.step, row.steps_total)} · epoch "
+                f"{text.of_total(row.epoch, row.epochs)}",
+            )
+        return
+    slowest = min(rows, key=lambda row: row.fraction or 0.0)
+    fastest = max(rows, key=lambda row: row.fraction or 0.0)
+    done, total = slowest_epoch(rows)
+    st.progress(
+        slowest.fraction or 0.0,
+        text=f"{len(rows)} workers · slowest {charts.worker_label(slowest.index)} step "
+        f"{text.of_total(slowest.step, slowest.steps_total)}, fastest "
+        f"{charts.worker_label(fastest.index)} step "
+        f"{text.of_total(fastest.step, fastest.steps_total)} · epoch {text.of_total(done, total)}",
+    )
+
+
 def render_progress(run_path: Path, was_active: bool) -> None:
-    """The Progress tab: a bar per worker and the charts (live)."""
+    """The Progress tab: bars, then one chart per metric with its own log scale (live)."""
     run = current_run(run_path, was_active)
     if run is None:
         return
     snapshot = snapshot_of(run)
-    for row in _rows(run, snapshot):
-        fraction = row.fraction
-        text = (
-            f"{charts.worker_label(row.index)} · {row.shown_state} · step "
-            f"{row.step if row.step is not None else '?'}/{row.steps_total or '?'} · epoch "
-            f"{row.epoch if row.epoch is not None else '?'}/{row.epochs or '?'}"
-        )
-        st.progress(fraction or 0.0, text=text)
-    left, middle, right = st.columns([2, 2, 1])
+    render_bars(_rows(run, snapshot))
+    left, right = st.columns([3, 2])
     x_axis = left.segmented_control(
         "x axis",
         list(charts.X_AXES),
@@ -297,37 +415,41 @@ def render_progress(run_path: Path, was_active: bool) -> None:
         default="step",
         key="x-axis",
     )
-    smoothing = middle.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="smoothing")
-    log_y = right.toggle("Log scale", key="log-y")
-    start = run.started
-    figures = [
-        (PROGRESS_LOSS, "Loss"),
-        (PROGRESS_ACCURACY, "Accuracy"),
-        (PROGRESS_EXAMPLES_PER_SEC, "Throughput (examples/s)"),
-    ]
+    smoothing = right.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="smoothing")
     drawn = 0
-    columns = st.columns(len(figures))
-    for column, (tag, title) in zip(columns, figures, strict=True):
-        frame = charts.scalar_frame(snapshot.workers, tag, start)
-        if frame.empty:
-            continue
-        figure = charts.line_figure(frame, title, x_axis or "step", smoothing, log_y)
-        column.plotly_chart(figure, width="stretch", key=f"chart-{tag}")
-        drawn += 1
+    for pair in (charts.METRICS[:2], charts.METRICS[2:]):
+        for column, metric in zip(st.columns(2), pair, strict=True):
+            log_y = bool(st.session_state.get(f"log-{metric.tag}", False))
+            figure = metric_chart(run, snapshot, metric.tag, x_axis or "step", smoothing, log_y)
+            if figure is None:
+                continue
+            with column:
+                title, toggle = st.columns([3, 1])
+                note = " · the same on every worker" if metric.all_reduced else ""
+                title.markdown(f"**{metric.title}**{note}")
+                toggle.toggle("Log", key=f"log-{metric.tag}")
+                st.plotly_chart(figure, width="stretch", key=f"chart-{metric.tag}")
+            drawn += 1
     if not drawn:
         st.info("No progress points yet: the workers write them every few steps.")
+    render_epochs(snapshot, run.run_id)
+
+
+def render_epochs(snapshot: Snapshot, run_id: str) -> None:
     chief = snapshot.chief
-    if any(chief.get(split) for split in chief):
-        st.markdown("**Chief, per epoch** (Keras train and validation)")
-        left_chart, right_chart = st.columns(2)
-        for column, tag, title in (
-            (left_chart, KERAS_EPOCH_LOSS, "Loss per epoch"),
-            (right_chart, KERAS_EPOCH_ACCURACY, "Accuracy per epoch"),
-        ):
-            splits = {s: series[tag] for s, series in chief.items() if tag in series}
-            if splits:
-                figure = charts.epoch_figure(splits, title, log_y and tag == KERAS_EPOCH_LOSS)
-                column.plotly_chart(figure, width="stretch", key=f"chart-{tag}")
+    if not any(chief.get(split) for split in chief):
+        return
+    st.markdown("**Chief, per epoch** (Keras train and validation)")
+    for column, tag, title in zip(
+        st.columns(2),
+        (KERAS_EPOCH_LOSS, KERAS_EPOCH_ACCURACY),
+        ("Loss per epoch", "Accuracy per epoch"),
+        strict=True,
+    ):
+        splits = {s: series[tag] for s, series in chief.items() if tag in series}
+        if splits:
+            figure = charts.epoch_figure(splits, title, revision=f"{run_id}/{tag}")
+            column.plotly_chart(figure, width="stretch", key=f"chart-{tag}")
 
 
 def render_system(run_path: Path, was_active: bool) -> None:
@@ -342,15 +464,40 @@ def render_system(run_path: Path, was_active: bool) -> None:
     training = [i for i, phase in phases.items() if phase == "training"]
     straggler = system.find_straggler(workers, training if run.active else None)
     if straggler is not None:
-        st.warning(_escaped(straggler.message(hosts)))
+        st.warning(text.md(straggler.message(hosts)))
     for line in system.system_warnings(workers, hosts, phases if run.active else {}):
-        st.warning(_escaped(line))
+        st.warning(text.md(line))
     figures = system.system_figures(workers, run.started)
     if not figures:
         st.info("No system metrics yet: each worker samples them every few seconds.")
     for pair in range(0, len(figures), 2):
         for column, (tag, figure) in zip(st.columns(2), figures[pair : pair + 2], strict=False):
             column.plotly_chart(figure, width="stretch", key=f"chart-{tag}")
+
+
+def _csv_reader(run: Run, tag: str) -> Callable[[], bytes]:
+    """Builds the CSV when the button is clicked, from what has been read by then."""
+
+    def read() -> bytes:
+        snapshot = snapshot_of(run)
+        return charts.csv_bytes(charts.scalar_frame(snapshot.workers, tag, run.started))
+
+    return read
+
+
+def render_csv(run: Run) -> None:
+    """Every chart's data as CSV (outside the live part: downloads must not be refreshed)."""
+    columns = st.columns(len(charts.METRICS))
+    for column, metric in zip(columns, charts.METRICS, strict=True):
+        name = metric.tag.split("/")[-1]
+        column.download_button(
+            f"⬇ {metric.title} CSV",
+            data=_csv_reader(run, metric.tag),
+            file_name=f"{run.run_id}-{name}.csv",
+            mime="text/csv",
+            on_click="ignore",
+            key=f"csv-{metric.tag}",
+        )
 
 
 def _file_reader(run_dir: Path, relative: str) -> Callable[[], bytes]:
@@ -363,8 +510,7 @@ def _file_reader(run_dir: Path, relative: str) -> Callable[[], bytes]:
     return read
 
 
-def render_artifacts(run: Run) -> None:
-    """The Artifacts tab: downloads (never inside a live fragment) and log tails."""
+def render_downloads(run: Run) -> None:
     warnings: list[str] = []
     files = [
         (MODEL_FILE, f"Model ({MODEL_FILE})"),
@@ -381,7 +527,9 @@ def render_artifacts(run: Run) -> None:
         except OSError:
             size = None
         if path is None or size is None:
-            column.caption(f"{label}: not there yet")
+            missing = triage.no_model_reason(run) if relative == MODEL_FILE else None
+            waiting = "written when training ends" if run.active else "not there"
+            column.caption(text.md(missing or f"{label}: {waiting}"))
             continue
         name = relative.replace(f"{WORKERS_DIR}/", "worker-").replace("/", "-")
         column.download_button(
@@ -393,55 +541,124 @@ def render_artifacts(run: Run) -> None:
             key=f"download-{relative}",
         )
     for warning in warnings:
-        st.warning(warning)
+        st.warning(text.md(warning))
+
+
+def render_artifacts(run: Run) -> None:
+    """The Artifacts tab: downloads (never inside a live fragment), TensorBoard, log tails."""
+    render_downloads(run)
+    st.markdown("**TensorBoard** (every worker's curves and the chief's):")
+    st.code(f"tensorboard --logdir {shlex.quote(_shown_path(run.path))}", language="bash")
     logs = {charts.worker_label(i): worker_log_rel(i) for i in run.indices}
     logs["launcher"] = LAUNCHER_LOG
-    left, right = st.columns(2)
-    choice = left.selectbox("Log", list(logs), key="log-choice")
-    lines = right.slider("Lines", 10, 500, 80, 10, key="log-lines")
+    failure = run.cluster.failure if run.cluster else None
+    cause = failure.index if failure is not None else None
+    default = charts.worker_label(cause) if cause in run.indices else next(iter(logs))
+    left, middle, right = st.columns([2, 3, 1])
+    choice = left.selectbox("Log", list(logs), index=list(logs).index(default), key="log-choice")
+    search = middle.text_input("Search the log", key="log-search", placeholder="e.g. error")
+    lines = right.number_input("Lines", 10, 5000, 200, 10, key="log-lines")
     live = st.fragment(render_log_tail, run_every=REFRESH_SECONDS if run.active else None)
-    live(run.path, logs[choice or "launcher"], lines)
+    live(run.path, logs[choice or "launcher"], int(lines), search or "")
 
 
-def render_log_tail(run_dir: Path, relative: str, lines: int) -> None:
+def _shown_path(path: Path) -> str:
+    """The run folder as the user would type it: relative to here when it is below here."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def render_log_tail(run_dir: Path, relative: str, lines: int, search: str) -> None:
     path = safe_file(run_dir, relative)
     if path is None:
-        st.caption(f"{relative}: nothing to show")
+        st.caption(f"{text.md(relative)}: nothing to show")
         return
-    st.code("\n".join(tail_lines(path, lines)) or "(empty)", language=None)
+    tail = tail_lines(path, lines if not search else 20_000)
+    if search:
+        needle = search.lower()
+        tail = [line for line in tail if needle in line.lower()][-lines:]
+        st.caption(f"{len(tail)} line(s) containing “{text.md(search, 60)}”")
+    st.code("\n".join(tail) or "(empty)", language=None)
+
+
+def render_compare(runs: list[Run], run: Run | None) -> None:
+    """The Compare tab: overlay the curves of two or more runs; what differs between them."""
+    names = [r.run_id for r in runs]
+    default = [run.run_id] if run is not None else names[:1]
+    picked = st.multiselect("Runs to compare", names, default=default, key="compare-runs")
+    if len(picked) < 2:
+        st.info("Pick two or more runs to overlay their curves.")
+        return
+    chosen = [r for r in runs if r.run_id in picked]
+    config = compare.config_frame(chosen)
+    differing = compare.differences(config)
+    st.markdown("**How their configurations differ**")
+    if differing.empty or not len(differing.columns):
+        st.caption("Same configuration.")
+    else:
+        st.dataframe(differing, width="stretch")
+    left, right = st.columns(2)
+    for column, metric in zip((left, right, left, right), charts.METRICS, strict=True):
+        frames = {
+            r.run_id: charts.scalar_frame(snapshot_of(r).workers, metric.tag, r.started)
+            for r in chosen
+        }
+        if all(frame.empty for frame in frames.values()):
+            continue
+        with column:
+            st.markdown(f"**{metric.title}**")
+            st.plotly_chart(
+                charts.overlay_figure(frames, metric),
+                width="stretch",
+                key=f"compare-{metric.tag}",
+            )
 
 
 def main() -> None:
     st.set_page_config(page_title="tfcluster", page_icon="📈", layout="wide")
     runs_dir = runs_dir_from(sys.argv[1:], os.environ)
+    signature = runs_signature(runs_dir)
     st.sidebar.title("tfcluster")
-    st.sidebar.caption(f"Runs folder: `{runs_dir.resolve()}`")
+    st.sidebar.caption(f"Runs folder: {text.code(runs_dir.resolve())}")
     runs = load_runs(runs_dir)
-    run = choose_run(runs_dir, runs)
-    if run is not None:
-        every = REFRESH_SECONDS if run.active else None
-        st.sidebar.caption(
-            f"Live: refreshing every {REFRESH_SECONDS:.0f} s."
-            if every
-            else "Nothing running in this run: not refreshing."
+    run = choose_run(runs)
+    every = REFRESH_SECONDS if run is not None and run.active else None
+    with st.sidebar:
+        st.fragment(render_watch, run_every=REFRESH_SECONDS)(
+            runs_dir, signature, run is not None and run.active
         )
+    if run is not None:
         st.fragment(render_header, run_every=every)(run.path, run.active)
-    tabs = st.tabs(list(TABS), default="Cluster" if run is not None else "Runs")
-    with tabs[0]:
-        render_runs(runs_dir, runs)
+    if "tab" not in st.session_state or not runs:
+        st.session_state["tab"] = "Cluster" if run is not None else "Runs"
+    tabs = dict(zip(TABS, st.tabs(list(TABS), key="tab", on_change="rerun"), strict=True))
+    if tabs["Runs"].open:
+        with tabs["Runs"]:
+            render_runs(runs_dir, runs)
+    if tabs["Compare"].open:
+        with tabs["Compare"]:
+            render_compare(runs, run)
+    for name in ("Cluster", "Progress", "System", "Artifacts"):
+        if tabs[name].open and run is None:
+            with tabs[name]:
+                st.info("No run to show: pick one in the sidebar or in the Runs tab.")
     if run is None:
-        for tab in tabs[1:]:
-            with tab:
-                st.info("No run to show yet.")
         return
-    with tabs[1]:
-        st.fragment(render_cluster, run_every=every)(run.path, run.active)
-    with tabs[2]:
-        st.fragment(render_progress, run_every=every)(run.path, run.active)
-    with tabs[3]:
-        st.fragment(render_system, run_every=every)(run.path, run.active)
-    with tabs[4]:
-        render_artifacts(run)
+    if tabs["Cluster"].open:
+        with tabs["Cluster"]:
+            st.fragment(render_cluster, run_every=every)(run.path, run.active)
+    if tabs["Progress"].open:
+        with tabs["Progress"]:
+            st.fragment(render_progress, run_every=every)(run.path, run.active)
+            render_csv(run)
+    if tabs["System"].open:
+        with tabs["System"]:
+            st.fragment(render_system, run_every=every)(run.path, run.active)
+    if tabs["Artifacts"].open:
+        with tabs["Artifacts"]:
+            render_artifacts(run)
 
 
 main()

@@ -1,34 +1,43 @@
-"""Plotly figures built from plain data: one line per worker, smoothing, the cluster picture.
+"""Plotly figures built from plain data: the metric charts, the per-epoch curves, run overlays.
 
 Pure builders (data in, ``go.Figure`` out) so that what a chart shows is tested without a
-page or a browser.
+page or a browser. Every chart carries a ``uirevision``: the browser keeps the user's zoom
+and pan across live refreshes for as long as that value stays the same.
+
+- All-reduced metrics (loss, accuracy: every worker reports the same value) are one line.
+- Per-worker metrics (throughput, step time) are one line per worker up to
+  ``BAND_ABOVE_WORKERS`` workers; above that a min/median/max band with the workers that
+  stray from the crowd drawn and named.
+- Lines are cut to ~``LINE_POINTS`` shape-keeping points before they go to the browser.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.cluster import WorkerRow
+from dashboard import text
 from dashboard.events import Arrays
-from dashboard.series import latest_per_step
+from dashboard.series import (
+    BAND_ABOVE_WORKERS,
+    LINE_POINTS,
+    band,
+    downsample,
+    latest_per_step,
+)
+from runformat import (
+    PROGRESS_ACCURACY,
+    PROGRESS_EXAMPLES_PER_SEC,
+    PROGRESS_LOSS,
+    PROGRESS_STEP_TIME_MS,
+)
 
-# Points per line sent to the browser: enough for the eye, small enough to redraw live.
-MAX_POINTS = 1500
 X_AXES = {"step": "Step", "relative": "Time since start (s)", "wall": "Wall time"}
-STATE_COLORS = {
-    "starting": "#9e9e9e",
-    "running": "#1f77b4",
-    "finished": "#2ca02c",
-    "failed": "#d62728",
-    "stalled": "#ff7f0e",
-    "stopped": "#8c564b",
-    "unknown": "#c7c7c7",
-}
 WORKER_COLORS = (
     "#1f77b4",
     "#ff7f0e",
@@ -40,6 +49,27 @@ WORKER_COLORS = (
     "#7f7f7f",
     "#bcbd22",
     "#17becf",
+)
+# Legend above the plot area: Plotly grows the top margin to fit it, so it never lands on
+# the axes or their titles however many entries wrap onto extra lines.
+LEGEND = {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One chart: which tag, how it is titled, and whether every worker reports the same."""
+
+    tag: str
+    title: str
+    all_reduced: bool
+    unit: str = ""
+
+
+METRICS = (
+    Metric(PROGRESS_LOSS, "Loss", all_reduced=True),
+    Metric(PROGRESS_ACCURACY, "Accuracy", all_reduced=True),
+    Metric(PROGRESS_EXAMPLES_PER_SEC, "Throughput", all_reduced=False, unit="examples/s"),
+    Metric(PROGRESS_STEP_TIME_MS, "Step time", all_reduced=False, unit="ms"),
 )
 
 
@@ -93,175 +123,253 @@ def scalar_frame(
     return frame
 
 
-def _thin(length: int, limit: int = MAX_POINTS) -> np.ndarray:
-    """Indices of at most `limit` evenly spaced points, always keeping the last one."""
-    if length <= limit:
-        return np.arange(length)
-    picked = np.linspace(0, length - 1, limit).round().astype(np.int64)
-    return np.unique(picked)
+def one_line(frame: pd.DataFrame) -> pd.DataFrame:
+    """An all-reduced metric's one line: the worker that logged the most points (chief first)."""
+    if frame.empty:
+        return frame
+    counts = frame.groupby("worker").size()
+    best = int(counts[counts == counts.max()].index.min())
+    return frame[frame["worker"] == best]
 
 
-def _x_values(part: pd.DataFrame, x_axis: str) -> pd.Series:
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """A chart's data as CSV: worker, step, wall time (unix s), seconds since start, value."""
+    out = io.StringIO()
+    columns = [c for c in ("run", "worker", "step", "wall", "relative", "value") if c in frame]
+    frame.to_csv(out, columns=columns, index=False, float_format="%.8g")
+    return out.getvalue().encode("utf-8")
+
+
+def _x_values(part: pd.DataFrame, x_axis: str) -> np.ndarray:
     if x_axis == "wall":
-        return pd.to_datetime(part["wall"], unit="s")
-    return part["relative" if x_axis == "relative" else "step"]
+        return pd.to_datetime(part["wall"], unit="s").to_numpy()
+    return part["relative" if x_axis == "relative" else "step"].to_numpy()
 
 
-def line_figure(
+def _hover(name: str, unit: str = "") -> str:
+    suffix = f" {unit}" if unit else ""
+    return f"{name}: %{{y:,.4~g}}{suffix}<extra></extra>"
+
+
+def _line(
+    figure: go.Figure,
+    x: np.ndarray,
+    raw: np.ndarray,
+    smoothing: float,
+    name: str,
+    color: str,
+    unit: str,
+    showlegend: bool = True,
+) -> None:
+    """One line, cut to LINE_POINTS; with smoothing the raw line stays faded behind."""
+    smooth = ema(raw, smoothing)
+    keep = downsample(smooth, LINE_POINTS)
+    if smoothing > 0:
+        raw_keep = downsample(raw, LINE_POINTS)
+        figure.add_trace(
+            go.Scatter(
+                x=x[raw_keep],
+                y=raw[raw_keep],
+                mode="lines",
+                name=f"{name} (raw)",
+                legendgroup=name,
+                showlegend=False,
+                hoverinfo="skip",
+                opacity=0.25,
+                line={"color": color, "width": 1},
+            )
+        )
+    figure.add_trace(
+        go.Scatter(
+            x=x[keep],
+            y=smooth[keep],
+            mode="lines",
+            name=name,
+            legendgroup=name,
+            showlegend=showlegend,
+            line={"color": color, "width": 2},
+            hovertemplate=_hover(name, unit),
+        )
+    )
+
+
+def _band(figure: go.Figure, frame: pd.DataFrame, smoothing: float, unit: str) -> None:
+    """Min/median/max across workers on a common step grid; outliers drawn by name."""
+    lines = {
+        int(str(worker)): (part["step"].to_numpy(), ema(part["value"].to_numpy(), smoothing))
+        for worker, part in frame.groupby("worker", sort=True)
+    }
+    spread = band(lines)
+    figure.add_trace(
+        go.Scatter(
+            x=spread.steps,
+            y=spread.high,
+            mode="lines",
+            line={"width": 0, "color": "#1f77b4"},
+            name="max",
+            legendgroup="band",
+            showlegend=False,
+            hovertemplate=_hover("max", unit),
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=spread.steps,
+            y=spread.low,
+            mode="lines",
+            line={"width": 0, "color": "#1f77b4"},
+            fill="tonexty",
+            fillcolor="rgba(31,119,180,0.2)",
+            name=f"min-max of {spread.workers} workers",
+            legendgroup="band",
+            hovertemplate=_hover("min", unit),
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=spread.steps,
+            y=spread.median,
+            mode="lines",
+            line={"width": 2, "color": "#1f77b4"},
+            name="median",
+            hovertemplate=_hover("median", unit),
+        )
+    )
+    for outlier in spread.outliers:
+        steps, values = lines[outlier]
+        keep = downsample(values, LINE_POINTS)
+        name = f"{worker_label(outlier)} (outlier)"
+        figure.add_trace(
+            go.Scatter(
+                x=steps[keep],
+                y=values[keep],
+                mode="lines",
+                name=name,
+                line={"width": 1.5, "color": "#d62728", "dash": "dot"},
+                hovertemplate=_hover(name, unit),
+                meta={"outlier": outlier},
+            )
+        )
+
+
+def _axes(figure: go.Figure, x_title: str, y_title: str, log_y: bool, revision: str) -> None:
+    figure.update_layout(
+        height=330,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        legend=LEGEND,
+        hovermode="x unified",
+        uirevision=revision,
+        xaxis={"title": x_title, "hoverformat": ",d" if x_title == "Step" else ""},
+        yaxis={"title": y_title, "type": "log" if log_y else "linear"},
+    )
+
+
+def metric_figure(
     frame: pd.DataFrame,
-    title: str,
+    metric: Metric,
     x_axis: str = "step",
     smoothing: float = 0.6,
     log_y: bool = False,
-    height: int = 320,
+    revision: str = "",
 ) -> go.Figure:
-    """One line per worker; with smoothing, the raw line stays faded behind the smooth one."""
+    """One metric of every worker: one line, one per worker, or a band (see module doc)."""
     figure = go.Figure()
-    for index, part in frame.groupby("worker", sort=True):
-        worker = int(str(index))
-        keep = _thin(len(part))
-        x = _x_values(part, x_axis).to_numpy()[keep]
-        raw = part["value"].to_numpy()
-        color = worker_color(worker)
-        label = worker_label(worker)
-        if smoothing > 0:
-            figure.add_trace(
-                go.Scatter(
-                    x=x,
-                    y=raw[keep],
-                    mode="lines",
-                    name=f"{label} (raw)",
-                    legendgroup=label,
-                    showlegend=False,
-                    hoverinfo="skip",
-                    opacity=0.25,
-                    line={"color": color, "width": 1},
-                )
-            )
-        figure.add_trace(
-            go.Scatter(
-                x=x,
-                y=ema(raw, smoothing)[keep],
-                mode="lines",
-                name=label,
-                legendgroup=label,
-                line={"color": color, "width": 2},
-                meta={"worker": worker},
-            )
-        )
-    figure.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 15}},
-        height=height,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "y": -0.22, "x": 0},
-        hovermode="x unified",
-        xaxis_title=X_AXES.get(x_axis, "Step"),
-    )
-    if log_y:
-        figure.update_yaxes(type="log")
+    workers = frame["worker"].nunique() if not frame.empty else 0
+    x_title = X_AXES.get(x_axis, "Step")
+    if metric.all_reduced:
+        part = one_line(frame)
+        if not part.empty:
+            name = "all workers" if workers > 1 else worker_label(int(part["worker"].iloc[0]))
+            x = _x_values(part, x_axis)
+            raw = part["value"].to_numpy()
+            _line(figure, x, raw, smoothing, name, "#1f77b4", metric.unit, showlegend=False)
+    elif workers > BAND_ABOVE_WORKERS:
+        x_title = "Step"
+        _band(figure, frame, smoothing, metric.unit)
+    else:
+        for worker, part in frame.groupby("worker", sort=True):
+            index = int(str(worker))
+            x = _x_values(part, x_axis)
+            raw = part["value"].to_numpy()
+            _line(figure, x, raw, smoothing, worker_label(index), worker_color(index), metric.unit)
+    y_title = f"{metric.title} ({metric.unit})" if metric.unit else metric.title
+    _axes(figure, x_title, y_title, log_y, revision or f"{metric.tag}/{x_axis}")
+    figure.update_layout(meta={"tag": metric.tag, "workers": workers})
     return figure
 
 
-def epoch_figure(splits: Mapping[str, Arrays], title: str, log_y: bool = False) -> go.Figure:
-    """The chief's per-epoch curves (Keras' train and validation), one line per split."""
+def epoch_ticks(last: int, most: int = 10) -> list[int]:
+    """Whole-epoch ticks from 1 to `last`, at most `most` of them, at a round spacing."""
+    if last < 1:
+        return []
+    spacing = 1
+    for candidate in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000):
+        spacing = candidate
+        if last / candidate <= most:
+            break
+    else:
+        spacing = -(-last // most)
+    ticks = list(range(spacing, last + 1, spacing))
+    return [1, *ticks] if spacing > 1 else ticks
+
+
+def epoch_figure(
+    splits: Mapping[str, Arrays], title: str, log_y: bool = False, revision: str = ""
+) -> go.Figure:
+    """The chief's per-epoch curves (Keras' train and validation), epochs numbered from 1."""
     figure = go.Figure()
     colors = {"train": "#1f77b4", "validation": "#ff7f0e"}
+    last = 0
     for split, (steps, _, values) in splits.items():
         if not len(steps):
             continue
         order = np.argsort(steps, kind="stable")
+        x = steps[order] + 1
+        last = max(last, int(x[-1]))
         figure.add_trace(
             go.Scatter(
-                x=steps[order] + 1,
+                x=x,
                 y=values[order],
-                mode="lines+markers",
+                mode="lines+markers" if len(x) <= 50 else "lines",
                 name=split,
                 line={"color": colors.get(split, "#7f7f7f"), "width": 2},
+                hovertemplate=_hover(split),
             )
         )
-    figure.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 15}},
-        height=300,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "y": -0.25, "x": 0},
-        xaxis={"title": "Epoch", "dtick": 1},
-        hovermode="x unified",
-    )
-    if log_y:
-        figure.update_yaxes(type="log")
+    _axes(figure, "Epoch", title, log_y, revision or f"epoch/{title}")
+    figure.update_xaxes(tickmode="array", tickvals=epoch_ticks(last), hoverformat="d")
     return figure
 
 
-def _layout_positions(count: int) -> list[tuple[float, float]]:
-    """Chief at the top of a ring (all-reduce goes round it); a row when there are few."""
-    if count <= 3:
-        return [(float(i), 0.0) for i in range(count)]
-    return [
-        (math.sin(2 * math.pi * i / count), math.cos(2 * math.pi * i / count)) for i in range(count)
-    ]
-
-
-def cluster_figure(rows: Sequence[WorkerRow]) -> go.Figure:
-    """The cluster as a picture: one box per worker, coloured by its live state."""
-    positions = _layout_positions(len(rows))
+def overlay_figure(
+    frames: Mapping[str, pd.DataFrame],
+    metric: Metric,
+    x_axis: str = "step",
+    smoothing: float = 0.6,
+    log_y: bool = False,
+) -> go.Figure:
+    """One metric of several runs, one line per run (the all-reduced line, or the median)."""
     figure = go.Figure()
-    if len(rows) > 1:
-        ring = [*positions, positions[0]] if len(rows) > 2 else positions
-        figure.add_trace(
-            go.Scatter(
-                x=[p[0] for p in ring],
-                y=[p[1] for p in ring],
-                mode="lines",
-                line={"color": "#b0b0b0", "width": 2, "dash": "dot"},
-                hoverinfo="skip",
-                showlegend=False,
+    for position, (run_id, frame) in enumerate(frames.items()):
+        if frame.empty:
+            continue
+        if metric.all_reduced:
+            part = one_line(frame)
+        else:
+            part = frame.groupby("step", as_index=False).agg(
+                value=("value", "median"), wall=("wall", "min"), relative=("relative", "min")
             )
+        x = _x_values(part, x_axis)
+        _line(
+            figure,
+            x,
+            part["value"].to_numpy(),
+            smoothing,
+            text.svg(run_id),
+            WORKER_COLORS[position % len(WORKER_COLORS)],
+            metric.unit,
         )
-    for row, (x, y) in zip(rows, positions, strict=True):
-        state = row.shown_state
-        color = STATE_COLORS.get(state, STATE_COLORS["unknown"])
-        title = f"<b>{'chief' if row.role == 'chief' else 'worker'} {row.index}</b>"
-        progress = f"step {row.step}/{row.steps_total or '?'}" if row.step is not None else ""
-        text = "<br>".join(
-            part for part in (title, row.host, row.address, state.upper(), progress) if part
-        )
-        figure.add_trace(
-            go.Scatter(
-                x=[x],
-                y=[y],
-                mode="markers+text",
-                marker={
-                    "size": 70 if row.role == "chief" else 56,
-                    "color": color,
-                    "symbol": "square" if row.role == "chief" else "circle",
-                    "line": {"color": "#333333", "width": 2 if row.role == "chief" else 1},
-                },
-                text=[text],
-                textposition="bottom center",
-                hovertext=[text],
-                hoverinfo="text",
-                name=f"{row.role} {row.index}: {state}",
-                showlegend=False,
-                meta={"worker": row.index, "state": state},
-            )
-        )
-    spread = max((abs(c) for p in positions for c in p), default=0.0)
-    margin = 0.6 if len(rows) <= 3 else 0.45
-    figure.update_layout(
-        height=300 if len(rows) <= 3 else 480,
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        xaxis={
-            "visible": False,
-            "range": [
-                min((p[0] for p in positions), default=0) - margin,
-                max((p[0] for p in positions), default=0) + margin,
-            ],
-        },
-        yaxis={
-            "visible": False,
-            "range": [-spread - 2 * margin, spread + margin],
-            "scaleanchor": "x" if len(rows) > 3 else None,
-        },
-        plot_bgcolor="rgba(0,0,0,0)",
-    )
+    y_title = f"{metric.title} ({metric.unit})" if metric.unit else metric.title
+    _axes(figure, X_AXES.get(x_axis, "Step"), y_title, log_y, f"compare/{metric.tag}/{x_axis}")
+    figure.update_layout(meta={"tag": metric.tag, "runs": list(frames)})
     return figure

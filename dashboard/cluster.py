@@ -1,28 +1,42 @@
-"""The per-worker table: who is where, how far along, how fast, and who has gone quiet.
+"""The per-worker rows: who is where, in which phase, how far along, how fast, who went quiet,
+who caused a failure and who was only aborted after it; plus the run's ETA and throughput.
 
 Pure functions of a :class:`~dashboard.runs.Run` and what the event files said, so the
-rules (lag, stalls, what a killed worker shows) are tested without a page.
+rules are tested without a page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from dashboard import text
 from dashboard.events import Arrays
-from dashboard.runs import ACTIVE_STATES, Run
-from runformat import PROGRESS_EXAMPLES_PER_SEC, PROGRESS_LOSS, PROGRESS_TAGS
+from dashboard.runs import ACTIVE_STATES, Run, WorkerStatus
+from runformat import (
+    DEFAULT_PHASE_SILENCE,
+    PROGRESS_EXAMPLES_PER_SEC,
+    PROGRESS_LOSS,
+    PROGRESS_TAGS,
+)
 
-# A worker is stalled when it has been silent this many times its usual interval between
-# progress points, and at least STALL_MIN_SECONDS (writers flush in bursts, so a few
+# A training worker is stalled when it has been silent this many times its usual interval
+# between progress points, and at least STALL_MIN_SECONDS (writers flush in bursts, so a few
 # missed intervals are normal). Before any interval is known (TensorFlow may wait for
 # every worker to connect) the bar is STALL_UNKNOWN_SECONDS.
 STALL_FACTOR = 10.0
 STALL_MIN_SECONDS = 30.0
 STALL_UNKNOWN_SECONDS = 180.0
+# Evaluating, saving or loading data say nothing for a while: silent that long is normal.
+PHASE_SILENCE_SECONDS = DEFAULT_PHASE_SILENCE
+QUIET_PHASES = frozenset({"loading_data", "evaluating", "saving"})
+# The step rate behind the ETA is measured over this many recent seconds of progress.
+ETA_WINDOW_SECONDS = 60.0
 
 PROGRESS_TAG = PROGRESS_LOSS
 THROUGHPUT_TAG = PROGRESS_EXAMPLES_PER_SEC
@@ -56,7 +70,12 @@ def progress_of(series: Mapping[str, Arrays]) -> WorkerProgress:
 
 @dataclass(frozen=True)
 class WorkerRow:
-    """One line of the cluster table."""
+    """One worker as the page shows it.
+
+    ``state`` is the worker's own state, or what the launcher's view makes of it: ``failed``
+    for the worker that caused a failure (``cause``), ``aborted`` for a worker that failed
+    after it, ``stopped`` for one that never said it ended.
+    """
 
     index: int
     role: str
@@ -73,6 +92,12 @@ class WorkerRow:
     stalled: bool
     interval: float | None
     error: str | None = None
+    phase: str | None = None
+    in_phase: float | None = None
+    cause: bool = False
+    cpu_percent: float | None = None
+    memory_mb: float | None = None
+    updated: float | None = None
 
     @property
     def fraction(self) -> float | None:
@@ -87,15 +112,55 @@ class WorkerRow:
 
 
 def stall_limit(interval: float | None) -> float:
-    """Seconds of silence after which a worker counts as stalled."""
+    """Seconds without step progress after which a training worker counts as stalled."""
     if interval is None or interval <= 0:
         return STALL_UNKNOWN_SECONDS
     return max(STALL_FACTOR * interval, STALL_MIN_SECONDS)
 
 
+def silence_bound(phase: str | None, interval: float | None, at_last_step: bool) -> float | None:
+    """How long a worker in `phase` may be silent; None: never judged (it has ended).
+
+    Only training is judged by its step rate. A worker of a run written before phases
+    existed that has done every step is evaluating or saving: it gets their bound.
+    """
+    if phase == "ended":
+        return None
+    if phase in QUIET_PHASES or (phase is None and at_last_step):
+        return PHASE_SILENCE_SECONDS
+    if phase in ("starting", "connecting"):
+        return STALL_UNKNOWN_SECONDS
+    return stall_limit(interval)
+
+
 def _max(*values: float | None) -> float | None:
     present = [v for v in values if v is not None]
     return max(present) if present else None
+
+
+def _field(status: WorkerStatus | None, name: str) -> Any:
+    """A status field that older records may not have (phase, phase_since, system)."""
+    return getattr(status, name, None) if status is not None else None
+
+
+def _system(status: WorkerStatus | None, name: str) -> float | None:
+    system = _field(status, "system")
+    value = system.get(name) if isinstance(system, Mapping) else getattr(system, name, None)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _state(run: Run, index: int, status: WorkerStatus | None) -> tuple[str, bool]:
+    """The state shown for one worker, and whether it caused the run's failure."""
+    failure = run.cluster.failure if run.cluster else None
+    state = (status.state if status else None) or ("starting" if run.active else run.state)
+    if failure is not None and failure.index == index:
+        return "failed", True
+    if failure is not None and failure.index is not None and state == "failed":
+        return "aborted", False
+    if not run.active and state in ACTIVE_STATES:
+        # The job is over but this worker never said so: it was stopped from outside.
+        return "stopped", False
+    return state, False
 
 
 def worker_rows(run: Run, progress: Mapping[int, WorkerProgress], now: float) -> list[WorkerRow]:
@@ -106,22 +171,24 @@ def worker_rows(run: Run, progress: Mapping[int, WorkerProgress], now: float) ->
         status = run.workers.get(index)
         events = progress.get(index, WorkerProgress())
         host = run.host(index)
-        # No word from a worker of a live run yet: it is still starting (or never will, which
-        # the stall rule below catches, counting from the start of the run).
-        state = (status.state if status else None) or ("starting" if run.active else run.state)
-        if failure is not None and failure.index == index:
-            state = "failed"
-        elif not run.active and state in ACTIVE_STATES:
-            # The job is over but this worker never said so: it was stopped from outside.
-            state = "stopped"
+        state, cause = _state(run, index, status)
         step = _max(status.step if status else None, events.last_step)
         updated = _max(status.updated if status else None, events.last_wall) or run.started
         since = max(0.0, now - updated) if updated is not None else None
+        phase = _field(status, "phase")
+        phase = phase if isinstance(phase, str) else None
+        phase_since = _field(status, "phase_since")
+        in_phase = max(0.0, now - phase_since) if isinstance(phase_since, float | int) else None
+        steps_total = status.steps_total if status else None
+        at_last_step = bool(steps_total and step is not None and step >= steps_total)
+        bound = silence_bound(phase, events.interval, at_last_step)
+        silence = in_phase if phase in QUIET_PHASES and in_phase is not None else since
         stalled = (
             run.active
             and state in ACTIVE_STATES
-            and since is not None
-            and since > stall_limit(events.interval)
+            and bound is not None
+            and silence is not None
+            and silence > bound
         )
         role = (host.role if host else None) or (status.role if status else None)
         rows.append(
@@ -135,7 +202,7 @@ def worker_rows(run: Run, progress: Mapping[int, WorkerProgress], now: float) ->
                 epochs=(status.epochs if status else None)
                 or (run.cluster.epochs if run.cluster else None),
                 step=int(step) if step is not None else None,
-                steps_total=status.steps_total if status else None,
+                steps_total=steps_total,
                 examples_per_sec=(status.examples_per_sec if status else None)
                 or events.examples_per_sec,
                 since_update=since,
@@ -144,47 +211,92 @@ def worker_rows(run: Run, progress: Mapping[int, WorkerProgress], now: float) ->
                 interval=events.interval,
                 error=(status.error if status else None)
                 or (failure.reason if failure and failure.index == index else None),
+                phase=phase,
+                in_phase=in_phase,
+                cause=cause,
+                cpu_percent=_system(status, "cpu_percent"),
+                memory_mb=_system(status, "memory_mb"),
+                updated=updated,
             )
         )
     fastest = max((row.step for row in rows if row.step is not None), default=None)
     return [
-        _with_lag(row, fastest - row.step if fastest is not None and row.step is not None else None)
+        replace(row, lag=None if fastest is None or row.step is None else fastest - row.step)
         for row in rows
     ]
 
 
-def _with_lag(row: WorkerRow, lag: int | None) -> WorkerRow:
-    return WorkerRow(**{**row.__dict__, "lag": lag})
+def slowest_epoch(rows: Sequence[WorkerRow]) -> tuple[int | None, int | None]:
+    """(epochs completed by the slowest worker, epochs in all): the run's epoch."""
+    done = [row.epoch for row in rows if row.epoch is not None]
+    total = next((row.epochs for row in rows if row.epochs), None)
+    return (min(done) if done else None), total
 
 
-def _ago(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    if seconds < 60:
-        return f"{seconds:.0f} s ago"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
+def phase_summary(rows: Sequence[WorkerRow]) -> tuple[str, str]:
+    """(the phase most workers are in, 'training 14 · evaluating 2' or '' when all agree).
+
+    A worker that does not say its phase (runs from before phases) counts by its state.
+    """
+    counts = Counter((row.phase or row.shown_state).replace("_", " ") for row in rows)
+    if not counts:
+        return text.MISSING, ""
+    ranked = counts.most_common()
+    detail = " · ".join(f"{name} {n}" for name, n in ranked) if len(ranked) > 1 else ""
+    return ranked[0][0], detail
+
+
+def total_throughput(rows: Sequence[WorkerRow]) -> float | None:
+    """Examples per second of the whole cluster: the sum of the working workers' latest."""
+    rates = [
+        row.examples_per_sec
+        for row in rows
+        if row.examples_per_sec is not None and row.state in ACTIVE_STATES
+    ]
+    return sum(rates) if rates else None
+
+
+def eta_seconds(
+    series: Mapping[str, Arrays], steps_total: int | None, window: float = ETA_WINDOW_SECONDS
+) -> float | None:
+    """Seconds left at the step rate of the last `window` seconds of progress points."""
+    arrays = series.get(PROGRESS_TAG)
+    if arrays is None or not steps_total:
+        return None
+    steps, walls, _ = arrays
+    if len(steps) < 2:
+        return None
+    recent = walls >= walls[-1] - window
+    if recent.sum() < 2:
+        recent[-2:] = True
+    step_span = float(steps[recent][-1] - steps[recent][0])
+    wall_span = float(walls[recent][-1] - walls[recent][0])
+    if step_span <= 0 or wall_span <= 0:
+        return None
+    left = max(0, steps_total - int(steps[-1]) - 1)
+    return left * wall_span / step_span
 
 
 def rows_frame(rows: list[WorkerRow]) -> pd.DataFrame:
-    """The table as shown: one row per worker, readable columns."""
+    """The table as shown: one row per worker, every cell text, '-' where unknown."""
     return pd.DataFrame(
         [
             {
                 "worker": row.index,
                 "role": row.role,
-                "host": row.host,
-                "address": row.address,
-                "state": row.state,
-                "epoch": f"{row.epoch if row.epoch is not None else '?'}/{row.epochs or '?'}",
-                "step": f"{row.step if row.step is not None else '?'}/{row.steps_total or '?'}",
-                "examples/s": round(row.examples_per_sec, 1)
-                if row.examples_per_sec is not None
-                else None,
-                "last update": _ago(row.since_update),
-                "lag (steps)": row.lag,
+                "host": text.clip(row.host, 80),
+                "address": text.clip(row.address, 80) or text.MISSING,
+                "state": row.state + (" (cause)" if row.cause else ""),
+                "phase": (row.phase or text.MISSING).replace("_", " "),
+                "epoch": text.of_total(row.epoch, row.epochs),
+                "step": text.of_total(row.step, row.steps_total),
+                "examples/s": text.number(row.examples_per_sec),
+                "CPU %": text.number(row.cpu_percent, 0),
+                "memory MB": text.number(row.memory_mb, 0),
+                "last update": text.ago(row.since_update),
+                "lag (steps)": text.MISSING if row.lag is None else str(row.lag),
                 "stalled": row.stalled,
+                "error": text.clip(row.error, 200) if row.error else text.MISSING,
             }
             for row in rows
         ],
@@ -194,11 +306,15 @@ def rows_frame(rows: list[WorkerRow]) -> pd.DataFrame:
             "host",
             "address",
             "state",
+            "phase",
             "epoch",
             "step",
             "examples/s",
+            "CPU %",
+            "memory MB",
             "last update",
             "lag (steps)",
             "stalled",
+            "error",
         ],
     )

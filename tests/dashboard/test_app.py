@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from dashboard.samplerun import append_progress
+from dashboard.samplerun import RunPlan, append_progress, write_run
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
@@ -61,15 +62,30 @@ def click_download(manager: MediaFileManager, file_id: str) -> bytes:
     return manager.memory.get_file(url.rsplit("/", 1)[-1]).content  # type: ignore[attr-defined]
 
 
+def show(app: AppTest, tab: str) -> AppTest:
+    """Open a tab (only the open tab is built) and run the page again."""
+    app.session_state["tab"] = tab
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
 def plotly_specs(app: AppTest) -> list[dict[str, Any]]:
     return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
 
 
-def chart_titled(app: AppTest, title: str) -> dict[str, Any]:
+def chart_of(app: AppTest, tag: str) -> dict[str, Any]:
     for spec in plotly_specs(app):
-        if spec["layout"].get("title", {}).get("text") == title:
+        if spec["layout"].get("meta", {}).get("tag") == tag:
             return spec
-    raise AssertionError(f"no chart titled {title!r}")
+    raise AssertionError(f"no chart of {tag!r}")
+
+
+def epoch_chart(app: AppTest, title: str) -> dict[str, Any]:
+    for spec in plotly_specs(app):
+        if spec["layout"].get("yaxis", {}).get("title", {}).get("text") == title:
+            return spec
+    raise AssertionError(f"no chart of {title!r}")
 
 
 def legend_lines(spec: dict[str, Any]) -> list[str]:
@@ -85,6 +101,7 @@ def trace_values(trace: dict[str, Any], axis: str) -> list[Any]:
 
 
 def worker_table(app: AppTest) -> pd.DataFrame:
+    show(app, "Cluster")
     for frame in app.dataframe:
         if "stalled" in frame.value.columns:
             return frame.value
@@ -92,14 +109,21 @@ def worker_table(app: AppTest) -> pd.DataFrame:
 
 
 def runs_table(app: AppTest) -> pd.DataFrame:
+    show(app, "Runs")
     for frame in app.dataframe:
         if "test accuracy" in frame.value.columns:
             return frame.value
     raise AssertionError("no runs table")
 
 
-def texts(elements: Any) -> str:
+def raw_texts(elements: Any) -> str:
+    """Markdown bodies as the page sends them (user strings escaped)."""
     return "\n".join(str(element.value) for element in elements)
+
+
+def texts(elements: Any) -> str:
+    """Markdown bodies as read on the page: escapes resolved, bold markers dropped."""
+    return re.sub(r"\\(.)", r"\1", raw_texts(elements).replace("**", ""))
 
 
 def download(app: AppTest, label_start: str) -> Any:
@@ -118,14 +142,19 @@ def test_finished_run_shows_one_row_and_one_line_per_worker(
     assert list(table["worker"]) == [0, 1]
     assert list(table["state"]) == ["finished", "finished"]
     assert not table["stalled"].any()
-    for title in ("Loss", "Accuracy", "Throughput (examples/s)"):
-        assert legend_lines(chart_titled(app, title)) == ["chief (0)", "worker 1"]
-    assert legend_lines(chart_titled(app, "Loss per epoch")) == ["train", "validation"]
+    assert "not refreshing" in texts(app.sidebar.caption)
+    show(app, "Progress")
+    for tag in ("progress/loss", "progress/accuracy"):
+        assert legend_lines(chart_of(app, tag)) == [], "all-reduced: one line, no legend"
+    for tag in ("progress/examples_per_sec", "progress/step_time_ms"):
+        assert legend_lines(chart_of(app, tag)) == ["chief (0)", "worker 1"]
+    assert legend_lines(epoch_chart(app, "Loss per epoch")) == ["train", "validation"]
+    assert len(app.get("progress")) == 2
+    assert len(app.get("download_button")) == 4, "a CSV per chart"
     runs = runs_table(app)
     assert list(runs["run"]) == [finished_run.name]
-    assert runs["test accuracy"][0] == pytest.approx(0.967)
-    assert "not refreshing" in texts(app.sidebar.caption)
-    assert len(app.get("progress")) == 2
+    assert runs["test accuracy"][0] == "0.9670"
+    assert runs["global batch"][0] == "128"
 
 
 def test_download_serves_the_exact_bytes_of_model_h5(
@@ -134,7 +163,7 @@ def test_download_serves_the_exact_bytes_of_model_h5(
     model_bytes: bytes,
     media_managers: list[MediaFileManager],
 ) -> None:
-    app = open_app(finished_run.parent)
+    app = show(open_app(finished_run.parent), "Artifacts")
 
     model = download(app, "⬇ Model (model.h5)")
     log = download(app, "⬇ worker 1 log")
@@ -150,21 +179,24 @@ def test_running_run_flags_the_stalled_worker(open_app: OpenApp, running_run: Pa
     table = worker_table(app)
     assert list(table["worker"]) == [0, 1, 2]
     assert list(table["stalled"]) == [False, False, True]
-    assert list(table["lag (steps)"]) == [0, 3, 38]
+    assert list(table["lag (steps)"]) == ["0", "3", "38"]
     assert "worker 2 (host2) is stalled" in texts(app.warning)
-    cluster = chart_titled_cluster(app)
+    cluster = cluster_states(app)
     assert cluster == {0: "running", 1: "running", 2: "stalled"}
-    assert legend_lines(chart_titled(app, "Loss")) == ["chief (0)", "worker 1", "worker 2"]
     assert "refreshing every 3 s" in texts(app.sidebar.caption)
+    show(app, "Progress")
+    throughput = chart_of(app, "progress/examples_per_sec")
+    assert legend_lines(throughput) == ["chief (0)", "worker 1", "worker 2"]
 
 
-def chart_titled_cluster(app: AppTest) -> dict[int, str]:
+def cluster_states(app: AppTest) -> dict[int, str]:
     """Worker index -> state as coloured in the cluster picture."""
     for spec in plotly_specs(app):
         states = {
-            trace["meta"]["worker"]: trace["meta"]["state"]
+            worker: trace["meta"]["state"]
             for trace in spec["data"]
             if isinstance(trace.get("meta"), dict) and "state" in trace["meta"]
+            for worker in trace["meta"]["workers"]
         }
         if states:
             return states
@@ -195,7 +227,9 @@ def test_corrupt_run_warns_and_shows_what_is_left(
     assert "fails its CRC" in warnings or "damaged record header" in warnings
     assert "worker 0: its events end in" in warnings
     assert list(worker_table(app)["worker"]) == [0, 1, 2, 3]
-    assert legend_lines(chart_titled(app, "Loss")) == ["chief (0)", "worker 1"]
+    show(app, "Progress")
+    throughput = chart_of(app, "progress/examples_per_sec")
+    assert legend_lines(throughput) == ["chief (0)", "worker 1"]
     assert runs_table(app)["run"].tolist() == [corrupt_run.name]
     record_figures(9, case="corrupt run", warnings=len(app.warning), exceptions=len(app.exception))
 
@@ -215,7 +249,12 @@ def test_run_name_that_leaves_the_runs_folder_is_refused(
     assert "Refused run name" in texts(app.warning) or "not in the runs folder" in texts(
         app.warning
     )
+    assert app.query_params["run"] == name, "the page does not jump to another run"
+    assert app.sidebar.selectbox[0].value is None
+    assert "Pick a run" in texts(app.info)
+    app.sidebar.selectbox[0].select(finished_run.name).run()
     assert app.query_params["run"] == finished_run.name
+    assert list(worker_table(app)["worker"]) == [0, 1]
 
 
 def test_links_out_of_the_run_are_never_served(
@@ -231,7 +270,7 @@ def test_links_out_of_the_run_are_never_served(
     shutil.copytree(finished_run, outside_run, symlinks=True)
     os.symlink(outside_run, finished_run.parent / "20991231-000000-link")
 
-    app = open_app(finished_run.parent)
+    app = show(open_app(finished_run.parent), "Artifacts")
 
     assert download(app, "⬇ Model") is None
     assert download(app, "⬇ worker 1 log") is None
@@ -263,8 +302,9 @@ def test_new_events_show_on_the_next_refresh(
     app.run()
 
     assert worker_table(app)["step"][1] == "55/60"
-    loss = chart_titled(app, "Loss")
-    worker_one = next(t for t in loss["data"] if t["name"] == "worker 1")
+    show(app, "Progress")
+    throughput = chart_of(app, "progress/examples_per_sec")
+    worker_one = next(t for t in throughput["data"] if t["name"] == "worker 1")
     assert trace_values(worker_one, "x")[-1] == 54
 
 
@@ -278,14 +318,16 @@ def test_run_that_ends_stops_refreshing(open_app: OpenApp, running_run: Path) ->
     app.run()
 
     assert "not refreshing" in texts(app.sidebar.caption)
-    assert "worker 2 (host2) failed: went silent" in texts(app.error)
-    assert list(worker_table(app)["state"]) == ["stopped", "stopped", "failed"]
+    assert "worker 2 (host2) caused the failure" in texts(app.error)
+    assert "went silent" in texts(app.error)
+    assert list(worker_table(app)["state"]) == ["stopped", "stopped", "failed (cause)"]
+    assert f"{running_run.name} · failed" in app.sidebar.selectbox[0].options
 
 
 def test_download_checks_the_file_again_when_clicked(
     open_app: OpenApp, finished_run: Path, media_managers: list[MediaFileManager]
 ) -> None:
-    app = open_app(finished_run.parent)
+    app = show(open_app(finished_run.parent), "Artifacts")
     model = download(app, "⬇ Model (model.h5)")
     assert model is not None
     secret = finished_run.parent.parent / "secret.bin"
@@ -309,8 +351,9 @@ def test_run_that_is_only_starting_shows_its_hosts(open_app: OpenApp, runs_dir: 
     app = open_app(runs_dir)
 
     assert list(worker_table(app)["state"]) == ["starting", "starting"]
-    assert "No progress points yet" in texts(app.info)
     assert "refreshing every 3 s" in texts(app.sidebar.caption)
+    show(app, "Progress")
+    assert "No progress points yet" in texts(app.info)
 
 
 def test_restarted_run_shows_why_each_earlier_attempt_ended(
@@ -336,3 +379,85 @@ def test_restarted_run_shows_why_each_earlier_attempt_ended(
     assert "attempt 2" in shown and "worker 0 (alice@gpu-b) failed" in shown
     assert "attempt 3" not in shown
     assert not app.error, "a finished run shows no failure"
+
+
+def test_failed_run_names_its_cause_opens_its_log_and_says_why_there_is_no_model(
+    open_app: OpenApp, runs_dir: Path
+) -> None:
+    plan = RunPlan(workers=3, state="failed", failed=1, steps_done={0: 30, 1: 30, 2: 30})
+    run_dir = write_run(runs_dir, plan, run_id="20261128-130000-dead")
+    status = json.loads((run_dir / "workers" / "0" / "status.json").read_text())
+    status.update(state="failed", error="Collective ops is aborted by: worker 1 died")
+    (run_dir / "workers" / "0" / "status.json").write_text(json.dumps(status))
+
+    app = open_app(runs_dir)
+
+    error = texts(app.error)
+    assert "worker 1 (host1) caused the failure at epoch 1/3, step 30/60" in error
+    assert "killed by SIGKILL" in error and "Aborted after it: worker 0, worker 2" in error
+    assert "fab check" in texts(app.markdown) and "--max-restarts" in texts(app.markdown)
+    table = worker_table(app)
+    assert table["state"].tolist() == ["aborted", "failed (cause)", "aborted"]
+    assert table["error"].tolist()[:2] == [
+        "Collective ops is aborted by: worker 1 died",
+        "killed by SIGKILL",
+    ]
+    assert cluster_states(app) == {0: "aborted", 1: "failed", 2: "aborted"}
+    show(app, "Artifacts")
+    assert app.selectbox(key="log-choice").value == "worker 1"
+    assert "No model: the run failed before the chief saved it" in texts(app.caption)
+    assert "not there yet" not in texts(app.caption)
+    assert "tensorboard --logdir" in texts(app.code)
+
+
+def test_log_search_keeps_only_matching_lines(open_app: OpenApp, finished_run: Path) -> None:
+    app = show(open_app(finished_run.parent), "Artifacts")
+    app.text_input(key="log-search").input("LOSS 0.2").run()
+    shown = texts(app.code)
+    assert "step 30 loss 0.689" not in shown
+    assert "line(s) containing" in texts(app.caption)
+
+
+HOSTILE = '**bold** [link](https://evil.example) <a href="https://evil.example">a</a> :red[x]'
+
+
+def test_user_controlled_strings_are_plain_text_everywhere(
+    open_app: OpenApp, finished_run: Path
+) -> None:
+    cluster = json.loads((finished_run / "cluster.json").read_text())
+    cluster["dataset"] = HOSTILE
+    cluster["hosts"][1].update(name=HOSTILE, addr=HOSTILE)
+    cluster.update(state="failed", failure={"index": 1, "host": HOSTILE, "reason": HOSTILE})
+    (finished_run / "cluster.json").write_text(json.dumps(cluster))
+
+    app = open_app(finished_run.parent)
+
+    rendered = "\n".join(
+        raw_texts(elements)
+        for elements in (app.markdown, app.caption, app.error, app.warning, app.info, app.metric)
+    )
+    for markup in (r"\*\*bold", r"\[link\]\(", "<a href", ":red\\["):
+        assert not re.search(r"(?<!\\)" + markup, rendered), markup
+    assert r"\*\*bold\*\*" in rendered
+    for spec in plotly_specs(app):
+        assert "<a href" not in json.dumps(spec)
+    assert "&lt;a href=&quot;https://evil.example&quot;&gt;" in json.dumps(plotly_specs(app))
+    assert worker_table(app)["host"][1].startswith(HOSTILE[:70])
+
+
+def test_two_runs_overlay_and_their_differences_are_listed(
+    open_app: OpenApp, runs_dir: Path
+) -> None:
+    write_run(runs_dir, RunPlan(workers=2, epochs=3), run_id="20261128-100000-aaaa")
+    write_run(runs_dir, RunPlan(workers=3, epochs=4, seed=1), run_id="20261128-110000-bbbb")
+
+    app = show(open_app(runs_dir), "Compare")
+    assert "Pick two or more runs" in texts(app.info)
+    app.multiselect(key="compare-runs").set_value(
+        ["20261128-100000-aaaa", "20261128-110000-bbbb"]
+    ).run()
+
+    differing = app.dataframe[0].value
+    assert set(differing.columns) == {"workers", "epochs", "global batch"}
+    loss = chart_of(app, "progress/loss")
+    assert legend_lines(loss) == ["20261128-110000-bbbb", "20261128-100000-aaaa"]

@@ -1,9 +1,10 @@
-"""Chart builders: TensorBoard's smoothing, one line per worker, the cluster picture."""
+"""Chart builders without Streamlit: smoothing, one line or one per worker or a band, epoch
+ticks, CSV, run overlays, and the cluster picture's layout (no two texts overlap)."""
 
 from __future__ import annotations
 
+import io
 import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,15 +12,20 @@ import plotly.graph_objects as go
 import pytest
 
 from dashboard.charts import (
-    MAX_POINTS,
-    STATE_COLORS,
-    cluster_figure,
+    METRICS,
+    csv_bytes,
     ema,
     epoch_figure,
-    line_figure,
+    epoch_ticks,
+    metric_figure,
+    overlay_figure,
     scalar_frame,
 )
 from dashboard.cluster import WorkerRow
+from dashboard.clusterview import STATE_COLORS, Label, cluster_figure, layout
+from dashboard.series import LINE_POINTS
+
+LOSS, ACCURACY, THROUGHPUT, STEP_TIME = METRICS
 
 
 def tensorboard_smoothing(values: list[float], weight: float) -> list[float]:
@@ -54,36 +60,70 @@ def test_smoothing_matches_tensorboard(values: list[float], weight: float) -> No
     np.testing.assert_allclose(ema(np.array(values), weight), expected, rtol=1e-9)
 
 
-def frame_for(workers: int, points: int) -> pd.DataFrame:
+def frame_for(workers: int, points: int, spread: float = 1.0) -> pd.DataFrame:
     series = {
         index: {
-            "progress/loss": (
+            "t": (
                 np.arange(points),
                 1000.0 + np.arange(points, dtype=float),
-                np.linspace(2.0, 0.1, points) + index,
+                np.linspace(2.0, 0.1, points) + spread * index,
             )
         }
         for index in range(workers)
     }
-    return scalar_frame(series, "progress/loss", start=1000.0)
+    return scalar_frame(series, "t", start=1000.0)
 
 
-def legend_traces(figure: go.Figure) -> list[Any]:
-    return [trace for trace in figure.data if trace.showlegend is not False]
+def legend_names(figure: go.Figure) -> list[str]:
+    return [trace.name for trace in figure.data if trace.showlegend is not False]
+
+
+def test_all_reduced_metric_is_one_line_without_a_legend() -> None:
+    figure = metric_figure(frame_for(3, 50, spread=0.0), LOSS, smoothing=0.6)
+    assert legend_names(figure) == []
+    lines = [trace for trace in figure.data if trace.hoverinfo != "skip"]
+    assert [trace.name for trace in lines] == ["all workers"]
+    assert figure.layout.meta["workers"] == 3
 
 
 @pytest.mark.parametrize("workers", [1, 3, 8])
-def test_one_legend_line_per_worker_with_raw_line_faded_behind(workers: int) -> None:
-    figure = line_figure(frame_for(workers, 50), "Loss", smoothing=0.6)
-    names = [trace.name for trace in legend_traces(figure)]
+def test_per_worker_metric_has_one_line_per_worker_up_to_eight(workers: int) -> None:
+    figure = metric_figure(frame_for(workers, 50), THROUGHPUT, smoothing=0.6)
+    names = legend_names(figure)
     assert names == ["chief (0)"] + [f"worker {i}" for i in range(1, workers)]
     raw = [trace for trace in figure.data if trace.showlegend is False]
     assert len(raw) == workers
     assert all(trace.opacity == 0.25 for trace in raw)
 
 
+def test_many_workers_are_a_band_with_the_outlier_named() -> None:
+    frame = frame_for(16, 200, spread=0.0)
+    slow = frame["worker"] == 11
+    frame.loc[slow, "value"] = frame.loc[slow, "value"] * 3
+    figure = metric_figure(frame, STEP_TIME, smoothing=0.0)
+    assert legend_names(figure) == ["min-max of 16 workers", "median", "worker 11 (outlier)"]
+    assert all(len(trace.x) <= LINE_POINTS for trace in figure.data)
+
+
+def test_zoom_survives_refreshes_and_log_scale_is_per_chart() -> None:
+    first = metric_figure(frame_for(2, 50), LOSS, revision="run/loss/step")
+    later = metric_figure(frame_for(2, 80), LOSS, revision="run/loss/step", log_y=True)
+    assert first.layout.uirevision == later.layout.uirevision == "run/loss/step"
+    assert first.layout.yaxis.type == "linear"
+    assert later.layout.yaxis.type == "log"
+
+
+def test_legend_sits_above_the_plot_and_tooltips_are_rounded() -> None:
+    figure = metric_figure(frame_for(2, 50), THROUGHPUT)
+    assert figure.layout.legend.y >= 1 and figure.layout.legend.yanchor == "bottom"
+    assert figure.layout.xaxis.title.text == "Step"
+    assert figure.layout.yaxis.title.text == "Throughput (examples/s)"
+    shown = [trace for trace in figure.data if trace.hoverinfo != "skip"]
+    assert all("%{y:,.4~g}" in trace.hovertemplate for trace in shown)
+
+
 def test_no_smoothing_draws_only_the_raw_lines() -> None:
-    figure = line_figure(frame_for(2, 10), "Loss", smoothing=0.0)
+    figure = metric_figure(frame_for(2, 10), THROUGHPUT, smoothing=0.0)
     assert len(figure.data) == 2
     np.testing.assert_allclose(figure.data[0].y, np.linspace(2.0, 0.1, 10))
 
@@ -93,19 +133,17 @@ def test_no_smoothing_draws_only_the_raw_lines() -> None:
     [("step", 0), ("relative", 0.0), ("wall", pd.Timestamp(1000, unit="s"))],
 )
 def test_x_axis_by_step_or_time(x_axis: str, first_x: object) -> None:
-    figure = line_figure(frame_for(1, 5), "Loss", x_axis=x_axis)
+    figure = metric_figure(frame_for(1, 5), LOSS, x_axis=x_axis)
     assert figure.data[-1].x[0] == first_x
 
 
-def test_log_scale() -> None:
-    assert line_figure(frame_for(1, 5), "Loss", log_y=True).layout.yaxis.type == "log"
-    assert line_figure(frame_for(1, 5), "Loss").layout.yaxis.type is None
-
-
-def test_long_series_are_thinned_but_keep_their_last_point() -> None:
-    figure = line_figure(frame_for(1, 20_000), "Loss")
-    assert len(figure.data[-1].x) <= MAX_POINTS
+def test_long_series_keep_their_shape_and_last_point() -> None:
+    frame = frame_for(1, 20_000)
+    frame.loc[12_345, "value"] = 50.0
+    figure = metric_figure(frame, THROUGHPUT, smoothing=0.0)
+    assert len(figure.data[-1].x) <= LINE_POINTS
     assert figure.data[-1].x[-1] == 19_999
+    assert max(figure.data[-1].y) == 50.0
 
 
 def test_redone_steps_keep_the_latest_value() -> None:
@@ -116,6 +154,20 @@ def test_redone_steps_keep_the_latest_value() -> None:
     assert scalar_frame({}, "t").empty
 
 
+def test_csv_of_a_chart_has_every_point() -> None:
+    data = pd.read_csv(io.BytesIO(csv_bytes(frame_for(2, 30))))
+    assert list(data.columns) == ["worker", "step", "wall", "relative", "value"]
+    assert len(data) == 60
+    assert data["value"].iloc[0] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("last", [1, 3, 12, 100, 1000, 4321])
+def test_epoch_ticks_are_whole_and_few(last: int) -> None:
+    ticks = epoch_ticks(last)
+    assert ticks[0] == 1 and ticks[-1] <= last and len(ticks) <= 11
+    assert ticks == sorted(set(ticks))
+
+
 def test_epoch_curves_are_numbered_from_one() -> None:
     splits = {
         "train": (np.array([0, 1, 2]), np.zeros(3), np.array([1.0, 0.5, 0.3])),
@@ -124,13 +176,22 @@ def test_epoch_curves_are_numbered_from_one() -> None:
     figure = epoch_figure(splits, "Loss per epoch")
     assert [trace.name for trace in figure.data] == ["train", "validation"]
     assert list(figure.data[0].x) == [1, 2, 3]
+    assert list(figure.layout.xaxis.tickvals) == [1, 2, 3]
 
 
-def row(index: int, state: str, stalled: bool = False) -> WorkerRow:
+def test_overlay_has_one_line_per_run_with_plain_names() -> None:
+    frames = {"20261128-100000-aaaa": frame_for(2, 20), "<b>x</b>": frame_for(16, 20)}
+    figure = overlay_figure(frames, THROUGHPUT, smoothing=0.0)
+    assert legend_names(figure) == ["20261128-100000-aaaa", "&lt;b&gt;x&lt;/b&gt;"]
+
+
+def row(
+    index: int, state: str, stalled: bool = False, host: str = "", cause: bool = False
+) -> WorkerRow:
     return WorkerRow(
         index=index,
         role="chief" if index == 0 else "worker",
-        host=f"h{index}",
+        host=host or f"h{index}",
         address=f"h{index}:23456",
         state=state,
         epoch=1,
@@ -142,18 +203,83 @@ def row(index: int, state: str, stalled: bool = False) -> WorkerRow:
         lag=0,
         stalled=stalled,
         interval=0.5,
+        cause=cause,
     )
 
 
-@pytest.mark.parametrize("workers", [1, 2, 5])
-def test_cluster_picture_colours_each_worker_by_state(workers: int) -> None:
-    rows = [row(0, "running"), row(1, "failed"), row(2, "running", stalled=True)]
-    rows += [row(i, "finished") for i in range(3, workers)]
-    rows = rows[:workers]
+def overlapping(labels: list[Label], height: float) -> list[tuple[str, str]]:
+    boxes = [
+        (label.text, label.x, label.y - height / 2, label.x + label.width, label.y + height / 2)
+        for label in labels
+    ]
+    return [
+        (a[0], b[0])
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+        if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]
+    ]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 8, 16, 64, 1024])
+@pytest.mark.parametrize("per_host", [1, 4, 64])
+def test_cluster_layout_never_overlaps(workers: int, per_host: int) -> None:
+    rows = [
+        row(i, "running", host=f"gpu-node-{i // per_host}-with-a-long-name.example.org")
+        for i in range(workers)
+    ]
+    placed = layout(rows)
+    assert overlapping(list(placed.labels), 14) == []
+    side = 40 if workers <= 16 else 26
+    tiles = [(t.x, t.y) for t in placed.tiles]
+    for i, (x, y) in enumerate(tiles):
+        for x2, y2 in tiles[i + 1 :]:
+            assert abs(x - x2) >= side or abs(y - y2) >= side
+    assert all(label.x + label.width <= placed.width for label in placed.labels)
+    if workers == 2:
+        assert placed.height < 120, "two workers take little room"
+
+
+def test_cluster_groups_workers_by_host() -> None:
+    rows = [row(i, "running", host=["a", "b"][i % 2]) for i in range(6)]
+    placed = layout(rows)
+    assert [label.text for label in placed.hosts] == ["a (3)", "b (3)"]
+    by_host = [tile.row.index for tile in placed.tiles]
+    assert by_host == [0, 2, 4, 1, 3, 5]
+
+
+def test_cluster_picture_colours_each_worker_by_state() -> None:
+    rows = [
+        row(0, "aborted"),
+        row(1, "failed", cause=True),
+        row(2, "running", stalled=True),
+        row(3, "finished"),
+    ]
     figure = cluster_figure(rows)
-    nodes = [trace for trace in figure.data if trace.meta]
-    assert [trace.meta["worker"] for trace in nodes] == list(range(workers))
-    expected = ["running", "failed", "stalled", "finished", "finished"][:workers]
-    assert [trace.marker.color for trace in nodes] == [STATE_COLORS[s] for s in expected]
-    assert nodes[0].marker.symbol == "square"
-    assert "h0:23456" in nodes[0].text[0]
+    states = {
+        trace.meta["state"]: (trace.meta["workers"], trace.marker.color)
+        for trace in figure.data
+        if trace.meta
+    }
+    assert states == {
+        "aborted": ([0], STATE_COLORS["aborted"]),
+        "failed": ([1], STATE_COLORS["failed"]),
+        "stalled": ([2], STATE_COLORS["stalled"]),
+        "finished": ([3], STATE_COLORS["finished"]),
+    }
+    failed = next(t for t in figure.data if t.meta and t.meta["state"] == "failed")
+    assert list(failed.marker.line.width) == [3]
+    key = next(t for t in figure.data if not t.meta and t.marker.color is not None)
+    assert "failed (cause)" in key.text and "aborted after it" in key.text
+
+
+def test_cluster_picture_shows_hostile_strings_as_text() -> None:
+    hostile = '<a href="https://evil.example">click</a>'
+    bad = WorkerRow(**{**row(0, "failed").__dict__, "host": hostile, "error": "<script>x</script>"})
+    figure = cluster_figure([bad])
+    shown = " ".join(
+        str(part)
+        for trace in figure.data
+        for part in [*(trace.text or []), *(trace.hovertext or [])]
+    )
+    assert "<a" not in shown and "<script" not in shown
+    assert "&lt;a href=" in shown

@@ -1,24 +1,47 @@
-"""The per-worker table's rules: lag, stalls, and what a stopped or failed worker shows."""
+"""The per-worker rules: lag, stalls by phase, cause and aborted workers, ETA, configuration."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dashboard.cluster import (
+    PHASE_SILENCE_SECONDS,
     STALL_MIN_SECONDS,
     STALL_UNKNOWN_SECONDS,
     WorkerProgress,
+    WorkerRow,
+    eta_seconds,
+    phase_summary,
     progress_of,
     rows_frame,
     stall_limit,
+    total_throughput,
     worker_rows,
 )
+from dashboard.compare import differences, parse_trainer_args
 from dashboard.runs import ClusterInfo, Failure, Host, Run, WorkerStatus
+from dashboard.triage import failure_story, no_model_reason
 
 NOW = 1_800_000_000.0
+
+
+@dataclass(frozen=True)
+class PhasedStatus(WorkerStatus):
+    """A status with the phase and system fields (status.json since phases were added)."""
+
+    phase: str | None = None
+    phase_since: float | None = None
+    system: Any = None
+
+
+def phased(status: WorkerStatus, **fields: Any) -> PhasedStatus:
+    return PhasedStatus(**{**status.__dict__, **fields})
 
 
 @pytest.mark.parametrize(
@@ -117,10 +140,10 @@ def test_table_has_one_row_per_worker_and_readable_cells() -> None:
         },
     )
     frame = rows_frame(worker_rows(run, {}, NOW))
-    assert frame["step"].tolist() == ["12/60", "?/?"]
-    assert frame["epoch"].tolist() == ["0/3", "?/3"]
-    assert frame["last update"].tolist() == ["0 s ago", "never"]
-    assert frame["examples/s"].tolist()[1] == pytest.approx(812.5)
+    assert frame["step"].tolist() == ["12/60", "-/-"]
+    assert frame["epoch"].tolist() == ["0/3", "-/3"]
+    assert frame["last update"].tolist() == ["0 s ago", "-"]
+    assert frame["examples/s"].tolist()[1] == "812.5"
     assert worker_rows(run, {}, NOW)[0].fraction == pytest.approx(0.2)
 
 
@@ -137,3 +160,124 @@ def test_worker_that_never_reports_counts_from_the_start_of_the_run(
     rows = worker_rows(run, {0: WorkerProgress(3, NOW, 0.5)}, NOW)
     assert rows[1].state == "starting"
     assert rows[1].stalled is stalled
+
+
+def with_phase(
+    phase: str | None, silent_for: float, in_phase: float, step: int = 3, total: int = 60
+) -> WorkerRow:
+    status = {"state": "running", "step": step, "steps_total": total, "updated": NOW - silent_for}
+    run = make_run("running", {0: status})
+    run.workers[0] = phased(run.workers[0], phase=phase, phase_since=NOW - in_phase)
+    (row,) = worker_rows(run, {0: WorkerProgress(step, NOW - silent_for, 0.5)}, NOW)
+    return row
+
+
+@pytest.mark.parametrize(
+    ("phase", "silent_for", "in_phase", "stalled"),
+    [
+        ("training", 31.0, 31.0, True),
+        ("evaluating", 54.0, 54.0, False),
+        ("saving", 500.0, 500.0, False),
+        ("evaluating", 700.0, PHASE_SILENCE_SECONDS + 1, True),
+        ("loading_data", 400.0, 400.0, False),
+        ("connecting", 100.0, 100.0, False),
+        ("connecting", 200.0, 200.0, True),
+        ("ended", 5000.0, 5000.0, False),
+    ],
+)
+def test_a_worker_that_evaluates_or_saves_is_not_stalled_within_its_bound(
+    phase: str, silent_for: float, in_phase: float, stalled: bool
+) -> None:
+    row = with_phase(phase, silent_for, in_phase)
+    assert row.stalled is stalled
+    assert row.phase == phase
+
+
+def test_an_old_run_at_its_last_step_is_evaluating_not_stalled() -> None:
+    assert not with_phase(None, 54.0, 54.0, step=60, total=60).stalled
+    assert with_phase(None, 54.0, 54.0, step=30, total=60).stalled
+
+
+def test_cause_of_a_failure_stands_apart_from_the_workers_aborted_after_it() -> None:
+    failure = Failure(index=1, host="h1", reason="killed by SIGKILL")
+    run = make_run(
+        "failed",
+        {
+            0: {"state": "failed", "error": "Collective ops is aborted"},
+            1: {"state": "running", "step": 4, "updated": NOW - 10},
+            2: {"state": "running"},
+        },
+        failure,
+    )
+    rows = worker_rows(run, {}, NOW)
+    assert [(r.state, r.cause) for r in rows] == [
+        ("aborted", False),
+        ("failed", True),
+        ("stopped", False),
+    ]
+    frame = rows_frame(rows)
+    assert frame["state"].tolist() == ["aborted", "failed (cause)", "stopped"]
+    assert frame["error"].tolist() == ["Collective ops is aborted", "killed by SIGKILL", "-"]
+    story = failure_story(run, rows)
+    assert story is not None
+    assert (story.cause, story.host, story.step, story.died) == (1, "h1", 4, NOW - 10)
+    assert story.aborted == (0, 2)
+    assert story.log == "workers/1/worker.log"
+    assert any("fab check" in line for line in story.advice)
+    assert any("--max-restarts" in line for line in story.advice)
+    assert "killed by SIGKILL" in (no_model_reason(run) or "")
+
+
+def test_missing_values_are_a_dash_never_none() -> None:
+    run = make_run("running", {0: {"state": "running"}})
+    frame = rows_frame(worker_rows(run, {}, NOW))
+    shown = frame.drop(columns=["worker", "stalled"]).iloc[0].tolist()
+    assert "None" not in " ".join(shown) and "nan" not in " ".join(shown)
+    assert frame["examples/s"][0] == "-" and frame["CPU %"][0] == "-"
+
+
+def test_cpu_and_memory_come_from_the_system_sample() -> None:
+    run = make_run("running", {0: {"state": "running"}})
+    sample = {"cpu_percent": 187.46, "memory_mb": 1234.4}
+    run.workers[0] = phased(run.workers[0], system=sample)
+    frame = rows_frame(worker_rows(run, {}, NOW))
+    assert (frame["CPU %"][0], frame["memory MB"][0]) == ("187", "1,234")
+
+
+def test_eta_follows_the_recent_step_rate_and_throughput_adds_up() -> None:
+    steps = np.arange(100)
+    walls = np.concatenate([np.arange(50) * 10.0, 600 + np.arange(50) * 1.0])
+    series = {"progress/loss": (steps, walls, np.ones(100))}
+    assert eta_seconds(series, 200) == pytest.approx(100.0)
+    assert eta_seconds(series, None) is None
+    assert eta_seconds({}, 200) is None
+    run = make_run(
+        "running",
+        {
+            0: {"state": "running", "examples_per_sec": 800.0},
+            1: {"state": "running", "examples_per_sec": 700.0},
+            2: {"state": "finished", "examples_per_sec": 900.0},
+        },
+    )
+    assert total_throughput(worker_rows(run, {}, NOW)) == 1500.0
+
+
+def test_phase_summary_counts_the_workers_in_each_phase() -> None:
+    rows = [with_phase("training", 1, 1), with_phase("training", 1, 1)]
+    assert phase_summary(rows) == ("training", "")
+    rows.append(with_phase("evaluating", 1, 1))
+    assert phase_summary(rows) == ("training", "training 2 · evaluating 1")
+
+
+def test_configuration_comes_from_the_trainer_arguments() -> None:
+    args = ["--epochs", "5", "--batch-size=32", "--learning-rate", "0.01", "--backup"]
+    args += ["--no-validation", "--run-dir", "/x"]
+    assert parse_trainer_args(args) == {
+        "epochs": "5",
+        "batch-size": "32",
+        "learning-rate": "0.01",
+        "backup": "yes",
+        "validation": "no",
+    }
+    frame = pd.DataFrame({"epochs": ["3", "5"], "dataset": ["digits", "digits"]}, index=["a", "b"])
+    assert list(differences(frame).columns) == ["epochs"]

@@ -1,0 +1,86 @@
+"""A run's configuration as flat text fields, and how several runs' configurations differ.
+
+The launcher records the trainer options it passed (cluster.json `trainer_args`, only the
+ones given on the command line) and the chief's metrics.json the global batch; together
+they say what was trained. Pure functions, tested without a page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from dashboard import text
+from dashboard.runs import Run
+
+# Trainer options shown as their own columns, in this order (others follow by name).
+KNOWN_OPTIONS = {
+    "epochs": "epochs",
+    "batch-size": "batch/worker",
+    "steps-per-epoch": "steps/epoch",
+    "learning-rate": "learning rate",
+    "seed": "seed",
+    "dataset": "dataset",
+    "shard": "shard",
+}
+
+
+def parse_trainer_args(args: Sequence[str]) -> dict[str, str]:
+    """`--name value`, `--name=value` and bare flags (`--backup` -> yes, `--no-x` -> x: no)."""
+    options: dict[str, str] = {}
+    position = 0
+    while position < len(args):
+        arg = args[position]
+        position += 1
+        if not arg.startswith("--") or len(arg) < 3:
+            continue
+        name, equals, value = arg[2:].partition("=")
+        if not equals:
+            following = args[position] if position < len(args) else None
+            if following is not None and not following.startswith("--"):
+                value = following
+                position += 1
+            elif name.startswith("no-"):
+                name, value = name[3:], "no"
+            else:
+                value = "yes"
+        if name != "run-dir":
+            options[text.clip(name, 40)] = text.clip(value, 80)
+    return options
+
+
+def run_config(run: Run) -> dict[str, str]:
+    """What the run trained with, as column -> text ('-' where nothing says)."""
+    args = parse_trainer_args(run.cluster.trainer_args if run.cluster else ())
+    metrics = run.metrics
+    config = {
+        "workers": str(len(run.indices)),
+        "dataset": text.clip(run.dataset or args.get("dataset", text.MISSING), 80),
+        "epochs": args.get("epochs")
+        or str((run.cluster.epochs if run.cluster else None) or text.MISSING),
+        "global batch": str(metrics.global_batch_size)
+        if metrics and metrics.global_batch_size
+        else text.MISSING,
+    }
+    for option, column in KNOWN_OPTIONS.items():
+        config.setdefault(column, args.get(option, text.MISSING))
+    for option, value in sorted(args.items()):
+        if option not in KNOWN_OPTIONS:
+            config.setdefault(option, value)
+    return config
+
+
+def config_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run (index: run id), one column per configuration field."""
+    rows = [{"run": run.run_id, **run_config(run)} for run in runs]
+    frame = pd.DataFrame(rows).fillna(text.MISSING)
+    return frame.set_index("run") if not frame.empty else frame
+
+
+def differences(frame: pd.DataFrame) -> pd.DataFrame:
+    """Only the columns whose value is not the same in every run."""
+    if frame.empty:
+        return frame
+    varying = [column for column in frame.columns if frame[column].nunique(dropna=False) > 1]
+    return frame[varying]
