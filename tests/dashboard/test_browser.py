@@ -237,6 +237,7 @@ def test_running_run_keeps_the_zoom_while_it_updates_itself(
     expect(page.get_by_text(re.compile(r"worker 1 · \w+ · step 47/60"))).to_be_visible()
 
     chart = progress.locator(".js-plotly-plot").nth(2)
+    chart.scroll_into_view_if_needed()
     drag = chart.locator(".nsewdrag").first.bounding_box()
     assert drag is not None
     y = drag["y"] + drag["height"] / 2
