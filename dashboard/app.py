@@ -11,6 +11,7 @@ reruns when a run appears, ends or changes state.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import sys
@@ -67,6 +68,8 @@ STATE_BADGES = {
     "stopped": "orange",
     "stalled": "orange",
 }
+# Zoom is a dragged box the page keeps (see charts.Zoom): Plotly's own zoom tools are left out.
+CHART_CONFIG = {"modeBarButtonsToRemove": ["zoom2d", "pan2d", "zoomIn2d", "zoomOut2d"]}
 TABS = ("Runs", "Cluster", "Progress", "System", "Artifacts", "Compare")
 
 
@@ -81,7 +84,13 @@ def snapshot_of(run: Run) -> Snapshot:
 
 
 def metric_chart(
-    run: Run, snapshot: Snapshot, tag: str, x_axis: str, smoothing: float, log_y: bool
+    run: Run,
+    snapshot: Snapshot,
+    tag: str,
+    x_axis: str,
+    smoothing: float,
+    log_y: bool,
+    zoom: charts.Zoom | None,
 ) -> go.Figure | None:
     """A metric's figure, built once per snapshot and settings, shared by every viewer."""
 
@@ -91,9 +100,26 @@ def metric_chart(
         if frame.empty:
             return None
         revision = f"{run.run_id}/{tag}/{x_axis}"
-        return charts.metric_figure(frame, metric, x_axis, smoothing, log_y, revision)
+        return charts.metric_figure(frame, metric, x_axis, smoothing, log_y, revision, zoom)
 
-    return snapshot.memo(("chart", tag, x_axis, smoothing, log_y, run.started), build)
+    return snapshot.memo(("chart", tag, x_axis, smoothing, log_y, run.started, zoom), build)
+
+
+def _zoom_of(tag: str, x_axis: str) -> charts.Zoom | None:
+    """The box last dragged on this chart for this x axis (kept across refreshes)."""
+    kept = st.session_state.get(f"zoom-{tag}")
+    return kept[1] if kept is not None and kept[0] == x_axis else None
+
+
+def _zoomed(tag: str, x_axis: str) -> None:
+    """A box dragged on a chart zooms it; a double-click (empty selection) zooms out."""
+    state = st.session_state.get(f"chart-{tag}")
+    boxes = state.selection.box if state is not None else []
+    if boxes and len(boxes[0].get("x", ())) == 2 and len(boxes[0].get("y", ())) == 2:
+        (x0, x1), (y0, y1) = sorted(boxes[0]["x"]), sorted(boxes[0]["y"])
+        st.session_state[f"zoom-{tag}"] = (x_axis, charts.Zoom((x0, x1), (y0, y1)))
+    else:
+        st.session_state.pop(f"zoom-{tag}", None)
 
 
 def badge(state: str) -> str:
@@ -420,7 +446,9 @@ def render_progress(run_path: Path, was_active: bool) -> None:
     for pair in (charts.METRICS[:2], charts.METRICS[2:]):
         for column, metric in zip(st.columns(2), pair, strict=True):
             log_y = bool(st.session_state.get(f"log-{metric.tag}", False))
-            figure = metric_chart(run, snapshot, metric.tag, x_axis or "step", smoothing, log_y)
+            axis = x_axis or "step"
+            zoom = _zoom_of(metric.tag, axis)
+            figure = metric_chart(run, snapshot, metric.tag, axis, smoothing, log_y, zoom)
             if figure is None:
                 continue
             with column:
@@ -428,9 +456,21 @@ def render_progress(run_path: Path, was_active: bool) -> None:
                 note = " · the same on every worker" if metric.all_reduced else ""
                 title.markdown(f"**{metric.title}**{note}")
                 toggle.toggle("Log", key=f"log-{metric.tag}")
-                st.plotly_chart(figure, width="stretch", key=f"chart-{metric.tag}")
+                st.plotly_chart(
+                    figure,
+                    width="stretch",
+                    key=f"chart-{metric.tag}",
+                    on_select=functools.partial(_zoomed, metric.tag, axis),
+                    selection_mode="box",
+                    config=CHART_CONFIG,
+                )
             drawn += 1
-    if not drawn:
+    if drawn:
+        st.caption(
+            "Drag across a chart to zoom in (kept while the run updates); double-click it to "
+            "zoom out."
+        )
+    else:
         st.info("No progress points yet: the workers write them every few steps.")
     render_epochs(snapshot, run.run_id)
 

@@ -14,8 +14,10 @@ and pan across live refreshes for as long as that value stays the same.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,6 +55,15 @@ WORKER_COLORS = (
 # Legend above the plot area: Plotly grows the top margin to fit it, so it never lands on
 # the axes or their titles however many entries wrap onto extra lines.
 LEGEND = {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"}
+
+
+@dataclass(frozen=True)
+class Zoom:
+    """The box a user dragged on a chart: kept by the page, so it outlives live refreshes
+    (Streamlit draws a chart anew whenever its data changes, Plotly's own zoom with it)."""
+
+    x: tuple[Any, Any]
+    y: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -252,7 +263,14 @@ def _band(figure: go.Figure, frame: pd.DataFrame, smoothing: float, unit: str) -
         )
 
 
-def _axes(figure: go.Figure, x_title: str, y_title: str, log_y: bool, revision: str) -> None:
+def _axes(
+    figure: go.Figure,
+    x_title: str,
+    y_title: str,
+    log_y: bool,
+    revision: str,
+    zoom: Zoom | None = None,
+) -> None:
     figure.update_layout(
         height=330,
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
@@ -262,6 +280,15 @@ def _axes(figure: go.Figure, x_title: str, y_title: str, log_y: bool, revision: 
         xaxis={"title": x_title, "hoverformat": ",d" if x_title == "Step" else ""},
         yaxis={"title": y_title, "type": "log" if log_y else "linear"},
     )
+    if zoom is not None:
+        figure.update_xaxes(range=list(zoom.x), autorange=False)
+        low, high = zoom.y
+        if high <= low:  # a flat drag zooms the steps only
+            return
+        if not log_y:
+            figure.update_yaxes(range=[low, high], autorange=False)
+        elif low > 0:  # a log axis takes its range in powers of ten
+            figure.update_yaxes(range=[math.log10(low), math.log10(high)], autorange=False)
 
 
 def metric_figure(
@@ -271,6 +298,7 @@ def metric_figure(
     smoothing: float = 0.6,
     log_y: bool = False,
     revision: str = "",
+    zoom: Zoom | None = None,
 ) -> go.Figure:
     """One metric of every worker: one line, one per worker, or a band (see module doc)."""
     figure = go.Figure()
@@ -293,8 +321,30 @@ def metric_figure(
             raw = part["value"].to_numpy()
             _line(figure, x, raw, smoothing, worker_label(index), worker_color(index), metric.unit)
     y_title = f"{metric.title} ({metric.unit})" if metric.unit else metric.title
-    _axes(figure, x_title, y_title, log_y, revision or f"{metric.tag}/{x_axis}")
+    _axes(figure, x_title, y_title, log_y, revision or f"{metric.tag}/{x_axis}", zoom)
     figure.update_layout(meta={"tag": metric.tag, "workers": workers})
+    return figure
+
+
+def line_figure(
+    frame: pd.DataFrame,
+    title: str,
+    x_axis: str = "step",
+    smoothing: float = 0.6,
+    log_y: bool = False,
+) -> go.Figure:
+    """A per-worker chart with its title inside the figure (the System tab's charts).
+
+    The legend goes to the right of the plot there, clear of the title and the axis titles.
+    """
+    metric = Metric(tag=title, title=title, all_reduced=False)
+    figure = metric_figure(frame, metric, x_axis, smoothing, log_y, f"line/{title}/{x_axis}")
+    figure.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 15}},
+        margin={"t": 40},
+        legend={"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"},
+        yaxis_title=None,
+    )
     return figure
 
 

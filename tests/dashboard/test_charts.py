@@ -13,6 +13,7 @@ import pytest
 
 from dashboard.charts import (
     METRICS,
+    Zoom,
     csv_bytes,
     ema,
     epoch_figure,
@@ -111,6 +112,17 @@ def test_zoom_survives_refreshes_and_log_scale_is_per_chart() -> None:
     assert first.layout.uirevision == later.layout.uirevision == "run/loss/step"
     assert first.layout.yaxis.type == "linear"
     assert later.layout.yaxis.type == "log"
+
+
+def test_a_kept_zoom_sets_both_ranges_also_on_a_log_axis() -> None:
+    zoom = Zoom((10, 30), (0.1, 1.0))
+    figure = metric_figure(frame_for(2, 50), LOSS, zoom=zoom)
+    assert list(figure.layout.xaxis.range) == [10, 30]
+    assert list(figure.layout.yaxis.range) == [0.1, 1.0]
+    logged = metric_figure(frame_for(2, 50), LOSS, zoom=zoom, log_y=True)
+    assert list(logged.layout.yaxis.range) == pytest.approx([-1.0, 0.0])
+    flat = metric_figure(frame_for(2, 50), LOSS, zoom=Zoom((10, 30), (0.5, 0.5)))
+    assert list(flat.layout.xaxis.range) == [10, 30] and flat.layout.yaxis.range is None
 
 
 def test_legend_sits_above_the_plot_and_tooltips_are_rounded() -> None:

@@ -164,6 +164,7 @@ def test_the_system_tab_names_the_starved_worker(
 ) -> None:
     monkeypatch.setenv("TFCLUSTER_RUNS", str(starved_run))
     app = AppTest.from_file(str(APP), default_timeout=60)
+    app.session_state["tab"] = "System"  # only the open tab is built
     app.run()
     assert not app.exception, [e.value for e in app.exception]
     warnings = [w.value.replace("\\", "") for w in app.warning]  # markdown escapes
