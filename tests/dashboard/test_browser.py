@@ -249,9 +249,9 @@ def test_running_run_keeps_the_zoom_while_it_updates_itself(
     drag = chart.locator(".nsewdrag").first.bounding_box()
     assert drag is not None
     y = drag["y"] + drag["height"] / 2
-    page.mouse.move(drag["x"] + drag["width"] * 0.3, y)
+    page.mouse.move(drag["x"] + drag["width"] * 0.3, y - 40)
     page.mouse.down()
-    page.mouse.move(drag["x"] + drag["width"] * 0.6, y, steps=8)
+    page.mouse.move(drag["x"] + drag["width"] * 0.6, y + 40, steps=8)
     page.mouse.up()
     # The dragged box reruns the live part, which draws the chart again zoomed in.
     deadline = time.monotonic() + 60
