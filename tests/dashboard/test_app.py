@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -461,3 +462,38 @@ def test_two_runs_overlay_and_their_differences_are_listed(
     assert set(differing.columns) == {"workers", "epochs", "global batch"}
     loss = chart_of(app, "progress/loss")
     assert legend_lines(loss) == ["20261128-110000-bbbb", "20261128-100000-aaaa"]
+
+
+def test_json_too_deep_or_too_large_is_a_warning_naming_the_file(
+    open_app: OpenApp, finished_run: Path
+) -> None:
+    (finished_run / "workers" / "1" / "status.json").write_text("[" * 50_000)
+    (finished_run / "metrics.json").write_bytes(b" " * (5 << 20))
+
+    app = open_app(finished_run.parent)
+
+    warnings = texts(app.warning)
+    assert "status.json" in warnings and "metrics.json" in warnings
+    assert list(worker_table(app)["worker"]) == [0, 1]
+    assert runs_table(app)["run"].tolist() == [finished_run.name]
+
+
+def test_a_run_claiming_too_many_workers_is_capped_with_a_warning(
+    open_app: OpenApp, finished_run: Path
+) -> None:
+    from runformat import MAX_WORKERS
+
+    cluster = json.loads((finished_run / "cluster.json").read_text())
+    claimed = MAX_WORKERS * 5
+    cluster["hosts"] = [
+        {"index": i, "role": "worker", "name": f"h{i}", "addr": f"h{i}"} for i in range(claimed)
+    ]
+    (finished_run / "cluster.json").write_text(json.dumps(cluster))
+
+    started = time.perf_counter()
+    app = open_app(finished_run.parent)
+    took = time.perf_counter() - started
+
+    assert len(worker_table(app)) <= MAX_WORKERS
+    assert str(MAX_WORKERS) in texts(app.warning)
+    assert took < 60, f"a capped run still took {took:.1f} s"
