@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -138,15 +137,11 @@ def _max(*values: float | None) -> float | None:
     return max(present) if present else None
 
 
-def _field(status: WorkerStatus | None, name: str) -> Any:
-    """A status field that older records may not have (phase, phase_since, system)."""
-    return getattr(status, name, None) if status is not None else None
-
-
 def _system(status: WorkerStatus | None, name: str) -> float | None:
-    system = _field(status, "system")
-    value = system.get(name) if isinstance(system, Mapping) else getattr(system, name, None)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """One figure of the worker's latest system sample (status.json `system`), if any."""
+    system = status.system if status is not None else None
+    value = getattr(system, name, None) if system is not None else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _state(run: Run, index: int, status: WorkerStatus | None) -> tuple[str, bool]:
@@ -175,10 +170,9 @@ def worker_rows(run: Run, progress: Mapping[int, WorkerProgress], now: float) ->
         step = _max(status.step if status else None, events.last_step)
         updated = _max(status.updated if status else None, events.last_wall) or run.started
         since = max(0.0, now - updated) if updated is not None else None
-        phase = _field(status, "phase")
-        phase = phase if isinstance(phase, str) else None
-        phase_since = _field(status, "phase_since")
-        in_phase = max(0.0, now - phase_since) if isinstance(phase_since, float | int) else None
+        phase = status.phase if status else None
+        phase_since = status.phase_since if status else None
+        in_phase = max(0.0, now - phase_since) if phase_since is not None else None
         steps_total = status.steps_total if status else None
         at_last_step = bool(steps_total and step is not None and step >= steps_total)
         bound = silence_bound(phase, events.interval, at_last_step)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,21 +26,9 @@ from dashboard.cluster import (
 from dashboard.compare import differences, parse_trainer_args
 from dashboard.runs import ClusterInfo, Failure, Host, Run, WorkerStatus
 from dashboard.triage import failure_story, no_model_reason
+from runformat import SystemSample
 
 NOW = 1_800_000_000.0
-
-
-@dataclass(frozen=True)
-class PhasedStatus(WorkerStatus):
-    """A status with the phase and system fields (status.json since phases were added)."""
-
-    phase: str | None = None
-    phase_since: float | None = None
-    system: Any = None
-
-
-def phased(status: WorkerStatus, **fields: Any) -> PhasedStatus:
-    return PhasedStatus(**{**status.__dict__, **fields})
 
 
 @pytest.mark.parametrize(
@@ -167,7 +154,7 @@ def with_phase(
 ) -> WorkerRow:
     status = {"state": "running", "step": step, "steps_total": total, "updated": NOW - silent_for}
     run = make_run("running", {0: status})
-    run.workers[0] = phased(run.workers[0], phase=phase, phase_since=NOW - in_phase)
+    run.workers[0] = replace(run.workers[0], phase=phase, phase_since=NOW - in_phase)
     (row,) = worker_rows(run, {0: WorkerProgress(step, NOW - silent_for, 0.5)}, NOW)
     return row
 
@@ -238,8 +225,8 @@ def test_missing_values_are_a_dash_never_none() -> None:
 
 def test_cpu_and_memory_come_from_the_system_sample() -> None:
     run = make_run("running", {0: {"state": "running"}})
-    sample = {"cpu_percent": 187.46, "memory_mb": 1234.4}
-    run.workers[0] = phased(run.workers[0], system=sample)
+    sample = SystemSample(cpu_percent=187.46, memory_mb=1234.4)
+    run.workers[0] = replace(run.workers[0], system=sample)
     frame = rows_frame(worker_rows(run, {}, NOW))
     assert (frame["CPU %"][0], frame["memory MB"][0]) == ("187", "1,234")
 
