@@ -235,16 +235,12 @@ def choose_run(runs: list[Run]) -> Run | None:
             st.info("Pick a run in the sidebar or in the Runs tab.")
     if not runs:
         return None
-    chosen = st.sidebar.selectbox(
-        "Run",
-        names,
-        key="run",
-        index=None,
-        placeholder="Pick a run",
-        format_func=lambda name: f"{name} · {by_name[name].state}",
-    )
+    # The state goes under the box, not into its label: the browser keeps showing the label
+    # a run had when it was picked, so "running" would stay there after the run ended.
+    chosen = st.sidebar.selectbox("Run", names, key="run", index=None, placeholder="Pick a run")
     if chosen is None:
         return None
+    st.sidebar.markdown(f"State: {badge(by_name[chosen].state)}")
     if st.query_params.get("run") != chosen:
         st.query_params["run"] = chosen
     return by_name[chosen]

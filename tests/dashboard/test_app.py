@@ -322,7 +322,7 @@ def test_run_that_ends_stops_refreshing(open_app: OpenApp, running_run: Path) ->
     assert "worker 2 (host2) caused the failure" in texts(app.error)
     assert "went silent" in texts(app.error)
     assert list(worker_table(app)["state"]) == ["stopped", "stopped", "failed (cause)"]
-    assert f"{running_run.name} · failed" in app.sidebar.selectbox[0].options
+    assert "State: :red-badge[failed]" in texts(app.sidebar.markdown)
 
 
 def test_download_checks_the_file_again_when_clicked(

@@ -215,6 +215,18 @@ def test_cluster_picture_has_no_overlapping_text(
     screenshot(page, output_dir, f"cluster-{workers}-workers")
 
 
+def drag_box(page: Page, chart: Locator) -> None:
+    """Drag a box over the middle third of a chart's plot area."""
+    chart.scroll_into_view_if_needed()
+    area = chart.locator(".nsewdrag").first.bounding_box()
+    assert area is not None
+    y = area["y"] + area["height"] / 2
+    page.mouse.move(area["x"] + area["width"] * 0.3, y - 20)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.6, y + 20, steps=8)
+    page.mouse.up()
+
+
 def x_range(panel: Locator, chart: int = 2) -> list[float]:
     """The x range a chart of the panel shows now (throughput: the third chart)."""
     return list(
@@ -245,18 +257,16 @@ def test_running_run_keeps_the_zoom_while_it_updates_itself(
     expect(page.get_by_text(re.compile(r"worker 1 · \w+ · step 47/60"))).to_be_visible()
 
     chart = progress.locator(".js-plotly-plot").nth(2)
-    chart.scroll_into_view_if_needed()
-    drag = chart.locator(".nsewdrag").first.bounding_box()
-    assert drag is not None
-    y = drag["y"] + drag["height"] / 2
-    page.mouse.move(drag["x"] + drag["width"] * 0.3, y - 40)
-    page.mouse.down()
-    page.mouse.move(drag["x"] + drag["width"] * 0.6, y + 40, steps=8)
-    page.mouse.up()
-    # The dragged box reruns the live part, which draws the chart again zoomed in.
-    deadline = time.monotonic() + 60
-    while (zoomed := x_range(progress))[1] >= 40 and time.monotonic() < deadline:
-        page.wait_for_timeout(500)
+    # A drag that lands while a live rerun redraws the chart is lost, as it would be for a
+    # user: drag again (at most three times) until the chart shows the box.
+    for _ in range(3):
+        page.wait_for_timeout(2000)
+        drag_box(page, chart)
+        deadline = time.monotonic() + 20
+        while (zoomed := x_range(progress))[1] >= 40 and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+        if zoomed[1] < 40:
+            break
     page.screenshot(path=str(output_dir / "progress-zoomed.png"), full_page=True)
     assert zoomed[1] - zoomed[0] < 30, f"the drag did not zoom: {zoomed}"
     for last, steps in ((51, range(47, 51)), (55, range(51, 55))):
@@ -271,7 +281,7 @@ def test_running_run_keeps_the_zoom_while_it_updates_itself(
     cluster.update(state="finished", finished=time.time())
     (run_dir / "cluster.json").write_text(json.dumps(cluster))
     expect(page.get_by_text("not refreshing")).to_be_visible(timeout=20_000)
-    expect(page.get_by_test_id("stSelectbox").first).to_contain_text(f"{RUNNING_ID} · finished")
+    expect(page.get_by_test_id("stSidebar").get_by_text("finished")).to_be_visible()
 
 
 def test_a_click_on_a_runs_row_opens_that_run_and_new_runs_show_up(
