@@ -112,14 +112,13 @@ def _zoom_of(tag: str, x_axis: str) -> charts.Zoom | None:
 
 
 def _zoomed(tag: str, x_axis: str) -> None:
-    """A box dragged on a chart zooms it; a double-click (empty selection) zooms out."""
+    """A box dragged on a chart zooms it. An empty selection changes nothing: the chart
+    reports one when it is drawn anew with new points, not only when the user clears it."""
     state = st.session_state.get(f"chart-{tag}")
     boxes = state.selection.box if state is not None else []
     if boxes and len(boxes[0].get("x", ())) == 2 and len(boxes[0].get("y", ())) == 2:
         (x0, x1), (y0, y1) = sorted(boxes[0]["x"]), sorted(boxes[0]["y"])
         st.session_state[f"zoom-{tag}"] = (x_axis, charts.Zoom((x0, x1), (y0, y1)))
-    else:
-        st.session_state.pop(f"zoom-{tag}", None)
 
 
 def badge(state: str) -> str:
@@ -448,10 +447,13 @@ def render_progress(run_path: Path, was_active: bool) -> None:
             if figure is None:
                 continue
             with column:
-                title, toggle = st.columns([3, 1])
+                title, toggle, reset = st.columns([4, 1, 1])
                 note = " · the same on every worker" if metric.all_reduced else ""
                 title.markdown(f"**{metric.title}**{note}")
                 toggle.toggle("Log", key=f"log-{metric.tag}")
+                if zoom is not None and reset.button("Zoom out", key=f"unzoom-{metric.tag}"):
+                    st.session_state.pop(f"zoom-{metric.tag}", None)
+                    st.rerun(scope="fragment")
                 st.plotly_chart(
                     figure,
                     width="stretch",
@@ -463,8 +465,8 @@ def render_progress(run_path: Path, was_active: bool) -> None:
             drawn += 1
     if drawn:
         st.caption(
-            "Drag across a chart to zoom in (kept while the run updates); double-click it to "
-            "zoom out."
+            "Drag a box across a chart to zoom in (kept while the run updates); "
+            "“Zoom out” shows it all again."
         )
     else:
         st.info("No progress points yet: the workers write them every few steps.")
