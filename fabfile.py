@@ -17,6 +17,7 @@ from fabric import task
 from invoke.exceptions import Exit
 
 from launcher import tasks
+from launcher.contact import DEFAULT_CONTACT_TIMEOUT, QUICK_CONTACT_TIMEOUT
 from launcher.display import Output
 from launcher.hosts import HostsFileError
 from launcher.options import TrainOptions, Verbosity, WatchOptions
@@ -24,6 +25,10 @@ from launcher.remote import DEFAULT_KNOWN_HOSTS, SshSettings
 from launcher.tasks import Settings, UserError
 from runformat import RUNS_DIR
 
+CONTACT_HELP = (
+    "seconds a host may go without answering (reconnecting with back-off) before it counts "
+    "as lost; default"
+)
 HOSTS_HELP = "hosts file, one worker per line (default: ./hosts.txt or $TFCLUSTER_HOSTS)"
 SSH_HELP = {
     "hosts_file": HOSTS_HELP,
@@ -127,6 +132,8 @@ def deploy(
         "verbose": "also stream every worker's whole output, prefixed (TensorFlow's logs "
         "included); Keras' per-epoch lines from the chief only",
         "quiet": "print only events (started, restarted, failed, stopped) and the summary",
+        "contact_timeout": f"{CONTACT_HELP} {DEFAULT_CONTACT_TIMEOUT:g} (the workers train on "
+        "while the launcher reconnects)",
     },
 )
 def train(
@@ -153,6 +160,7 @@ def train(
     max_restarts=0,
     verbose=False,
     quiet=False,
+    contact_timeout=DEFAULT_CONTACT_TIMEOUT,
 ):
     """Start the trainer on every host at once, show a live table, mirror the run, stop all on
     failure."""
@@ -175,6 +183,7 @@ def train(
         grace=float(grace),
         interval=float(interval),
         max_restarts=int(max_restarts),
+        contact_timeout=float(contact_timeout),
     )
     if verbose and quiet:
         raise Exit("error: --verbose and --quiet: choose one", 2)
@@ -228,11 +237,25 @@ def export(
     _run(lambda: tasks.export_slurm(s, Output(live=False), options, _split(trainer_args)))
 
 
-@task(help={**SSH_HELP, "run": "run id or directory (default: the latest in runs/)"})
-def status(c, run=None, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
+@task(
+    auto_shortflags=False,
+    help={
+        **SSH_HELP,
+        "run": "run id or directory (default: the latest in runs/)",
+        "contact_timeout": f"{CONTACT_HELP} {QUICK_CONTACT_TIMEOUT:g}",
+    },
+)
+def status(
+    c,
+    run=None,
+    hosts_file=None,
+    known_hosts=None,
+    accept_new_host_keys=False,
+    contact_timeout=QUICK_CONTACT_TIMEOUT,
+):
     """Show each worker of a run: state, epoch, step, loss, last update, process alive or not."""
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
-    _run(lambda: tasks.status(s, Output(), run))
+    _run(lambda: tasks.status(s, Output(), run, float(contact_timeout)))
 
 
 @task(
@@ -241,12 +264,22 @@ def status(c, run=None, hosts_file=None, known_hosts=None, accept_new_host_keys=
         **SSH_HELP,
         "run": "run id or directory (default: the latest in runs/)",
         "grace": "seconds between TERM and KILL",
+        "contact_timeout": f"{CONTACT_HELP} {QUICK_CONTACT_TIMEOUT:g}",
     },
 )
-def stop(c, run=None, grace=5.0, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
-    """Stop every worker of a run on every host (TERM, grace, KILL of each process group)."""
+def stop(
+    c,
+    run=None,
+    grace=5.0,
+    hosts_file=None,
+    known_hosts=None,
+    accept_new_host_keys=False,
+    contact_timeout=QUICK_CONTACT_TIMEOUT,
+):
+    """Stop every worker of a run on every host (TERM, CONT, grace, KILL of each process group),
+    then release the run's tf_port locks."""
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
-    _run(lambda: tasks.stop(s, Output(live=False), run, float(grace)))
+    _run(lambda: tasks.stop(s, Output(live=False), run, float(grace), float(contact_timeout)))
 
 
 @task(
@@ -256,6 +289,8 @@ def stop(c, run=None, grace=5.0, hosts_file=None, known_hosts=None, accept_new_h
         "run": "run id or directory (default: the latest in runs/)",
         "follow": "keep mirroring until every worker has exited",
         "interval": "seconds between passes with --follow",
+        "contact_timeout": f"{CONTACT_HELP} {QUICK_CONTACT_TIMEOUT:g}, "
+        f"{DEFAULT_CONTACT_TIMEOUT:g} with --follow",
     },
 )
 def fetch(
@@ -266,7 +301,9 @@ def fetch(
     hosts_file=None,
     known_hosts=None,
     accept_new_host_keys=False,
+    contact_timeout=None,
 ):
     """Mirror a run's files from every SSH host into runs/<run-id> (only new bytes travel)."""
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
-    _run(lambda: tasks.fetch(s, Output(live=False), run, follow, float(interval)))
+    timeout = float(contact_timeout) if contact_timeout is not None else None
+    _run(lambda: tasks.fetch(s, Output(live=False), run, follow, float(interval), timeout))

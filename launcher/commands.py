@@ -131,7 +131,8 @@ def stop_command(run_dir: str, index: int, grace: float) -> str:
 
     TensorFlow catches SIGTERM and may keep running, hence the KILL; a frozen (SIGSTOPped)
     process only acts on TERM once continued, hence the CONT. A worker that is just starting
-    may not have written its pgid yet: wait a moment for it. Prints `stopped` or `not running`.
+    may not have written its pgid yet: wait a moment for it. Returns once the group is gone
+    (up to 5 s after KILL), so that its lock can go. Prints `stopped` or `not running`.
     """
     pg = q(f"{worker_dir(run_dir, index)}/{PGID_FILE}")
     ticks = max(1, int(grace / 0.2))
@@ -141,7 +142,9 @@ def stop_command(run_dir: str, index: int, grace: float) -> str:
         f'kill -TERM -"$g" 2>/dev/null || {{ echo not running; exit 0; }}; '
         f'kill -CONT -"$g" 2>/dev/null; i=0; '
         f'while kill -0 -"$g" 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.2; i=$((i+1)); done; '
-        f'kill -KILL -"$g" 2>/dev/null; echo stopped'
+        f'kill -KILL -"$g" 2>/dev/null; i=0; '
+        f'while kill -0 -"$g" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; '
+        "echo stopped"
     )
 
 
@@ -164,8 +167,8 @@ def lock_command(workdir: str, tf_port: int, run_id: str, run_dir: str, index: i
     Prints `acquired`, `taken-over <old run>` (its workers are gone) or `held <run id>`.
     A lock whose run has not written a pgid yet counts as held for 10 minutes (starting up).
     """
-    lock = q(lock_path(workdir, tf_port))
-    locks = q(f"{workdir}/locks")
+    lock = home_path(lock_path(workdir, tf_port))
+    locks = home_path(f"{workdir}/locks")
     content = f"printf '%s\\n' {q(run_id)} {q(run_dir)} {index}"
     return (
         f"umask 077 && mkdir -p {locks} && "
@@ -181,14 +184,17 @@ def lock_command(workdir: str, tf_port: int, run_id: str, run_dir: str, index: i
 def unlock_command(workdir: str, tf_port: int, run_id: str) -> str:
     """Release a run's lock, but never while the worker it names still has a live process.
 
-    Prints `released`, `kept` (its worker lives) or nothing (not this run's lock).
+    Prints `released`, `kept` (its worker lives) or nothing (not this run's lock). A worker
+    that just wrote its exit code may take a moment to end: wait up to 5 s for its group.
+    A workdir may start with `~/` (as a hosts file gives it).
     """
-    lock = q(lock_path(workdir, tf_port))
+    lock = home_path(lock_path(workdir, tf_port))
+    alive = '[ -s "$pg" ] && kill -0 -"$(cat "$pg")" 2>/dev/null'
     return (
         f'[ "$(sed -n 1p {lock} 2>/dev/null)" = {q(run_id)} ] || exit 0; '
         f'pg="$(sed -n 2p {lock})/workers/$(sed -n 3p {lock})/pgid"; '
-        f'if [ -s "$pg" ] && kill -0 -"$(cat "$pg")" 2>/dev/null; then echo kept; '
-        f"else rm -f {lock} && echo released; fi"
+        f"i=0; while {alive} && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
+        f"if {alive}; then echo kept; else rm -f {lock} && echo released; fi"
     )
 
 
@@ -201,3 +207,25 @@ def trainer_args(options: Mapping[str, object]) -> list[str]:
         flag = "--" + name.replace("_", "-")
         args.append(flag) if value is True else args.extend([flag, str(value)])
     return args
+
+
+def check_trainer_args(args: Sequence[str]) -> None:
+    """Check the trainer's options here, before any host is touched: a mistake must not leave
+    a run directory on every host. Raises ValueError with the trainer's one-line message.
+
+    The run directory is the launcher's to choose (each host has its own); an option that
+    would override it, in any spelling argparse accepts, is refused.
+    """
+    from trainer.config import parse_args
+    from trainer.errors import InputError
+
+    sentinel = "\0launcher-run-dir"
+    try:
+        config = parse_args(["--run-dir", sentinel, *args])
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    if str(config.run_dir) != sentinel:
+        raise ValueError(
+            "--run-dir is set by the launcher (each host's run directory); "
+            "leave it out of --trainer-args"
+        )

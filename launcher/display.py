@@ -314,6 +314,12 @@ class Output:
             self._print([text])
             self._log([text])
 
+    def log_only(self, text: str) -> None:
+        """Write to launcher.log only (details, such as a traceback, for a bug report)."""
+        with self._lock:
+            if self._log_fd is not None:
+                self._write_log(text.encode())
+
     def lines(self, texts: list[str]) -> None:
         with self._lock:
             self._print(texts)

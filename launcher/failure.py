@@ -15,7 +15,6 @@ from launcher.options import WatchOptions
 from launcher.worker import ProcessState, WorkerState
 from runformat import phase_silence_bound
 
-MAX_CONTACT_ERRORS = 3  # failed polls in a row before a host counts as lost
 EXIT_BAD_INPUT = 2  # the trainer's exit code for bad options or data: a restart cannot help
 
 
@@ -45,7 +44,7 @@ class WorkerView:
     host: str
     state: ProcessState = ProcessState.PENDING  # from its last poll
     exit_code: int | None = None  # once EXITED; death by signal N is -N
-    lost_contact: str | None = None  # the error once MAX_CONTACT_ERRORS polls failed in a row
+    lost_contact: str | None = None  # why, once the host did not answer for --contact-timeout
     status: dict[str, Any] | None = None  # its status.json, None until it wrote one
     quiet_since: float | None = None  # launcher clock: when its running status last changed
 

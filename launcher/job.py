@@ -16,11 +16,13 @@ import shutil
 import signal
 import socket
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from launcher.backup import latest_backup
+from launcher.contact import with_contact
 from launcher.display import Output, WorkerRow
 from launcher.exits import describe_exit, first_failure, job_exit_code
 from launcher.failure import Failure, decide, exit_failure, may_restart, stall_failure
@@ -72,10 +74,26 @@ class Job:
         self.attempts: list[dict[str, Any]] = []
         self.training: set[int] = set()  # workers seen training in this attempt
         self.began = time.monotonic()
+        self.unsaved: str | None = None  # why the last write of cluster.json failed
+        for w in self.workers:
+            w.contact.timeout = watch.contact_timeout
 
-    def save(self, **changes: Any) -> None:
+    def save(self, **changes: Any) -> bool:
+        """Update cluster.json. A full or failing local disk must not end the job (its
+        workers would be left unwatched): warn once, and the next save writes it all."""
         self.cluster.update(changes)
-        write_json_atomic(self.local_dir / CLUSTER_JSON, self.cluster)
+        try:
+            write_json_atomic(self.local_dir / CLUSTER_JSON, self.cluster)
+        except OSError as exc:
+            if self.unsaved is None:
+                self.out.line(
+                    f"WARNING: cannot write {self.local_dir / CLUSTER_JSON}: "
+                    f"{exc.strerror or exc}; the job goes on"
+                )
+            self.unsaved = f"cannot write cluster.json: {exc.strerror or exc}"
+            return False
+        self.unsaved = None
+        return True
 
     def run(self) -> int:
         """The whole job; returns the launcher's exit code (0, 1, or 128+signal)."""
@@ -97,6 +115,8 @@ class Job:
             return self._end_stopped(signal.SIGINT)
         except HostError as exc:
             self.failure = Failure(exc.host.index, exc.host.label, exc.message, [])
+        except Exception as exc:
+            return self._end_broken(exc)
         if self.failure is not None:
             return self._end_failed(self.failure)
         return self._end_finished()
@@ -139,11 +159,21 @@ class Job:
         )
         self.save(state="starting", restarts=self.restarts, attempts=self.attempts)
         note = f"--- restart {self.restarts}: attempt {self.restarts + 1} ---"
-        HostResults.run(self.workers, lambda w: w.reset(note)).raise_first()
+        HostResults.run(self.workers, lambda w: self._reaching(w, w.reset, note)).raise_first()
         backup = self.local_dir / BACKUP_DIR
         files = latest_backup(backup)
         others = self._other_ssh_workers()
-        HostResults.run(others, lambda w: w.share_backup(files, backup)).raise_first()
+        share = HostResults.run(others, lambda w: self._reaching(w, w.share_backup, files, backup))
+        share.raise_first()
+
+    def _reaching(self, worker: Worker, step: Callable[..., None], *args: Any) -> None:
+        """A step of a restart that may be repeated: retried while the host cannot be reached,
+        for up to --contact-timeout, like every poll."""
+
+        def warn(text: str) -> None:
+            self.out.line(f"WARNING: {text}")
+
+        with_contact(lambda: step(*args), worker.prefix, self.watch.contact_timeout, warn)
 
     def _other_ssh_workers(self) -> list[Worker]:
         """The workers that have their own copy of the run directory, but the chief."""
@@ -230,12 +260,44 @@ class Job:
             self.out.line(f"{w.prefix} could not stop: {error}")
         self._final_sync()
 
-    def _final_sync(self) -> None:
-        for w, error in poll_all(self.workers).failed:
+    def _final_sync(self) -> list[str]:
+        """One last poll and mirror of every host; what could not be brought home."""
+        problems = []
+        for w, error in poll_all(self.workers, self.clock, everyone=True).failed:
             self.out.line(f"{w.prefix} could not fetch its files: {error}")
+            problems.append(f"{w.prefix} {error.message}")
         self._print_logs(final=True)
         self._print_warnings()
+        for w in self.workers:
+            if w.mirror is not None and w.mirror.disk_error is not None:
+                problems.append(str(w.mirror.disk_error))
         self._show()
+        return problems
+
+    def _until_done(self, attempt: Callable[[], list[str]]) -> list[str]:
+        """Repeat `attempt` while it reports problems (a full local disk, a host out of
+        contact), for up to --contact-timeout: the job's results are on the hosts, and the
+        user can make room or wait for the network. Returns the problems left."""
+        problems = attempt()
+        if not problems:
+            return []
+        limit, every = self.watch.contact_timeout, max(self.watch.interval, 1.0)
+        self.out.line(
+            f"WARNING: waiting for disk space or contact to bring the run home: "
+            f"{'; '.join(problems)}; trying again every {every:g} s for up to {limit:g} s "
+            "(Ctrl-C leaves the files on the hosts; `fab fetch` brings them later)"
+        )
+        deadline = self.clock() + limit
+        while problems and self.clock() < deadline:
+            time.sleep(every)
+            problems = attempt()
+        if not problems:
+            self.out.line("brought the run home")
+        return problems
+
+    def _save_end_problems(self, **changes: Any) -> list[str]:
+        self.save_end(**changes)
+        return [self.unsaved] if self.unsaved else []
 
     def _drop_backups(self) -> None:
         """A finished job needs no backup: the chief's host empties its own, the mirrored and
@@ -246,10 +308,10 @@ class Job:
     def _exit_codes(self) -> dict[str, int | None]:
         return {str(w.index): w.exit_code for w in self.workers}
 
-    def save_end(self, **changes: Any) -> None:
+    def save_end(self, **changes: Any) -> bool:
         """The final cluster.json: exit codes, and the bytes mirrored from each SSH host."""
         synced = {str(w.index): w.mirror.bytes_received for w in self.workers if w.mirror}
-        self.save(
+        return self.save(
             finished=time.time(),
             exit_codes=self._exit_codes(),
             sync_bytes=synced,
@@ -292,7 +354,7 @@ class Job:
         return 1 if signum is None else 128 + int(signum)
 
     def _end_finished(self) -> int:
-        self._final_sync()
+        left = self._until_done(self._final_sync)
         codes = {w.index: w.exit_code for w in self.workers}
         code = job_exit_code(codes, len(self.workers))
         if code != 0:
@@ -300,11 +362,40 @@ class Job:
             failure = Failure(bad.index, bad.host.label, describe_exit(bad.exit_code), [])
             return self._end_failed(failure)
         self.out.freeze()
-        self._drop_backups()
+        if not left:
+            self._drop_backups()
         self._end_attempt(None)
-        self.save_end(state="finished")
+        left += self._until_done(lambda: self._save_end_problems(state="finished"))
+        if left:
+            self.out.line(
+                f"WARNING: every worker finished, but not all of the run is here: "
+                f"{'; '.join(left)}. Make room, then `fab fetch --run {self.local_dir.name}`."
+            )
+            return 1
         self.out.line(summary(self.local_dir, time.monotonic() - self.began))
         return 0
+
+    def _end_broken(self, exc: Exception) -> int:
+        """An error the launcher did not expect (a bug, a failing local disk): no worker may
+        be left training unwatched, so every one is stopped, and the record says why."""
+        reason = f"launcher error: {type(exc).__name__}: {exc}"
+        with signals_ignored():
+            self.out.line(f"{reason}; stopping every worker so that none is left unwatched")
+            self.out.log_only(traceback.format_exc())
+            try:
+                self.stop_all()
+            except Exception:  # the stop itself failed: still TERM/KILL every group
+                HostResults.run(self.workers, lambda w: w.stop(self.watch.grace))
+            self._end_attempt(None)
+            broken = {
+                "index": None,
+                "host": "launcher",
+                "reason": reason,
+                "log_tail": (),
+            }
+            self.save_end(state="failed", failure=broken)
+        self.out.line(f"FAILED: {reason}; every worker was stopped")
+        return 1
 
 
 def launcher_identity() -> dict[str, Any]:

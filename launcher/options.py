@@ -7,6 +7,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from launcher.contact import DEFAULT_CONTACT_TIMEOUT
+
 
 class Verbosity(enum.Enum):
     """How much the terminal shows (launcher.log always gets everything)."""
@@ -25,6 +27,7 @@ class WatchOptions:
     grace: float = 5.0  # seconds between TERM and KILL
     interval: float = 2.0  # seconds between polls and log mirroring passes
     max_restarts: int = 0  # times a failed job is started again as a whole
+    contact_timeout: float = DEFAULT_CONTACT_TIMEOUT  # seconds a host may not answer
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,7 @@ class SshShell:
         self.settings = settings
         self._lock = threading.Lock()
         self._sftp: paramiko.SFTPClient | None = None
+        self.reconnects = 0  # times a dropped connection was opened again
         # A host whose sshd accepts TCP but never speaks must not hold the job for long.
         connect_kwargs: dict[str, object] = {
             "banner_timeout": settings.connect_timeout,
@@ -258,8 +259,10 @@ class SshShell:
     def _ensure_open(self) -> None:
         """Reconnect if the transport died since the last call (Paramiko notices it first)."""
         if not self.conn.is_connected:
+            had = self.conn.client.get_transport() is not None
             self.reset()
             self.conn.open()
+            self.reconnects += had
 
     def _client(self) -> paramiko.SFTPClient:
         if self._sftp is None:

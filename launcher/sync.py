@@ -100,8 +100,8 @@ def parse_listing(text: str, indexes: Iterable[int] = (), chief: bool = True) ->
     """NUL-terminated `type<TAB>size<TAB>inode<TAB>mtime<TAB>path` records (`listing_command`).
 
     The path comes last and records end in NUL, which no file name can hold, so no name can
-    forge a record. Temp files of writers are skipped; links, unsafe names and files outside
-    what this host may send are refused.
+    forge a record. Temp files of writers (hidden names, `.tmp`) are skipped; links, unsafe
+    names and files outside what this host may send are refused.
     """
     allowed = list(indexes)
     files, refused = [], []
@@ -111,8 +111,8 @@ def parse_listing(text: str, indexes: Iterable[int] = (), chief: bool = True) ->
         if len(parts) != 5 or not parts[1].isdigit() or not parts[2].isdigit():
             continue
         kind, size, inode, mtime, path = parts
-        if path.endswith(TEMP_SUFFIX):
-            continue
+        if PurePosixPath(path).name.startswith(".") or path.endswith(TEMP_SUFFIX):
+            continue  # a writer's temp file (`.model.partial.h5`, `.status.json.tmp`)
         why = unsafe_name(path)
         if why is None and kind != "f":
             why = "a link or special file, not a regular file"
@@ -140,6 +140,7 @@ class Mirror:
     seen: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     bytes_received: int = 0
     refused: list[str] = field(default_factory=list)
+    disk_error: LocalWriteError | None = None  # what the last pass could not write here
     _warned: set[str] = field(default_factory=set)
 
     @property
@@ -170,6 +171,7 @@ class Mirror:
             except LocalWriteError as exc:
                 disk_error = disk_error or exc
         self.bytes_received += got
+        self.disk_error = disk_error
         if disk_error is not None:
             raise disk_error
         return got

@@ -11,12 +11,13 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from launcher import commands
+from launcher.contact import DEFAULT_CONTACT_TIMEOUT, QUICK_CONTACT_TIMEOUT, with_contact
 from launcher.deploy import (
     PROJECT_ROOT,
     deploy_code,
@@ -32,10 +33,11 @@ from launcher.job import Job, launcher_identity
 from launcher.netcheck import Peer, check_network, clock_cell, clock_offset, clock_warning
 from launcher.options import TrainOptions, Verbosity
 from launcher.probe import PROBE, ProbeResult, host_problems, parse_probe, probe_command
+from launcher.record import finished_record
 from launcher.remote import HostError, HostShell, SshSettings, open_shell
 from launcher.results import HostResults
 from launcher.runs import find_run, read_cluster
-from launcher.sync import Mirror
+from launcher.sync import LocalWriteError, Mirror
 from launcher.tf_config import cluster_spec, tf_config_json
 from launcher.worker import Poll, ProcessState, Worker
 from runformat import (
@@ -47,12 +49,15 @@ from runformat import (
     STATUS_JSON,
     ClusterRecord,
     HostEntry,
+    cluster_from_dict,
     new_run_id,
     parse_json_object,
     status_path,
     status_rel,
     write_json_atomic,
 )
+
+T = TypeVar("T")
 
 
 class UserError(Exception):
@@ -333,6 +338,10 @@ def train(settings: Settings, out: Output, options: TrainOptions) -> int:
     args = commands.trainer_args(dict(options.trainer)) + list(options.extra_args)
     if max_restarts and "--backup" not in args:
         args.append("--backup")  # a restarted job resumes from its last completed epoch
+    try:
+        commands.check_trainer_args(args)  # before any host is touched
+    except ValueError as exc:
+        raise UserError(f"trainer options: {exc}", 2) from None
     code = tree_hash()
     if hosts[0].slurm is not None:
         from launcher import slurm_job  # it builds on this module
@@ -548,8 +557,101 @@ def _poll(shell: HostShell, run_dir: str, index: int) -> Poll:
     return Poll.parse(shell.run(commands.poll_command(run_dir, index), timeout=30).stdout)
 
 
-def status(settings: Settings, out: Output, run: str | None = None) -> int:
-    """Per-worker state, step, last update and whether its process group is alive."""
+def _prefix(host: Host) -> str:
+    return f"[{host.index} {host.label}]"
+
+
+def _warn(out: Output) -> Callable[[str], None]:
+    return lambda text: out.line(f"WARNING: {text}")
+
+
+def _on_host(
+    host: Host, settings: Settings, out: Output, timeout: float, action: Callable[[HostShell], T]
+) -> T:
+    """Connect, do `action`, close; while the host cannot be reached, retry with back-off for
+    up to `timeout` seconds (a network blip must not make status, stop or fetch fail)."""
+
+    def once() -> T:
+        shell = open_shell(host, settings.ssh)
+        try:
+            return action(shell)
+        finally:
+            shell.close()
+
+    return with_contact(once, _prefix(host), timeout, _warn(out))
+
+
+def _write_record(local_dir: Path, data: dict[str, Any], out: Output) -> bool:
+    """Write cluster.json; on a full or failing disk say so, and go on (stop must still stop)."""
+    try:
+        write_json_atomic(local_dir / CLUSTER_JSON, data)
+    except OSError as exc:
+        out.line(
+            f"WARNING: cannot write {local_dir / CLUSTER_JSON}: {exc.strerror or exc}; "
+            "the run's record is not updated"
+        )
+        return False
+    return True
+
+
+def _finish_record(
+    local_dir: Path, cluster: ClusterRecord, polls: dict[int, Poll], out: Output
+) -> ClusterRecord | None:
+    """Once every worker has an exit code and the launcher is gone, record how the run ended;
+    the record as it is now, or None when it stays open."""
+    codes = {i: p.exit_code for i, p in polls.items() if p.state is ProcessState.EXITED}
+    data = cluster.to_dict()
+    changes = finished_record(data, codes, local_dir) if len(codes) == len(polls) else None
+    if changes is None:
+        return None
+    data.update(changes)
+    if _write_record(local_dir, data, out):
+        state = changes["state"]
+        out.line(f"every worker has ended and its launcher is gone: the run is {state} now")
+    return cluster_from_dict(data, [])
+
+
+def _release_locks(
+    cluster: ClusterRecord, pairs: Sequence[tuple[Host, str]], settings: Settings, out: Output
+) -> None:
+    """Release the run's tf_port locks; a host only drops a lock once its worker is dead."""
+
+    def one(pair: tuple[Host, str]) -> str:
+        host, _ = pair
+        entry = cluster.host(host.index)
+        workdir = (entry.workdir if entry else None) or host.workdir
+        cmd = commands.unlock_command(workdir, host.tf_port, str(cluster.run_id))
+        return _on_host(host, settings, out, QUICK_CONTACT_TIMEOUT, lambda s: s.run(cmd, 30).stdout)
+
+    for (host, _), said in HostResults.run(pairs, one, host=lambda pair: pair[0]):
+        if isinstance(said, HostError):
+            out.line(f"WARNING: {_prefix(host)} could not release its tf_port lock: {said}")
+        elif said.strip() == "kept":
+            out.line(f"{_prefix(host)} keeps its tf_port lock: a process of the worker lives")
+
+
+def _polls(
+    pairs: Sequence[tuple[Host, str]], settings: Settings, out: Output, timeout: float
+) -> dict[int, Poll]:
+    """Every worker's poll that could be had, by index."""
+    results = HostResults.run(
+        pairs,
+        lambda pair: _on_host(
+            pair[0], settings, out, timeout, lambda s: _poll(s, pair[1], pair[0].index)
+        ),
+        host=lambda pair: pair[0],
+    )
+    return {host.index: poll for (host, _), poll in results.succeeded}
+
+
+def status(
+    settings: Settings,
+    out: Output,
+    run: str | None = None,
+    contact_timeout: float = QUICK_CONTACT_TIMEOUT,
+) -> int:
+    """Per-worker state, step, last update and whether its process group is alive; a run
+    whose launcher died is recorded as ended once every worker has ended."""
     local_dir, cluster = _open_run(settings, run)
     if cluster.scheduler == "slurm":
         from launcher import slurm_job
@@ -557,20 +659,25 @@ def status(settings: Settings, out: Output, run: str | None = None) -> int:
         return slurm_job.status(settings, out, local_dir, cluster)
     pairs = hosts_of_run(cluster)
 
-    def one(pair: tuple[Host, str]) -> tuple[Poll, dict[str, Any] | None]:
-        host, run_dir = pair
-        shell = open_shell(host, settings.ssh)
+    def look(shell: HostShell, host: Host, run_dir: str) -> tuple[Poll, dict[str, Any] | None]:
+        alive = _poll(shell, run_dir, host.index)
         try:
-            alive = _poll(shell, run_dir, host.index)
-            try:
-                raw = shell.read_range(f"{run_dir}/{status_rel(host.index)}", 0, MAX_STATUS_BYTES)
-            except OSError:
-                return alive, None
-            return alive, parse_json_object(raw, [], STATUS_JSON)
-        finally:
-            shell.close()
+            raw = shell.read_range(f"{run_dir}/{status_rel(host.index)}", 0, MAX_STATUS_BYTES)
+        except OSError:
+            return alive, None
+        return alive, parse_json_object(raw, [], STATUS_JSON)
 
-    results = HostResults.run(pairs, one, host=lambda pair: pair[0])
+    results = HostResults.run(
+        pairs,
+        lambda pair: _on_host(
+            pair[0], settings, out, contact_timeout, lambda s: look(s, pair[0], pair[1])
+        ),
+        host=lambda pair: pair[0],
+    )
+    polls = {host.index: r[0] for (host, _), r in results.succeeded}
+    if len(polls) == len(pairs) and (done := _finish_record(local_dir, cluster, polls, out)):
+        cluster = done
+        _release_locks(cluster, pairs, settings, out)
     out.line(f"run {cluster.run_id}: {cluster.state}  ({local_dir})")
     now = time.time()
     rows = []
@@ -601,32 +708,46 @@ def status(settings: Settings, out: Output, run: str | None = None) -> int:
     return 0
 
 
-def stop(settings: Settings, out: Output, run: str | None = None, grace: float = 5.0) -> int:
-    """Stop every worker of a run (TERM, grace, KILL of each process group)."""
+def stop(
+    settings: Settings,
+    out: Output,
+    run: str | None = None,
+    grace: float = 5.0,
+    contact_timeout: float = QUICK_CONTACT_TIMEOUT,
+) -> int:
+    """Stop every worker of a run (TERM, CONT, grace, KILL of each process group, so frozen
+    ones too), then release the run's locks. A run whose workers all ended is recorded as
+    finished or failed, never as stopped."""
     local_dir, cluster = _open_run(settings, run)
     if cluster.scheduler == "slurm":
         from launcher import slurm_job
 
         return slurm_job.stop(settings, out, local_dir, cluster, grace)
     pairs = hosts_of_run(cluster)
-    if cluster.state in ACTIVE_RUN_STATES:
+    before = _polls(pairs, settings, out, contact_timeout)
+    ended = len(before) == len(pairs) and _finish_record(local_dir, cluster, before, out)
+    if not ended and cluster.state in ACTIVE_RUN_STATES:
         # First, so that a launcher still watching the run ends it as stopped, not failed.
         stopped = dataclasses.replace(cluster, state="stopped", finished=time.time())
-        write_json_atomic(local_dir / CLUSTER_JSON, stopped.to_dict())
+        _write_record(local_dir, stopped.to_dict(), out)
 
     def one(pair: tuple[Host, str]) -> str:
         host, run_dir = pair
-        shell = open_shell(host, settings.ssh)
-        try:
-            before = _poll(shell, run_dir, host.index)
-            if before.state is not ProcessState.ALIVE:
-                return f"[{host.index} {host.label}] not running ({before.describe()})"
-            shell.run(commands.stop_command(run_dir, host.index, grace), timeout=grace + 30)
-            return f"[{host.index} {host.label}] stopped (was {before.describe()})"
-        finally:
-            shell.close()
+        poll = before.get(host.index)
+        if poll is not None and poll.state is ProcessState.EXITED:
+            return f"{_prefix(host)} not running ({poll.describe()})"
+        cmd = commands.stop_command(run_dir, host.index, grace)
+        said = _on_host(
+            host, settings, out, contact_timeout, lambda s: s.run(cmd, timeout=grace + 30).stdout
+        )
+        was = poll.describe() if poll is not None else "unknown"
+        if said.strip() == "stopped":
+            return f"{_prefix(host)} stopped (was {was})"
+        return f"{_prefix(host)} not running ({was})"
 
-    report_each(out, HostResults.run(pairs, one, host=lambda pair: pair[0]), "stop")
+    results = HostResults.run(pairs, one, host=lambda pair: pair[0])
+    _release_locks(cluster, pairs, settings, out)
+    report_each(out, results, "stop")
     return 0
 
 
@@ -636,39 +757,60 @@ def fetch(
     run: str | None = None,
     follow: bool = False,
     interval: float = 2.0,
+    contact_timeout: float | None = None,
 ) -> int:
-    """Mirror every SSH host's copy of a run into the local run directory, once or following."""
+    """Mirror every SSH host's copy of a run into the local run directory, once or following;
+    a run whose launcher died is recorded as ended once every worker has ended."""
     local_dir, cluster = _open_run(settings, run)
     if cluster.scheduler == "slurm":
         from launcher import slurm_job
 
         return slurm_job.fetch(settings, out, local_dir, cluster, follow, interval)
-    pairs = [(h, e) for h, e in hosts_of_run(cluster) if not h.local]
-    shells = connect_all([h for h, _ in pairs], settings.ssh)
+    timeout = contact_timeout or (DEFAULT_CONTACT_TIMEOUT if follow else QUICK_CONTACT_TIMEOUT)
+    everyone = hosts_of_run(cluster)
+    pairs = [(h, run_dir) for h, run_dir in everyone if not h.local]
+    opened = HostResults.run(
+        [h for h, _ in pairs],
+        lambda h: with_contact(
+            lambda: open_shell(h, settings.ssh), _prefix(h), timeout, _warn(out)
+        ),
+    )
+    shells = opened.values
     try:
+        if opened.errors:
+            raise failed_hosts("fetch", opened.errors)
         run_dirs = [run_dir for _, run_dir in pairs]
-        hosts = [h for h, _ in pairs]
-        mirrors = list(host_mirrors(hosts, shells, run_dirs, local_dir).values())
+        mirrors = list(host_mirrors([h for h, _ in pairs], shells, run_dirs, local_dir).values())
+
+        def sync(m: Mirror) -> int:
+            try:
+                return with_contact(m.sync, _prefix(m.shell.host), timeout, _warn(out))
+            except LocalWriteError:
+                return 0  # kept in m.disk_error: reported below
+
         while True:
-            synced = HostResults.run(mirrors, lambda m: m.sync(), host=lambda m: m.shell.host)
+            synced = HostResults.run(mirrors, sync, host=lambda m: m.shell.host)
             for m in mirrors:
-                host = m.shell.host
                 for refused in m.take_refused():
-                    out.line(f"WARNING: [{host.index} {host.label}] refused {refused}")
+                    out.line(f"WARNING: {_prefix(m.shell.host)} refused {refused}")
             if synced.errors:
                 raise failed_hosts("fetch", synced.errors)
-            if not follow:
-                break
-            polls = HostResults.run(
-                list(zip(shells, pairs, strict=True)),
-                lambda sp: _poll(sp[0], sp[1][1], sp[1][0].index),
-                host=lambda sp: sp[0].host,
-            )
+            polls = _polls(everyone, settings, out, timeout)
             running = (ProcessState.ALIVE, ProcessState.PENDING)
-            if not polls.errors and all(p.state not in running for p in polls.values):
-                HostResults.run(mirrors, lambda m: m.sync(), host=lambda m: m.shell.host)
+            done = len(polls) == len(everyone) and all(
+                p.state not in running for p in polls.values()
+            )
+            if not follow or done:
                 break
             time.sleep(interval)
+        if done and follow:
+            HostResults.run(mirrors, sync, host=lambda m: m.shell.host)
+        full = [str(m.disk_error) for m in mirrors if m.disk_error is not None]
+        if full:
+            raise UserError("fetch incomplete: " + "; ".join(full) + "; make room and fetch again")
+        record = _finish_record(local_dir, cluster, polls, out) if done else None
+        if record is not None:
+            _release_locks(record, everyone, settings, out)
         total = sum(m.bytes_received for m in mirrors)
         out.line(f"fetched {total} bytes from {len(mirrors)} host(s) into {local_dir}")
     finally:

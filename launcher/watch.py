@@ -3,25 +3,40 @@ keeps, on this machine's clock, when each worker's status last changed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from launcher.failure import MAX_CONTACT_ERRORS, WorkerView
+from launcher.contact import lost_message
+from launcher.failure import WorkerView
 from launcher.remote import HostError
 from launcher.results import HostResults
 from launcher.worker import Poll, ProcessState, Worker, WorkerState
 
 
-def poll_all(workers: Sequence[Worker]) -> HostResults[Worker, Poll]:
-    """Poll and mirror every worker at once; a worker that already ended keeps its record."""
-    results = HostResults.run(workers, lambda w: w.tick())
+def poll_all(
+    workers: Sequence[Worker], clock: Callable[[], float] = time.monotonic, everyone: bool = False
+) -> HostResults[Worker, Poll]:
+    """Poll and mirror every worker at once; a worker that already ended keeps its record.
+
+    A host that does not answer is tried again after a growing delay (its workers run on,
+    detached); a warning says when contact is lost and when it is back. `everyone`: try
+    every host now, whatever its delay (the end of a job).
+    """
+    due = [w for w in workers if everyone or w.contact.due(clock())]
+    results = HostResults.run(due, lambda w: w.tick())
+    now = clock()
     for worker, res in results:
-        if worker.ended:
-            continue
         if isinstance(res, HostError):
-            worker.contact_errors += 1
-            worker.contact_error = res.message
-        else:
+            if worker.contact.failed(now, res.message):
+                worker.warnings.append(
+                    lost_message("", res.message, worker.contact.timeout).lstrip()
+                )
+            continue
+        lost_for = worker.contact.restored(now)
+        if lost_for is not None:
+            worker.warnings.append(f"contact restored after {lost_for:.1f} s")
+        if not worker.ended:
             worker.observe(res)
     return results
 
@@ -56,6 +71,10 @@ class QuietClock:
             seen = self.seen[worker.index] = (mark, self.clock())
         return seen[1]
 
+    def forget(self, index: int) -> None:
+        """Time this worker's progress afresh from its next status."""
+        self.seen.pop(index, None)
+
     def clear(self) -> None:
         self.seen.clear()
 
@@ -66,14 +85,19 @@ def view(worker: Worker, quiet: QuietClock) -> WorkerView:
         state = ProcessState.GONE if worker.gone else ProcessState.EXITED
     else:
         state = ProcessState.FROZEN if worker.frozen else ProcessState.ALIVE
-    lost = worker.contact_errors >= MAX_CONTACT_ERRORS
+    contact = worker.contact
+    lost = contact.lost(quiet.clock())
     status = worker.status()
+    if contact.failing:
+        # Out of contact nothing new arrives: that silence is not the worker's, and its
+        # progress is timed afresh once the host answers again.
+        quiet.forget(worker.index)
     return WorkerView(
         index=worker.index,
         host=worker.host.label,
         state=state,
         exit_code=worker.exit_code,
-        lost_contact=worker.contact_error if lost else None,
+        lost_contact=f"no answer for {contact.timeout:g} s: {contact.error}" if lost else None,
         status=status,
-        quiet_since=quiet.since(worker, status),
+        quiet_since=None if contact.failing else quiet.since(worker, status),
     )

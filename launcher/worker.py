@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import commands
+from launcher.contact import Contact
 from launcher.display import LogTail, read_status
 from launcher.exits import describe_exit, normalize_exit
 from launcher.hosts import Host
@@ -139,9 +140,10 @@ class Worker:
     ended: bool = False
     gone: bool = False
     frozen: bool = False
-    contact_errors: int = 0  # failed polls in a row
-    contact_error: str = ""  # the last one's message
+    contact: Contact = field(default_factory=Contact)  # set up with --contact-timeout
     warnings: list[str] = field(default_factory=list)  # for the terminal, once each
+    reconnects_seen: int = 0  # the shell's reconnects already warned about
+    disk_full: bool = False  # the last mirror pass could not write here
     tail: LogTail = field(init=False)
 
     def __post_init__(self) -> None:
@@ -161,7 +163,7 @@ class Worker:
     def start(self) -> None:
         """Write the 0600 env file, then start the worker detached in its own session."""
         wdir = commands.worker_dir(self.run_dir, self.index)
-        made = self.shell.run(f"mkdir -p {commands.q(wdir)}", timeout=30)
+        made = self.shell.run(f"umask 077 && mkdir -p {commands.q(wdir)}", timeout=30)
         if made.code != 0:
             raise HostError(self.host, f"cannot create {wdir}: {made.stderr.strip()}")
         content = commands.env_file_content(self.env).encode()
@@ -194,17 +196,27 @@ class Worker:
             timeout=60,
         )
         state, _, listing = result.stdout.partition(marker + "\n")
+        reconnects = getattr(self.shell, "reconnects", 0)
+        if reconnects > self.reconnects_seen:
+            self.reconnects_seen = reconnects
+            self.warnings.append("the SSH connection had dropped; reconnected, the job goes on")
         try:
             self.mirror.sync(listing)
         except LocalWriteError as exc:
-            # Training does not need this machine's disk: warn, keep the job, retry next tick.
-            self.warnings.append(f"{exc}; the job goes on, mirroring is retried")
+            # Training does not need this machine's disk: warn once, keep the job, and retry
+            # on every tick (the mirror resumes where it stopped).
+            if not self.disk_full:
+                self.warnings.append(f"{exc}; the job goes on, mirroring is retried")
+            self.disk_full = True
+        else:
+            if self.disk_full:
+                self.warnings.append("mirroring works again")
+            self.disk_full = False
         self.warnings += [f"refused {r}" for r in self.mirror.take_refused()]
         return Poll.parse(state)
 
     def observe(self, poll: Poll) -> bool:
         """Take in a poll of a worker still running; True when it ended with this poll."""
-        self.contact_errors = 0
         self.frozen = poll.state is ProcessState.FROZEN
         if not poll.state.ended:
             return False
@@ -229,7 +241,7 @@ class Worker:
                 self.mirror.seen.pop(f"{worker_rel(self.index)}/{name}", None)
         self.exit_code = None
         self.ended = self.gone = self.frozen = False
-        self.contact_errors = 0
+        self.contact.restored(0.0)
 
     def share_backup(self, files: Sequence[Path], backup: Path) -> None:
         """Give a non-chief SSH host the chief's backup: every worker restores from its own
@@ -238,7 +250,7 @@ class Worker:
             rel = path.relative_to(backup).as_posix()
             target = f"{self.run_dir}/{BACKUP_DIR}/{rel}"
             parent = target.rsplit("/", 1)[0]
-            self.shell.run(f"mkdir -p {commands.q(parent)}", timeout=30)
+            self.shell.run(f"umask 077 && mkdir -p {commands.q(parent)}", timeout=30)
             self.shell.write_file(target, path.read_bytes(), 0o600)
 
     def drop_backup(self) -> None:

@@ -222,3 +222,35 @@ def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path: Path) -> Non
     assert Path(commands.lock_path(wd, 5000)).read_text().splitlines()[0] == "B"
     sh(commands.unlock_command(wd, 5000, "B"), tmp_path)
     assert not Path(commands.lock_path(wd, 5000)).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--run-dir", "/elsewhere"], "--run-dir is set by the launcher"),
+        (["--run-dir=/elsewhere"], "--run-dir is set by the launcher"),
+        (["--run", "/elsewhere"], "unrecognized arguments: --run"),
+        (["--epochs", "zero"], "--epochs"),
+        (["--colour", "red"], "--colour"),
+    ],
+)
+def test_trainer_options_are_checked_here(args: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        commands.check_trainer_args(args)
+    commands.check_trainer_args(["--epochs", "2", "--dataset", "digits", "--backup"])
+
+
+def test_locks_under_a_home_relative_workdir(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home)}
+
+    def run(cmd: str) -> str:
+        out = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    assert run(commands.lock_command("~/wd", 5002, "R", str(tmp_path / "run"), 0)) == "acquired"
+    assert (home / "wd" / "locks" / "tf_port-5002.lock").exists()
+    assert oct((home / "wd" / "locks").stat().st_mode & 0o777) == "0o700"
+    assert run(commands.unlock_command("~/wd", 5002, "R")) == "released"
+    assert not (home / "wd" / "locks" / "tf_port-5002.lock").exists()

@@ -108,6 +108,7 @@ def test_listing_skips_temp_files_and_refuses_what_the_host_may_not_send() -> No
         [
             rec("workers/1/status.json"),
             rec("workers/1/events/.x.tmp"),
+            rec(".model.partial.h5"),
             rec("workers/1/../../model.h5"),
             rec("workers/1/a\nb"),
             rec("workers/1/link", "l"),

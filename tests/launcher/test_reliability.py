@@ -1,0 +1,434 @@
+"""What a job survives over the SSH test hosts (tests/sshcluster.py), with the real `fab` and
+real workers: a dropped SSH session, a paused launcher, a full local disk, a hostile worker
+host, a killed launcher with a frozen worker, and another user of the host. Every test checks
+the outcome, that nothing mirrored differs from the host's copy, and that nothing is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.launcher.helpers import (
+    FAST,
+    UNTIL_STOPPED,
+    check_model_loads,
+    fab_env,
+    fill_disk,
+    read_json,
+    run_dir_appeared,
+    run_fab,
+    small_disk,
+    start_fab,
+    stop_process,
+    training,
+    wait_for,
+)
+from tests.sshcluster import SshCluster, TestHost
+
+pytestmark = pytest.mark.slow
+
+# Long enough to span the scenarios below on a busy 2-core machine, short enough to finish.
+STEPS = ["--batch-size", "8", "--trainer-args", "--no-validation"]
+TRAIN_WAIT = 180
+
+
+@pytest.fixture
+def ssh_env(ssh_cluster: SshCluster) -> dict[str, str]:
+    return fab_env(TFCLUSTER_KNOWN_HOSTS=str(ssh_cluster.known_hosts))
+
+
+@pytest.fixture
+def two_hosts(ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path) -> SshCluster:
+    """Hosts 1 and 2 with fresh homes (so deploy creates the workdir), the code deployed."""
+    for host in ssh_cluster.hosts[:2]:
+        ssh_cluster.reset_home(host)
+    ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
+    out = run_fab(tmp_path, "deploy", env=ssh_env, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return ssh_cluster
+
+
+class Lines:
+    """The output of a running `fab`, read by a thread so that a test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait(self, pattern: str, timeout: float) -> str:
+        return wait_for(
+            lambda: next((line for line in self.lines if re.search(pattern, line)), None),
+            timeout,
+            f"a line matching {pattern!r}",
+        )
+
+    def join(self) -> None:
+        self._thread.join(30)
+
+
+def wait_exit(proc: subprocess.Popen[str], out: Lines, timeout: float) -> int:
+    """The exit code of `fab`, or a failure that shows what it printed."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"fab still runs after {timeout} s:\n{out.text[-5000:]}") from None
+
+
+@contextmanager
+def fab_train(
+    cwd: Path, env: dict[str, str], *args: str
+) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
+    proc = start_fab(cwd, "train", *args, env=env)
+    lines = Lines(proc)
+    try:
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)  # a test that failed while it was paused
+        stop_process(proc)
+        lines.join()
+
+
+def remote_run(host: TestHost, run_id: str) -> Path:
+    return host.home / "tfjobs" / "runs" / run_id
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def files_under(root: Path) -> dict[str, str]:
+    """Regular files under root (links not followed) by relative path, with their sha256."""
+    out = {}
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            out[path.relative_to(root).as_posix()] = sha256(path)
+    return out
+
+
+def assert_mirror_equals_hosts(run_dir: Path, hosts: list[TestHost]) -> int:
+    """Every file a host may send is here byte for byte, and nothing else of it; returns
+    how many files were compared."""
+    compared = 0
+    for i, host in enumerate(hosts):
+        remote = remote_run(host, run_dir.name)
+        theirs = {
+            k: v
+            for k, v in files_under(remote / "workers" / str(i)).items()
+            if k.isprintable() and not k.endswith(".tmp")
+        }
+        assert files_under(run_dir / "workers" / str(i)) == theirs, host.name
+        compared += len(theirs)
+    chief = remote_run(hosts[0], run_dir.name)
+    for name in ("model.h5", "metrics.json"):
+        assert sha256(run_dir / name) == sha256(chief / name), name
+    assert files_under(run_dir / "tensorboard") == files_under(chief / "tensorboard")
+    return compared + 2 + len(files_under(chief / "tensorboard"))
+
+
+def assert_nothing_left(cluster: SshCluster, hosts: list[TestHost], run_dir: Path) -> None:
+    for host in hosts:
+        assert cluster.wait_idle(host, timeout=15) == [], host.name
+        locks = host.home / "tfjobs" / "locks"
+        assert not locks.exists() or list(locks.iterdir()) == [], (host.name, "lock left")
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith((".sync", ".tmp"))]
+
+
+def session_processes(host: TestHost) -> list[int]:
+    """The sshd processes that carry the user's SSH sessions (not the user's own programs)."""
+    out = subprocess.run(
+        ["ps", "-u", host.user, "-o", "pid=,args="], capture_output=True, text=True, check=False
+    ).stdout
+    return [
+        int(line.split()[0])
+        for line in out.splitlines()
+        if re.search(rf"sshd: {host.user}@(notty|internal-sftp)", line)
+    ]
+
+
+def plant(cluster: SshCluster, host: TestHost, run_id: str, files: dict[str, str]) -> None:
+    """Write files into the host's run directory as its own user (a compromised host)."""
+    script = ["umask 077", f"cd ~/tfjobs/runs/{run_id}"]
+    for rel, content in files.items():
+        script.append(f"mkdir -p \"$(dirname '{rel}')\" && printf %s '{content}' > '{rel}'")
+    out = cluster.run_as(host, " && ".join(script))
+    assert out.returncode == 0, out.stderr
+
+
+def test_session_drop_pause_and_a_hostile_host_leave_the_job_whole(
+    two_hosts: SshCluster,
+    ssh_env: dict[str, str],
+    tmp_path: Path,
+    record_figures: Callable[..., None],
+) -> None:
+    """One run: host 2 plants files it must not send and its SSH sessions are killed; the
+    launcher is paused (SIGSTOP) for 20 s. The job finishes, and another user of the hosts
+    cannot read any of it."""
+    chief, other = two_hosts.hosts[0], two_hosts.hosts[1]
+    args = [*FAST, *STEPS, "--epochs", "3", "--steps-per-epoch", "50"]
+    t_start = time.monotonic()
+    with fab_train(tmp_path, ssh_env, *args) as (proc, out):
+        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), TRAIN_WAIT, "every worker training")
+        run_id = run_dir.name
+
+        # A network blip: the sshd processes serving host 2's sessions die, the worker lives.
+        sessions = session_processes(other)
+        assert sessions, "the launcher holds SSH sessions to host 2"
+        t_drop = time.monotonic()
+        for pid in sessions:
+            os.kill(pid, signal.SIGKILL)
+
+        # Meanwhile both hosts plant files that are not theirs to send.
+        planted = {
+            "cluster.json": '{"state": "stopped"}',
+            "model.h5": "0123456789",
+            "launcher.log": "forged",
+            "workers/0/status.json": '{"state": "failed"}',
+        }
+        plant(two_hosts, other, run_id, planted)
+        plant(two_hosts, chief, run_id, {"workers/1/model.h5": "0123456789"})
+        remote = remote_run(other, run_id)
+        os.symlink("/etc/passwd", remote / "workers" / "1" / "passwd")
+        (remote / "workers" / "1" / "bad\nname").write_text("x")
+
+        reconnected = out.wait(rf"\[1 {other.user}@[^]]*\] .*(reconnected|contact restored)", 120)
+        reconnect_sec = time.monotonic() - t_drop
+
+        # The laptop sleeps: the launcher is stopped for 20 s; the workers go on (or finish).
+        chief_status = remote_run(chief, run_id) / "workers" / "0" / "status.json"
+        before = read_json(chief_status) or {}
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(20)
+        after = read_json(chief_status) or {}
+        os.kill(proc.pid, signal.SIGCONT)
+        code = wait_exit(proc, out, 600)
+    took = time.monotonic() - t_start
+    text = out.text
+    assert code == 0, text[-4000:]
+    assert "Traceback" not in text
+    moved = after.get("step", 0) > before.get("step", 0) or after.get("state") == "finished"
+    assert moved, (before, after)
+
+    # Refused, each named with its host and path; none of it reached this machine.
+    for rel in ("'cluster.json'", "'model.h5'", "'launcher.log'", "'workers/0/status.json'"):
+        assert re.search(rf"WARNING: \[1 {other.user}@.*refused .*{re.escape(rel)}", text), rel
+    assert re.search(rf"WARNING: \[0 {chief.user}@.*refused .*'workers/1/model\.h5'", text)
+    assert re.search(r"refused .*'workers/1/passwd': a link", text)
+    assert re.search(r"refused .*'workers/1/bad\\nname': control character", text)
+    cluster = read_json(run_dir / "cluster.json")
+    assert cluster["state"] == "finished" and cluster["exit_codes"] == {"0": 0, "1": 0}
+    assert "forged" not in (run_dir / "launcher.log").read_text()
+    compared = assert_mirror_equals_hosts(run_dir, [chief, other])
+    check_model_loads(run_dir / "model.h5")
+    assert_nothing_left(two_hosts, [chief, other], run_dir)
+
+    # Another user of the host (home opened to everyone, as on many shared hosts).
+    intruder = two_hosts.hosts[2]
+    readable = []
+    home_mode = chief.home.stat().st_mode & 0o777
+    os.chmod(chief.home, 0o755)
+    try:
+        for rel in (
+            "",
+            "runs",
+            f"runs/{run_id}",
+            f"runs/{run_id}/workers/0/worker.log",
+            f"runs/{run_id}/model.h5",
+        ):
+            path = f"{chief.home}/tfjobs/{rel}"
+            res = two_hosts.run_as(intruder, f"ls {path} || cat {path}")
+            if res.returncode == 0:
+                readable.append(rel)
+    finally:
+        os.chmod(chief.home, home_mode)
+    assert readable == [], readable
+    loose = [
+        str(p)
+        for p in (chief.home / "tfjobs").rglob("*")
+        if p.stat().st_mode & 0o077 and not p.is_symlink()
+    ]
+    assert (chief.home / "tfjobs").stat().st_mode & 0o777 == 0o700
+    assert loose == [], loose[:5]
+
+    record_figures(
+        11,
+        case="SSH sessions of one host killed mid-run",
+        reconnect_sec=round(reconnect_sec, 1),
+        exit_code=code,
+        files_equal_by_sha256=compared,
+        job_sec=round(took, 1),
+        note=reconnected[-120:],
+        processes_left=0,
+        locks_left=0,
+    )
+    record_figures(
+        12,
+        case="launcher paused (SIGSTOP) 20 s",
+        paused_sec=20,
+        worker_steps_during_pause=after.get("step", 0) - before.get("step", 0),
+        workers_finished_during_pause=after.get("state") == "finished",
+        exit_code=code,
+    )
+    refused = len(re.findall(r"WARNING: .* refused ", text))
+    record_figures(14, case="planted files from hosts", refused=refused, model_is_chiefs=True)
+    record_figures(17, case="another user of the host", readable_paths=0, loose_modes=0)
+
+
+def test_a_full_local_disk_keeps_the_job_and_brings_everything_home(
+    two_hosts: SshCluster,
+    ssh_env: dict[str, str],
+    tmp_path: Path,
+    record_figures: Callable[..., None],
+) -> None:
+    """The runs folder fills up mid-run: the launcher warns, the workers train on; when the
+    job ends it waits for space, then brings every file home."""
+    chief, other = two_hosts.hosts[0], two_hosts.hosts[1]
+    args = [*FAST, *STEPS, "--epochs", "2", "--steps-per-epoch", "40"]
+    with small_disk(tmp_path / "runs", "32m") as runs:  # model.h5 alone is 8.4 MB
+        with fab_train(tmp_path, ssh_env, *args) as (proc, out):
+            run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+            wait_for(lambda: training(run_dir, 2), TRAIN_WAIT, "every worker training")
+            filler = fill_disk(runs)
+            out.wait("WARNING: .*No space left on device", 60)
+            ended = [
+                remote_run(h, run_dir.name) / f"workers/{i}/exit_code"
+                for i, h in enumerate([chief, other])
+            ]
+            wait_for(lambda: all(p.exists() for p in ended), TRAIN_WAIT, "both workers ending")
+            waiting = out.wait("waiting for disk space", 60)
+            assert proc.poll() is None, "the launcher waits for space instead of giving up"
+            t_free = time.monotonic()
+            filler.unlink()
+            code = wait_exit(proc, out, 120)
+            done_sec = time.monotonic() - t_free
+        text = out.text
+        assert code == 0, text[-4000:]
+        assert "Traceback" not in text
+        cluster = read_json(run_dir / "cluster.json")
+        assert cluster["state"] == "finished", cluster
+        compared = assert_mirror_equals_hosts(run_dir, [chief, other])
+        assert "waiting for disk space" in (run_dir / "launcher.log").read_text(), (
+            "the log caught up with what was printed while the disk was full"
+        )
+        assert_nothing_left(two_hosts, [chief, other], run_dir)
+    record_figures(
+        13,
+        case="runs folder full mid-run (tmpfs)",
+        exit_code=code,
+        finished_sec_after_space=round(done_sec, 1),
+        files_equal_by_sha256=compared,
+        partial_files_left=0,
+        processes_left=0,
+        locks_left=0,
+        note=waiting[-100:],
+    )
+
+
+def test_fab_stop_ends_a_frozen_worker_of_a_killed_launcher_on_a_full_disk(
+    two_hosts: SshCluster,
+    ssh_env: dict[str, str],
+    tmp_path: Path,
+    record_figures: Callable[..., None],
+) -> None:
+    chief, other = two_hosts.hosts[0], two_hosts.hosts[1]
+    with small_disk(tmp_path / "runs", "8m") as runs:
+        with fab_train(tmp_path, ssh_env, *UNTIL_STOPPED) as (proc, _):
+            run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+            wait_for(lambda: training(run_dir, 2), TRAIN_WAIT, "every worker training")
+            proc.kill()  # the launcher's own pid: nobody stops the workers now
+            proc.wait(30)
+        frozen = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
+        os.kill(frozen, signal.SIGSTOP)
+        filler = fill_disk(runs)
+        t0 = time.monotonic()
+        stop = run_fab(tmp_path, "stop", "--grace", "3", env=ssh_env, timeout=120)
+        took = time.monotonic() - t0
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert "Traceback" not in stop.stdout + stop.stderr
+        assert re.search(rf"\[1 {other.user}@.*\] stopped \(was frozen\)", stop.stdout), stop.stdout
+        assert "No space left on device" in stop.stdout + stop.stderr
+        assert_nothing_left(two_hosts, [chief, other], run_dir)
+        filler.unlink()
+        again = run_fab(tmp_path, "stop", env=ssh_env, timeout=120)
+        assert again.returncode == 0 and again.stdout.count("not running") == 2, again.stdout
+        assert read_json(run_dir / "cluster.json")["state"] == "stopped"
+    record_figures(
+        15,
+        case="fab stop: launcher killed, worker frozen, local disk full",
+        stop_sec=round(took, 1),
+        processes_left=0,
+        locks_left=0,
+    )
+
+
+def test_status_finishes_the_record_of_a_run_whose_launcher_died(
+    two_hosts: SshCluster,
+    ssh_env: dict[str, str],
+    tmp_path: Path,
+    record_figures: Callable[..., None],
+) -> None:
+    chief, other = two_hosts.hosts[0], two_hosts.hosts[1]
+    # Bad trainer options are refused here, before any host is touched.
+    for bad, said in (
+        (["--trainer-args", "--run-dir /tmp/elsewhere"], "--run-dir is set by the launcher"),
+        (["--epochs", "0"], "--epochs"),
+    ):
+        refused = run_fab(tmp_path, "train", *bad, env=ssh_env, timeout=120)
+        assert refused.returncode == 2 and said in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "runs").exists()
+    assert not any((h.home / "tfjobs" / "runs").exists() for h in (chief, other))
+    args = [*FAST, "--epochs", "2", "--steps-per-epoch", "10"]
+    with fab_train(tmp_path, ssh_env, *args) as (proc, _):
+        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), TRAIN_WAIT, "every worker training")
+        proc.kill()
+        proc.wait(30)
+    ended = [
+        remote_run(h, run_dir.name) / f"workers/{i}/exit_code" for i, h in enumerate([chief, other])
+    ]
+    wait_for(lambda: all(p.exists() for p in ended), TRAIN_WAIT, "both workers ending")
+    assert read_json(run_dir / "cluster.json")["state"] == "running"
+    status = run_fab(tmp_path, "status", env=ssh_env, timeout=120)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "finished" in status.stdout.splitlines()[0], status.stdout
+    fetch = run_fab(tmp_path, "fetch", env=ssh_env, timeout=120)
+    assert fetch.returncode == 0, fetch.stderr
+    cluster = read_json(run_dir / "cluster.json")
+    assert cluster["state"] == "finished" and cluster["exit_codes"] == {"0": 0, "1": 0}
+    assert cluster["finished"] is not None
+    stop = run_fab(tmp_path, "stop", env=ssh_env, timeout=120)
+    assert stop.returncode == 0 and stop.stdout.count("not running") == 2, stop.stdout
+    assert read_json(run_dir / "cluster.json")["state"] == "finished", "stop never relabels"
+    assert_mirror_equals_hosts(run_dir, [chief, other])
+    assert_nothing_left(two_hosts, [chief, other], run_dir)
+    record_figures(
+        16,
+        case="launcher killed, workers finished; fab status",
+        state="finished",
+        relabelled_by_stop=False,
+        processes_left=0,
+        locks_left=0,
+    )
