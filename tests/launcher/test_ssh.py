@@ -290,7 +290,7 @@ def test_killed_worker_over_ssh_restarts_from_the_chiefs_backup(
     assert cluster["state"] == "finished" and cluster["restarts"] == 1
     assert cluster["attempts"][0]["failure"]["reason"] == "killed by SIGKILL"
     events = run_dir / "workers" / "0" / "events"
-    epochs = [step for step, _ in read_scalars(events, event_files(events)[-1:])["epoch/loss"]]
+    epochs = [int(step) for step, _ in read_scalars(events, event_files(events)[-1:])["epoch/loss"]]
     assert epochs[-1] == 4 and epochs[0] - 1 >= 2, f"the restart trained epochs {epochs}"
     check_model_loads(run_dir / "model.h5")
     assert not (run_dir / "backup").exists(), "the mirrored backup is dropped once finished"

@@ -299,7 +299,7 @@ def test_killed_worker_restarts_the_job_from_its_last_epoch(
     assert "--backup" in cluster["trainer_args"]
     # The second attempt's epochs, from the chief's newest event file.
     events = run_dir / "workers" / "0" / "events"
-    epochs = [step for step, _ in read_scalars(events, event_files(events)[-1:])["epoch/loss"]]
+    epochs = [int(step) for step, _ in read_scalars(events, event_files(events)[-1:])["epoch/loss"]]
     resumed_after = epochs[0] - 1
     redone = done["epoch"] - resumed_after
     assert epochs[-1] == 4 and resumed_after >= 2, f"the restart trained epochs {epochs}"
