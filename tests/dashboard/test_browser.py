@@ -201,9 +201,14 @@ def test_cluster_picture_has_no_overlapping_text(
 ) -> None:
     open_run(page, server, SIZE_IDS[workers])
     picture = page.get_by_test_id("stPlotlyChart").first
-    expect(picture.locator("text").first).to_be_attached()
-    boxes = picture.locator(".js-plotly-plot").evaluate(TEXT_BOXES)
-    assert str(workers - 1) in [box[0].strip() for box in boxes], boxes
+    last = str(workers - 1)
+    deadline = time.monotonic() + 60
+    while True:  # Plotly fills its text elements after it adds them
+        boxes = picture.locator(".js-plotly-plot").evaluate(TEXT_BOXES)
+        if last in [box[0].strip() for box in boxes] or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(500)
+    assert last in [box[0].strip() for box in boxes], boxes
     assert overlaps(boxes) == []
     height = picture.bounding_box()
     assert height is not None
