@@ -89,6 +89,19 @@ def start_command(
     )
 
 
+def group_alive(pgid: str) -> str:
+    """A shell test: does process group `pgid` (a shell word) still have a live process?
+
+    `kill -0` also succeeds for a group whose only member is a zombie, and where nothing
+    reaps orphans (PID 1 of many containers) an ended worker stays one forever: its lock
+    would never be released and every stop would wait out its grace period.
+    """
+    return (
+        f"ps -eo pgid=,stat= | awk -v g={pgid} "
+        "'$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'"
+    )
+
+
 ATTEMPT_FILES = (PGID_FILE, EXIT_CODE_FILE, STATUS_JSON)
 
 
@@ -109,9 +122,10 @@ def poll_command(run_dir: str, index: int) -> str:
     """
     wdir = worker_dir(run_dir, index)
     ec, pg = q(f"{wdir}/{EXIT_CODE_FILE}"), q(f"{wdir}/{PGID_FILE}")
+    alive = group_alive(f'"$(cat {pg})"')
     return (
         f"if [ -f {ec} ]; then echo exit $(cat {ec}); "
-        f'elif [ -s {pg} ] && kill -0 -"$(cat {pg})" 2>/dev/null; then '
+        f"elif [ -s {pg} ] && {alive}; then "
         f'if ps -o stat= -s "$(cat {pg})" | grep -q "^T"; then echo frozen; else echo alive; fi; '
         f"elif [ -s {pg} ]; then echo gone; else echo pending; fi"
     )
@@ -136,14 +150,15 @@ def stop_command(run_dir: str, index: int, grace: float) -> str:
     """
     pg = q(f"{worker_dir(run_dir, index)}/{PGID_FILE}")
     ticks = max(1, int(grace / 0.2))
+    alive = group_alive('"$g"')
     return (
         f"i=0; while [ ! -s {pg} ] && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; "
         f"[ -s {pg} ] || {{ echo not running; exit 0; }}; g=$(cat {pg}); "
         f'kill -TERM -"$g" 2>/dev/null || {{ echo not running; exit 0; }}; '
         f'kill -CONT -"$g" 2>/dev/null; i=0; '
-        f'while kill -0 -"$g" 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.2; i=$((i+1)); done; '
+        f"while {alive} && [ $i -lt {ticks} ]; do sleep 0.2; i=$((i+1)); done; "
         f'kill -KILL -"$g" 2>/dev/null; i=0; '
-        f'while kill -0 -"$g" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; '
+        f"while {alive} && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
         "echo stopped"
     )
 
@@ -169,13 +184,14 @@ def lock_command(workdir: str, tf_port: int, run_id: str, run_dir: str, index: i
     """
     lock = home_path(lock_path(workdir, tf_port))
     locks = home_path(f"{workdir}/locks")
+    alive = group_alive('"$(cat "$pg")"')
     content = f"printf '%s\\n' {q(run_id)} {q(run_dir)} {index}"
     return (
         f"umask 077 && mkdir -p {locks} && "
         f"if ( set -C; {content} > {lock} ) 2>/dev/null; then echo acquired; "
         f"else old=$(sed -n 1p {lock}); dir=$(sed -n 2p {lock}); idx=$(sed -n 3p {lock}); "
         f'pg="$dir/{WORKERS_DIR}/$idx/{PGID_FILE}"; '
-        f'if [ -s "$pg" ] && kill -0 -"$(cat "$pg")" 2>/dev/null; then echo "held $old"; '
+        f'if [ -s "$pg" ] && {alive}; then echo "held $old"; '
         f'elif [ ! -s "$pg" ] && [ -n "$(find {lock} -mmin -10)" ]; then echo "held $old"; '
         f'else {content} > {lock} && echo "taken-over $old"; fi; fi'
     )
@@ -189,7 +205,7 @@ def unlock_command(workdir: str, tf_port: int, run_id: str) -> str:
     A workdir may start with `~/` (as a hosts file gives it).
     """
     lock = home_path(lock_path(workdir, tf_port))
-    alive = '[ -s "$pg" ] && kill -0 -"$(cat "$pg")" 2>/dev/null'
+    alive = '[ -s "$pg" ] && ' + group_alive('"$(cat "$pg")"')
     return (
         f'[ "$(sed -n 1p {lock} 2>/dev/null)" = {q(run_id)} ] || exit 0; '
         f'pg="$(sed -n 2p {lock})/workers/$(sed -n 3p {lock})/pgid"; '

@@ -108,19 +108,27 @@ def local_poll(wdir: Path) -> str:
         return "gone"
     except PermissionError:
         return "alive"
-    return "frozen" if group_stopped(pgid) else "alive"
+    states = group_states(pgid)
+    if not states:
+        return "gone"
+    return "frozen" if "T" in states else "alive"
 
 
-def group_stopped(pgid: int) -> bool:
-    """True if a process of the group is stopped (state T), e.g. by SIGSTOP."""
+def group_states(pgid: int) -> list[str]:
+    """The states (R, S, T, ...) of the group's live processes; zombies left out.
+
+    A group whose only member is a zombie counts as gone: where nothing reaps orphans
+    (PID 1 of many containers) an ended worker's shell stays one forever.
+    """
+    states = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] == "T":
-            return True
-    return False
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            states.append(fields[0])
+    return states
 
 
 @dataclass

@@ -254,3 +254,27 @@ def test_locks_under_a_home_relative_workdir(tmp_path: Path) -> None:
     assert oct((home / "wd" / "locks").stat().st_mode & 0o777) == "0o700"
     assert run(commands.unlock_command("~/wd", 5002, "R")) == "released"
     assert not (home / "wd" / "locks" / "tf_port-5002.lock").exists()
+
+
+def test_a_group_left_only_as_a_zombie_is_not_alive(tmp_path: Path) -> None:
+    """Where nothing reaps orphans, an ended worker's shell stays a zombie: its lock must go."""
+    pg_file = tmp_path / "pgid"
+    # The inner shell is orphaned at once (its parent exits) and exits itself right after.
+    sh(f'{{ setsid sh -c "echo \\$\\$ > {pg_file}; sleep 1" >/dev/null 2>&1 & }}', tmp_path)
+    deadline = time.monotonic() + 10
+    while not (pg_file.exists() and pg_file.read_text().strip()):
+        assert time.monotonic() < deadline, "the test's process group never started"
+        time.sleep(0.05)
+    pgid = pg_file.read_text().strip()
+    alive = f"if {commands.group_alive(pgid)}; then echo yes; else echo no; fi"
+    assert sh(alive, tmp_path).stdout.strip() == "yes"  # sleeping: alive
+    time.sleep(2.0)
+    assert sh(alive, tmp_path).stdout.strip() == "no"  # exited: a zombie at most
+    assert _local_poll_for(tmp_path, pgid) == "gone"
+
+
+def _local_poll_for(tmp_path: Path, pgid: str) -> str:
+    wdir = tmp_path / "w"
+    wdir.mkdir(exist_ok=True)
+    (wdir / "pgid").write_text(pgid + "\n")
+    return _local_poll(wdir)

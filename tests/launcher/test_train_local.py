@@ -40,15 +40,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def local_job_dir(tmp_path: Path) -> Path:
-    """A folder with a hosts.txt of two local workers on free tf_ports."""
+    """A folder with a hosts.txt of two local workers on free tf_ports; their tf_port locks
+    live in its own workdir `wd/`."""
     a, b = free_ports(2)
-    (tmp_path / "hosts.txt").write_text(f"localhost tf_port={a}\nlocalhost tf_port={b}\n")
+    wd = tmp_path / "wd"
+    (tmp_path / "hosts.txt").write_text(
+        f"localhost tf_port={a} workdir={wd}\nlocalhost tf_port={b} workdir={wd}\n"
+    )
     return tmp_path
 
 
 def addrs(job_dir: Path) -> list[str]:
     lines = (job_dir / "hosts.txt").read_text().split("\n")
-    return [f"localhost:{line.split('=')[1]}" for line in lines if line]
+    return [f"localhost:{line.split()[1].split('=')[1]}" for line in lines if line]
 
 
 def test_two_local_workers_train_and_secrets_stay_hidden(
@@ -100,6 +104,7 @@ def test_two_local_workers_train_and_secrets_stay_hidden(
         assert secret not in text and inline not in text
     assert not list(run_dir.parent.glob("*.env-*")), "env files are removed after start"
     assert left_behind(run_dir, 2) == []
+    assert list((local_job_dir / "wd" / "locks").iterdir()) == [], "a finished run holds no lock"
     record_figures(10, transport="local", secret_values_shown=0, env_files_left=0)
 
 
