@@ -805,7 +805,7 @@ def status(settings: Settings, out: Output, local_dir: Path, cluster: ClusterRec
         out.show_table(rows)
         failure = cluster.failure
         if failure is not None:
-            out.line(f"failure: worker {failure.index} ({failure.host}) {failure.reason}")
+            out.line(f"failure: {failure.who} {failure.reason}")
     finally:
         shell.close()
     return 0

@@ -698,13 +698,10 @@ def status(
     for attempt in cluster.earlier_failures:
         earlier = attempt.failure
         assert earlier is not None
-        out.line(
-            f"restarted after attempt {attempt.number}: worker "
-            f"{earlier.index} ({earlier.host}) {earlier.reason}"
-        )
+        out.line(f"restarted after attempt {attempt.number}: {earlier.who} {earlier.reason}")
     if cluster.failure is not None:
         failure = cluster.failure
-        out.line(f"failure: worker {failure.index} ({failure.host}) {failure.reason}")
+        out.line(f"failure: {failure.who} {failure.reason}")
     return 0
 
 

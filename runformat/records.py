@@ -286,6 +286,13 @@ class Failure:
     log_tail: tuple[str, ...] = ()
     exit_code: int | None = None
 
+    @property
+    def who(self) -> str:
+        """`worker 1 (alice@gpu-b)`, or `the launcher` for a failure of the launcher itself."""
+        if self.index is None:
+            return "the launcher"
+        return f"worker {self.index} ({self.host})"
+
     def to_dict(self) -> dict[str, Any]:
         return _as_dict(self)
 

@@ -377,3 +377,11 @@ def test_the_sample_writer_writes_what_the_page_reads(tmp_path: Path) -> None:
     assert runformat.RUN_ID_PATTERN.match(run_id)
     created = runformat.run_id_time(run_id)
     assert created is not None and abs(created - time.time()) < 120, "local clock, like fab"
+
+
+@pytest.mark.parametrize(
+    ("index", "host", "who"),
+    [(1, "alice@gpu-b", "worker 1 (alice@gpu-b)"), (None, "launcher", "the launcher")],
+)
+def test_a_failure_names_who_caused_it(index: int | None, host: str, who: str) -> None:
+    assert Failure(index=index, host=host, reason="x").who == who
