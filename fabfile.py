@@ -52,6 +52,11 @@ TRAINER_HELP = {
 }
 
 
+def _trainer_options(given: dict[str, Any]) -> dict[str, Any]:
+    """The trainer's own options among a task's arguments (the keys of TRAINER_HELP)."""
+    return {name: given[name] for name in TRAINER_HELP if name != "trainer_args"}
+
+
 def _split(trainer_args: str) -> list[str]:
     try:
         return shlex.split(trainer_args)
@@ -165,18 +170,7 @@ def train(
     """Start the trainer on every host at once, show a live table, mirror the run, stop all on
     failure."""
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
-    options = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "steps_per_epoch": steps_per_epoch,
-        "learning_rate": learning_rate,
-        "seed": seed,
-        "dataset": dataset,
-        "data": data,
-        "shard": shard,
-        "log_every": log_every,
-        "threads": threads,
-    }
+    options = _trainer_options(locals())
     watch = WatchOptions(
         start_timeout=float(start_timeout),
         stall_timeout=float(stall_timeout),
@@ -222,18 +216,7 @@ def export(
     if not slurm:
         raise Exit("error: say what to export: --slurm (the sbatch script)", 2)
     s = _settings(c, hosts_file, None, False)
-    options = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "steps_per_epoch": steps_per_epoch,
-        "learning_rate": learning_rate,
-        "seed": seed,
-        "dataset": dataset,
-        "data": data,
-        "shard": shard,
-        "log_every": log_every,
-        "threads": threads,
-    }
+    options = _trainer_options(locals())
     _run(lambda: tasks.export_slurm(s, Output(live=False), options, _split(trainer_args)))
 
 

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,6 +268,8 @@ class SlurmJob:
             return self._end_stopped(signal.SIGINT)
         except HostError as exc:
             self.failure = TaskFailed(None, self.host.label, exc.message)
+        except Exception as exc:
+            return self._end_broken(exc)
         if self.failure is not None:
             return self._end_failed(self.failure)
         return self._end_finished()
@@ -581,6 +584,19 @@ class SlurmJob:
             self.out.line(f"last lines of {where}:")
             self.out.lines([f"  {line}" for line in failure.log_tail])
         self.out.line(f"Slurm job {self.job_id} ended; logs are in {self.local_dir}")
+        return 1
+
+    def _end_broken(self, exc: Exception) -> int:
+        """An error the launcher did not expect: no job may go on unwatched, so it is
+        cancelled, and the record says why (as for SSH hosts)."""
+        reason = f"launcher error: {type(exc).__name__}: {exc}"
+        with signals_ignored():
+            self.out.line(f"{reason}; cancelling Slurm job {self.job_id or '(not submitted)'}")
+            self.out.log_only(traceback.format_exc())
+            if self.job_id:
+                self._cancel()
+            self._end_attempt(None)
+            self.save_end(state="failed", failure=TaskFailed(None, "launcher", reason).as_dict())
         return 1
 
     def _end_stopped(self, signum: int | None) -> int:
