@@ -9,7 +9,8 @@ import pytest
 
 from launcher.failure import WorkerView, decide, silence_limit
 from launcher.options import WatchOptions
-from launcher.worker import Poll, ProcessState
+from launcher.worker import Poll, ProcessState, WorkerState
+from runformat import WORKER_STATES
 
 ALIVE, FROZEN, EXITED, GONE, PENDING = (
     ProcessState.ALIVE,
@@ -173,3 +174,8 @@ def test_silence_limit(phase: str | None, limit: float) -> None:
 )
 def test_poll_is_parsed_in_one_place(text: str, state: ProcessState, code: int | None) -> None:
     assert Poll.parse(text) == Poll(state, code)
+
+
+def test_the_launchers_worker_states_are_the_run_formats() -> None:
+    """The enum is how the launcher reads `state`; the run format says what may be written."""
+    assert {s.value for s in WorkerState} - {WorkerState.UNKNOWN.value} == set(WORKER_STATES)
