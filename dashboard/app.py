@@ -447,7 +447,7 @@ def render_progress(run_path: Path, was_active: bool) -> None:
             if figure is None:
                 continue
             with column:
-                title, toggle, reset = st.columns([4, 1, 1])
+                title, toggle, reset = st.columns([3, 1, 1.4])
                 note = " · the same on every worker" if metric.all_reduced else ""
                 title.markdown(f"**{metric.title}**{note}")
                 toggle.toggle("Log", key=f"log-{metric.tag}")
