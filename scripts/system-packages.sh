@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the system programs the tests drive for real: OpenSSH's server (test hosts),
 # Debian's python3 venv module (`fab deploy --venv` on a test host), Chromium (browser
-# tests), and Slurm with MUNGE (a one-node Slurm cluster, tests/slurmcluster.py). Needs root or sudo; does nothing when all are present.
+# tests), Slurm with MUNGE (a one-node Slurm cluster, tests/slurmcluster.py) and iptables
+# (a firewalled worker in the network preflight's tests). Needs root or sudo; does nothing
+# when all are present.
 set -euo pipefail
 
 need=()
@@ -11,6 +13,7 @@ command -v setfacl >/dev/null 2>&1 || need+=(acl)
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] || need+=(slurm-wlm)
 [ -x /usr/sbin/munged ] || need+=(munge)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""

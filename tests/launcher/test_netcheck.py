@@ -4,7 +4,9 @@ connects to it, locally and over SSH; a failing pair is named with its fix, noth
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +22,31 @@ from launcher.remote import LocalShell
 from tests.launcher.helpers import FAST, fab_env, run_fab
 from tests.sshcluster import SshCluster, free_ports
 
-UNREACHABLE = "192.0.2.1"  # a documentation address (RFC 5737): nothing of ours is there
+Firewall = Callable[[str, int], None]
+
+
+@pytest.fixture
+def firewall() -> Iterator[Firewall]:
+    """`drop(address, port)`: iptables drops every TCP packet to that address and port until
+    the test ends, like a firewall between hosts; no packet leaves this machine."""
+    rules: list[list[str]] = []
+
+    def drop(address: str, port: int) -> None:
+        rule = ["INPUT", "-d", address, "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+        subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True)
+        rules.append(rule)
+
+    try:
+        yield drop
+    finally:
+        for rule in rules:
+            subprocess.run(["iptables", "-D", *rule], check=False, capture_output=True)
 
 
 def this_machines_address() -> str:
-    """The address this machine's outgoing traffic leaves from (no packet is sent)."""
+    """The address this machine's outgoing traffic leaves from (UDP connect: no packet sent)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect((UNREACHABLE, 9))
+        probe.connect(("192.0.2.1", 9))  # a documentation address (RFC 5737)
         return str(probe.getsockname()[0])
 
 
@@ -88,17 +108,20 @@ def test_a_port_held_by_another_program_is_named_once() -> None:
     assert len(reached) == 1 and "connected, then" in reached[0], untold.problems
 
 
-def test_fab_check_and_train_name_an_unreachable_local_worker(tmp_path: Path) -> None:
+def test_fab_check_and_train_name_an_unreachable_local_worker(
+    tmp_path: Path, firewall: Firewall
+) -> None:
     ports = free_ports(2)
+    here = this_machines_address()
+    firewall(here, ports[1])
     (tmp_path / "hosts.txt").write_text(
-        f"localhost tf_port={ports[0]} addr={this_machines_address()}\n"
-        f"localhost tf_port={ports[1]} addr={UNREACHABLE}\n"
+        f"localhost tf_port={ports[0]} addr={here}\nlocalhost tf_port={ports[1]} addr={here}\n"
     )
     started = time.monotonic()
     out = run_fab(tmp_path, "check", timeout=120)
     seconds = time.monotonic() - started
     assert out.returncode == 1, out.stdout + out.stderr
-    named = f"worker 0 (localhost) cannot reach worker 1 at {UNREACHABLE}:{ports[1]}: "
+    named = f"worker 0 (localhost) cannot reach worker 1 at {here}:{ports[1]}: timed out"
     assert named in out.stderr and "addr=" in out.stderr, out.stderr
     assert "worker 1 (localhost) cannot" not in out.stderr  # worker 1 reaches worker 0
     rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("0 ", "1 "))]
@@ -111,12 +134,15 @@ def test_fab_check_and_train_name_an_unreachable_local_worker(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_fab_check_names_an_unreachable_ssh_worker(ssh_cluster: SshCluster, tmp_path: Path) -> None:
+def test_fab_check_names_an_unreachable_ssh_worker(
+    ssh_cluster: SshCluster, tmp_path: Path, firewall: Firewall
+) -> None:
     here = this_machines_address()
-    addrs = [here, here, UNREACHABLE]
+    ports = free_ports(3)
+    firewall(here, ports[2])
     lines = [
-        h.hosts_line(tf_port=port, addr=addr)
-        for h, port, addr in zip(ssh_cluster.hosts, free_ports(3), addrs, strict=True)
+        h.hosts_line(tf_port=port, addr=here)
+        for h, port in zip(ssh_cluster.hosts, ports, strict=True)
     ]
     (tmp_path / "hosts.txt").write_text("\n".join(lines) + "\n")
     env = fab_env(TFCLUSTER_KNOWN_HOSTS=str(ssh_cluster.known_hosts))
@@ -127,10 +153,10 @@ def test_fab_check_names_an_unreachable_ssh_worker(ssh_cluster: SshCluster, tmp_
     bad = ssh_cluster.hosts[2]
     for index in (0, 1):
         host = ssh_cluster.hosts[index]
-        assert (
-            f"worker {index} ({host.user}@{host.address}) cannot reach worker 2 at {UNREACHABLE}:"
-            in out.stderr
-        ), out.stderr
+        who = f"worker {index} ({host.user}@{host.address})"
+        assert f"{who} cannot reach worker 2 at {here}:{ports[2]}: timed out" in out.stderr, (
+            out.stderr
+        )
     assert f"worker 2 ({bad.user}@{bad.address}) cannot" not in out.stderr
     assert seconds < 30, seconds
     # The good pair is good: both SSH hosts reached each other (and not worker 2).
