@@ -1,8 +1,9 @@
 """What the launcher prints: a header, one table of the workers, events, and a summary.
 
 On a terminal the table is redrawn in place (rich.live); elsewhere (CI, a pipe, a file) each
-worker gets a plain line when it passes a 10% mark of its steps, at most one every 30 s (a
-run of a minute prints one or two per worker, a long run about ten). --verbose also streams
+worker gets a plain line when it passes a 10% mark of its steps, at most one every 30 s, and
+a last one when it finishes (a run of a minute prints two or three per worker, a long run
+about eleven). --verbose also streams
 every worker's output; --quiet prints only events and the summary. rich honours NO_COLOR and
 the terminal's width; narrow terminals drop the least needed columns. launcher.log gets every
 line printed, every worker's whole output and the plain progress lines, whatever the
@@ -390,16 +391,18 @@ class Output:
 
     def _due(self, rows: Sequence[WorkerRow]) -> list[str]:
         """The plain lines due now: a worker's line once it has passed another 10% mark of its
-        steps and 30 s have passed since its last one."""
+        steps and 30 s have passed since its last one, and its last line once it finished
+        (whatever the gap: the final epoch and loss belong in a CI log)."""
         now = self.clock()
         due = []
         for row in rows:
             fraction = row.fraction
-            if fraction is None:
+            finished = (row.status or {}).get("state") == "finished"
+            if fraction is None and not finished:
                 continue
-            mark = int(fraction * PLAIN_MARKS + 1e-9)
+            mark = PLAIN_MARKS + 1 if finished else int((fraction or 0) * PLAIN_MARKS + 1e-9)
             last_time, last_mark = self._plain.get(row.index, (self._since, 0))
-            if mark > last_mark and now - last_time >= self.plain_gap:
+            if mark > last_mark and (finished or now - last_time >= self.plain_gap):
                 self._plain[row.index] = (now, mark)
                 due.append(row.plain())
         return due

@@ -109,7 +109,7 @@ def test_plain_lines_come_every_tenth_of_progress_and_the_log_gets_everything(
     assert log.splitlines()[-1] == "finished" and all(line in log for line in printed)
 
 
-def test_a_short_run_prints_a_line_per_worker_at_most_every_30_s() -> None:
+def test_a_short_run_prints_a_line_per_worker_at_most_every_30_s_and_its_last() -> None:
     now = [0.0]
     stream = io.StringIO()
     out = Output(stream, live=False, clock=lambda: now[0])
@@ -119,6 +119,10 @@ def test_a_short_run_prints_a_line_per_worker_at_most_every_30_s() -> None:
     assert [line[:30] for line in stream.getvalue().splitlines()] == [
         "[0 a] training  epoch 6/10  st"
     ]
+    # Once it finished, its last line comes at once, whatever the gap.
+    now[0] += 1.0
+    out.table([WorkerRow(0, "a", {**status(100), "state": "finished", "phase": "ended"})])
+    assert stream.getvalue().splitlines()[-1].startswith("[0 a] ended  epoch 10/10")
 
 
 @pytest.mark.parametrize(
