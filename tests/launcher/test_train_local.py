@@ -212,7 +212,7 @@ def test_bad_hosts_file_is_one_clean_line(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "error: hosts.txt:2: 'colour=red' unknown key 'colour'; allowed keys: user, port, key, "
-        "addr, tf_port, python, workdir"
+        "addr, tf_port, python, workdir, scheduler, workers, tasks_per_node, partition, gres, time"
     ]
 
 
