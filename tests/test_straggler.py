@@ -56,7 +56,8 @@ def test_the_slowed_worker_is_named(tmp_path: Path) -> None:
         f"localhost tf_port={ports[0]}\nlocalhost tf_port={ports[1]} python={slow}\n"
     )
     options = [*FAST, "--epochs", "200", "--grace", "3", "--start-timeout", "400"]
-    options.append("--trainer-args=--system-every 2")
+    # No validation: the phase stays `training` across epochs (validation would restart it).
+    options.append("--trainer-args=--system-every 2 --no-validation")
     with training_job(tmp_path, *options, wait=400) as (_, run_dir):
         wait_for(lambda: trained_together_for(run_dir, WINDOW_SECONDS + 5), 300, "30 s of training")
         workers = RunEvents(run_dir).refresh([0, 1]).workers
