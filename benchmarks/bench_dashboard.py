@@ -30,7 +30,6 @@ import resource
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +41,7 @@ import numpy as np
 from dashboard import charts, live
 from dashboard.live import RunEvents
 from dashboard.samplerun import RunPlan, append_progress, write_run
+from dashboard.serve import streamlit_command
 from runformat import CLUSTER_JSON, PROGRESS_TAGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,21 +332,7 @@ def first_chart(run_dir: Path, report: Report) -> None:
     port = free_port()
     env = dict(os.environ, TFCLUSTER_RUNS=str(run_dir.parent), PYTHONPATH=str(ROOT))
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "dashboard" / "app.py"),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--browser.gatherUsageStats",
-            "false",
-        ],
+        streamlit_command(port),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -12,7 +12,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from dashboard.samplerun import RunPlan, append_progress, write_run
+from dashboard.serve import streamlit_command
 
 pytestmark = pytest.mark.slow
 
@@ -78,24 +78,7 @@ def server(browser_runs: Path, output_dir: Path) -> Iterator[str]:
     port = free_port()
     log = open(output_dir / "streamlit.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "dashboard" / "app.py"),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--browser.gatherUsageStats",
-            "false",
-            "--",
-            "--runs",
-            str(browser_runs),
-        ],
+        streamlit_command(port, browser_runs),
         cwd=ROOT,
         # This checkout's packages, installed (scripts/setup.sh) or not.
         env={**os.environ, "PYTHONPATH": str(ROOT)},
