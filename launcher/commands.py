@@ -145,7 +145,8 @@ def stop_command(run_dir: str, index: int, grace: float) -> str:
 
     TensorFlow catches SIGTERM and may keep running, hence the KILL; a frozen (SIGSTOPped)
     process only acts on TERM once continued, hence the CONT. A worker that is just starting
-    may not have written its pgid yet: wait a moment for it. Returns once the group is gone
+    may not have written its pgid yet: wait a moment for it. A group of zombies only is not
+    running (`kill` would still succeed on it). Returns once the group is gone
     (up to 5 s after KILL), so that its lock can go. Prints `stopped` or `not running`.
     """
     pg = q(f"{worker_dir(run_dir, index)}/{PGID_FILE}")
@@ -154,6 +155,7 @@ def stop_command(run_dir: str, index: int, grace: float) -> str:
     return (
         f"i=0; while [ ! -s {pg} ] && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; "
         f"[ -s {pg} ] || {{ echo not running; exit 0; }}; g=$(cat {pg}); "
+        f"{alive} || {{ echo not running; exit 0; }}; "
         f'kill -TERM -"$g" 2>/dev/null || {{ echo not running; exit 0; }}; '
         f'kill -CONT -"$g" 2>/dev/null; i=0; '
         f"while {alive} && [ $i -lt {ticks} ]; do sleep 0.2; i=$((i+1)); done; "

@@ -149,6 +149,28 @@ def test_stop_of_a_finished_worker_is_harmless(tmp_path: Path) -> None:
     assert out.returncode == 0 and out.stdout.strip() == "not running"
 
 
+def test_stop_of_a_group_of_zombies_is_not_running(tmp_path: Path) -> None:
+    """Where nothing reaps orphans, an ended worker stays a zombie: `kill` still succeeds on
+    its group, but a second `fab stop` must say it was not running."""
+    wdir = tmp_path / "workers" / "0"
+    wdir.mkdir(parents=True)
+    zombie = subprocess.Popen(["true"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while _proc_state(zombie.pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _proc_state(zombie.pid) == "Z"
+        (wdir / "pgid").write_text(str(zombie.pid))
+        out = sh(commands.stop_command(str(tmp_path), 0, grace=0.2), tmp_path)
+        assert out.returncode == 0 and out.stdout.strip() == "not running"
+    finally:
+        zombie.wait()
+
+
+def _proc_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
 def test_stop_ends_a_frozen_worker_and_only_then_its_lock_goes(tmp_path: Path) -> None:
     """A SIGSTOPped process acts on TERM only once continued; the lock of its run stays
     while it lives, whoever asks to release it."""
