@@ -11,9 +11,12 @@ in this one run:
    once would cost at that size (what the refresh did before);
 2. a rerun with nothing new: the server CPU the data path costs (the snapshot and the chart
    data cached on it; target <= 5 ms) and the whole page rerun in AppTest, for scale;
-3. the big run (32 workers x 25k steps by default): a cold page in AppTest (target <= 2 s),
-   the Plotly JSON a live rerun sends (target <= 1 MB), and with --browser the time to the
-   first chart in Chromium (target <= 3 s);
+3. the big run (32 workers x 25k steps by default): a cold page in AppTest (target <= 2 s)
+   next to the time until the page shows every event (its events are read in the
+   background while the page shows what is read so far; before, the cold page waited for
+   all of them), the Plotly JSON a live rerun sends (target <= 1 MB), and with --browser
+   the time to the first chart in Chromium (target <= 3 s) next to the time until every
+   event is drawn;
 4. a full load of the big run, all points, checksums on, against the ``server`` binary of
    tensorboard-data-server (``--reload once --checksum --samples-per-plugin scalars=all``,
    timed to its "Finished load cycle" line): wall and CPU (target: wall <= the server's).
@@ -35,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,6 +112,7 @@ def refresh_after_one_step(root: Path, report: Report, repeat: int) -> None:
         run_dir = sample_run(root / "refresh", f"20261130-00000{len(str(points))}-r", 1, steps)
         events = RunEvents(run_dir)
         events.refresh([0], min_interval=0)
+        events.wait()
         times = []
         for attempt in range(max(repeat, 5) * 4):
             append_progress(run_dir, 0, [steps + attempt], wall_time=1e9 + attempt)
@@ -167,6 +172,16 @@ def plotly_bytes(app: object) -> int:
     return sum(len(chart.proto.spec) for chart in app.get("plotly_chart"))  # type: ignore[attr-defined]
 
 
+LOADING_TEXT = "Reading events"
+# How often the page asks again while the events are read (dashboard.app's cadence then).
+LOADING_RERUN_S = 1.0
+
+
+def loading_shown(app: Any) -> bool:
+    """Whether the page says that the run's events are still being read."""
+    return any(LOADING_TEXT in bar.proto.text for bar in app.get("progress"))
+
+
 def page(run_dir: Path, report: Report, repeat: int, workers: int) -> None:
     from streamlit.testing.v1 import AppTest
 
@@ -181,11 +196,22 @@ def page(run_dir: Path, report: Report, repeat: int, workers: int) -> None:
         cold = time.perf_counter() - start
         if app.exception:
             raise RuntimeError(f"the page failed: {[e.value for e in app.exception]}")
+        # Then as the browser does: the page again about every second until all is read.
+        last = start
+        while loading_shown(app):
+            time.sleep(max(0.0, last + LOADING_RERUN_S - time.perf_counter()))
+            last = time.perf_counter()
+            app.run()
+        complete = time.perf_counter() - start
         ok = report.check("cold page", cold <= COLD_PAGE_TARGET_S)
         report.line(
             f"   cold page            {cold:7.2f} s   target {COLD_PAGE_TARGET_S:.0f} s"
             f" ({cold / COLD_PAGE_TARGET_S:.2f}x), before {BEFORE['cold_page_s']} s"
             f" ({cold / BEFORE['cold_page_s']:.2f}x)  {ok}"
+        )
+        report.line(
+            f"   every event on the page {complete:5.2f} s   (the cold page waited for this"
+            f" before: {cold / complete:.2f}x of it now)"
         )
         sent = plotly_bytes(app)
         charts = len(app.get("plotly_chart"))
@@ -204,6 +230,7 @@ def rerun_nothing_new(run_dir: Path, report: Report, repeat: int, workers: int) 
     events = RunEvents(run_dir)
     indices = list(range(workers))
     events.refresh(indices, min_interval=0)
+    events.wait()
     start = events.refresh(indices).workers[0]["progress/loss"][1][0]
     first = cpu_ms(lambda: chart_data(events.refresh(indices), start), 1)
 
@@ -270,19 +297,21 @@ def rust_load(run_dir: Path) -> tuple[float, float]:
 
 def our_load(run_dir: Path, workers: int, parallel: bool) -> tuple[float, float, int]:
     """Wall and CPU seconds (children included) of a first load, and the points read."""
-    saved = live.PARALLEL_BYTES
-    live.PARALLEL_BYTES = saved if parallel else 1 << 62
+    saved = live.BIG_LOAD_BYTES
+    live.BIG_LOAD_BYTES = saved if parallel else 1 << 62
     try:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = time.process_time()
         start = time.perf_counter()
-        snapshot = RunEvents(run_dir).refresh(range(workers), min_interval=0)
+        events = RunEvents(run_dir)
+        events.refresh(range(workers), min_interval=0)
+        snapshot = events.wait()
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = time.process_time() - cpu
         cpu += after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     finally:
-        live.PARALLEL_BYTES = saved
+        live.BIG_LOAD_BYTES = saved
     return wall, cpu, snapshot.events
 
 
@@ -363,6 +392,10 @@ def first_chart(run_dir: Path, report: Report) -> None:
             page.goto(f"http://127.0.0.1:{port}/?run={run_dir.name}")
             page.wait_for_selector(".js-plotly-plot .main-svg", timeout=600_000)
             seconds = time.perf_counter() - start
+            page.wait_for_function(
+                f"() => !document.body.innerText.includes({LOADING_TEXT!r})", timeout=600_000
+            )
+            complete = time.perf_counter() - start
             browser.close()
     finally:
         server.terminate()
@@ -372,6 +405,7 @@ def first_chart(run_dir: Path, report: Report) -> None:
         f"   first chart in Chromium {seconds:5.2f} s   target {FIRST_CHART_TARGET_S:.0f} s"
         f" ({seconds / FIRST_CHART_TARGET_S:.2f}x), before {BEFORE['first_chart_s']} s  {ok}"
     )
+    report.line(f"   every event read and drawn {complete:5.2f} s")
 
 
 def main(argv: list[str] | None = None) -> int:

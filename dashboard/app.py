@@ -58,6 +58,9 @@ from runformat import (
 )
 
 REFRESH_SECONDS = 3.0
+# While a run's events are read for the first time, its live parts redraw this often with
+# what has been read so far.
+LOADING_REFRESH_SECONDS = 1.0
 # Up to this many workers each gets its own progress bar; above, one bar for the run.
 BARS_UP_TO = 8
 STATE_BADGES = {
@@ -80,7 +83,17 @@ def run_events(run_dir: str) -> RunEvents:
 
 
 def snapshot_of(run: Run) -> Snapshot:
+    """What has been read of the run's events; a big first read goes on in the background."""
     return run_events(str(run.path)).refresh(run.indices)
+
+
+def render_loading(snapshot: Snapshot) -> None:
+    """How far a first read of the events has got, above charts that show that part."""
+    if snapshot.loading is not None:
+        st.progress(
+            snapshot.loading.fraction,
+            text=f"{snapshot.loading}: the page shows what is read so far.",
+        )
 
 
 def metric_chart(
@@ -272,14 +285,21 @@ def _eta(run: Run, snapshot: Snapshot, rows: list[WorkerRow]) -> str:
     return text.duration(eta_seconds(snapshot.workers[chief], total))
 
 
-def render_header(run_path: Path, was_active: bool) -> None:
-    """The run's story at a glance (live): state, phase, epoch, ETA, speed, configuration."""
+def render_header(run_path: Path, was_active: bool, was_loading: bool = False) -> None:
+    """The run's story at a glance (live): state, phase, epoch, ETA, speed, configuration.
+
+    Once a first read of the events that was going on is done, the whole page runs again,
+    back to its usual refresh (or to none for a run that has ended).
+    """
     run = current_run(run_path, was_active)
     if run is None:
         return
     snapshot = snapshot_of(run)
+    if was_loading and snapshot.loading is None:
+        st.rerun()
     rows = _rows(run, snapshot)
     st.markdown(f"### Run {text.code(run.run_id)} {badge(run.state)}")
+    render_loading(snapshot)
     done, total = slowest_epoch(rows)
     accuracy = run.metrics.test_accuracy if run.metrics else None
     phase, phases = phase_summary(rows) if run.active else (run.state, "")
@@ -468,6 +488,8 @@ def render_progress(run_path: Path, was_active: bool) -> None:
             "Drag a box across a chart to zoom in (kept while the run updates); "
             "“Zoom out” shows it all again."
         )
+    elif snapshot.loading is not None:
+        st.info("The charts appear as the workers' events are read.")
     else:
         st.info("No progress points yet: the workers write them every few steps.")
     render_epochs(snapshot, run.run_id)
@@ -495,7 +517,8 @@ def render_system(run_path: Path, was_active: bool) -> None:
     run = current_run(run_path, was_active)
     if run is None:
         return
-    workers = snapshot_of(run).workers
+    snapshot = snapshot_of(run)
+    workers = snapshot.workers
     hosts = {h.index: h.name for h in (run.cluster.hosts if run.cluster else ())}
     hosts.update({i: w.host for i, w in run.workers.items() if i not in hosts and w.host})
     phases = {i: w.phase for i, w in run.workers.items()}
@@ -506,7 +529,9 @@ def render_system(run_path: Path, was_active: bool) -> None:
     for line in system.system_warnings(workers, hosts, phases if run.active else {}):
         st.warning(text.md(line))
     figures = system.system_figures(workers, run.started)
-    if not figures:
+    if not figures and snapshot.loading is not None:
+        st.info("The charts appear as the workers' events are read.")
+    elif not figures:
         st.info("No system metrics yet: each worker samples them every few seconds.")
     for pair in range(0, len(figures), 2):
         for column, (tag, figure) in zip(st.columns(2), figures[pair : pair + 2], strict=False):
@@ -630,6 +655,13 @@ def render_compare(runs: list[Run], run: Run | None) -> None:
         st.info("Pick two or more runs to overlay their curves.")
         return
     chosen = [r for r in runs if r.run_id in picked]
+    snapshots = {r.run_id: snapshot_of(r) for r in chosen}
+    for run_id, snapshot in snapshots.items():
+        if snapshot.loading is not None:
+            st.caption(f"{text.md(run_id)}: {snapshot.loading}")
+    if any(snapshot.loading is not None for snapshot in snapshots.values()):
+        versions = tuple(snapshot.version for snapshot in snapshots.values())
+        st.fragment(rerun_when_read, run_every=LOADING_REFRESH_SECONDS)(chosen, versions)
     config = compare.config_frame(chosen)
     differing = compare.differences(config)
     st.markdown("**How their configurations differ**")
@@ -640,7 +672,7 @@ def render_compare(runs: list[Run], run: Run | None) -> None:
     left, right = st.columns(2)
     for column, metric in zip((left, right, left, right), charts.METRICS, strict=True):
         frames = {
-            r.run_id: charts.scalar_frame(snapshot_of(r).workers, metric.tag, r.started)
+            r.run_id: charts.scalar_frame(snapshots[r.run_id].workers, metric.tag, r.started)
             for r in chosen
         }
         if all(frame.empty for frame in frames.values()):
@@ -654,6 +686,13 @@ def render_compare(runs: list[Run], run: Run | None) -> None:
             )
 
 
+def rerun_when_read(runs: list[Run], versions: tuple[int, ...]) -> None:
+    """While the compared runs' events are first read: the page again once more is read
+    (the Compare tab is not live otherwise)."""
+    if tuple(snapshot_of(run).version for run in runs) != versions:
+        st.rerun()
+
+
 def main() -> None:
     st.set_page_config(page_title="tfcluster", page_icon="📈", layout="wide")
     runs_dir = runs_dir_from(sys.argv[1:], os.environ)
@@ -662,13 +701,22 @@ def main() -> None:
     st.sidebar.caption(f"Runs folder: {text.code(runs_dir.resolve())}")
     runs = load_runs(runs_dir)
     run = choose_run(runs)
-    every = REFRESH_SECONDS if run is not None and run.active else None
+    # Reading a big run for the first time goes on in the background: until it is done the
+    # live parts redraw every second with what has been read.
+    loading = run is not None and snapshot_of(run).loading is not None
+    every = (
+        LOADING_REFRESH_SECONDS
+        if loading
+        else REFRESH_SECONDS
+        if run is not None and run.active
+        else None
+    )
     with st.sidebar:
         st.fragment(render_watch, run_every=REFRESH_SECONDS)(
             runs_dir, signature, run is not None and run.active
         )
     if run is not None:
-        st.fragment(render_header, run_every=every)(run.path, run.active)
+        st.fragment(render_header, run_every=every)(run.path, run.active, loading)
     if "tab" not in st.session_state or not runs:
         st.session_state["tab"] = "Cluster" if run is not None else "Runs"
     tabs = dict(zip(TABS, st.tabs(list(TABS), key="tab", on_change="rerun"), strict=True))

@@ -10,8 +10,11 @@ the readers' growing buffers (no copy), and it is the same object for every view
 points arrive, so whatever a page derives from it (frames, downsampled lines, bands) is
 computed once per snapshot with :meth:`Snapshot.memo` and reused by every rerun and viewer.
 
-A first load of a big run reads the workers' folders in parallel processes: the reader is
-pure Python and its CRC library holds the GIL, so threads would not help.
+A big first load (a run opened for the first time) never makes a page wait: it is read in
+the background, in one process per core (the reader is pure Python and its CRC library holds
+the GIL, so threads would not help), and each worker's points join the snapshot as soon as
+its folder is read, with :class:`Loading` telling how far it has got. The page draws what is
+there and asks again about once a second, the way TensorBoard shows charts while it loads.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,10 +36,32 @@ from runformat import TENSORBOARD_SPLITS, events_rel, tensorboard_rel
 
 # However many viewers and live parts ask, the files are read at most this often (seconds).
 POLL_INTERVAL = 1.0
-# A load with at least this many unread bytes in two or more folders is spread over processes.
-PARALLEL_BYTES = 16 << 20
+# New folders with at least this many unread bytes in all are read in the background (one
+# process per core); less is read at once, faster than a page could show it in parts.
+BIG_LOAD_BYTES = 16 << 20
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Loading:
+    """How far a big first load in the background has got."""
+
+    workers_done: int
+    workers: int
+    bytes_done: int
+    bytes: int
+
+    @property
+    def fraction(self) -> float:
+        """Share of the bytes read, 0..1."""
+        return min(1.0, self.bytes_done / self.bytes) if self.bytes else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"Reading events: {self.workers_done} of {self.workers} workers, "
+            f"{self.fraction:.0%} of {self.bytes / 1e6:,.0f} MB"
+        )
 
 
 @dataclass(frozen=True)
@@ -49,6 +74,8 @@ class Snapshot:
     pending: dict[int, int] = field(default_factory=dict)
     events: int = 0
     version: int = 0
+    # Set while a big first load runs in the background: what is here is a part of it.
+    loading: Loading | None = None
     _memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
@@ -71,41 +98,103 @@ class RunEvents:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self._lock = threading.Lock()
+        self._loaded = threading.Condition(self._lock)
         self._workers: dict[int, EventDirectory] = {}
         self._chief: dict[str, EventDirectory] = {}
         self._arrays: dict[str, dict[str, Arrays]] = {}
         self._snapshot = Snapshot()
         self._polled = 0.0
         self._version = 0
+        self._loading: Loading | None = None
+        self._background = True
 
     def refresh(self, indices: Iterable[int], min_interval: float | None = None) -> Snapshot:
-        """Read new bytes (at most once per min_interval, however many viewers ask)."""
+        """Read new bytes (at most once per min_interval, however many viewers ask).
+
+        Never waits for a big first load: that starts in the background, and until it is
+        done every call returns the latest partial snapshot (``snapshot.loading`` is set).
+        """
         interval = POLL_INTERVAL if min_interval is None else min_interval
         with self._lock:
             now = time.monotonic()
-            if self._version and now - self._polled < interval:
+            if self._loading is not None or (self._version and now - self._polled < interval):
                 return self._snapshot
             self._polled = now
-            readers: list[tuple[str, EventDirectory]] = []
-            for index in indices:
-                reader = self._reader(self._workers, index, events_rel(index))
-                if reader is not None:
-                    readers.append((f"w{index}", reader))
-            for split in TENSORBOARD_SPLITS:
-                reader = self._reader(self._chief, split, tensorboard_rel(split))
-                if reader is not None:
-                    readers.append((f"c{split}", reader))
+            readers = self._readers(indices)
+            fresh = [(key, r, r.unread_bytes()) for key, r in readers if r.fresh]
+            if self._background and sum(size for *_, size in fresh) >= BIG_LOAD_BYTES:
+                self._start_load(fresh)
+                return self._snapshot
             changed = False
-            for (key, reader), (polled, result, problems) in zip(
-                readers, poll_all([reader for _, reader in readers]), strict=True
-            ):
-                if polled is not reader:
-                    self._replace(reader, polled)
-                changed |= self._take(key, polled, result, problems)
+            for key, reader in readers:
+                _, result, problems = _poll(reader)
+                changed |= self._take(key, reader, result, problems)
             if changed or not self._version:
-                self._version += 1
-                self._snapshot = self._build()
+                self._publish()
             return self._snapshot
+
+    def wait(self, timeout: float | None = None) -> Snapshot:
+        """The snapshot once no load runs in the background (or when timeout runs out)."""
+        with self._loaded:
+            self._loaded.wait_for(lambda: self._loading is None, timeout)
+            return self._snapshot
+
+    def _readers(self, indices: Iterable[int]) -> list[tuple[str, EventDirectory]]:
+        readers: list[tuple[str, EventDirectory]] = []
+        for index in indices:
+            reader = self._reader(self._workers, index, events_rel(index))
+            if reader is not None:
+                readers.append((f"w{index}", reader))
+        for split in TENSORBOARD_SPLITS:
+            reader = self._reader(self._chief, split, tensorboard_rel(split))
+            if reader is not None:
+                readers.append((f"c{split}", reader))
+        return readers
+
+    def _publish(self) -> None:
+        """A new snapshot of everything read so far (call with the lock held)."""
+        self._version += 1
+        self._snapshot = self._build()
+
+    def _start_load(self, fresh: list[tuple[str, EventDirectory, int]]) -> None:
+        """Read the new folders in a background thread, biggest first (lock held)."""
+        jobs = sorted(fresh, key=lambda job: -job[2])
+        workers = sum(key.startswith("w") for key, *_ in jobs)
+        self._loading = Loading(0, workers, 0, sum(size for *_, size in jobs))
+        self._publish()
+        thread = threading.Thread(
+            target=self._load, args=(jobs,), name=f"events {self.run_dir.name}", daemon=True
+        )
+        thread.start()
+
+    def _load(self, jobs: list[tuple[str, EventDirectory, int]]) -> None:
+        """The background load: each folder joins the snapshot as soon as it is read."""
+        try:
+            for position, (polled, result, problems) in poll_each([r for _, r, _ in jobs]):
+                key, reader, size = jobs[position]
+                with self._lock:
+                    if polled is not reader:
+                        self._replace(reader, polled)
+                    self._take(key, polled, result, problems)
+                    loading = self._loading
+                    assert loading is not None  # only this thread clears it
+                    self._loading = replace(
+                        loading,
+                        workers_done=loading.workers_done + key.startswith("w"),
+                        bytes_done=loading.bytes_done + size,
+                    )
+                    self._publish()
+        except BaseException:
+            # Not again in the background: the next refresh reads here, where the error
+            # reaches the page.
+            self._background = False
+            raise
+        finally:
+            with self._lock:
+                self._loading = None
+                self._polled = time.monotonic()
+                self._publish()
+                self._loaded.notify_all()
 
     def _replace(self, old: EventDirectory, new: EventDirectory) -> None:
         for readers in (self._workers, self._chief):
@@ -152,6 +241,7 @@ class RunEvents:
             pending={i: r.pending_bytes for i, r in self._workers.items() if r.pending_bytes},
             events=sum(r.events for r in [*self._workers.values(), *self._chief.values()]),
             version=self._version,
+            loading=self._loading,
         )
 
 
@@ -162,28 +252,34 @@ def _poll(reader: EventDirectory) -> tuple[EventDirectory, PollResult, int]:
     return reader, result, len(reader.problems) - before
 
 
-def poll_all(readers: Sequence[EventDirectory]) -> list[tuple[EventDirectory, PollResult, int]]:
-    """Poll every reader; a big first load goes to one process per core.
+def poll_each(
+    readers: Sequence[EventDirectory],
+) -> Iterator[tuple[int, tuple[EventDirectory, PollResult, int]]]:
+    """Poll every reader, yielding (its position, what :func:`_poll` returns) as each is done.
 
-    Each process returns its reader with everything it read (its buffers travel as numpy
-    arrays), and the caller carries on with that reader from where it stopped. A small or
-    incremental poll stays in this process, where it costs far less than starting one.
+    With two or more readers and two or more cores they are read in one process per core,
+    in the order given: each process returns its reader with everything it read (its
+    buffers travel as numpy arrays), and the caller carries on with that reader from where
+    it stopped. Without processes to be had, the same reads happen here.
     """
-    cores = os.cpu_count() or 1
-    sizes = [reader.unread_bytes() if cores > 1 and reader.fresh else 0 for reader in readers]
-    heavy = sorted((i for i, size in enumerate(sizes) if size), key=lambda i: -sizes[i])
+    done: set[int] = set()
     if (
-        len(heavy) < 2
-        or sum(sizes) < PARALLEL_BYTES
-        or "fork" not in multiprocessing.get_all_start_methods()
+        len(readers) > 1
+        and (os.cpu_count() or 1) > 1
+        and "fork" in multiprocessing.get_all_start_methods()
     ):
-        return [_poll(reader) for reader in readers]
-    # Largest folders first (above), so that no process is left with a big one at the end.
-    context = multiprocessing.get_context("fork")
-    try:
-        with ProcessPoolExecutor(max_workers=min(cores, len(heavy)), mp_context=context) as pool:
-            done = dict(zip(heavy, pool.map(_poll, [readers[i] for i in heavy]), strict=True))
-    except (OSError, BrokenProcessPool):
-        # No process to be had (limits, memory): the same reads, here.
-        return [_poll(reader) for reader in readers]
-    return [done[i] if i in done else _poll(reader) for i, reader in enumerate(readers)]
+        context = multiprocessing.get_context("fork")
+        processes = min(os.cpu_count() or 1, len(readers))
+        try:
+            with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+                futures = {pool.submit(_poll, reader): i for i, reader in enumerate(readers)}
+                for future in as_completed(futures):
+                    position = futures[future]
+                    polled = future.result()
+                    done.add(position)
+                    yield position, polled
+        except (OSError, BrokenProcessPool):
+            pass  # no process to be had (limits, memory): the rest is read below
+    for position, reader in enumerate(readers):
+        if position not in done:
+            yield position, _poll(reader)

@@ -4,12 +4,42 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from dashboard import live
+from dashboard.events import EventDirectory, PollResult
 from dashboard.samplerun import RunPlan, write_run
+
+# (worker folder name, file): reading that worker's events waits while the file is missing.
+HELD: tuple[str, Path] | None = None
+PLAIN_POLL = live._poll
+
+
+def held_poll(reader: EventDirectory) -> tuple[EventDirectory, PollResult, int]:
+    """live._poll, but holding one worker back (in whichever process reads it)."""
+    while HELD is not None and reader.directory.parent.name == HELD[0] and not HELD[1].exists():
+        time.sleep(0.01)
+    return PLAIN_POLL(reader)
+
+
+@pytest.fixture
+def hold_reads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[int], Path]:
+    """hold(i): every first read goes to the background, where worker i's events wait until
+    the returned file exists (touch it to let them be read)."""
+
+    def hold(index: int) -> Path:
+        release = tmp_path / f"release-{index}"
+        monkeypatch.setattr(live, "BIG_LOAD_BYTES", 1)
+        monkeypatch.setattr(live, "_poll", held_poll)
+        monkeypatch.setattr(sys.modules[__name__], "HELD", (str(index), release))
+        return release
+
+    return hold
 
 
 @pytest.fixture

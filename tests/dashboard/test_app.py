@@ -158,6 +158,38 @@ def test_finished_run_shows_one_row_and_one_line_per_worker(
     assert runs["global batch"][0] == "128"
 
 
+def loading_text(app: AppTest) -> str:
+    return " ".join(bar.proto.text for bar in app.get("progress") if "Reading" in bar.proto.text)
+
+
+def rerun_until(app: AppTest, done: Callable[[AppTest], bool]) -> AppTest:
+    """Run the page again every 0.2 s (the browser does it every second) until done."""
+    deadline = time.monotonic() + 60
+    while not done(app):
+        assert time.monotonic() < deadline, loading_text(app)
+        time.sleep(0.2)
+        app.run()
+        assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def test_a_big_run_shows_at_once_and_draws_its_charts_as_they_are_read(
+    open_app: OpenApp, finished_run: Path, hold_reads: Callable[[int], Path]
+) -> None:
+    release = hold_reads(1)
+    app = open_app(finished_run.parent)
+
+    assert "Reading events: " in loading_text(app)
+    table = worker_table(app)  # from status.json, before any event is read
+    assert list(table["worker"]) == [0, 1] and table["step"][1] == "60/60"
+    show(app, "Progress")
+    rerun_until(app, lambda app: "1 of 2 workers" in loading_text(app))
+    assert legend_lines(chart_of(app, "progress/examples_per_sec")) == ["chief (0)"]
+    release.touch()
+    rerun_until(app, lambda app: not loading_text(app))
+    assert legend_lines(chart_of(app, "progress/examples_per_sec")) == ["chief (0)", "worker 1"]
+
+
 def test_download_serves_the_exact_bytes_of_model_h5(
     open_app: OpenApp,
     finished_run: Path,

@@ -1,10 +1,13 @@
-"""The shared readers of a run: views not copies, one snapshot per version, parallel loads."""
+"""The shared readers of a run: views not copies, one snapshot per version, big first loads
+in the background."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +60,13 @@ def test_memo_builds_once_per_snapshot_for_every_viewer(live_run: Path) -> None:
     assert events.refresh(range(3), min_interval=0).memo(("loss", "step"), build) == 2
 
 
-def test_parallel_first_load_equals_the_serial_one_and_carries_on(
-    live_run: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_big_first_load_goes_on_in_the_background_and_shows_its_parts(
+    live_run: Path, hold_reads: Callable[[int], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The page never waits for a big first load: every refresh returns at once with what
+    has been read, the load says how far it is, and the end result equals a plain read."""
     serial = RunEvents(live_run).refresh(range(3), min_interval=0)
-    monkeypatch.setattr(live, "PARALLEL_BYTES", 1)
+    release = hold_reads(2)
     calls: list[int] = []
     original = live.ProcessPoolExecutor
 
@@ -71,18 +76,33 @@ def test_parallel_first_load_equals_the_serial_one_and_carries_on(
 
     monkeypatch.setattr(live, "ProcessPoolExecutor", counting)
     events = RunEvents(live_run)
-    parallel = events.refresh(range(3), min_interval=0)
+    first = events.refresh(range(3), min_interval=0)
+    assert first.loading is not None and first.loading.workers_done == 0
+    assert first.loading.workers == 3
+    deadline = time.monotonic() + 60
+    while True:
+        part = events.refresh(range(3), min_interval=0)
+        assert part.loading is not None, "the load ended while worker 2 waited"
+        if part.loading.workers_done == 2:
+            break
+        assert time.monotonic() < deadline, "workers 0 and 1 were never read"
+        time.sleep(0.02)
+    assert 0 < part.loading.fraction < 1
+    assert str(part.loading).startswith("Reading events: 2 of 3 workers")
+    assert len(part.workers[0]["progress/loss"][0]) and part.workers[2] == {}
+    release.touch()
+    loaded = events.wait(timeout=60)
 
-    assert calls == [1]
-    assert parallel.events == serial.events
+    assert loaded.loading is None and calls == [1]
+    assert loaded.events == serial.events
     for index in range(3):
         for tag, arrays in serial.workers[index].items():
-            for mine, theirs in zip(parallel.workers[index][tag], arrays, strict=True):
+            for mine, theirs in zip(loaded.workers[index][tag], arrays, strict=True):
                 assert np.array_equal(mine, theirs)
     # The readers came back from the processes and read on from where those stopped.
     append_progress(live_run, 2, range(400, 403))
     after = events.refresh(range(3), min_interval=0)
-    assert after.events == serial.events + 12
+    assert after.events == serial.events + 12 and after.loading is None
     assert calls == [1]
 
 
