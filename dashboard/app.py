@@ -701,16 +701,13 @@ def main() -> None:
     st.sidebar.caption(f"Runs folder: {text.code(runs_dir.resolve())}")
     runs = load_runs(runs_dir)
     run = choose_run(runs)
+    live = REFRESH_SECONDS if run is not None and run.active else None
     # Reading a big run for the first time goes on in the background: until it is done the
-    # live parts redraw every second with what has been read.
+    # header and the charts redraw every second with what has been read. The Cluster tab
+    # keeps its pace: its rows come from status.json, and a picture redrawn every second
+    # would keep a slow browser from ever finishing its first drawing of it.
     loading = run is not None and snapshot_of(run).loading is not None
-    every = (
-        LOADING_REFRESH_SECONDS
-        if loading
-        else REFRESH_SECONDS
-        if run is not None and run.active
-        else None
-    )
+    every = LOADING_REFRESH_SECONDS if loading else live
     with st.sidebar:
         st.fragment(render_watch, run_every=REFRESH_SECONDS)(
             runs_dir, signature, run is not None and run.active
@@ -734,7 +731,7 @@ def main() -> None:
         return
     if tabs["Cluster"].open:
         with tabs["Cluster"]:
-            st.fragment(render_cluster, run_every=every)(run.path, run.active)
+            st.fragment(render_cluster, run_every=live)(run.path, run.active)
     if tabs["Progress"].open:
         with tabs["Progress"]:
             st.fragment(render_progress, run_every=every)(run.path, run.active)
