@@ -8,15 +8,16 @@ from pathlib import Path
 APP = Path(__file__).with_name("app.py")
 
 
-def streamlit_command(port: int, runs: Path | None = None) -> list[str]:
+def streamlit_command(port: int, runs: Path | None = None, script: Path = APP) -> list[str]:
     """`streamlit run dashboard/app.py` on 127.0.0.1:`port`, no browser, no usage statistics;
-    `runs` is the runs folder (default: the app's own, ./runs or TFCLUSTER_RUNS)."""
+    `runs` is the runs folder (default: the app's own, ./runs or TFCLUSTER_RUNS); `script`
+    another page to serve the same way (the benchmark's reference page)."""
     command = [
         sys.executable,
         "-m",
         "streamlit",
         "run",
-        str(APP),
+        str(script),
         "--server.headless",
         "true",
         "--server.address",
