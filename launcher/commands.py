@@ -118,7 +118,9 @@ def poll_command(run_dir: str, index: int) -> str:
     """One line: `exit N`, `alive`, `frozen` (a process of it is stopped, e.g. SIGSTOP),
     `gone` (group dead, no exit code) or `pending` (no pgid yet).
 
-    The worker's shell is a session leader (setsid), so its session id is its pgid.
+    The worker's shell is a session leader (setsid), so its session id is its pgid. The exit
+    code is read again once the group is seen gone: the shell may have written it and ended
+    between the first look and the group test.
     """
     wdir = worker_dir(run_dir, index)
     ec, pg = q(f"{wdir}/{EXIT_CODE_FILE}"), q(f"{wdir}/{PGID_FILE}")
@@ -127,6 +129,7 @@ def poll_command(run_dir: str, index: int) -> str:
         f"if [ -f {ec} ]; then echo exit $(cat {ec}); "
         f"elif [ -s {pg} ] && {alive}; then "
         f'if ps -o stat= -s "$(cat {pg})" | grep -q "^T"; then echo frozen; else echo alive; fi; '
+        f"elif [ -f {ec} ]; then echo exit $(cat {ec}); "
         f"elif [ -s {pg} ]; then echo gone; else echo pending; fi"
     )
 

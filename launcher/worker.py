@@ -93,11 +93,10 @@ class Poll:
 
 
 def local_poll(wdir: Path) -> str:
-    """The poll line for a worker on this machine, without a subprocess."""
-    try:
-        return f"exit {(wdir / EXIT_CODE_FILE).read_text().strip()}"
-    except OSError:
-        pass
+    """The poll line for a worker on this machine, without a subprocess (as poll_command)."""
+    exited = _exit_line(wdir)
+    if exited is not None:
+        return exited
     try:
         pgid = int((wdir / PGID_FILE).read_text().strip())
     except (OSError, ValueError):
@@ -105,13 +104,21 @@ def local_poll(wdir: Path) -> str:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
-        return "gone"
+        return _exit_line(wdir) or "gone"
     except PermissionError:
         return "alive"
     states = group_states(pgid)
     if not states:
-        return "gone"
+        # The shell may have written its exit code and ended since the first look.
+        return _exit_line(wdir) or "gone"
     return "frozen" if "T" in states else "alive"
+
+
+def _exit_line(wdir: Path) -> str | None:
+    try:
+        return f"exit {(wdir / EXIT_CODE_FILE).read_text().strip()}"
+    except OSError:
+        return None
 
 
 def group_states(pgid: int) -> list[str]:
