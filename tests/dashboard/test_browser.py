@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
+from dashboard.charts import METRICS
 from dashboard.samplerun import RunPlan, append_progress, write_run
 from dashboard.serve import streamlit_command
 
@@ -59,7 +60,8 @@ def browser_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         RunPlan(workers=2, state="finished", model_bytes=os.urandom(300_000)),
         run_id=FINISHED_ID,
     )
-    write_run(runs, RunPlan(workers=2, state="failed", failed=1), run_id=FAILED_ID)
+    # Another seed: its curves differ from the finished run's (the overlay test tells them apart).
+    write_run(runs, RunPlan(workers=2, state="failed", failed=1, seed=1), run_id=FAILED_ID)
     for workers, run_id in WIDE_IDS.items():
         plan = RunPlan(workers=workers, state="running", steps_done={1: 30}, stalled=(1,))
         write_run(runs, plan, run_id=run_id, now=time.time())
@@ -298,6 +300,19 @@ def test_a_click_on_a_runs_row_opens_that_run_and_new_runs_show_up(
     expect(page.get_by_text(f"{count + 1} run(s) in")).to_be_visible(timeout=20_000)
 
 
+# Per chart of a panel: its tag and, per drawn line (Plotly's own trace groups in the SVG),
+# the trace's name, its y values and the length of the line's path.
+DRAWN_LINES = """(panel) => Array.from(panel.querySelectorAll('.js-plotly-plot')).map((gd) => ({
+    tag: (gd.layout.meta || {}).tag,
+    lines: Array.from(gd.querySelectorAll('.scatterlayer .trace')).map((g) => {
+        const trace = g.__data__[0].trace;
+        const path = g.querySelector('path.js-line');
+        return [trace.name, Array.from(trace.y, Number),
+                path ? (path.getAttribute('d') || '').length : 0];
+    }),
+}))"""
+
+
 def test_two_runs_overlaid(page: Page, server: str, output_dir: Path) -> None:
     open_run(page, server, FINISHED_ID, tab="Compare")
     picker = page.get_by_test_id("stMultiSelect").first
@@ -309,6 +324,18 @@ def test_two_runs_overlaid(page: Page, server: str, output_dir: Path) -> None:
     for run_id in (FINISHED_ID, FAILED_ID):
         expect(panel.locator(".legendtext", has_text=run_id)).to_have_count(4)
     screenshot(page, output_dir, "compare-two-runs")
+
+    charts = panel.evaluate(DRAWN_LINES)
+    assert sorted(chart["tag"] for chart in charts) == sorted(m.tag for m in METRICS)
+    for chart in charts:
+        lines = {name: (y, path) for name, y, path in chart["lines"]}
+        assert {FINISHED_ID, FAILED_ID} <= set(lines), (chart["tag"], list(lines))
+        (finished, finished_path), (failed, failed_path) = lines[FINISHED_ID], lines[FAILED_ID]
+        # Each run's line is on the page (a path through its points), with its own values.
+        assert len(finished) > 10 and len(failed) > 10, chart["tag"]
+        assert finished_path > 10 * len(finished) // 2 and failed_path > 10 * len(failed) // 2
+        common = min(len(finished), len(failed))
+        assert finished[:common] != pytest.approx(failed[:common]), chart["tag"]
 
 
 def test_model_download_and_the_log_in_the_browser(
