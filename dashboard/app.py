@@ -71,7 +71,8 @@ STATE_BADGES = {
     "stopped": "orange",
     "stalled": "orange",
 }
-# Zoom is a dragged box the page keeps (see charts.Zoom): Plotly's own zoom tools are left out.
+# Zoom is a dragged box the page keeps (see charts.Zoom): Plotly's own zoom and pan tools are
+# left out, as Streamlit forgets what they did at the next refresh of a live chart.
 CHART_CONFIG = {"modeBarButtonsToRemove": ["zoom2d", "pan2d", "zoomIn2d", "zoomOut2d"]}
 TABS = ("Runs", "Cluster", "Progress", "System", "Artifacts", "Compare")
 

@@ -1,8 +1,8 @@
 """Plotly figures built from plain data: the metric charts, the per-epoch curves, run overlays.
 
 Pure builders (data in, ``go.Figure`` out) so that what a chart shows is tested without a
-page or a browser. Every chart carries a ``uirevision``: the browser keeps the user's zoom
-and pan across live refreshes for as long as that value stays the same.
+page or a browser. A chart's zoom outlives live refreshes as a :class:`Zoom` the page keeps
+and applies to every drawing (Plotly's own ``uirevision`` cannot do it here, see there).
 
 - All-reduced metrics (loss, accuracy: every worker reports the same value) are one line.
 - Per-worker metrics (throughput, step time) are one line per worker up to
@@ -59,8 +59,14 @@ LEGEND = {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "
 
 @dataclass(frozen=True)
 class Zoom:
-    """The box a user dragged on a chart: kept by the page, so it outlives live refreshes
-    (Streamlit draws a chart anew whenever its data changes, Plotly's own zoom with it)."""
+    """The box a user dragged on a chart: kept by the page, so it outlives live refreshes.
+
+    Plotly's ``uirevision`` would keep its own zoom and pan, but only while the same plot is
+    updated in place. Streamlit 1.67 hashes the figure into a chart's element id, so a chart
+    with new points is a new element and the browser draws a new plot: a zoom or pan made
+    with Plotly's tools is gone at the next refresh, with a ``key`` or without (checked in
+    Chromium; streamlit/streamlit#5107). A dragged box is reported to the page instead.
+    """
 
     x: tuple[Any, Any]
     y: tuple[float, float]
