@@ -39,9 +39,6 @@ POLL_INTERVAL = 1.0
 # New folders with at least this many unread bytes in all are read in the background (one
 # process per core); less is read at once, faster than a page could show it in parts.
 BIG_LOAD_BYTES = 16 << 20
-# The processes of a background load yield the CPU to the page and the browser (os.nice):
-# a first paint matters more than the last worker's points.
-LOAD_NICENESS = 10
 
 T = TypeVar("T")
 
@@ -255,11 +252,6 @@ def _poll(reader: EventDirectory) -> tuple[EventDirectory, PollResult, int]:
     return reader, result, len(reader.problems) - before
 
 
-def _yield_cpu() -> None:
-    """In a load's process: run only when the page and the browser have what they need."""
-    os.nice(LOAD_NICENESS)
-
-
 def poll_each(
     readers: Sequence[EventDirectory],
 ) -> Iterator[tuple[int, tuple[EventDirectory, PollResult, int]]]:
@@ -279,9 +271,7 @@ def poll_each(
         context = multiprocessing.get_context("fork")
         processes = min(os.cpu_count() or 1, len(readers))
         try:
-            with ProcessPoolExecutor(
-                max_workers=processes, mp_context=context, initializer=_yield_cpu
-            ) as pool:
+            with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
                 futures = {pool.submit(_poll, reader): i for i, reader in enumerate(readers)}
                 for future in as_completed(futures):
                     position = futures[future]
