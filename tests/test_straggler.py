@@ -22,7 +22,7 @@ from dashboard.system import WINDOW_SECONDS, Straggler, find_straggler
 from tests.launcher.helpers import FAST, read_json, training_job, wait_for
 from tests.sshcluster import free_ports
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 SLOW_PYTHON = """#!/bin/sh
 # Slows this worker down: it and two busy loops share core 0 and one scheduling group.
@@ -57,9 +57,11 @@ def test_the_slowed_worker_is_named(tmp_path: Path) -> None:
     )
     options = [*FAST, "--epochs", "200", "--grace", "3", "--start-timeout", "400"]
     # No validation: the phase stays `training` across epochs (validation would restart it).
-    options.append("--trainer-args=--system-every 2 --no-validation")
+    options.append("--trainer-args=--system-every 1 --no-validation")
     with training_job(tmp_path, *options, wait=400) as (_, run_dir):
-        wait_for(lambda: trained_together_for(run_dir, WINDOW_SECONDS + 5), 300, "30 s of training")
+        # The rules average what the last WINDOW_SECONDS hold: a third of it, sampled every
+        # second, already holds a dozen samples per worker.
+        wait_for(lambda: trained_together_for(run_dir, WINDOW_SECONDS / 3), 300, "10 s of training")
         workers = RunEvents(run_dir).refresh([0, 1]).workers
         found: Straggler | None = find_straggler(workers, training=[0, 1])
     assert found is not None and found.index == 1, (found, _recent_waits(workers))

@@ -34,7 +34,7 @@ from tests.launcher.helpers import (
 from tests.slurmcluster import SlurmCluster
 from tests.sshcluster import SshCluster, TestHost, free_ports
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one Slurm cluster
 STARTUP = 240  # seconds for two TensorFlow workers to take a step on a busy 2-core machine
 
 

@@ -16,8 +16,6 @@ from tensorboard.util import tensor_util
 from tests.trainer.workers import (
     SYSTEM_TAGS,
     TrainerRun,
-    event_files,
-    read_scalars,
     start_cluster,
     train_locally,
     wait_all,
@@ -196,29 +194,6 @@ def test_a_stopped_worker_fails_the_job_with_nothing_half_written(
     if error is not None:
         assert run.status(1)["state"] == "failed" and run.status(1)["error"] == error
     assert sorted(p.name for p in run_dir.iterdir()) == ["tensorboard", "workers"]
-
-
-def test_a_restarted_job_resumes_from_its_backup(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    argv = ["-m", "trainer", "--run-dir", str(run_dir), "--threads", "1", "--backup"]
-    argv += [*DIGITS, "--epochs", "4"]
-    first = start_cluster(2, argv)
-    try:
-        wait_for_status(run_dir / "workers" / "1" / "status.json", "epoch", 2)
-    finally:
-        os.kill(first[1].pid, signal.SIGKILL)
-    assert [w.returncode for w in wait_all(first, timeout=120)] == [1, -9]
-    assert (run_dir / "backup").is_dir() and not (run_dir / "model.h5").exists()
-
-    second = TrainerRun(run_dir, wait_all(start_cluster(2, argv)))
-
-    assert [w.returncode for w in second.workers] == [0, 0], second.workers[0].stderr[-3000:]
-    events = run_dir / "workers" / "0" / "events"
-    restarted = read_scalars(events, event_files(events)[-1:])
-    epochs = [step for step, _ in restarted["epoch/loss"]]
-    assert epochs[-1] == 4 and epochs[0] >= 3, f"the restart trained epochs {epochs}"
-    assert second.status(0)["state"] == "finished" and second.status(0)["epoch"] == 4
-    assert (run_dir / "model.h5").is_file() and not (run_dir / "backup").exists()
 
 
 def wait_for_status(status_path: Path, key: str, least: int, timeout: float = 120) -> None:
