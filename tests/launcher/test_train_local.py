@@ -1,5 +1,6 @@
 """`fab train` on two local workers (the embedded default): success, secrets, and the ways a
-job ends early (a killed worker, a worker that never starts, Ctrl-C).
+job ends early (a worker that never starts, a stopped worker, `fab stop`). A killed worker,
+Ctrl-C and a restart are in test_ssh.py, on one local worker and one SSH host.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from tests.launcher.helpers import (
     wait_for,
 )
 from tests.sshcluster import free_ports
-from tests.trainer.workers import event_files, read_scalars
 
 pytestmark = pytest.mark.slow
 
@@ -108,39 +108,6 @@ def test_two_local_workers_train_and_secrets_stay_hidden(
     record_figures(10, transport="local", secret_values_shown=0, env_files_left=0)
 
 
-def test_killed_worker_stops_the_job(
-    local_job_dir: Path, record_figures: Callable[..., None]
-) -> None:
-    with training_job(local_job_dir, *UNTIL_STOPPED) as (proc, run_dir):
-        victim = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
-        os.kill(victim, signal.SIGKILL)
-        t0 = time.monotonic()
-        output, _ = proc.communicate(timeout=60)
-        took = time.monotonic() - t0
-    assert proc.returncode == 1, output[-3000:]
-    assert took < 30
-    assert "worker 1 (localhost) killed by SIGKILL" in output
-    # The cause first: the killed worker, its error, its log without TensorFlow's noise; then
-    # one line for the worker that was only aborted, and no traceback anywhere.
-    lines = output.splitlines()
-    first = lines.index("FAILED: worker 1 (localhost) killed by SIGKILL")
-    assert lines[first + 1].startswith("  error: ")
-    assert "workers/1/worker.log" in lines[first + 2]
-    peer = [i for i, ln in enumerate(lines) if ln.startswith("  worker 0 (localhost) ")]
-    assert len(peer) == 1 and peer[0] > first + 2, output
-    assert "Traceback" not in output
-    assert not [ln for ln in lines if is_tf_log(ln.strip())], output
-    cluster = read_json(run_dir / "cluster.json")
-    assert cluster["state"] == "failed"
-    assert cluster["failure"]["index"] == 1
-    assert cluster["failure"]["reason"] == "killed by SIGKILL"
-    assert cluster["exit_codes"]["1"] == -9
-    assert cluster["failure"]["log_tail"], "the last log lines are recorded"
-    assert (run_dir / "workers" / "0" / "worker.log").stat().st_size > 0
-    assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
-    record_figures(1, transport="local", stop_sec=round(took, 1), processes_left=0)
-
-
 HANG = """#!/bin/sh
 # Answers the preflight like a real interpreter, then never starts the trainer.
 case "$1" in -c) exec "{python}" "$@" ;; esac
@@ -189,21 +156,6 @@ def test_broken_python_path_is_refused_before_start(
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "runs").exists()
     record_figures(3, case="python path missing", refused_sec=round(took, 1), processes_left=0)
-
-
-def test_ctrl_c_stops_every_worker(
-    local_job_dir: Path, record_figures: Callable[..., None]
-) -> None:
-    with training_job(local_job_dir, *UNTIL_STOPPED) as (proc, run_dir):
-        proc.send_signal(signal.SIGINT)
-        t0 = time.monotonic()
-        output, _ = proc.communicate(timeout=60)
-        took = time.monotonic() - t0
-    assert proc.returncode == 130, output[-3000:]
-    assert "interrupted (SIGINT)" in output
-    assert read_json(run_dir / "cluster.json")["state"] == "stopped"
-    assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
-    record_figures(5, transport="local", stop_sec=round(took, 1), processes_left=0)
 
 
 def test_bad_hosts_file_is_one_clean_line(tmp_path: Path) -> None:
@@ -259,66 +211,3 @@ def test_stopped_worker_is_named(local_job_dir: Path, record_figures: Callable[.
     assert read_json(run_dir / "cluster.json")["failure"]["index"] == 1
     assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
     record_figures(2, stop_sec=round(took, 1), processes_left=0)
-
-
-def test_killed_worker_restarts_the_job_from_its_last_epoch(
-    local_job_dir: Path, record_figures: Callable[..., None]
-) -> None:
-    """--max-restarts 1: a worker killed in epoch 3 of 4 restarts the whole job, which resumes
-    after epoch 2 (the trainer's backup), not from zero, and finishes with model.h5."""
-    t0 = time.monotonic()
-    slow = ["--batch-size", "8", "--steps-per-epoch", "50", "--trainer-args", "--no-validation"]
-    proc = start_fab(
-        local_job_dir,
-        "train",
-        *FAST,
-        *slow,
-        *("--epochs", "4", "--max-restarts", "1", "--grace", "3", "--verbose"),
-    )
-    try:
-        run_dir = wait_for(lambda: run_dir_appeared(local_job_dir), 60, "the run directory")
-        status_1 = run_dir / "workers" / "1" / "status.json"
-        done = wait_for(
-            lambda: (read_json(status_1) or {}).get("epoch", 0) >= 2 and read_json(status_1),
-            120,
-            "worker 1 past epoch 2",
-            every=0.05,
-        )
-        os.kill(done["pid"], signal.SIGKILL)
-        killed_at = time.time()
-        output, _ = proc.communicate(timeout=240)
-    finally:
-        stop_process(proc)
-    assert proc.returncode == 0, output[-4000:]
-    assert "RESTART 1/1: worker 1 (localhost) killed by SIGKILL" in output
-    # --verbose streams every worker's output; Keras' epoch lines only from the chief.
-    assert "[1 localhost] trainer: worker 1 of 2" in output
-    assert "[0 localhost] Epoch 1/4" in output and "[1 localhost] Epoch 1/4" not in output
-    check_complete_run(run_dir, [], addrs(local_job_dir))
-    cluster = read_json(run_dir / "cluster.json")
-    assert cluster["restarts"] == 1 and len(cluster["attempts"]) == 2
-    first, second = cluster["attempts"]
-    assert first["failure"]["index"] == 1 and first["failure"]["reason"] == "killed by SIGKILL"
-    assert first["failure"]["host"] == "localhost" and first["ended"] <= second["started"]
-    assert second["failure"] is None and second["ended"] >= second["started"]
-    assert "--backup" in cluster["trainer_args"]
-    # The second attempt's epochs, from the chief's newest event file.
-    events = run_dir / "workers" / "0" / "events"
-    epochs = [int(step) for step, _ in read_scalars(events, event_files(events)[-1:])["epoch/loss"]]
-    resumed_after = epochs[0] - 1
-    redone = done["epoch"] - resumed_after
-    assert epochs[-1] == 4 and resumed_after >= 2, f"the restart trained epochs {epochs}"
-    assert 0 <= redone <= 1
-    assert "--- restart 1: attempt 2 ---" in (run_dir / "workers" / "1" / "worker.log").read_text()
-    assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
-    status = run_fab(local_job_dir, "status")
-    assert "restarted after attempt 1: worker 1 (localhost) killed by SIGKILL" in status.stdout
-    record_figures(
-        4,
-        killed_in_epoch=done["epoch"] + 1,
-        resumed_after_epoch=resumed_after,
-        epochs_redone=redone,
-        restart_after_kill_sec=round(second["started"] - killed_at, 1),
-        processes_left=0,
-        total_sec=round(time.monotonic() - t0, 1),
-    )
