@@ -126,18 +126,18 @@ def test_worker_that_never_starts_stops_at_the_deadline(
         f"localhost tf_port={a}\nlocalhost tf_port={b} python={hang}\n"
     )
     t0 = time.monotonic()
-    out = run_fab(tmp_path, "train", *FAST, "--start-timeout", "12", "--grace", "2", timeout=120)
+    out = run_fab(tmp_path, "train", *FAST, "--start-timeout", "6", "--grace", "2", timeout=120)
     took = time.monotonic() - t0
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
     assert took < 45
     text = out.stdout + out.stderr
-    assert "worker 1 (localhost) did not start within 12 s" in text
+    assert "worker 1 (localhost) did not start within 6 s" in text
     run_dir = only_run(tmp_path)
     cluster = json.loads((run_dir / "cluster.json").read_text())
     assert cluster["state"] == "failed" and cluster["failure"]["index"] == 1
     assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
     record_figures(
-        3, case="never starts", start_timeout_sec=12, stop_sec=round(took, 1), processes_left=0
+        3, case="never starts", start_timeout_sec=6, stop_sec=round(took, 1), processes_left=0
     )
 
 
