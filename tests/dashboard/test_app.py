@@ -479,10 +479,11 @@ def test_user_controlled_strings_are_plain_text_everywhere(
 
 
 def test_two_runs_overlay_and_their_differences_are_listed(
-    open_app: OpenApp, runs_dir: Path
+    open_app: OpenApp, runs_dir: Path, hold_reads: Callable[[int], Path]
 ) -> None:
     write_run(runs_dir, RunPlan(workers=2, epochs=3), run_id="20261128-100000-aaaa")
     write_run(runs_dir, RunPlan(workers=3, epochs=4, seed=1), run_id="20261128-110000-bbbb")
+    release = hold_reads(1)  # both runs are read in the background, worker 1 held back
 
     app = show(open_app(runs_dir), "Compare")
     assert "Pick two or more runs" in texts(app.info)
@@ -492,6 +493,9 @@ def test_two_runs_overlay_and_their_differences_are_listed(
 
     differing = app.dataframe[0].value
     assert set(differing.columns) == {"workers", "epochs", "global batch"}
+    assert "20261128-100000-aaaa: Reading events: " in texts(app.caption)
+    release.touch()
+    rerun_until(app, lambda app: "Reading events" not in texts(app.caption))
     loss = chart_of(app, "progress/loss")
     assert legend_lines(loss) == ["20261128-110000-bbbb", "20261128-100000-aaaa"]
 
