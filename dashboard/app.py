@@ -6,7 +6,9 @@ open it), Cluster (the workers grouped by host, and their table), Progress (bars
 charts), System (CPU, memory, network and GPUs per worker, the worker that holds the others
 back), Artifacts (downloads, logs), Compare (overlay two or more runs). Only the open tab
 is built. While the run is active its live parts refresh every few seconds; the whole page
-reruns when a run appears, ends or changes state.
+reruns when a run appears, ends or changes state. A big run is shown before its events are
+read: they are read in the background (dashboard.live) while the header and the charts
+redraw every second with what is there.
 """
 
 from __future__ import annotations
