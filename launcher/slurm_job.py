@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import commands
+from launcher.contact import with_contact
 from launcher.deploy import PROJECT_ROOT, tree_hash
 from launcher.display import LogTail, Output, WorkerRow, read_status
 from launcher.exits import describe_exit
@@ -234,6 +235,7 @@ class SlurmJob:
         self.running_since: float | None = None
         self.quiet = QuietClock(time.monotonic)
         self.user_stopped = False
+        self.reconnects_seen = 0  # the login shell's reconnects already warned about
 
     @property
     def slurm(self) -> dict[str, Any]:
@@ -309,11 +311,21 @@ class SlurmJob:
         if self.mirror is not None:
             cmd = f"{cmd}; echo {_MARK}; {commands.listing_command(self.run_dir)}"
         result = self.shell.run(cmd, timeout=60)
+        reconnects = getattr(self.shell, "reconnects", 0)
+        if reconnects > self.reconnects_seen:
+            self.reconnects_seen = reconnects
+            self._warn(
+                f"[slurm] the SSH connection to {self.host.label} had dropped; reconnected, "
+                "the job goes on"
+            )
         text, _, listing = result.stdout.partition(_MARK + "\n")
         if self.mirror is not None:
             self.mirror.sync(listing)
             self._fetch_job_files()
         return parse_job(text, self.job_id)
+
+    def _warn(self, text: str) -> None:
+        self.out.line(f"WARNING: {text}")
 
     def _fetch_job_files(self) -> None:
         fetch_job_files(self.shell, self.run_dir, self.local_dir, self.job_id, not self.nodes)
@@ -321,7 +333,9 @@ class SlurmJob:
     def _watch(self) -> None:
         unknown = 0
         while True:
-            info = self._tick()
+            # The job runs on the cluster whatever happens to this machine's SSH session to
+            # the login host: a dropped connection is a pause in watching, not a failure.
+            info = with_contact(self._tick, "[slurm]", self.watch.contact_timeout, self._warn)
             self._print_logs()
             if info is None:
                 unknown += 1

@@ -59,6 +59,7 @@ import fcntl
 import importlib.util
 import os
 import pwd
+import re
 import shlex
 import shutil
 import signal
@@ -812,3 +813,15 @@ def _check_python(cluster: SshCluster) -> None:
         raise SshClusterError(
             f"the test users cannot run {cluster.python} over SSH:\n" + "\n".join(failures)
         )
+
+
+def ssh_session_pids(host: TestHost) -> list[int]:
+    """The sshd processes that carry the user's SSH sessions (not the user's own programs)."""
+    out = subprocess.run(
+        ["ps", "-u", host.user, "-o", "pid=,args="], capture_output=True, text=True, check=False
+    ).stdout
+    return [
+        int(line.split()[0])
+        for line in out.splitlines()
+        if re.search(rf"sshd: {host.user}@(notty|internal-sftp)", line)
+    ]

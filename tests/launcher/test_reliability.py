@@ -34,7 +34,7 @@ from tests.launcher.helpers import (
     training,
     wait_for,
 )
-from tests.sshcluster import SshCluster, TestHost
+from tests.sshcluster import SshCluster, TestHost, ssh_session_pids
 
 pytestmark = pytest.mark.slow
 
@@ -155,18 +155,6 @@ def assert_nothing_left(cluster: SshCluster, hosts: list[TestHost], run_dir: Pat
     assert not [p for p in run_dir.rglob("*") if p.name.endswith((".sync", ".tmp"))]
 
 
-def session_processes(host: TestHost) -> list[int]:
-    """The sshd processes that carry the user's SSH sessions (not the user's own programs)."""
-    out = subprocess.run(
-        ["ps", "-u", host.user, "-o", "pid=,args="], capture_output=True, text=True, check=False
-    ).stdout
-    return [
-        int(line.split()[0])
-        for line in out.splitlines()
-        if re.search(rf"sshd: {host.user}@(notty|internal-sftp)", line)
-    ]
-
-
 def plant(cluster: SshCluster, host: TestHost, run_id: str, files: dict[str, str]) -> None:
     """Write files into the host's run directory as its own user (a compromised host)."""
     script = ["umask 077", f"cd ~/tfjobs/runs/{run_id}"]
@@ -194,7 +182,7 @@ def test_session_drop_pause_and_a_hostile_host_leave_the_job_whole(
         run_id = run_dir.name
 
         # A network blip: the sshd processes serving host 2's sessions die, the worker lives.
-        sessions = session_processes(other)
+        sessions = ssh_session_pids(other)
         assert sessions, "the launcher holds SSH sessions to host 2"
         t_drop = time.monotonic()
         for pid in sessions:

@@ -32,7 +32,7 @@ from tests.launcher.helpers import (
     wait_for,
 )
 from tests.slurmcluster import SlurmCluster
-from tests.sshcluster import SshCluster, TestHost, free_ports
+from tests.sshcluster import SshCluster, TestHost, free_ports, ssh_session_pids
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one Slurm cluster
 STARTUP = 240  # seconds for two TensorFlow workers to take a step on a busy 2-core machine
@@ -79,7 +79,8 @@ def test_two_workers_train_through_a_login_node(
     tmp_path: Path, slurm_cluster: SlurmCluster, ssh_cluster: SshCluster
 ) -> None:
     """deploy, train, status, fetch through an SSH login node: the run directory lives in its
-    home (the shared file system) and is mirrored here; secrets never enter the script."""
+    home (the shared file system) and is mirrored here; secrets never enter the script; a
+    dropped SSH session to the login node is reconnected."""
     secret = "slurm-Secret-93e1"
     env = fab_env(TFCLUSTER_KNOWN_HOSTS=str(ssh_cluster.known_hosts), MY_TOKEN=secret)
     (port,) = free_ports(1)
@@ -101,6 +102,12 @@ def test_two_workers_train_through_a_login_node(
         assert f"MY_TOKEN={secret}".encode() in environ
         assert f"USER={host.user}".encode() in environ  # the login user's job
         assert any(e.startswith(b"SLURM_JOB_ID=") for e in environ)
+        # A network blip: the sshd processes serving the launcher's session to the login
+        # node die; the job runs on, and the launcher reconnects and watches it to the end.
+        sessions = ssh_session_pids(host)
+        assert sessions, "the launcher holds an SSH session to the login node"
+        for pid in sessions:
+            os.kill(pid, signal.SIGKILL)
         output, _ = proc.communicate(timeout=STARTUP + 120)
         wall = time.monotonic() - t0
         assert proc.returncode == 0, output[-3000:]
@@ -121,6 +128,7 @@ def test_two_workers_train_through_a_login_node(
         assert f"submitted Slurm job {job_id}" in output
         assert f"[slurm] job {job_id} running on {node}" in output
         assert "finished: every worker exited 0" in output
+        assert "connection to" in output and "had dropped; reconnected" in output, output
         log = (run_dir / "launcher.log").read_text()
         assert f"[1 {node}] trainer: worker 1" in log  # worker output, prefixed as for SSH
         for text in (output, script, log):
