@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from launcher.attempts import AttemptedJob, StoppedByUser
 from launcher.backup import latest_backup
 from launcher.contact import with_contact
 from launcher.display import Output, WorkerRow
@@ -29,17 +30,13 @@ from launcher.failure import Failure, decide, exit_failure, may_restart, stall_f
 from launcher.options import WatchOptions
 from launcher.remote import HostError
 from launcher.results import HostResults
-from launcher.signals import Interrupted, signals_ignored, signals_interrupt
+from launcher.signals import signals_ignored
 from launcher.summary import Peer, failure_report, summary
 from launcher.watch import QuietClock, poll_all, view
 from launcher.worker import Worker, WorkerState
 from runformat import BACKUP_DIR, CLUSTER_JSON, write_json_atomic
 
 LOG_TAIL_LINES = 15
-
-
-class StoppedByUser(Exception):
-    """`fab stop` was run for this run while the launcher was watching it."""
 
 
 def log_tail(path: Path, n: int = LOG_TAIL_LINES) -> list[str]:
@@ -50,7 +47,7 @@ def log_tail(path: Path, n: int = LOG_TAIL_LINES) -> list[str]:
     return [line for line in lines if line.strip()][-n:]
 
 
-class Job:
+class Job(AttemptedJob[Failure]):
     """Start, watch and end all workers of one run; keeps cluster.json up to date."""
 
     def __init__(
@@ -95,48 +92,14 @@ class Job:
         self.unsaved = None
         return True
 
-    def run(self) -> int:
-        """The whole job; returns the launcher's exit code (0, 1, or 128+signal)."""
-        try:
-            with signals_interrupt():
-                while True:
-                    self._begin_attempt()
-                    self._start_all()
-                    self.save(state="running")
-                    self._watch()
-                    if self.failure is None or not self._can_restart(self.failure):
-                        break
-                    self._restart(self.failure)
-        except Interrupted as exc:
-            return self._end_stopped(exc.signum)
-        except StoppedByUser:
-            return self._end_stopped(None)
-        except KeyboardInterrupt:
-            return self._end_stopped(signal.SIGINT)
-        except HostError as exc:
-            self.failure = Failure(exc.host.index, exc.host.label, exc.message, [])
-        except Exception as exc:
-            return self._end_broken(exc)
-        if self.failure is not None:
-            return self._end_failed(self.failure)
-        return self._end_finished()
-
-    def _begin_attempt(self) -> None:
-        self.attempts.append(
-            {
-                "attempt": len(self.attempts) + 1,
-                "started": time.time(),
-                "ended": None,
-                "failure": None,
-            }
-        )
+    def _start_attempt(self) -> None:
+        self._new_attempt()
         self.save(attempts=self.attempts)
+        self._start_all()
+        self.save(state="running")
 
-    def _end_attempt(self, failure: Failure | None) -> None:
-        if self.attempts and self.attempts[-1]["ended"] is None:
-            self.attempts[-1].update(
-                ended=time.time(), failure=failure.as_dict() if failure else None
-            )
+    def _host_failure(self, exc: HostError) -> Failure:
+        return Failure(exc.host.index, exc.host.label, exc.message, [])
 
     def _can_restart(self, failure: Failure) -> bool:
         code = self.workers[failure.index].exit_code

@@ -24,16 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from launcher import commands
+from launcher.attempts import AttemptedJob, StoppedByUser
 from launcher.contact import with_contact
 from launcher.deploy import PROJECT_ROOT, tree_hash
 from launcher.display import LogTail, Output, WorkerRow, read_status
 from launcher.exits import describe_exit
 from launcher.failure import WorkerView, may_restart, stall_failure, start_failure
 from launcher.hosts import Host, parse_line
-from launcher.job import StoppedByUser, launcher_identity, log_tail
+from launcher.job import launcher_identity, log_tail
 from launcher.options import WatchOptions
 from launcher.remote import HostError, HostShell, open_shell
-from launcher.signals import Interrupted, signals_ignored, signals_interrupt
+from launcher.signals import signals_ignored
 from launcher.slurm import (
     JOB_CAUSES,
     RUNNING,
@@ -195,7 +196,7 @@ def fetch_job_files(
     os.replace(tmp, local_dir / SLURM_ALLOCATION)
 
 
-class SlurmJob:
+class SlurmJob(AttemptedJob[TaskFailed]):
     """One run as a Slurm job: submit, show the queue, watch the tasks, end or resubmit."""
 
     def __init__(
@@ -252,39 +253,14 @@ class SlurmJob:
     def prefix(self, task: int) -> str:
         return f"[{task} {self.node(task)}]"
 
-    def run(self) -> int:
-        """Submit and watch until the job ends; returns the launcher's exit code."""
-        try:
-            with signals_interrupt():
-                while True:
-                    self._submit()
-                    self._watch()
-                    if self.failure is None or not self._can_restart(self.failure):
-                        break
-                    self._restart(self.failure)
-        except Interrupted as exc:
-            return self._end_stopped(exc.signum)
-        except StoppedByUser:
-            return self._end_stopped(None)
-        except KeyboardInterrupt:
-            return self._end_stopped(signal.SIGINT)
-        except HostError as exc:
-            self.failure = TaskFailed(None, self.host.label, exc.message)
-        except Exception as exc:
-            return self._end_broken(exc)
-        if self.failure is not None:
-            return self._end_failed(self.failure)
-        return self._end_finished()
+    def _start_attempt(self) -> None:
+        self._new_attempt()
+        self._submit()
+
+    def _host_failure(self, exc: HostError) -> TaskFailed:
+        return TaskFailed(None, self.host.label, exc.message)
 
     def _submit(self) -> None:
-        self.attempts.append(
-            {
-                "attempt": len(self.attempts) + 1,
-                "started": time.time(),
-                "ended": None,
-                "failure": None,
-            }
-        )
         if self.env:
             content = commands.env_file_content(self.env).encode()
             self.shell.write_file(env_file_path(self.run_dir), content, 0o600)
@@ -533,13 +509,8 @@ class SlurmJob:
     def _can_restart(self, failure: TaskFailed) -> bool:
         return may_restart(failure.exit_code, self.restarts, self.watch.max_restarts)
 
-    def _end_attempt(self, failure: TaskFailed | None) -> None:
-        if self.attempts and self.attempts[-1]["ended"] is None:
-            self.attempts[-1].update(
-                ended=time.time(),
-                failure=failure.as_dict() if failure else None,
-                job_id=self.job_id,
-            )
+    def _end_attempt(self, failure: TaskFailed | None, **extra: Any) -> None:
+        super()._end_attempt(failure, job_id=self.job_id, **extra)
 
     def _restart(self, failure: TaskFailed) -> None:
         """Submit the same script again on the same run directory; the backup resumes it."""
