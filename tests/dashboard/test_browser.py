@@ -25,7 +25,8 @@ from dashboard.charts import METRICS
 from dashboard.samplerun import RunPlan, append_progress, write_run
 from dashboard.serve import streamlit_command
 
-pytestmark = pytest.mark.slow
+# One test process for the whole module, so that its module fixtures are built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_browser")]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")

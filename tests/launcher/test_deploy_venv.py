@@ -24,6 +24,9 @@ from launcher.remote import HostError, LocalShell
 from tests.launcher.helpers import check_model_loads, fab_env, only_run, read_json, run_fab
 from tests.sshcluster import SshCluster, TestHost, free_port
 
+# One test process for the whole module: the venv (a TensorFlow download) is built once.
+pytestmark = pytest.mark.xdist_group("test_deploy_venv")
+
 TENSORFLOW = "2.21.0"
 DEPLOY_TIMEOUT = 600
 

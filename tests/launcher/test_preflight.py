@@ -19,7 +19,8 @@ import pytest
 from tests.launcher.helpers import fab_env, run_fab
 from tests.sshcluster import SshCluster, TestHost
 
-pytestmark = pytest.mark.slow
+# One test process for the whole module, so that its module fixtures are built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_preflight")]
 
 WORKDIR = "~/preflight"
 TRAIN = ["train", "--dataset", "digits", "--epochs", "1", "--start-timeout", "30"]

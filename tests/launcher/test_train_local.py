@@ -34,6 +34,7 @@ from tests.launcher.helpers import (
     wait_for,
 )
 from tests.sshcluster import free_ports
+from tests.test_runformat import check_the_page_reads_it_whole
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +59,7 @@ def addrs(job_dir: Path) -> list[str]:
 def test_two_local_workers_train_and_secrets_stay_hidden(
     local_job_dir: Path, record_figures: Callable[..., None]
 ) -> None:
+    """Also the run format's contract with a real run: the page reads it whole."""
     secret, inline = "s3cr3t-Value-7f9a", "inline-Secret-41c2"
     env = fab_env(MY_TOKEN=secret)
     proc = start_fab(
@@ -69,7 +71,7 @@ def test_two_local_workers_train_and_secrets_stay_hidden(
         "--steps-per-epoch",
         "6",
         "--trainer-args",
-        "--seed 7 --no-validation",
+        "--seed 7 --system-every 0.5",
         "--env",
         "MY_TOKEN",
         "--env",
@@ -96,7 +98,7 @@ def test_two_local_workers_train_and_secrets_stay_hidden(
     check_complete_run(run_dir, [], addrs(local_job_dir))
     cluster = read_json(run_dir / "cluster.json")
     assert cluster["env"] == ["MY_TOKEN", "OTHER_KEY"]
-    assert cluster["trainer_args"][-3:] == ["--seed", "7", "--no-validation"]
+    assert cluster["trainer_args"][-4:] == ["--seed", "7", "--system-every", "0.5"]
     assert cluster["hosts"][0]["local"] is True
     log = (run_dir / "launcher.log").read_text()
     assert "[1 localhost]" in log and "MY_TOKEN" in output
@@ -106,6 +108,8 @@ def test_two_local_workers_train_and_secrets_stay_hidden(
     assert left_behind(run_dir, 2) == []
     assert list((local_job_dir / "wd" / "locks").iterdir()) == [], "a finished run holds no lock"
     record_figures(10, transport="local", secret_values_shown=0, env_files_left=0)
+    run = check_the_page_reads_it_whole(run_dir, workers=2, validation=True)
+    assert run.cluster is not None and all(h.local for h in run.cluster.hosts)
 
 
 HANG = """#!/bin/sh

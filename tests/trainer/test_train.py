@@ -22,7 +22,8 @@ from tests.trainer.workers import (
 )
 from trainer.data import load_digits
 
-pytestmark = pytest.mark.slow
+# One test process for the whole module, so that its module fixtures are built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_train")]
 
 PROGRESS_TAGS = {
     "progress/loss",
