@@ -65,6 +65,24 @@ class Contact:
         return self.failing_since is not None and now - self.failing_since > self.timeout
 
 
+RECONNECTED = "the SSH connection had dropped; reconnected, the job goes on"
+
+
+@dataclass
+class Reconnects:
+    """How many times a shell reopened its connection, as far as the user has been told."""
+
+    seen: int = 0
+
+    def news(self, shell: object) -> bool:
+        """Whether the shell reconnected since the last call (a local shell never does)."""
+        count = int(getattr(shell, "reconnects", 0))
+        if count <= self.seen:
+            return False
+        self.seen = count
+        return True
+
+
 def lost_message(prefix: str, error: str, timeout: float) -> str:
     return (
         f"{prefix} lost contact: {error}; reconnecting, the workers go on "

@@ -25,7 +25,7 @@ from typing import Any
 
 from launcher import commands
 from launcher.attempts import AttemptedJob, StoppedByUser
-from launcher.contact import with_contact
+from launcher.contact import RECONNECTED, Reconnects, with_contact
 from launcher.deploy import PROJECT_ROOT, tree_hash
 from launcher.display import LogTail, Output, WorkerRow, read_status
 from launcher.exits import describe_exit
@@ -236,7 +236,7 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         self.running_since: float | None = None
         self.quiet = QuietClock(time.monotonic)
         self.user_stopped = False
-        self.reconnects_seen = 0  # the login shell's reconnects already warned about
+        self.reconnects = Reconnects()  # the login shell's, already warned about
 
     @property
     def slurm(self) -> dict[str, Any]:
@@ -287,13 +287,8 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         if self.mirror is not None:
             cmd = f"{cmd}; echo {_MARK}; {commands.listing_command(self.run_dir)}"
         result = self.shell.run(cmd, timeout=60)
-        reconnects = getattr(self.shell, "reconnects", 0)
-        if reconnects > self.reconnects_seen:
-            self.reconnects_seen = reconnects
-            self._warn(
-                f"[slurm] the SSH connection to {self.host.label} had dropped; reconnected, "
-                "the job goes on"
-            )
+        if self.reconnects.news(self.shell):
+            self._warn(f"[slurm] {self.host.label}: {RECONNECTED}")
         text, _, listing = result.stdout.partition(_MARK + "\n")
         if self.mirror is not None:
             self.mirror.sync(listing)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import commands
-from launcher.contact import Contact
+from launcher.contact import RECONNECTED, Contact, Reconnects
 from launcher.display import LogTail, read_status
 from launcher.exits import describe_exit, normalize_exit
 from launcher.hosts import Host
@@ -157,7 +157,7 @@ class Worker:
     frozen: bool = False
     contact: Contact = field(default_factory=Contact)  # set up with --contact-timeout
     warnings: list[str] = field(default_factory=list)  # for the terminal, once each
-    reconnects_seen: int = 0  # the shell's reconnects already warned about
+    reconnects: Reconnects = field(default_factory=Reconnects)  # already warned about
     disk_full: bool = False  # the last mirror pass could not write here
     tail: LogTail = field(init=False)
 
@@ -211,10 +211,8 @@ class Worker:
             timeout=60,
         )
         state, _, listing = result.stdout.partition(marker + "\n")
-        reconnects = getattr(self.shell, "reconnects", 0)
-        if reconnects > self.reconnects_seen:
-            self.reconnects_seen = reconnects
-            self.warnings.append("the SSH connection had dropped; reconnected, the job goes on")
+        if self.reconnects.news(self.shell):
+            self.warnings.append(RECONNECTED)
         try:
             self.mirror.sync(listing)
         except LocalWriteError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.contact import FIRST_DELAY, MAX_DELAY, Contact, with_contact
+from launcher.contact import FIRST_DELAY, MAX_DELAY, Contact, Reconnects, with_contact
 from launcher.hosts import parse_hosts
 from launcher.remote import HostError
 
@@ -73,3 +73,14 @@ def test_with_contact_gives_up_after_the_timeout_and_never_retries_a_refusal() -
     with pytest.raises(HostError, match="login refused"):
         with_contact(refused, "[0 gpu-a]", 30, said.append, clock, clock.sleep)
     assert calls == [1]
+
+
+def test_reconnects_are_news_once_each() -> None:
+    class Shell:
+        reconnects = 0
+
+    shell, told = Shell(), Reconnects()
+    assert not told.news(shell)
+    shell.reconnects = 2
+    assert told.news(shell) and not told.news(shell)
+    assert not told.news(object()), "a local shell never reconnects"
