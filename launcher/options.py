@@ -1,10 +1,11 @@
 """What a user asked `fab train` for, as frozen option objects handed from fabfile.py down to
-the job (instead of long chains of positional parameters)."""
+the job (instead of long chains of positional parameters), and the few trainer options the
+launcher reads back from the trainer's argument list."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from launcher.contact import DEFAULT_CONTACT_TIMEOUT
@@ -40,3 +41,19 @@ class TrainOptions:
     env: tuple[str, ...] = ()  # NAME (value from this environment) or NAME=VALUE
     watch: WatchOptions = field(default_factory=WatchOptions)
     verbosity: Verbosity = Verbosity.NORMAL
+
+
+def arg_value(args: Sequence[str], flag: str) -> str | None:
+    """The value after `flag` in a trainer argument list (`--epochs 3`), or None."""
+    for i, a in enumerate(args[:-1]):
+        if a == flag:
+            return args[i + 1]
+    return None
+
+
+def int_or_none(text: str | None) -> int | None:
+    """An option's value as a number for cluster.json; None when absent or not a number."""
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None

@@ -7,14 +7,17 @@ prints one JSON line; `host_problems` judges each answer against those of all ho
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from launcher.commands import q
+from launcher.commands import home_path, q
 from launcher.hosts import Host
-from launcher.remote import HostError
+from launcher.netcheck import clock_offset
+from launcher.remote import HostError, HostShell
 
 MIN_FREE_MB = 500
 
@@ -80,6 +83,42 @@ def parse_probe(host: Host, output: str) -> dict[str, Any]:
             if isinstance(data, dict):
                 return data
     raise HostError(host, "the preflight program printed no answer")
+
+
+def default_python(host: Host) -> str:
+    """Local workers default to the interpreter running fab (it has TensorFlow); others python3."""
+    if host.python:
+        return host.python
+    return sys.executable if host.local else "python3"
+
+
+def probe_host(shell: HostShell, code: str) -> ProbeResult:
+    """Run the preflight on one host with the interpreter its workers will use, and time the
+    round trip so that the host's clock can be compared with this one's."""
+    host = shell.host
+    python = default_python(host)
+    cmd = probe_command(python, host.workdir, host.tf_port, code)
+    if not host.python and not host.local:
+        # A virtualenv made by `fab deploy --venv` wins over the system python3.
+        venv = home_path(f"{host.workdir}/venv/bin/python")
+        cmd = f"if [ -x {venv} ]; then exec {venv} -c {q(PROBE)} " + (
+            f"{q(host.workdir)} {host.tf_port} {q(code)}; fi; {cmd}"
+        )
+    sent = time.time()
+    result = shell.run(cmd, timeout=60)
+    received = time.time()
+    if result.code != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        if result.code == 127:
+            raise HostError(host, f"python {python!r} not found (set python= in the hosts file)")
+        raise HostError(host, f"python {python!r} failed (exit {result.code}): {last}")
+    facts = parse_probe(host, result.stdout)
+    if isinstance(clock := facts.get("clock"), list) and len(clock) == 2:
+        facts["clock_offset"], facts["clock_uncertainty"] = clock_offset(
+            clock[0], clock[1], sent, received
+        )
+    used = host.python or (sys.executable if host.local else facts.get("executable") or python)
+    return ProbeResult(host, str(used), facts)
 
 
 def python_minor(version: object) -> str | None:

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -32,7 +31,8 @@ from launcher.exits import describe_exit
 from launcher.failure import WorkerView, may_restart, stall_failure, start_failure
 from launcher.hosts import Host, parse_line
 from launcher.job import launcher_identity, log_tail
-from launcher.options import WatchOptions
+from launcher.options import WatchOptions, arg_value, int_or_none
+from launcher.probe import default_python, probe_host
 from launcher.remote import HostError, HostShell, open_shell
 from launcher.signals import signals_ignored
 from launcher.slurm import (
@@ -57,9 +57,6 @@ from launcher.sync import Mirror
 from launcher.tasks import (
     Settings,
     UserError,
-    _int_or_none,
-    _option,
-    _probe,
     failed_hosts,
     host_entry,
 )
@@ -615,7 +612,7 @@ class Preflight:
 
 def preflight(shell: HostShell, code: str) -> Preflight:
     """fab check's and fab train's look at the login host; changes nothing."""
-    probe = _probe(shell, code)
+    probe = probe_host(shell, code)
     host = shell.host
     assert host.slurm is not None
     problems = []
@@ -730,8 +727,8 @@ def train(
             hosts_file=str(settings.hosts_file.resolve()),
             tf_config_cluster={"worker": []},
             trainer_args=tuple(args),
-            dataset=_option(args, "--dataset"),
-            epochs=_int_or_none(_option(args, "--epochs")),
+            dataset=arg_value(args, "--dataset"),
+            epochs=int_or_none(arg_value(args, "--epochs")),
             max_restarts=watch.max_restarts,
             env=tuple(sorted(user_env)),
             launcher=launcher_identity(),
@@ -876,5 +873,5 @@ def export(host: Host, args: Sequence[str], code: str) -> str:
             f"`login.cluster scheduler=slurm workers=4 partition=gpu` (line {host.line} is "
             f"{host.name})"
         )
-    python = host.python or (sys.executable if host.local else "python3")
+    python = default_python(host)
     return script_for(host, host.slurm, new_run_id(), host.workdir, code, python, args)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,9 +29,9 @@ from launcher.deploy import (
 from launcher.display import Output, WorkerRow, read_status
 from launcher.hosts import Host, HostsFileError, load_hosts, parse_line
 from launcher.job import Job, launcher_identity
-from launcher.netcheck import Peer, check_network, clock_cell, clock_offset, clock_warning
-from launcher.options import TrainOptions, Verbosity
-from launcher.probe import PROBE, ProbeResult, host_problems, parse_probe, probe_command
+from launcher.netcheck import Peer, check_network, clock_cell, clock_warning
+from launcher.options import TrainOptions, Verbosity, arg_value, int_or_none
+from launcher.probe import ProbeResult, host_problems, probe_host
 from launcher.record import finished_record
 from launcher.remote import HostError, HostShell, SshSettings, open_shell
 from launcher.results import HostResults
@@ -102,42 +101,8 @@ def close_all(shells: Sequence[HostShell]) -> None:
         s.close()
 
 
-def default_python(host: Host) -> str:
-    """Local workers default to the interpreter running fab (it has TensorFlow); others python3."""
-    if host.python:
-        return host.python
-    return sys.executable if host.local else "python3"
-
-
-def _probe(shell: HostShell, code: str) -> ProbeResult:
-    host = shell.host
-    python = default_python(host)
-    cmd = probe_command(python, host.workdir, host.tf_port, code)
-    if not host.python and not host.local:
-        # A virtualenv made by `fab deploy --venv` wins over the system python3.
-        venv = commands.home_path(f"{host.workdir}/venv/bin/python")
-        cmd = f"if [ -x {venv} ]; then exec {venv} -c {commands.q(PROBE)} " + (
-            f"{commands.q(host.workdir)} {host.tf_port} {commands.q(code)}; fi; {cmd}"
-        )
-    sent = time.time()
-    result = shell.run(cmd, timeout=60)
-    received = time.time()
-    if result.code != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        if result.code == 127:
-            raise HostError(host, f"python {python!r} not found (set python= in the hosts file)")
-        raise HostError(host, f"python {python!r} failed (exit {result.code}): {last}")
-    facts = parse_probe(host, result.stdout)
-    if isinstance(clock := facts.get("clock"), list) and len(clock) == 2:
-        facts["clock_offset"], facts["clock_uncertainty"] = clock_offset(
-            clock[0], clock[1], sent, received
-        )
-    used = host.python or (sys.executable if host.local else facts.get("executable") or python)
-    return ProbeResult(host, str(used), facts)
-
-
 def probe_all(shells: Sequence[HostShell], code: str) -> tuple[list[ProbeResult], list[HostError]]:
-    results = HostResults.run(shells, lambda s: _probe(s, code))
+    results = HostResults.run(shells, lambda s: probe_host(s, code))
     return results.values, results.errors
 
 
@@ -157,7 +122,7 @@ def check(settings: Settings, out: Output) -> int:
     opened = HostResults.run(hosts, lambda h: open_shell(h, settings.ssh))
     shells = opened.values
     try:
-        answers = HostResults.run(shells, lambda s: _probe(s, code))
+        answers = HostResults.run(shells, lambda s: probe_host(s, code))
         probed: dict[int, ProbeResult | HostError] = {s.host.index: a for s, a in answers}
         probed.update({h.index: e for h, e in opened.failed})
         ready = answers.succeeded
@@ -449,8 +414,8 @@ def _run(settings: Settings, out: Output, launch: Launch, options: TrainOptions)
         hosts=tuple(host_entry(w.host, w.python, w.run_dir) for w in workers),
         tf_config_cluster=cluster_spec(hosts),
         trainer_args=tuple(args),
-        dataset=_option(args, "--dataset"),
-        epochs=_int_or_none(_option(args, "--epochs")),
+        dataset=arg_value(args, "--dataset"),
+        epochs=int_or_none(arg_value(args, "--epochs")),
         max_restarts=options.watch.max_restarts,
         env=tuple(sorted(user_env)),
         launcher=launcher_identity(),
@@ -503,20 +468,6 @@ def host_mirrors(
         )
         for (_, run_dir), pos in groups.items()
     }
-
-
-def _option(args: Sequence[str], flag: str) -> str | None:
-    for i, a in enumerate(args[:-1]):
-        if a == flag:
-            return args[i + 1]
-    return None
-
-
-def _int_or_none(text: str | None) -> int | None:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
 
 
 def hosts_of_run(cluster: ClusterRecord) -> list[tuple[Host, str]]:

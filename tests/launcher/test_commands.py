@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from launcher import commands
+from launcher.options import arg_value, int_or_none
 from launcher.worker import local_poll as _local_poll
 
 NASTY = [
@@ -260,6 +261,16 @@ def test_trainer_options_are_checked_here(args: list[str], message: str) -> None
     with pytest.raises(ValueError, match=message):
         commands.check_trainer_args(args)
     commands.check_trainer_args(["--epochs", "2", "--dataset", "digits", "--backup"])
+
+
+def test_cluster_json_reads_dataset_and_epochs_back_from_trainer_args() -> None:
+    args = ["--dataset", "digits", "--epochs", "3", "--trainer-flag"]
+    assert arg_value(args, "--dataset") == "digits"
+    assert int_or_none(arg_value(args, "--epochs")) == 3
+    assert arg_value(args, "--trainer-flag") is None  # a flag without a value
+    assert arg_value([], "--epochs") is None
+    assert int_or_none("three") is None
+    assert int_or_none(None) is None
 
 
 def test_locks_under_a_home_relative_workdir(tmp_path: Path) -> None:
