@@ -5,7 +5,8 @@ An SSH or local job (launcher/job.py) starts one process per worker; a Slurm job
 watch, and after a failure that may be retried, start again from the trainer's backup), and
 both end in one of four ways: finished, failed, stopped (Ctrl-C, a signal, `fab stop`) or
 broken (an error of the launcher itself, which must still stop every worker). This skeleton
-holds that once; each job fills in its steps.
+holds that once, with the run's record (cluster.json) that a full local disk must not end the
+job over; each job fills in its steps.
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ from __future__ import annotations
 import signal
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from launcher.display import Output
+from launcher.options import WatchOptions
 from launcher.remote import HostError
 from launcher.signals import Interrupted, signals_interrupt
+from runformat import CLUSTER_JSON, write_json_atomic
 
 
 class StoppedByUser(Exception):
@@ -35,6 +41,12 @@ class AttemptedJob(ABC, Generic[F]):
 
     failure: F | None
     attempts: list[dict[str, Any]]
+    local_dir: Path
+    cluster: dict[str, Any]  # cluster.json as the job keeps it
+    out: Output
+    watch: WatchOptions
+    clock: Callable[[], float]  # monotonic seconds
+    unsaved: str | None = None  # why the last write of cluster.json failed
 
     def run(self) -> int:
         """The whole job; returns the launcher's exit code (0, 1, or 128+signal)."""
@@ -59,6 +71,52 @@ class AttemptedJob(ABC, Generic[F]):
         if self.failure is not None:
             return self._end_failed(self.failure)
         return self._end_finished()
+
+    def save(self, **changes: Any) -> bool:
+        """Update cluster.json. A full or failing local disk must not end the job (its
+        workers would be left unwatched): warn once, and the next save writes it all."""
+        self.cluster.update(changes)
+        try:
+            write_json_atomic(self.local_dir / CLUSTER_JSON, self.cluster)
+        except OSError as exc:
+            if self.unsaved is None:
+                self.out.line(
+                    f"WARNING: cannot write {self.local_dir / CLUSTER_JSON}: "
+                    f"{exc.strerror or exc}; the job goes on"
+                )
+            self.unsaved = f"cannot write cluster.json: {exc.strerror or exc}"
+            return False
+        self.unsaved = None
+        return True
+
+    @abstractmethod
+    def save_end(self, **changes: Any) -> bool:
+        """The final cluster.json: exit codes, bytes mirrored, attempts, and `changes`."""
+
+    def _save_end_problems(self, **changes: Any) -> list[str]:
+        self.save_end(**changes)
+        return [self.unsaved] if self.unsaved else []
+
+    def _until_done(self, attempt: Callable[[], list[str]]) -> list[str]:
+        """Repeat `attempt` while it reports problems (a full local disk, a host out of
+        contact), for up to --contact-timeout: the job's results are on the hosts, and the
+        user can make room or wait for the network. Returns the problems left."""
+        problems = attempt()
+        if not problems:
+            return []
+        limit, every = self.watch.contact_timeout, max(self.watch.interval, 1.0)
+        self.out.line(
+            f"WARNING: waiting for disk space or contact to bring the run home: "
+            f"{'; '.join(problems)}; trying again every {every:g} s for up to {limit:g} s "
+            "(Ctrl-C leaves the files on the hosts; `fab fetch` brings them later)"
+        )
+        deadline = self.clock() + limit
+        while problems and self.clock() < deadline:
+            time.sleep(every)
+            problems = attempt()
+        if not problems:
+            self.out.line("brought the run home")
+        return problems
 
     def _new_attempt(self) -> None:
         self.attempts.append(

@@ -34,7 +34,7 @@ from launcher.signals import signals_ignored
 from launcher.summary import Peer, failure_report, summary
 from launcher.watch import QuietClock, poll_all, view
 from launcher.worker import Worker, WorkerState
-from runformat import BACKUP_DIR, CLUSTER_JSON, write_json_atomic
+from runformat import BACKUP_DIR, CLUSTER_JSON
 
 LOG_TAIL_LINES = 15
 
@@ -71,26 +71,8 @@ class Job(AttemptedJob[Failure]):
         self.attempts: list[dict[str, Any]] = []
         self.training: set[int] = set()  # workers seen training in this attempt
         self.began = time.monotonic()
-        self.unsaved: str | None = None  # why the last write of cluster.json failed
         for w in self.workers:
             w.contact.timeout = watch.contact_timeout
-
-    def save(self, **changes: Any) -> bool:
-        """Update cluster.json. A full or failing local disk must not end the job (its
-        workers would be left unwatched): warn once, and the next save writes it all."""
-        self.cluster.update(changes)
-        try:
-            write_json_atomic(self.local_dir / CLUSTER_JSON, self.cluster)
-        except OSError as exc:
-            if self.unsaved is None:
-                self.out.line(
-                    f"WARNING: cannot write {self.local_dir / CLUSTER_JSON}: "
-                    f"{exc.strerror or exc}; the job goes on"
-                )
-            self.unsaved = f"cannot write cluster.json: {exc.strerror or exc}"
-            return False
-        self.unsaved = None
-        return True
 
     def _start_attempt(self) -> None:
         self._new_attempt()
@@ -236,31 +218,6 @@ class Job(AttemptedJob[Failure]):
                 problems.append(str(w.mirror.disk_error))
         self._show()
         return problems
-
-    def _until_done(self, attempt: Callable[[], list[str]]) -> list[str]:
-        """Repeat `attempt` while it reports problems (a full local disk, a host out of
-        contact), for up to --contact-timeout: the job's results are on the hosts, and the
-        user can make room or wait for the network. Returns the problems left."""
-        problems = attempt()
-        if not problems:
-            return []
-        limit, every = self.watch.contact_timeout, max(self.watch.interval, 1.0)
-        self.out.line(
-            f"WARNING: waiting for disk space or contact to bring the run home: "
-            f"{'; '.join(problems)}; trying again every {every:g} s for up to {limit:g} s "
-            "(Ctrl-C leaves the files on the hosts; `fab fetch` brings them later)"
-        )
-        deadline = self.clock() + limit
-        while problems and self.clock() < deadline:
-            time.sleep(every)
-            problems = attempt()
-        if not problems:
-            self.out.line("brought the run home")
-        return problems
-
-    def _save_end_problems(self, **changes: Any) -> list[str]:
-        self.save_end(**changes)
-        return [self.unsaved] if self.unsaved else []
 
     def _drop_backups(self) -> None:
         """A finished job needs no backup: the chief's host empties its own, the mirrored and

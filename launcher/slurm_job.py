@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import signal
 import time
@@ -53,7 +52,7 @@ from launcher.slurm import (
     submit_command,
 )
 from launcher.summary import summary
-from launcher.sync import Mirror
+from launcher.sync import LocalWriteError, Mirror
 from launcher.tasks import (
     Settings,
     UserError,
@@ -76,6 +75,7 @@ from runformat import (
     worker_dir,
     worker_log_path,
     worker_log_rel,
+    write_bytes_atomic,
     write_json_atomic,
 )
 from runformat.paths import SLURM_ALLOCATION, SLURM_SCRIPT, slurm_output
@@ -172,7 +172,8 @@ def fetch_job_files(
 ) -> None:
     """The job's own files from the login host: the mirror takes only what workers and the
     chief write, while the batch output (only ever appended to) and the allocation come from
-    Slurm itself."""
+    Slurm itself. A local disk that refuses them raises LocalWriteError, as the mirror does;
+    the next call resumes where this one stopped."""
     out = local_dir / slurm_output(job_id)
     have = out.stat().st_size if out.exists() else 0
     try:
@@ -180,17 +181,21 @@ def fetch_job_files(
     except OSError:
         new = b""
     if new:
-        with open(out, "ab") as f:
-            f.write(new)
+        try:
+            with open(out, "ab") as f:
+                f.write(new)
+        except OSError as exc:
+            raise LocalWriteError(out, exc) from exc
     if not allocation:
         return
     try:
         alloc = shell.read_range(f"{run_dir}/{SLURM_ALLOCATION}", 0, 4096)
     except OSError:
         return
-    tmp = local_dir / f".{SLURM_ALLOCATION}.tmp"
-    tmp.write_bytes(alloc)
-    os.replace(tmp, local_dir / SLURM_ALLOCATION)
+    try:
+        write_bytes_atomic(local_dir / SLURM_ALLOCATION, alloc)
+    except OSError as exc:
+        raise LocalWriteError(local_dir / SLURM_ALLOCATION, exc) from exc
 
 
 class SlurmJob(AttemptedJob[TaskFailed]):
@@ -231,7 +236,9 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         self.tails = [LogTail(worker_log_path(local_dir, i)) for i in range(spec.workers)]
         self.slurm_tail: LogTail | None = None
         self.running_since: float | None = None
+        self.clock = time.monotonic
         self.quiet = QuietClock(time.monotonic)
+        self.disk_error: str | None = None  # what the last mirroring pass could not write here
         self.user_stopped = False
         self.reconnects = Reconnects()  # the login shell's, already warned about
 
@@ -239,13 +246,13 @@ class SlurmJob(AttemptedJob[TaskFailed]):
     def slurm(self) -> dict[str, Any]:
         return self.cluster["slurm"]  # type: ignore[no-any-return]
 
-    def save(self, **changes: Any) -> None:
-        """Write cluster.json, keeping a `stopped` that `fab stop` wrote there meanwhile."""
+    def save(self, **changes: Any) -> bool:
+        """Write cluster.json as every job does, keeping a `stopped` that `fab stop` wrote
+        there meanwhile."""
         if self._stopped_by_user() and changes.get("state") != "stopped":
             self.user_stopped = True
             changes["state"] = "stopped"
-        self.cluster.update(changes)
-        write_json_atomic(self.local_dir / CLUSTER_JSON, self.cluster)
+        return super().save(**changes)
 
     def prefix(self, task: int) -> str:
         return f"[{task} {self.node(task)}]"
@@ -288,9 +295,28 @@ class SlurmJob(AttemptedJob[TaskFailed]):
             self._warn(f"[slurm] {self.host.label}: {RECONNECTED}")
         text, _, listing = result.stdout.partition(_MARK + "\n")
         if self.mirror is not None:
+            self._mirror(listing)
+        return parse_job(text, self.job_id)
+
+    def _mirror(self, listing: str | None = None) -> list[str]:
+        """Mirror the run directory and the job's own files; what this machine's disk refused.
+
+        The job runs on the cluster, not on this disk: a full disk warns once, and every later
+        pass tries again (the mirror resumes where it stopped).
+        """
+        assert self.mirror is not None
+        try:
             self.mirror.sync(listing)
             self._fetch_job_files()
-        return parse_job(text, self.job_id)
+        except LocalWriteError as exc:
+            if self.disk_error is None:
+                self._warn(f"{exc}; the job goes on, mirroring is retried")
+            self.disk_error = str(exc)
+            return [self.disk_error]
+        if self.disk_error is not None:
+            self.out.line("mirroring works again")
+        self.disk_error = None
+        return []
 
     def _warn(self, text: str) -> None:
         self.out.line(f"WARNING: {text}")
@@ -443,8 +469,7 @@ class SlurmJob(AttemptedJob[TaskFailed]):
     def _sync_final(self) -> None:
         if self.mirror is not None:
             try:
-                self.mirror.sync()
-                self._fetch_job_files()
+                self._mirror()
             except HostError as exc:
                 self.out.line(f"could not fetch the run's files from {self.host.label}: {exc}")
         if not self.nodes:
@@ -532,11 +557,11 @@ class SlurmJob(AttemptedJob[TaskFailed]):
             return log_tail(worker_log_path(self.local_dir, failure.task))
         return log_tail(self.local_dir / slurm_output(self.job_id))
 
-    def save_end(self, **changes: Any) -> None:
+    def save_end(self, **changes: Any) -> bool:
         self.shell.run(f"rm -f {commands.q(env_file_path(self.run_dir))}", timeout=30)
         # One mirror (the login host) serves every task: its bytes are the job's, not a worker's.
         self.slurm["sync_bytes"] = self.mirror.bytes_received if self.mirror else 0
-        self.save(
+        return self.save(
             finished=time.time(),
             exit_codes=self.exit_codes,
             sync_bytes={},
@@ -588,14 +613,33 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         return 1 if signum is None else 128 + int(signum)
 
     def _end_finished(self) -> int:
-        shutil.rmtree(self.local_dir / BACKUP_DIR, ignore_errors=True)
-        if self.mirror is not None:
-            self.shell.run(f"rm -rf {commands.q(self.run_dir + '/backup')}", timeout=30)
+        """Bring the rest home and write the record, waiting for room on a full local disk."""
+        left = self._until_done(self._unmirrored)
+        if not left:
+            shutil.rmtree(self.local_dir / BACKUP_DIR, ignore_errors=True)
+            if self.mirror is not None:
+                self.shell.run(f"rm -rf {commands.q(self.run_dir + '/backup')}", timeout=30)
         self._end_attempt(None)
-        self.save_end(state="finished")
+        left += self._until_done(lambda: self._save_end_problems(state="finished"))
         self.out.line(f"Slurm job {self.job_id} completed")
+        if left:
+            self.out.line(
+                f"WARNING: every task finished, but not all of the run is here: "
+                f"{'; '.join(left)}. Make room, then `fab fetch --run {self.local_dir.name}` "
+                "brings the files (cluster.json keeps its last state)."
+            )
+            return 1
         self.out.line(summary(self.local_dir))
         return 0
+
+    def _unmirrored(self) -> list[str]:
+        """What the last pass could not write here, after one more try."""
+        if self.mirror is None or self.disk_error is None:
+            return []
+        try:
+            return self._mirror()
+        except HostError as exc:
+            return [f"{self.host.label}: {exc.message}"]
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,23 @@
 """The Slurm target's pure parts: hosts-file lines, the sbatch script, and what Slurm's commands
 print (scontrol, sacct, sbatch, srun's report), from tables of real output; plus
-`fab export --slurm` with the real `fab`. Jobs on a real Slurm are in test_slurm_train.py.
+`fab export --slurm` with the real `fab`, and the Slurm job on a full local disk (a real
+tmpfs). Jobs on a real Slurm are in test_slurm_train.py.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
+from launcher.display import Output
 from launcher.hosts import HostsFileError, parse_hosts
+from launcher.options import WatchOptions
+from launcher.remote import LocalShell
 from launcher.slurm import (
     SlurmSpec,
     TaskFailure,
@@ -22,7 +29,8 @@ from launcher.slurm import (
     render_sbatch,
     valid_time,
 )
-from tests.launcher.helpers import run_fab
+from launcher.slurm_job import SlurmJob
+from tests.launcher.helpers import fill_disk, run_fab, small_disk
 
 LINE = (
     "login.cluster scheduler=slurm workers=8 tasks_per_node=2 partition=gpu gres=gpu:4 "
@@ -224,3 +232,50 @@ def test_fab_export_prints_the_script_fab_train_submits(tmp_path: Path) -> None:
     assert "needs a scheduler=slurm line in the hosts file" in refused.stderr
     bare = run_fab(tmp_path, "export")
     assert bare.returncode == 2 and "--slurm" in bare.stderr
+
+
+def test_a_full_local_disk_keeps_the_slurm_job_and_brings_it_home(tmp_path: Path) -> None:
+    """As for SSH hosts (test_reliability.py): cluster.json and the mirror each warn once and
+    the job goes on; once the job has ended the launcher waits for room, then finishes. The
+    login host is this machine through LocalShell, its run directory a folder here."""
+    host = parse_hosts("login.cluster scheduler=slurm workers=2\n")[0]
+    assert host.slurm is not None
+    remote = tmp_path / "login-run"
+    sent = {
+        "workers/0/worker.log": b"trained\n" * 100,
+        "workers/1/status.json": b'{"state": "finished"}',
+        "model.h5": b"model" * 2000,
+        "slurm-7.out": b"srun: job 7 done\n",
+    }
+    for rel, data in sent.items():
+        (remote / rel).parent.mkdir(parents=True, exist_ok=True)
+        (remote / rel).write_bytes(data)
+    with small_disk(tmp_path / "small", "1m") as disk:
+        local = disk / "run"
+        local.mkdir()
+        stream = io.StringIO()
+        cluster = {"run_id": "run", "state": "running", "slurm": {"job_id": "7", "job_ids": ["7"]}}
+        watch = WatchOptions(interval=0.5, contact_timeout=60)
+        job = SlurmJob(
+            LocalShell(host), host.slurm, str(remote), local, cluster, Output(stream, live=False),
+            {}, {}, watch,
+        )  # fmt: skip
+        job.job_id = "7"
+        filler = fill_disk(disk)
+        assert not job.save(state="running")
+        assert not job.save(state="running")  # the same refusal: no second warning
+        job._sync_final()  # the job ended: its last pass cannot write here either
+        job._sync_final()
+        text = stream.getvalue()
+        assert text.count(f"WARNING: cannot write {local / 'cluster.json'}: No space left") == 1
+        assert text.count("the job goes on, mirroring is retried") == 1, text
+        threading.Timer(1.5, filler.unlink).start()  # the user makes room
+        assert job._end_finished() == 0
+        text = stream.getvalue()
+        assert "WARNING: waiting for disk space" in text
+        assert "brought the run home" in text
+        assert "mirroring works again" in text
+        assert json.loads((local / "cluster.json").read_text())["state"] == "finished"
+        for rel, data in sent.items():
+            assert (local / rel).read_bytes() == data, rel
+        assert not [p for p in local.rglob("*") if p.name.startswith(".")]  # no partial files
