@@ -110,6 +110,17 @@ def fab_train(
         lines.join()
 
 
+def orphaned_run(cwd: Path, env: dict[str, str], *args: str) -> Path:
+    """The run directory of `fab train ARGS` whose launcher was killed (SIGKILL to its own
+    pid) once both workers trained: the workers go on with nobody watching them."""
+    with fab_train(cwd, env, *args) as (proc, _):
+        run_dir = wait_for(lambda: run_dir_appeared(cwd), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), TRAIN_WAIT, "every worker training")
+        proc.kill()
+        proc.wait(30)
+    return run_dir
+
+
 def remote_run(host: TestHost, run_id: str) -> Path:
     return host.home / "tfjobs" / "runs" / run_id
 
@@ -342,11 +353,7 @@ def test_fab_stop_ends_a_frozen_worker_of_a_killed_launcher_on_a_full_disk(
 ) -> None:
     chief, other = two_hosts.hosts[0], two_hosts.hosts[1]
     with small_disk(tmp_path / "runs", "8m") as runs:
-        with fab_train(tmp_path, ssh_env, *UNTIL_STOPPED) as (proc, _):
-            run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
-            wait_for(lambda: training(run_dir, 2), TRAIN_WAIT, "every worker training")
-            proc.kill()  # the launcher's own pid: nobody stops the workers now
-            proc.wait(30)
+        run_dir = orphaned_run(tmp_path, ssh_env, *UNTIL_STOPPED)
         frozen = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
         os.kill(frozen, signal.SIGSTOP)
         filler = fill_disk(runs)
@@ -388,12 +395,7 @@ def test_status_finishes_the_record_of_a_run_whose_launcher_died(
         assert "Traceback" not in refused.stderr
     assert not (tmp_path / "runs").exists()
     assert not any((h.home / "tfjobs" / "runs").exists() for h in (chief, other))
-    args = [*FAST, "--epochs", "2", "--steps-per-epoch", "10"]
-    with fab_train(tmp_path, ssh_env, *args) as (proc, _):
-        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
-        wait_for(lambda: training(run_dir, 2), TRAIN_WAIT, "every worker training")
-        proc.kill()
-        proc.wait(30)
+    run_dir = orphaned_run(tmp_path, ssh_env, *FAST, "--epochs", "2", "--steps-per-epoch", "10")
     ended = [
         remote_run(h, run_dir.name) / f"workers/{i}/exit_code" for i, h in enumerate([chief, other])
     ]
