@@ -883,26 +883,40 @@ def fetch(
     interval: float,
 ) -> int:
     """Mirror the run directory from the login host (all tasks share it), once or until the
-    job ends."""
+    job ends. A full local disk ends it with one line, as for SSH hosts: what could not be
+    written, and to fetch again once there is room."""
     host, run_dir, job_id = login_of(cluster)
     if host.local:
         out.line(f"the run directory is on this machine ({local_dir}): nothing to fetch")
         return 0
     shell = open_shell(host, settings.ssh)
+    full: LocalWriteError | None = None
+
+    def sync() -> None:
+        nonlocal full
+        try:
+            mirror.sync()
+            if job_id:
+                fetch_job_files(shell, run_dir, local_dir, job_id)
+        except LocalWriteError as exc:
+            full = exc
+        else:
+            full = None
+
     try:
         workers = int(cluster.slurm.get("workers") or 1)
         mirror = Mirror(shell, run_dir, local_dir, frozenset(range(workers)))
         while True:
-            mirror.sync()
-            if job_id:
-                fetch_job_files(shell, run_dir, local_dir, job_id)
+            sync()
             if not follow:
                 break
             info = query(shell, job_id) if job_id else None
             if info is None or info.ended:
-                mirror.sync()
+                sync()
                 break
             time.sleep(interval)
+        if full is not None:
+            raise UserError(f"fetch incomplete: {full}; make room and fetch again")
         out.line(f"fetched {mirror.bytes_received} bytes from {host.label} into {local_dir}")
     finally:
         shell.close()

@@ -21,11 +21,13 @@ from tests.launcher.helpers import (
     UNTIL_STOPPED,
     check_complete_run,
     fab_env,
+    fill_disk,
     left_behind,
     only_run,
     read_json,
     run_dir_appeared,
     run_fab,
+    small_disk,
     start_fab,
     stop_process,
     training,
@@ -150,12 +152,21 @@ def test_two_workers_train_through_a_login_node(
         assert f"Slurm job {job_id} on {host.user}@{host.address}: completed" in shown.stdout
         rows = [r for r in shown.stdout.splitlines() if " finished " in r and " 1/1 " in r]
         assert len(rows) == 2, shown.stdout
-        for name in ("model.h5", "allocation"):
-            (run_dir / name).unlink()
-        fetched = run_fab(tmp_path, "fetch", env=env)
-        assert fetched.returncode == 0, fetched.stderr
-        for name in ("model.h5", "allocation"):
-            assert (run_dir / name).read_bytes() == (Path(remote) / name).read_bytes()
+        # fab fetch into an empty copy of the run on a full local disk: one line, no
+        # traceback; once there is room, everything arrives.
+        record = (run_dir / "cluster.json").read_bytes()
+        with small_disk(run_dir, "32m") as empty:  # mounted over the run's folder, hiding it
+            (empty / "cluster.json").write_bytes(record)
+            filler = fill_disk(empty)
+            full = run_fab(tmp_path, "fetch", env=env)
+            assert full.returncode == 1, full.stdout + full.stderr
+            assert "error: fetch incomplete: cannot write" in full.stderr, full.stderr
+            assert "No space left on device" in full.stderr and "Traceback" not in full.stderr
+            filler.unlink()
+            fetched = run_fab(tmp_path, "fetch", env=env)
+            assert fetched.returncode == 0, fetched.stderr
+            for name in ("model.h5", "allocation"):
+                assert (empty / name).read_bytes() == (Path(remote) / name).read_bytes()
         assert gone(run_dir, slurm_cluster, job_id)
     print(f"slurm: 2 workers, 6 steps: {wall:.1f} s from fab train to its end")
 
