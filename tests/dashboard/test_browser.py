@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -22,6 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from dashboard.charts import METRICS
+from dashboard.live import BIG_LOAD_BYTES
 from dashboard.samplerun import RunPlan, append_progress, write_run
 from dashboard.serve import streamlit_command
 
@@ -40,6 +42,7 @@ CHROMIUM_ARGS = [
 FINISHED_ID = "20261128-100000-f1f1"
 RUNNING_ID = "20261128-110000-a2a2"
 FAILED_ID = "20261128-090000-dead"
+BIG_ID = "20261128-060000-b1b1"
 WIDE_IDS = {16: "20261128-080000-0016", 64: "20261128-070000-0064"}
 SIZE_IDS = {2: FINISHED_ID, **WIDE_IDS}
 
@@ -337,6 +340,33 @@ def test_two_runs_overlaid(page: Page, server: str, output_dir: Path) -> None:
         assert finished_path > 10 * len(finished) // 2 and failed_path > 10 * len(failed) // 2
         common = min(len(finished), len(failed))
         assert finished[:common] != pytest.approx(failed[:common]), chart["tag"]
+
+
+def test_compare_draws_a_run_when_its_events_are_read(
+    page: Page, server: str, browser_runs: Path, output_dir: Path
+) -> None:
+    """A run big enough to be read in the background joins the overlay once it is read, with
+    no click: the Compare tab asks again every second while it says it is reading."""
+    big = write_run(
+        browser_runs,
+        RunPlan(workers=2, epochs=2, steps_per_epoch=16_000, step_seconds=0.05, seed=2),
+        run_id=BIG_ID,
+    )
+    try:
+        assert sum(p.stat().st_size for p in big.rglob("events.out.tfevents.*")) >= BIG_LOAD_BYTES
+        open_run(page, server, FINISHED_ID, tab="Compare")
+        picker = page.get_by_test_id("stMultiSelect").first
+        picker.click()
+        page.keyboard.type(BIG_ID)
+        page.keyboard.press("Enter")
+        page.keyboard.press("Escape")
+        panel = page.get_by_role("tabpanel", name="Compare")
+        expect(panel.get_by_text(f"{BIG_ID}: Reading events")).to_be_visible()
+        expect(panel.locator(".legendtext", has_text=BIG_ID)).to_have_count(4)
+        expect(panel.get_by_text("Reading events")).to_have_count(0)
+        screenshot(page, output_dir, "compare-after-background-read")
+    finally:
+        shutil.rmtree(big)
 
 
 def test_model_download_and_the_log_in_the_browser(
