@@ -108,15 +108,23 @@ def metric_chart(
     log_y: bool,
     zoom: charts.Zoom | None,
 ) -> go.Figure | None:
-    """A metric's figure, built once per snapshot and settings, shared by every viewer."""
+    """A metric's figure, built once per snapshot and settings, shared by every viewer;
+    of its workers' lines only those whose points changed since the last build are redone."""
 
     def build() -> go.Figure | None:
         metric = next(m for m in charts.METRICS if m.tag == tag)
-        frame = charts.scalar_frame(snapshot.workers, tag, run.started)
-        if frame.empty:
-            return None
         revision = f"{run.run_id}/{tag}/{x_axis}"
-        return charts.metric_figure(frame, metric, x_axis, smoothing, log_y, revision, zoom)
+        return charts.metric_figure(
+            snapshot.workers,
+            metric,
+            run.started,
+            x_axis,
+            smoothing,
+            log_y,
+            revision,
+            zoom,
+            snapshot.lines,
+        )
 
     return snapshot.memo(("chart", tag, x_axis, smoothing, log_y, run.started, zoom), build)
 
@@ -531,7 +539,10 @@ def render_system(run_path: Path, was_active: bool) -> None:
         st.warning(text.md(straggler.message(hosts)))
     for line in system.system_warnings(workers, hosts, phases if run.active else {}):
         st.warning(text.md(line))
-    figures = system.system_figures(workers, run.started)
+    figures = snapshot.memo(
+        ("system", run.started),
+        lambda: system.system_figures(workers, run.started, snapshot.lines),
+    )
     if not figures and snapshot.loading is not None:
         st.info("The charts appear as the workers' events are read.")
     elif not figures:

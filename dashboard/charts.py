@@ -9,6 +9,11 @@ and applies to every drawing (Plotly's own ``uirevision`` cannot do it here, see
   ``BAND_ABOVE_WORKERS`` workers; above that a min/median/max band with the workers that
   stray from the crowd drawn and named.
 - Lines are cut to ~``LINE_POINTS`` shape-keeping points before they go to the browser.
+
+What a chart derives per worker (its line smoothed and cut, its row of a band) goes through
+a :class:`~dashboard.series.SeriesCache` when one is given (the run's, shared by viewers), so
+a redraw processes only the workers whose points changed; without one, everything is built
+anew, to the same figure.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from dashboard.events import Arrays
 from dashboard.series import (
     BAND_ABOVE_WORKERS,
     LINE_POINTS,
-    band,
+    Grid,
+    SeriesCache,
+    band_of_rows,
+    band_row,
     downsample,
     latest_per_step,
 )
@@ -39,6 +47,7 @@ from runformat import (
     PROGRESS_STEP_TIME_MS,
 )
 
+Workers = Mapping[int, Mapping[str, Arrays]]
 X_AXES = {"step": "Step", "relative": "Time since start (s)", "wall": "Wall time"}
 WORKER_COLORS = (
     "#1f77b4",
@@ -157,10 +166,11 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def _x_values(part: pd.DataFrame, x_axis: str) -> np.ndarray:
+def _x(steps: np.ndarray, walls: np.ndarray, x_axis: str, origin: float) -> np.ndarray:
+    """A line's x values: its steps, seconds since `origin`, or wall times."""
     if x_axis == "wall":
-        return pd.to_datetime(part["wall"], unit="s").to_numpy()
-    return part["relative" if x_axis == "relative" else "step"].to_numpy()
+        return pd.to_datetime(walls, unit="s").to_numpy()
+    return walls - origin if x_axis == "relative" else steps
 
 
 def _hover(name: str, unit: str = "") -> str:
@@ -168,25 +178,102 @@ def _hover(name: str, unit: str = "") -> str:
     return f"{name}: %{{y:,.4~g}}{suffix}<extra></extra>"
 
 
+@dataclass(frozen=True)
+class Extent:
+    """How many points (one per step) a worker has of a tag, over which steps and times."""
+
+    points: int
+    first_step: int
+    last_step: int
+    first_wall: float
+
+
+def extent_of(arrays: Arrays) -> Extent:
+    steps, walls, _ = latest_per_step(*arrays)
+    return Extent(len(steps), int(steps[0]), int(steps[-1]), float(np.min(walls)))
+
+
+@dataclass(frozen=True)
+class Line:
+    """One worker's line as drawn: one point per step (the latest), smoothed, cut to
+    LINE_POINTS shape-keeping points; with smoothing also its raw points, cut the same way."""
+
+    steps: np.ndarray
+    walls: np.ndarray
+    values: np.ndarray
+    raw: Arrays | None
+
+
+def line_of(arrays: Arrays, smoothing: float) -> Line:
+    steps, walls, values = latest_per_step(*arrays)
+    smooth = ema(values, smoothing)
+    keep = downsample(smooth, LINE_POINTS)
+    raw = None
+    if smoothing > 0:
+        raw_keep = downsample(values, LINE_POINTS)
+        raw = (steps[raw_keep], walls[raw_keep], values[raw_keep])
+    return Line(steps[keep], walls[keep], smooth[keep], raw)
+
+
+def _smoothed(arrays: Arrays, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+    steps, _, values = latest_per_step(*arrays)
+    return steps, ema(values, smoothing)
+
+
+@dataclass(frozen=True)
+class WorkerLines:
+    """One tag of every worker that has points of it; what is derived per worker comes
+    from the cache (built on a miss)."""
+
+    tag: str
+    arrays: dict[int, Arrays]
+    cache: SeriesCache
+
+    def extent(self, index: int) -> Extent:
+        arrays = self.arrays[index]
+        return self.cache.get(("extent", index, self.tag), arrays, lambda: extent_of(arrays))
+
+    def line(self, index: int, smoothing: float) -> Line:
+        arrays = self.arrays[index]
+        key = ("line", index, self.tag, smoothing)
+        return self.cache.get(key, arrays, lambda: line_of(arrays, smoothing))
+
+    def row(self, index: int, smoothing: float, grid: Grid) -> np.ndarray:
+        """The worker's row of a band on `grid` (kept while the grid stays the same)."""
+        arrays = self.arrays[index]
+        key = ("row", index, self.tag, smoothing)
+        return self.cache.get(
+            key, arrays, lambda: band_row(*_smoothed(arrays, smoothing), grid), params=grid
+        )
+
+
+def worker_lines(workers: Workers, tag: str, cache: SeriesCache | None = None) -> WorkerLines:
+    """The workers with points of `tag`, by index; no cache: everything is built anew."""
+    arrays = {
+        index: series[tag]
+        for index, series in sorted(workers.items())
+        if tag in series and len(series[tag][0])
+    }
+    return WorkerLines(tag, arrays, cache if cache is not None else SeriesCache(0))
+
+
 def _line(
     figure: go.Figure,
-    x: np.ndarray,
-    raw: np.ndarray,
-    smoothing: float,
+    line: Line,
+    x_axis: str,
+    origin: float,
     name: str,
     color: str,
     unit: str,
     showlegend: bool = True,
 ) -> None:
-    """One line, cut to LINE_POINTS; with smoothing the raw line stays faded behind."""
-    smooth = ema(raw, smoothing)
-    keep = downsample(smooth, LINE_POINTS)
-    if smoothing > 0:
-        raw_keep = downsample(raw, LINE_POINTS)
+    """One line; with smoothing the raw line stays faded behind."""
+    if line.raw is not None:
+        steps, walls, values = line.raw
         figure.add_trace(
             go.Scatter(
-                x=x[raw_keep],
-                y=raw[raw_keep],
+                x=_x(steps, walls, x_axis, origin),
+                y=values,
                 mode="lines",
                 name=f"{name} (raw)",
                 legendgroup=name,
@@ -198,8 +285,8 @@ def _line(
         )
     figure.add_trace(
         go.Scatter(
-            x=x[keep],
-            y=smooth[keep],
+            x=_x(line.steps, line.walls, x_axis, origin),
+            y=line.values,
             mode="lines",
             name=name,
             legendgroup=name,
@@ -210,13 +297,12 @@ def _line(
     )
 
 
-def _band(figure: go.Figure, frame: pd.DataFrame, smoothing: float, unit: str) -> None:
+def _band(figure: go.Figure, lines: WorkerLines, smoothing: float, unit: str) -> None:
     """Min/median/max across workers on a common step grid; outliers drawn by name."""
-    lines = {
-        int(str(worker)): (part["step"].to_numpy(), ema(part["value"].to_numpy(), smoothing))
-        for worker, part in frame.groupby("worker", sort=True)
-    }
-    spread = band(lines)
+    extents = [lines.extent(index) for index in lines.arrays]
+    grid = Grid(min(e.first_step for e in extents), max(e.last_step for e in extents))
+    rows = {index: lines.row(index, smoothing, grid) for index in lines.arrays}
+    spread = band_of_rows(rows, grid)
     figure.add_trace(
         go.Scatter(
             x=spread.steps,
@@ -253,13 +339,12 @@ def _band(figure: go.Figure, frame: pd.DataFrame, smoothing: float, unit: str) -
         )
     )
     for outlier in spread.outliers:
-        steps, values = lines[outlier]
-        keep = downsample(values, LINE_POINTS)
+        line = lines.line(outlier, smoothing)
         name = f"{worker_label(outlier)} (outlier)"
         figure.add_trace(
             go.Scatter(
-                x=steps[keep],
-                y=values[keep],
+                x=line.steps,
+                y=line.values,
                 mode="lines",
                 name=name,
                 line={"width": 1.5, "color": "#d62728", "dash": "dot"},
@@ -298,59 +383,75 @@ def _axes(
 
 
 def metric_figure(
-    frame: pd.DataFrame,
+    workers: Workers,
     metric: Metric,
+    start: float | None = None,
     x_axis: str = "step",
     smoothing: float = 0.6,
     log_y: bool = False,
     revision: str = "",
     zoom: Zoom | None = None,
-) -> go.Figure:
-    """One metric of every worker: one line, one per worker, or a band (see module doc)."""
+    cache: SeriesCache | None = None,
+) -> go.Figure | None:
+    """One metric of every worker: one line, one per worker, or a band (see module doc).
+
+    Time since start counts from `start` (else from the earliest point). None when no
+    worker has a point of the metric yet.
+    """
+    lines = worker_lines(workers, metric.tag, cache)
+    if not lines.arrays:
+        return None
+    extents = {index: lines.extent(index) for index in lines.arrays}
+    origin = start if start is not None else min(e.first_wall for e in extents.values())
+    count = len(extents)
     figure = go.Figure()
-    workers = frame["worker"].nunique() if not frame.empty else 0
     x_title = X_AXES.get(x_axis, "Step")
     if metric.all_reduced:
-        part = one_line(frame)
-        if not part.empty:
-            name = "all workers" if workers > 1 else worker_label(int(part["worker"].iloc[0]))
-            x = _x_values(part, x_axis)
-            raw = part["value"].to_numpy()
-            _line(figure, x, raw, smoothing, name, "#1f77b4", metric.unit, showlegend=False)
-    elif workers > BAND_ABOVE_WORKERS:
+        # The worker that logged the most points (chief first) draws the one line.
+        most = max(e.points for e in extents.values())
+        best = min(index for index, e in extents.items() if e.points == most)
+        name = "all workers" if count > 1 else worker_label(best)
+        line = lines.line(best, smoothing)
+        _line(figure, line, x_axis, origin, name, "#1f77b4", metric.unit, showlegend=False)
+    elif count > BAND_ABOVE_WORKERS:
         x_title = "Step"
-        _band(figure, frame, smoothing, metric.unit)
+        _band(figure, lines, smoothing, metric.unit)
     else:
-        for worker, part in frame.groupby("worker", sort=True):
-            index = int(str(worker))
-            x = _x_values(part, x_axis)
-            raw = part["value"].to_numpy()
-            _line(figure, x, raw, smoothing, worker_label(index), worker_color(index), metric.unit)
+        for index in lines.arrays:
+            line = lines.line(index, smoothing)
+            label, color = worker_label(index), worker_color(index)
+            _line(figure, line, x_axis, origin, label, color, metric.unit)
     y_title = f"{metric.title} ({metric.unit})" if metric.unit else metric.title
     _axes(figure, x_title, y_title, log_y, revision or f"{metric.tag}/{x_axis}", zoom)
-    figure.update_layout(meta={"tag": metric.tag, "workers": workers})
+    figure.update_layout(meta={"tag": metric.tag, "workers": count})
     return figure
 
 
 def line_figure(
-    frame: pd.DataFrame,
+    workers: Workers,
+    tag: str,
     title: str,
+    start: float | None = None,
     x_axis: str = "step",
     smoothing: float = 0.6,
-    log_y: bool = False,
-) -> go.Figure:
+    cache: SeriesCache | None = None,
+) -> go.Figure | None:
     """A per-worker chart with its title inside the figure (the System tab's charts).
 
     The legend goes to the right of the plot there, clear of the title and the axis titles.
     """
-    metric = Metric(tag=title, title=title, all_reduced=False)
-    figure = metric_figure(frame, metric, x_axis, smoothing, log_y, f"line/{title}/{x_axis}")
-    figure.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 15}},
-        margin={"t": 40},
-        legend={"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"},
-        yaxis_title=None,
+    metric = Metric(tag=tag, title=title, all_reduced=False)
+    revision = f"line/{title}/{x_axis}"
+    figure = metric_figure(
+        workers, metric, start, x_axis, smoothing, revision=revision, cache=cache
     )
+    if figure is not None:
+        figure.update_layout(
+            title={"text": title, "x": 0.01, "font": {"size": 15}},
+            margin={"t": 40},
+            legend={"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"},
+            yaxis_title=None,
+        )
     return figure
 
 
@@ -415,12 +516,13 @@ def overlay_figure(
             part = frame.groupby("step", as_index=False).agg(
                 value=("value", "median"), wall=("wall", "min"), relative=("relative", "min")
             )
-        x = _x_values(part, x_axis)
+        arrays = (part["step"].to_numpy(), part["wall"].to_numpy(), part["value"].to_numpy())
+        origin = float(part["wall"].min() - part["relative"].min())
         _line(
             figure,
-            x,
-            part["value"].to_numpy(),
-            smoothing,
+            line_of(arrays, smoothing),
+            x_axis,
+            origin,
             text.svg(run_id),
             WORKER_COLORS[position % len(WORKER_COLORS)],
             metric.unit,

@@ -8,7 +8,8 @@ method takes the lock.
 A refresh costs what was added, not what was kept: the snapshot holds read-only views of
 the readers' growing buffers (no copy), and it is the same object for every viewer until new
 points arrive, so whatever a page derives from it (frames, downsampled lines, bands) is
-computed once per snapshot with :meth:`Snapshot.memo` and reused by every rerun and viewer.
+computed once per snapshot with :meth:`Snapshot.memo` and reused by every rerun and viewer;
+and a new snapshot's charts redo only the workers whose points changed (``Snapshot.lines``).
 
 A big first load (a run opened for the first time) never makes a page wait: it is read in
 the background, in one process per core (the reader is pure Python and its CRC library holds
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 
 from dashboard.events import Arrays, EventDirectory, PollResult, Problem
 from dashboard.runs import safe_dir
+from dashboard.series import SeriesCache
 from runformat import TENSORBOARD_SPLITS, events_rel, tensorboard_rel
 
 # However many viewers and live parts ask, the files are read at most this often (seconds).
@@ -76,6 +78,9 @@ class Snapshot:
     version: int = 0
     # Set while a big first load runs in the background: what is here is a part of it.
     loading: Loading | None = None
+    # The run's per-worker chart data, shared by its snapshots: a new snapshot's charts
+    # redo only the workers whose points changed.
+    lines: SeriesCache = field(default_factory=SeriesCache, compare=False, repr=False)
     _memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
@@ -102,7 +107,8 @@ class RunEvents:
         self._workers: dict[int, EventDirectory] = {}
         self._chief: dict[str, EventDirectory] = {}
         self._arrays: dict[str, dict[str, Arrays]] = {}
-        self._snapshot = Snapshot()
+        self._lines = SeriesCache()
+        self._snapshot = Snapshot(lines=self._lines)
         self._polled = 0.0
         self._version = 0
         self._loading: Loading | None = None
@@ -242,6 +248,7 @@ class RunEvents:
             events=sum(r.events for r in [*self._workers.values(), *self._chief.values()]),
             version=self._version,
             loading=self._loading,
+            lines=self._lines,
         )
 
 

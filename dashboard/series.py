@@ -17,9 +17,14 @@ lines into one min/median/max band on a common step grid with the outlying worke
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import warnings
-from collections.abc import Mapping
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,7 +34,12 @@ MAX_POINTS_PER_SERIES = 100_000
 LINE_POINTS = 500
 # Above this many workers, per-worker metrics are drawn as a band with outliers named.
 BAND_ABOVE_WORKERS = 8
+# What the charts derive per worker and tag is kept up to this many bytes per run.
+SERIES_CACHE_BYTES = 8 << 20
 _FIRST_CAPACITY = 256
+_ENTRY_BYTES = 256  # a cache entry's own cost, besides its arrays
+
+T = TypeVar("T")
 
 # One tag's points as numpy arrays: (steps int64, wall times float64, values float64).
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -143,6 +153,90 @@ class PointBuffer:
         self._size = len(order)
 
 
+class SeriesCache:
+    """What the charts derive from one worker's series, kept while that series is unchanged.
+
+    A page redraws every chart from every worker's points, but between two snapshots most
+    workers' series are the same objects (a reader hands out new views only when a worker
+    got new points), so a redraw needs to process only the workers whose points changed.
+    An entry is kept under a key (worker, tag, what, settings) and holds weak references to
+    the arrays it was built from: it is used while the caller passes the very same arrays
+    (views handed out are never changed, see :class:`PointBuffer`) and the same ``params``,
+    and rebuilt otherwise. Weak references, so an entry never keeps a replaced buffer alive.
+
+    Memory is bounded: at most ``max_bytes`` of entries (their arrays counted), the least
+    recently used dropped first. ``SeriesCache(0)`` keeps nothing: every call builds.
+    Shared by every viewer of a run (threads), so it locks itself; a build runs unlocked.
+    """
+
+    def __init__(self, max_bytes: int = SERIES_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.hits = 0
+        self.misses = 0
+        self._bytes = 0
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self, key: Hashable, arrays: Arrays, build: Callable[[], T], params: Hashable = None
+    ) -> T:
+        """build(), or what it returned before for this key, these arrays and params."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.params == params and entry.holds(arrays):
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry.value  # type: ignore[no-any-return]
+            self.misses += 1
+        value = build()
+        size = _nbytes(value) + _ENTRY_BYTES
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+            if size <= self.max_bytes:
+                refs = tuple(weakref.ref(array) for array in arrays)
+                self._entries[key] = _Entry(refs, params, value, size)
+                self._bytes += size
+                while self._bytes > self.max_bytes:
+                    _, dropped = self._entries.popitem(last=False)
+                    self._bytes -= dropped.size
+        return value
+
+    @property
+    def nbytes(self) -> int:
+        """What the kept entries cost (at most ``max_bytes``)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    sources: tuple[weakref.ref[np.ndarray], ...]
+    params: Hashable
+    value: Any
+    size: int
+
+    def holds(self, arrays: Arrays) -> bool:
+        """Whether it was built from these very arrays (still alive, so not a reused id)."""
+        return len(arrays) == len(self.sources) and all(
+            ref() is array for ref, array in zip(self.sources, arrays, strict=True)
+        )
+
+
+def _nbytes(value: object) -> int:
+    """The bytes of the arrays in a cached value (a dataclass's fields looked into)."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(_nbytes(getattr(value, f.name)) for f in dataclasses.fields(value))
+    if isinstance(value, tuple):
+        return sum(_nbytes(item) for item in value)
+    return 0
+
+
 def extremes(values: np.ndarray, group: int) -> np.ndarray:
     """Indices keeping two points of every ``group``: the group's minimum and maximum.
 
@@ -218,6 +312,57 @@ class Band:
     workers: int
 
 
+@dataclass(frozen=True)
+class Grid:
+    """A band's common step buckets: at most ``points`` equal buckets over first..last.
+
+    Every integer step is a bucket when the range is that short.
+    """
+
+    first: int
+    last: int
+    points: int = LINE_POINTS
+
+    @property
+    def buckets(self) -> int:
+        return min(self.points, self.last - self.first + 1)
+
+    @property
+    def width(self) -> float:
+        return (self.last - self.first + 1) / self.buckets
+
+    def steps(self) -> np.ndarray:
+        """Each bucket's step: its middle, or the step itself when every step is a bucket."""
+        if self.last - self.first + 1 > self.points:
+            return self.first + (np.arange(self.buckets) + 0.5) * self.width - 0.5
+        return np.arange(self.first, self.last + 1, dtype=np.float64)
+
+
+def band_row(steps: np.ndarray, values: np.ndarray, grid: Grid) -> np.ndarray:
+    """One worker's line on a band's grid: the mean of its points in each bucket.
+
+    Buckets it logged nothing in are interpolated from their neighbours; outside its own
+    range the row is NaN. It depends on this worker's points and the grid only, so it is
+    kept while neither changes.
+    """
+    row = np.full(grid.buckets, np.nan)
+    steps = np.asarray(steps)
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    steps, values = steps[finite], values[finite]
+    if not len(steps):
+        return row
+    slot = np.minimum(((steps - grid.first) / grid.width).astype(np.int64), grid.buckets - 1)
+    sums = np.bincount(slot, weights=values, minlength=grid.buckets)
+    counts = np.bincount(slot, minlength=grid.buckets)
+    filled = counts > 0
+    means = np.divide(sums, counts, out=np.full(grid.buckets, np.nan), where=filled)
+    covered = np.arange(slot.min(), slot.max() + 1)
+    have = np.flatnonzero(filled)
+    row[covered] = np.interp(covered, have, means[have])
+    return row
+
+
 def band(
     lines: Mapping[int, tuple[np.ndarray, np.ndarray]],
     points: int = LINE_POINTS,
@@ -228,41 +373,38 @@ def band(
     """The min/median/max band of per-worker (steps, values) lines and their outliers.
 
     Steps are cut into at most ``points`` equal buckets over the union of every worker's
-    range (every integer step when the range is that short); a worker's value in a bucket
-    is the mean of its points there, interpolated from its neighbours where it logged
-    none, and NaN outside its own range. A worker is an outlier when its distance from the
-    median exceeds ``threshold`` robust deviations (1.4826 x the median absolute
-    deviation across workers, floored at 0.1 % of the median) in at least ``sustained`` of
-    the buckets it covers; at most ``max_outliers`` are named, largest mean deviation first.
+    range (see :class:`Grid`, each worker's row :func:`band_row`); the band and its outliers
+    are :func:`band_of_rows`.
     """
     order = sorted(index for index, (steps, _) in lines.items() if len(steps))
     if not order:
-        empty = np.empty(0)
-        return Band(empty, empty, empty, empty, (), 0)
+        return band_of_rows({}, Grid(0, 0, points))
     first = min(int(np.min(lines[i][0])) for i in order)
     last = max(int(np.max(lines[i][0])) for i in order)
-    span = last - first + 1
-    buckets = min(points, span)
-    width = span / buckets
-    grid = first + (np.arange(buckets) + 0.5) * width - 0.5 if span > points else None
-    steps_out = grid if grid is not None else np.arange(first, last + 1, dtype=np.float64)
-    matrix = np.full((len(order), buckets), np.nan)
-    for row, index in enumerate(order):
-        steps, values = lines[index]
-        steps = np.asarray(steps)
-        values = np.asarray(values, dtype=np.float64)
-        finite = np.isfinite(values)
-        steps, values = steps[finite], values[finite]
-        if not len(steps):
-            continue
-        slot = np.minimum(((steps - first) / width).astype(np.int64), buckets - 1)
-        sums = np.bincount(slot, weights=values, minlength=buckets)
-        counts = np.bincount(slot, minlength=buckets)
-        filled = counts > 0
-        means = np.divide(sums, counts, out=np.full(buckets, np.nan), where=filled)
-        covered = np.arange(slot.min(), slot.max() + 1)
-        have = np.flatnonzero(filled)
-        matrix[row, covered] = np.interp(covered, have, means[have])
+    grid = Grid(first, last, points)
+    rows = {index: band_row(*lines[index], grid) for index in order}
+    return band_of_rows(rows, grid, threshold, sustained, max_outliers)
+
+
+def band_of_rows(
+    rows: Mapping[int, np.ndarray],
+    grid: Grid,
+    threshold: float = 3.5,
+    sustained: float = 0.1,
+    max_outliers: int = 3,
+) -> Band:
+    """The band of workers' rows on one grid (see :func:`band_row`), and its outliers.
+
+    A worker is an outlier when its distance from the median exceeds ``threshold`` robust
+    deviations (1.4826 x the median absolute deviation across workers, floored at 0.1 % of
+    the median) in at least ``sustained`` of the buckets it covers; at most
+    ``max_outliers`` are named, largest mean deviation first.
+    """
+    order = sorted(rows)
+    if not order:
+        empty = np.empty(0)
+        return Band(empty, empty, empty, empty, (), 0)
+    matrix = np.stack([rows[index] for index in order])
     # All-NaN columns (a step no worker logged) are expected: NaN out, no warning.
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -282,4 +424,4 @@ def band(
     ]
     candidates.sort(key=lambda item: (-item[0], item[1]))
     outliers = tuple(index for _, index in candidates[:max_outliers])
-    return Band(steps_out, low, median, high, outliers, len(order))
+    return Band(grid.steps(), low, median, high, outliers, len(order))

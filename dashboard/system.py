@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 
 from dashboard import charts
 from dashboard.events import Arrays
+from dashboard.series import SeriesCache
 from runformat import (
     SYSTEM_CPU_PERCENT,
     SYSTEM_CPU_WAIT_PERCENT,
@@ -59,17 +60,20 @@ CPU_BUSY_MIN, CPU_BUSY_FACTOR = 50.0, 1.5
 
 
 def system_figures(
-    workers: Mapping[int, WorkerSeries], start: float | None
+    workers: Mapping[int, WorkerSeries], start: float | None, cache: SeriesCache | None = None
 ) -> list[tuple[str, go.Figure]]:
-    """(tag, figure) for every system chart with data: one line per worker, by time."""
+    """(tag, figure) for every system chart with data: one line per worker, by time.
+
+    With the run's `cache`, only the workers whose points changed are processed again.
+    """
     wanted = [*CHARTS]
     for gpu in gpu_indices(workers):
         wanted += [(f"{tag}/{gpu}", title.format(gpu=gpu)) for tag, title in GPU_CHARTS]
     figures = []
     for tag, title in wanted:
-        frame = charts.scalar_frame(workers, tag, start)
-        if not frame.empty:
-            figures.append((tag, charts.line_figure(frame, title, "relative", 0.0)))
+        figure = charts.line_figure(workers, tag, title, start, "relative", 0.0, cache)
+        if figure is not None:
+            figures.append((tag, figure))
     return figures
 
 

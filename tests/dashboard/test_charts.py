@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import pytest
 
 from dashboard.charts import (
     METRICS,
+    Metric,
     Zoom,
     csv_bytes,
     ema,
@@ -24,7 +26,8 @@ from dashboard.charts import (
 )
 from dashboard.cluster import WorkerRow
 from dashboard.clusterview import STATE_COLORS, Label, cluster_figure, layout
-from dashboard.series import LINE_POINTS
+from dashboard.events import Arrays
+from dashboard.series import LINE_POINTS, SeriesCache
 
 LOSS, ACCURACY, THROUGHPUT, STEP_TIME = METRICS
 
@@ -61,18 +64,30 @@ def test_smoothing_matches_tensorboard(values: list[float], weight: float) -> No
     np.testing.assert_allclose(ema(np.array(values), weight), expected, rtol=1e-9)
 
 
+START = 1000.0
+
+
+def series_for(workers: int, points: int, spread: float = 1.0) -> dict[int, dict[str, Arrays]]:
+    """Each worker's points, the same under every progress tag and under "t"."""
+    out = {}
+    for index in range(workers):
+        arrays = (
+            np.arange(points),
+            START + np.arange(points, dtype=float),
+            np.linspace(2.0, 0.1, points) + spread * index,
+        )
+        out[index] = {tag: arrays for tag in ["t", *(m.tag for m in METRICS)]}
+    return out
+
+
 def frame_for(workers: int, points: int, spread: float = 1.0) -> pd.DataFrame:
-    series = {
-        index: {
-            "t": (
-                np.arange(points),
-                1000.0 + np.arange(points, dtype=float),
-                np.linspace(2.0, 0.1, points) + spread * index,
-            )
-        }
-        for index in range(workers)
-    }
-    return scalar_frame(series, "t", start=1000.0)
+    return scalar_frame(series_for(workers, points, spread), "t", start=START)
+
+
+def figure_of(series: dict[int, dict[str, Arrays]], metric: Metric, **settings: Any) -> go.Figure:
+    figure = metric_figure(series, metric, START, **settings)
+    assert figure is not None
+    return figure
 
 
 def legend_names(figure: go.Figure) -> list[str]:
@@ -80,7 +95,7 @@ def legend_names(figure: go.Figure) -> list[str]:
 
 
 def test_all_reduced_metric_is_one_line_without_a_legend() -> None:
-    figure = metric_figure(frame_for(3, 50, spread=0.0), LOSS, smoothing=0.6)
+    figure = figure_of(series_for(3, 50, spread=0.0), LOSS, smoothing=0.6)
     assert legend_names(figure) == []
     lines = [trace for trace in figure.data if trace.hoverinfo != "skip"]
     assert [trace.name for trace in lines] == ["all workers"]
@@ -89,7 +104,7 @@ def test_all_reduced_metric_is_one_line_without_a_legend() -> None:
 
 @pytest.mark.parametrize("workers", [1, 3, 8])
 def test_per_worker_metric_has_one_line_per_worker_up_to_eight(workers: int) -> None:
-    figure = metric_figure(frame_for(workers, 50), THROUGHPUT, smoothing=0.6)
+    figure = figure_of(series_for(workers, 50), THROUGHPUT, smoothing=0.6)
     names = legend_names(figure)
     assert names == ["chief (0)"] + [f"worker {i}" for i in range(1, workers)]
     raw = [trace for trace in figure.data if trace.showlegend is False]
@@ -98,17 +113,17 @@ def test_per_worker_metric_has_one_line_per_worker_up_to_eight(workers: int) -> 
 
 
 def test_many_workers_are_a_band_with_the_outlier_named() -> None:
-    frame = frame_for(16, 200, spread=0.0)
-    slow = frame["worker"] == 11
-    frame.loc[slow, "value"] = frame.loc[slow, "value"] * 3
-    figure = metric_figure(frame, STEP_TIME, smoothing=0.0)
+    series = series_for(16, 200, spread=0.0)
+    steps, walls, values = series[11][STEP_TIME.tag]
+    series[11] = {STEP_TIME.tag: (steps, walls, values * 3)}
+    figure = figure_of(series, STEP_TIME, smoothing=0.0)
     assert legend_names(figure) == ["min-max of 16 workers", "median", "worker 11 (outlier)"]
     assert all(len(trace.x) <= LINE_POINTS for trace in figure.data)
 
 
 def test_zoom_survives_refreshes_and_log_scale_is_per_chart() -> None:
-    first = metric_figure(frame_for(2, 50), LOSS, revision="run/loss/step")
-    later = metric_figure(frame_for(2, 80), LOSS, revision="run/loss/step", log_y=True)
+    first = figure_of(series_for(2, 50), LOSS, revision="run/loss/step")
+    later = figure_of(series_for(2, 80), LOSS, revision="run/loss/step", log_y=True)
     assert first.layout.uirevision == later.layout.uirevision == "run/loss/step"
     assert first.layout.yaxis.type == "linear"
     assert later.layout.yaxis.type == "log"
@@ -116,17 +131,17 @@ def test_zoom_survives_refreshes_and_log_scale_is_per_chart() -> None:
 
 def test_a_kept_zoom_sets_both_ranges_also_on_a_log_axis() -> None:
     zoom = Zoom((10, 30), (0.1, 1.0))
-    figure = metric_figure(frame_for(2, 50), LOSS, zoom=zoom)
+    figure = figure_of(series_for(2, 50), LOSS, zoom=zoom)
     assert list(figure.layout.xaxis.range) == [10, 30]
     assert list(figure.layout.yaxis.range) == [0.1, 1.0]
-    logged = metric_figure(frame_for(2, 50), LOSS, zoom=zoom, log_y=True)
+    logged = figure_of(series_for(2, 50), LOSS, zoom=zoom, log_y=True)
     assert list(logged.layout.yaxis.range) == pytest.approx([-1.0, 0.0])
-    flat = metric_figure(frame_for(2, 50), LOSS, zoom=Zoom((10, 30), (0.5, 0.5)))
+    flat = figure_of(series_for(2, 50), LOSS, zoom=Zoom((10, 30), (0.5, 0.5)))
     assert list(flat.layout.xaxis.range) == [10, 30] and flat.layout.yaxis.range is None
 
 
 def test_legend_sits_above_the_plot_and_tooltips_are_rounded() -> None:
-    figure = metric_figure(frame_for(2, 50), THROUGHPUT)
+    figure = figure_of(series_for(2, 50), THROUGHPUT)
     assert figure.layout.legend.y >= 1 and figure.layout.legend.yanchor == "bottom"
     assert figure.layout.xaxis.title.text == "Step"
     assert figure.layout.yaxis.title.text == "Throughput (examples/s)"
@@ -135,7 +150,7 @@ def test_legend_sits_above_the_plot_and_tooltips_are_rounded() -> None:
 
 
 def test_no_smoothing_draws_only_the_raw_lines() -> None:
-    figure = metric_figure(frame_for(2, 10), THROUGHPUT, smoothing=0.0)
+    figure = figure_of(series_for(2, 10), THROUGHPUT, smoothing=0.0)
     assert len(figure.data) == 2
     np.testing.assert_allclose(figure.data[0].y, np.linspace(2.0, 0.1, 10))
 
@@ -145,14 +160,14 @@ def test_no_smoothing_draws_only_the_raw_lines() -> None:
     [("step", 0), ("relative", 0.0), ("wall", pd.Timestamp(1000, unit="s"))],
 )
 def test_x_axis_by_step_or_time(x_axis: str, first_x: object) -> None:
-    figure = metric_figure(frame_for(1, 5), LOSS, x_axis=x_axis)
+    figure = figure_of(series_for(1, 5), LOSS, x_axis=x_axis)
     assert figure.data[-1].x[0] == first_x
 
 
 def test_long_series_keep_their_shape_and_last_point() -> None:
-    frame = frame_for(1, 20_000)
-    frame.loc[12_345, "value"] = 50.0
-    figure = metric_figure(frame, THROUGHPUT, smoothing=0.0)
+    series = series_for(1, 20_000)
+    series[0][THROUGHPUT.tag][2][12_345] = 50.0
+    figure = figure_of(series, THROUGHPUT, smoothing=0.0)
     assert len(figure.data[-1].x) <= LINE_POINTS
     assert figure.data[-1].x[-1] == 19_999
     assert max(figure.data[-1].y) == 50.0
@@ -164,6 +179,42 @@ def test_redone_steps_keep_the_latest_value() -> None:
     assert frame["step"].tolist() == [0, 1, 2, 3]
     assert frame["value"].tolist() == [0.0, 3.0, 4.0, 5.0]
     assert scalar_frame({}, "t").empty
+
+
+@pytest.mark.parametrize(
+    ("workers", "metric", "x_axis", "redone"),
+    [
+        (3, LOSS, "relative", 1),  # one line: only the changed worker's point count is redone
+        (3, THROUGHPUT, "wall", 2),  # a line per worker: its count and its line
+        (16, STEP_TIME, "step", 2),  # a band: its count and its row of the band
+    ],
+)
+def test_a_redraw_redoes_only_the_changed_worker_to_the_same_figure(
+    workers: int, metric: Metric, x_axis: str, redone: int
+) -> None:
+    series = series_for(workers, 300, spread=0.1)
+    steps, walls, values = series[2][metric.tag]
+    series[2] = {metric.tag: (steps[:250], walls[:250], values[:250])}  # it lags behind
+    cache = SeriesCache()
+    settings: dict[str, Any] = {"x_axis": x_axis, "smoothing": 0.6, "log_y": True}
+
+    cached = figure_of(series, metric, cache=cache, **settings)
+    assert cached.to_json() == figure_of(series, metric, **settings).to_json()
+    built = cache.misses
+    again = figure_of(series, metric, cache=cache, **settings)
+    assert cache.misses == built and cache.hits >= built  # nothing changed: all hits
+    assert again.to_json() == cached.to_json()
+
+    series[2] = {metric.tag: (steps, walls, values)}  # it catches up: new arrays
+    later = figure_of(series, metric, cache=cache, **settings)
+    assert cache.misses == built + redone
+    assert later.to_json() == figure_of(series, metric, **settings).to_json()
+    # The one line of an all-reduced metric is the chief's, which did not change.
+    assert (later.to_json() == cached.to_json()) == metric.all_reduced
+    # Other settings reuse what does not depend on them: a new x axis redoes nothing.
+    other = "step" if x_axis != "step" else "relative"
+    figure_of(series, metric, cache=cache, **{**settings, "x_axis": other})
+    assert cache.misses == built + redone
 
 
 def test_csv_of_a_chart_has_every_point() -> None:

@@ -7,8 +7,12 @@ import pytest
 
 from dashboard.series import (
     LINE_POINTS,
+    Grid,
     PointBuffer,
+    SeriesCache,
     band,
+    band_of_rows,
+    band_row,
     downsample,
     extremes,
     latest_per_step,
@@ -132,6 +136,53 @@ def test_band_grid_is_every_step_when_short_and_nan_outside_a_worker_range() -> 
     assert result.median[10] == 1.0 and result.median[70] == 3.0
     assert result.low[30] == 1.0 and result.high[30] == 3.0
     assert band({}).workers == 0
+
+
+def test_series_cache_holds_while_the_arrays_are_the_same_and_stays_bounded() -> None:
+    arrays = (np.arange(100), np.arange(100.0), np.arange(100.0))
+    built: list[int] = []
+
+    def build(size: int = 1000) -> np.ndarray:
+        built.append(size)
+        return np.zeros(size // 8)
+
+    cache = SeriesCache(max_bytes=5_000)
+    cache.get("a", arrays, build)
+    cache.get("a", arrays, build)
+    assert built == [1000] and (cache.hits, cache.misses) == (1, 1)
+    cache.get("a", tuple(np.array(column) for column in arrays), build)  # equal, not the same
+    cache.get("a", arrays, build, params=2)  # same arrays, other params
+    assert len(built) == 3 and len(cache) == 1
+    for key in "bcdefg":
+        cache.get(key, arrays, build)
+    assert cache.nbytes <= 5_000 and len(cache) < 7
+    cache.get("g", arrays, build)  # the newest stays
+    assert len(built) == 9
+    cache.get("a", arrays, build)  # the oldest went first
+    assert len(built) == 10
+    nothing = SeriesCache(0)
+    nothing.get("a", arrays, build)
+    nothing.get("a", arrays, build)
+    assert len(nothing) == 0 and len(built) == 12
+
+
+def test_an_entry_never_keeps_its_source_alive() -> None:
+    buffer = PointBuffer(limit=1000)
+    buffer.extend(np.arange(10), np.arange(10.0), np.arange(10.0))
+    cache = SeriesCache()
+    cache.get("a", buffer.arrays(), lambda: 1)
+    # The views it was built from are gone: a new view (maybe at the same address) misses.
+    assert cache.get("a", buffer.arrays(), lambda: 2) == 2
+
+
+def test_band_of_cached_rows_equals_the_band() -> None:
+    lines = lines_of(12)
+    grid = Grid(0, 1990, points=100)
+    rows = {index: band_row(steps, values, grid) for index, (steps, values) in lines.items()}
+    whole, parts = band(lines, points=100), band_of_rows(rows, grid)
+    for field in ("steps", "low", "median", "high"):
+        np.testing.assert_array_equal(getattr(whole, field), getattr(parts, field))
+    assert whole.outliers == parts.outliers
 
 
 def test_latest_per_step_keeps_the_last_value_read_for_a_redone_step() -> None:
