@@ -34,6 +34,7 @@ from dashboard.series import (
     BAND_ABOVE_WORKERS,
     LINE_POINTS,
     Grid,
+    Row,
     SeriesCache,
     band_of_rows,
     band_row,
@@ -238,7 +239,7 @@ class WorkerLines:
         key = ("line", index, self.tag, smoothing)
         return self.cache.get(key, arrays, lambda: line_of(arrays, smoothing))
 
-    def row(self, index: int, smoothing: float, grid: Grid) -> np.ndarray:
+    def row(self, index: int, smoothing: float, grid: Grid) -> Row:
         """The worker's row of a band on `grid` (kept while the grid stays the same)."""
         arrays = self.arrays[index]
         key = ("row", index, self.tag, smoothing)
@@ -300,7 +301,7 @@ def _line(
 def _band(figure: go.Figure, lines: WorkerLines, smoothing: float, unit: str) -> None:
     """Min/median/max across workers on a common step grid; outliers drawn by name."""
     extents = [lines.extent(index) for index in lines.arrays]
-    grid = Grid(min(e.first_step for e in extents), max(e.last_step for e in extents))
+    grid = Grid.over(min(e.first_step for e in extents), max(e.last_step for e in extents))
     rows = {index: lines.row(index, smoothing, grid) for index in lines.arrays}
     spread = band_of_rows(rows, grid)
     figure.add_trace(

@@ -314,53 +314,57 @@ class Band:
 
 @dataclass(frozen=True)
 class Grid:
-    """A band's common step buckets: at most ``points`` equal buckets over first..last.
+    """A band's step buckets: ``width`` steps each, bucket ``b`` holding steps from
+    ``b * width`` to ``(b + 1) * width - 1``.
 
-    Every integer step is a bucket when the range is that short.
+    :meth:`over` picks the smallest power of two that cuts a range into at most ``points``
+    buckets: it changes only when the run's span doubles, and as the buckets are aligned to
+    multiples of it, a worker's row depends on that worker's points alone. A new step of one
+    worker thus changes that worker's row only (see :class:`SeriesCache`).
     """
+
+    width: int
+
+    @classmethod
+    def over(cls, first: int, last: int, points: int = LINE_POINTS) -> Grid:
+        width = 1
+        while last // width - first // width + 1 > points:
+            width *= 2
+        return cls(width)
+
+    def steps(self, first_bucket: int, buckets: int) -> np.ndarray:
+        """Each bucket's middle step (the step itself when every step is a bucket)."""
+        return (first_bucket + np.arange(buckets)) * self.width + (self.width - 1) / 2
+
+
+@dataclass(frozen=True)
+class Row:
+    """One worker's line on a band's grid: the mean of its points in each bucket from
+    bucket ``first`` on; buckets it logged nothing in are interpolated from their
+    neighbours (outside its own range the band has no value of it)."""
 
     first: int
-    last: int
-    points: int = LINE_POINTS
-
-    @property
-    def buckets(self) -> int:
-        return min(self.points, self.last - self.first + 1)
-
-    @property
-    def width(self) -> float:
-        return (self.last - self.first + 1) / self.buckets
-
-    def steps(self) -> np.ndarray:
-        """Each bucket's step: its middle, or the step itself when every step is a bucket."""
-        if self.last - self.first + 1 > self.points:
-            return self.first + (np.arange(self.buckets) + 0.5) * self.width - 0.5
-        return np.arange(self.first, self.last + 1, dtype=np.float64)
+    means: np.ndarray
 
 
-def band_row(steps: np.ndarray, values: np.ndarray, grid: Grid) -> np.ndarray:
-    """One worker's line on a band's grid: the mean of its points in each bucket.
-
-    Buckets it logged nothing in are interpolated from their neighbours; outside its own
-    range the row is NaN. It depends on this worker's points and the grid only, so it is
-    kept while neither changes.
-    """
-    row = np.full(grid.buckets, np.nan)
+def band_row(steps: np.ndarray, values: np.ndarray, grid: Grid) -> Row:
+    """One worker's :class:`Row` on `grid` (it depends on this worker's points only)."""
     steps = np.asarray(steps)
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
     steps, values = steps[finite], values[finite]
     if not len(steps):
-        return row
-    slot = np.minimum(((steps - grid.first) / grid.width).astype(np.int64), grid.buckets - 1)
-    sums = np.bincount(slot, weights=values, minlength=grid.buckets)
-    counts = np.bincount(slot, minlength=grid.buckets)
+        return Row(0, np.empty(0))
+    slot = steps // grid.width
+    first = int(slot.min())
+    slot = slot - first
+    buckets = int(slot.max()) + 1
+    sums = np.bincount(slot, weights=values, minlength=buckets)
+    counts = np.bincount(slot, minlength=buckets)
     filled = counts > 0
-    means = np.divide(sums, counts, out=np.full(grid.buckets, np.nan), where=filled)
-    covered = np.arange(slot.min(), slot.max() + 1)
+    means = np.divide(sums, counts, out=np.full(buckets, np.nan), where=filled)
     have = np.flatnonzero(filled)
-    row[covered] = np.interp(covered, have, means[have])
-    return row
+    return Row(first, np.interp(np.arange(buckets), have, means[have]))
 
 
 def band(
@@ -372,22 +376,22 @@ def band(
 ) -> Band:
     """The min/median/max band of per-worker (steps, values) lines and their outliers.
 
-    Steps are cut into at most ``points`` equal buckets over the union of every worker's
-    range (see :class:`Grid`, each worker's row :func:`band_row`); the band and its outliers
-    are :func:`band_of_rows`.
+    Steps are cut into at most ``points`` buckets over the union of every worker's range
+    (see :class:`Grid`, each worker's row :func:`band_row`); the band and its outliers are
+    :func:`band_of_rows`.
     """
     order = sorted(index for index, (steps, _) in lines.items() if len(steps))
     if not order:
-        return band_of_rows({}, Grid(0, 0, points))
+        return band_of_rows({}, Grid(1))
     first = min(int(np.min(lines[i][0])) for i in order)
     last = max(int(np.max(lines[i][0])) for i in order)
-    grid = Grid(first, last, points)
+    grid = Grid.over(first, last, points)
     rows = {index: band_row(*lines[index], grid) for index in order}
     return band_of_rows(rows, grid, threshold, sustained, max_outliers)
 
 
 def band_of_rows(
-    rows: Mapping[int, np.ndarray],
+    rows: Mapping[int, Row],
     grid: Grid,
     threshold: float = 3.5,
     sustained: float = 0.1,
@@ -395,16 +399,25 @@ def band_of_rows(
 ) -> Band:
     """The band of workers' rows on one grid (see :func:`band_row`), and its outliers.
 
+    ``low``/``median``/``high`` run over the buckets any worker has a value in.
+
     A worker is an outlier when its distance from the median exceeds ``threshold`` robust
     deviations (1.4826 x the median absolute deviation across workers, floored at 0.1 % of
     the median) in at least ``sustained`` of the buckets it covers; at most
     ``max_outliers`` are named, largest mean deviation first.
     """
     order = sorted(rows)
-    if not order:
+    drawn = [rows[index] for index in order if len(rows[index].means)]
+    if not drawn:
         empty = np.empty(0)
-        return Band(empty, empty, empty, empty, (), 0)
-    matrix = np.stack([rows[index] for index in order])
+        return Band(empty, empty, empty, empty, (), len(order))
+    first = min(row.first for row in drawn)
+    buckets = max(row.first + len(row.means) for row in drawn) - first
+    matrix = np.full((len(order), buckets), np.nan)
+    for position, index in enumerate(order):
+        row = rows[index]
+        start = row.first - first
+        matrix[position, start : start + len(row.means)] = row.means
     # All-NaN columns (a step no worker logged) are expected: NaN out, no warning.
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -424,4 +437,4 @@ def band_of_rows(
     ]
     candidates.sort(key=lambda item: (-item[0], item[1]))
     outliers = tuple(index for _, index in candidates[:max_outliers])
-    return Band(grid.steps(), low, median, high, outliers, len(order))
+    return Band(grid.steps(first, buckets), low, median, high, outliers, len(order))

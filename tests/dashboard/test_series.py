@@ -118,9 +118,9 @@ def test_band_of_many_workers_names_the_sustained_outlier_only() -> None:
 
     assert result.outliers == (5,)
     assert result.workers == 16
-    assert len(result.steps) == 100
+    assert 50 <= len(result.steps) <= 100
     assert np.all(result.low <= result.median) and np.all(result.median <= result.high)
-    assert result.high.max() >= 5000.0 / 2  # the spike is within the max line
+    assert result.high.max() >= 5000.0 / 4  # the spike is within the max line (mean of <= 4)
     assert abs(float(np.median(result.median)) - 800.0) < 5.0
 
 
@@ -175,14 +175,20 @@ def test_an_entry_never_keeps_its_source_alive() -> None:
     assert cache.get("a", buffer.arrays(), lambda: 2) == 2
 
 
-def test_band_of_cached_rows_equals_the_band() -> None:
+def test_band_rows_stay_put_while_the_run_grows() -> None:
     lines = lines_of(12)
-    grid = Grid(0, 1990, points=100)
+    grid = Grid.over(0, 1990, points=100)
+    assert grid == Grid(32) and Grid.over(0, 3190, points=100) == grid  # until it doubles
     rows = {index: band_row(steps, values, grid) for index, (steps, values) in lines.items()}
     whole, parts = band(lines, points=100), band_of_rows(rows, grid)
     for field in ("steps", "low", "median", "high"):
         np.testing.assert_array_equal(getattr(whole, field), getattr(parts, field))
     assert whole.outliers == parts.outliers
+    assert whole.steps[0] == 15.5  # the middle of steps 0..31
+    steps, values = lines[3]
+    longer = band_row(np.append(steps, 2040), np.append(values, 9.0), grid)
+    assert longer.first == rows[3].first
+    np.testing.assert_array_equal(longer.means[:-1], rows[3].means)  # only the end moved
 
 
 def test_latest_per_step_keeps_the_last_value_read_for_a_redone_step() -> None:
