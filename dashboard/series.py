@@ -13,6 +13,8 @@ visible over the whole history), while the newest half of the bound is always ex
 What goes to the browser is smaller still: :func:`downsample` keeps ~500 points per line
 (first, last and each bucket's minimum and maximum), and :func:`band` turns many workers'
 lines into one min/median/max band on a common step grid with the outlying workers named.
+What that costs per worker is kept in a bounded :class:`SeriesCache` until the worker's
+points change, so a redraw processes only the workers with new points.
 """
 
 from __future__ import annotations
