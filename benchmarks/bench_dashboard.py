@@ -351,15 +351,8 @@ def rust_load(run_dir: Path) -> tuple[float, float]:
         "--die-after-stdin",
     ]
     start = time.perf_counter()
-    # At the priority of the page's own background readers (dashboard.live reads at nice
-    # 10), so that the machine's other load weighs on both the same.
     process = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        preexec_fn=lambda: os.nice(10),
+        command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
     assert process.stderr is not None and process.stdin is not None
     wall = None

@@ -259,12 +259,6 @@ def _poll(reader: EventDirectory) -> tuple[EventDirectory, PollResult, int]:
     return reader, result, len(reader.problems) - before
 
 
-def _yield_cpu() -> None:
-    """Background readers run at a lower priority (nice 10): on a machine with few cores
-    the page's server and the browser drawing it come first, the reading takes what is left."""
-    os.nice(10)
-
-
 def poll_each(
     readers: Sequence[EventDirectory],
 ) -> Iterator[tuple[int, tuple[EventDirectory, PollResult, int]]]:
@@ -284,9 +278,7 @@ def poll_each(
         context = multiprocessing.get_context("fork")
         processes = min(os.cpu_count() or 1, len(readers))
         try:
-            with ProcessPoolExecutor(
-                max_workers=processes, mp_context=context, initializer=_yield_cpu
-            ) as pool:
+            with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
                 futures = {pool.submit(_poll, reader): i for i, reader in enumerate(readers)}
                 for future in as_completed(futures):
                     position = futures[future]
