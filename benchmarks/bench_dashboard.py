@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from dashboard import charts, live
+from dashboard import charts, live, livechart
 from dashboard.live import RunEvents
 from dashboard.samplerun import RunPlan, append_progress, write_run
 from dashboard.serve import APP, streamlit_command
@@ -203,8 +203,13 @@ def runs_env(runs_dir: Path) -> Iterator[None]:
             os.environ["TFCLUSTER_RUNS"] = previous
 
 
-def plotly_bytes(app: object) -> int:
-    return sum(len(chart.proto.spec) for chart in app.get("plotly_chart"))  # type: ignore[attr-defined]
+def plotly_sizes(app: Any) -> list[int]:
+    """Bytes of each figure a rerun sends: st.plotly_chart's and dashboard.livechart's."""
+    return [len(chart.proto.spec) for chart in app.get("plotly_chart")] + [
+        len(chart.proto.bytes)
+        for chart in app.get("bidi_component")
+        if chart.proto.component_name == livechart.COMPONENT
+    ]
 
 
 LOADING_TEXT = "Reading events"
@@ -258,8 +263,8 @@ def page(run_dir: Path, report: Report, repeat: int, workers: int) -> None:
             f"   ... the page's CPU meanwhile {cpu:5.2f} s in {reruns} reruns"
             f" ({cpu / reruns * 1000:.0f} ms each)"
         )
-        sent = plotly_bytes(app)
-        charts = len(app.get("plotly_chart"))
+        sizes = plotly_sizes(app)
+        sent, charts = sum(sizes), len(sizes)
         ok = report.check("bytes per rerun", sent <= RERUN_BYTES_TARGET)
         report.line(
             f"   Plotly JSON per rerun {sent / 1e6:6.2f} MB in {charts} charts, target 1 MB"

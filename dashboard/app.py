@@ -13,7 +13,6 @@ second with what is there.
 
 from __future__ import annotations
 
-import functools
 import os
 import shlex
 import sys
@@ -37,6 +36,7 @@ from dashboard.cluster import (
     worker_rows,
 )
 from dashboard.live import RunEvents, Snapshot
+from dashboard.livechart import live_chart
 from dashboard.runs import (
     ClusterInfo,
     Run,
@@ -73,9 +73,6 @@ STATE_BADGES = {
     "stopped": "orange",
     "stalled": "orange",
 }
-# Zoom is a dragged box the page keeps (see charts.Zoom): Plotly's own zoom and pan tools are
-# left out, as Streamlit forgets what they did at the next refresh of a live chart.
-CHART_CONFIG = {"modeBarButtonsToRemove": ["zoom2d", "pan2d", "zoomIn2d", "zoomOut2d"]}
 TABS = ("Runs", "Cluster", "Progress", "System", "Artifacts", "Compare")
 
 
@@ -106,7 +103,6 @@ def metric_chart(
     x_axis: str,
     smoothing: float,
     log_y: bool,
-    zoom: charts.Zoom | None,
 ) -> go.Figure | None:
     """A metric's figure, built once per snapshot and settings, shared by every viewer;
     of its workers' lines only those whose points changed since the last build are redone."""
@@ -122,27 +118,10 @@ def metric_chart(
             smoothing,
             log_y,
             revision,
-            zoom,
             snapshot.lines,
         )
 
-    return snapshot.memo(("chart", tag, x_axis, smoothing, log_y, run.started, zoom), build)
-
-
-def _zoom_of(tag: str, x_axis: str) -> charts.Zoom | None:
-    """The box last dragged on this chart for this x axis (kept across refreshes)."""
-    kept = st.session_state.get(f"zoom-{tag}")
-    return kept[1] if kept is not None and kept[0] == x_axis else None
-
-
-def _zoomed(tag: str, x_axis: str) -> None:
-    """A box dragged on a chart zooms it. An empty selection changes nothing: the chart
-    reports one when it is drawn anew with new points, not only when the user clears it."""
-    state = st.session_state.get(f"chart-{tag}")
-    boxes = state.selection.box if state is not None else []
-    if boxes and len(boxes[0].get("x", ())) == 2 and len(boxes[0].get("y", ())) == 2:
-        (x0, x1), (y0, y1) = sorted(boxes[0]["x"]), sorted(boxes[0]["y"])
-        st.session_state[f"zoom-{tag}"] = (x_axis, charts.Zoom((x0, x1), (y0, y1)))
+    return snapshot.memo(("chart", tag, x_axis, smoothing, log_y, run.started), build)
 
 
 def badge(state: str) -> str:
@@ -473,31 +452,20 @@ def render_progress(run_path: Path, was_active: bool) -> None:
         for column, metric in zip(st.columns(2), pair, strict=True):
             log_y = bool(st.session_state.get(f"log-{metric.tag}", False))
             axis = x_axis or "step"
-            zoom = _zoom_of(metric.tag, axis)
-            figure = metric_chart(run, snapshot, metric.tag, axis, smoothing, log_y, zoom)
+            figure = metric_chart(run, snapshot, metric.tag, axis, smoothing, log_y)
             if figure is None:
                 continue
             with column:
-                title, toggle, reset = st.columns([3, 1, 1.4])
+                title, toggle = st.columns([4, 1])
                 note = " · the same on every worker" if metric.all_reduced else ""
                 title.markdown(f"**{metric.title}**{note}")
                 toggle.toggle("Log", key=f"log-{metric.tag}")
-                if zoom is not None and reset.button("Zoom out", key=f"unzoom-{metric.tag}"):
-                    st.session_state.pop(f"zoom-{metric.tag}", None)
-                    st.rerun(scope="fragment")
-                st.plotly_chart(
-                    figure,
-                    width="stretch",
-                    key=f"chart-{metric.tag}",
-                    on_select=functools.partial(_zoomed, metric.tag, axis),
-                    selection_mode="box",
-                    config=CHART_CONFIG,
-                )
+                live_chart(figure, key=f"chart-{run.run_id}-{metric.tag}")
             drawn += 1
     if drawn:
         st.caption(
-            "Drag a box across a chart to zoom in (kept while the run updates); "
-            "“Zoom out” shows it all again."
+            "Drag across a chart to zoom, or pan with the hand of its tool bar: both stay"
+            " while the run updates. A double click shows it all again."
         )
     elif snapshot.loading is not None:
         st.info("The charts appear as the workers' events are read.")
@@ -520,7 +488,8 @@ def render_epochs(snapshot: Snapshot, run_id: str) -> None:
         splits = {s: series[tag] for s, series in chief.items() if tag in series}
         if splits:
             figure = charts.epoch_figure(splits, title, revision=f"{run_id}/{tag}")
-            column.plotly_chart(figure, width="stretch", key=f"chart-{tag}")
+            with column:
+                live_chart(figure, key=f"chart-{run_id}-{tag}")
 
 
 def render_system(run_path: Path, was_active: bool) -> None:
@@ -549,7 +518,8 @@ def render_system(run_path: Path, was_active: bool) -> None:
         st.info("No system metrics yet: each worker samples them every few seconds.")
     for pair in range(0, len(figures), 2):
         for column, (tag, figure) in zip(st.columns(2), figures[pair : pair + 2], strict=False):
-            column.plotly_chart(figure, width="stretch", key=f"chart-{tag}")
+            with column:
+                live_chart(figure, key=f"chart-{run.run_id}-{tag}")
 
 
 def _csv_reader(run: Run, tag: str) -> Callable[[], bytes]:
@@ -693,11 +663,7 @@ def render_compare(runs: list[Run], run: Run | None) -> None:
             continue
         with column:
             st.markdown(f"**{metric.title}**")
-            st.plotly_chart(
-                charts.overlay_figure(frames, metric),
-                width="stretch",
-                key=f"compare-{metric.tag}",
-            )
+            live_chart(charts.overlay_figure(frames, metric), key=f"compare-{metric.tag}")
 
 
 def rerun_when_read(runs: list[Run], versions: tuple[int, ...]) -> None:

@@ -1,8 +1,9 @@
 """Plotly figures built from plain data: the metric charts, the per-epoch curves, run overlays.
 
 Pure builders (data in, ``go.Figure`` out) so that what a chart shows is tested without a
-page or a browser. A chart's zoom outlives live refreshes as a :class:`Zoom` the page keeps
-and applies to every drawing (Plotly's own ``uirevision`` cannot do it here, see there).
+page or a browser. Each figure carries its ``uirevision`` (per run, metric and x axis; the y
+axis also per scale): drawn in place by :mod:`dashboard.livechart`, a chart keeps the user's
+zoom and pan across live refreshes for as long as it stays the same.
 
 - All-reduced metrics (loss, accuracy: every worker reports the same value) are one line.
 - Per-worker metrics (throughput, step time) are one line per worker up to
@@ -19,7 +20,6 @@ anew, to the same figure.
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,21 +65,6 @@ WORKER_COLORS = (
 # Legend above the plot area: Plotly grows the top margin to fit it, so it never lands on
 # the axes or their titles however many entries wrap onto extra lines.
 LEGEND = {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"}
-
-
-@dataclass(frozen=True)
-class Zoom:
-    """The box a user dragged on a chart: kept by the page, so it outlives live refreshes.
-
-    Plotly's ``uirevision`` would keep its own zoom and pan, but only while the same plot is
-    updated in place. Streamlit 1.67 hashes the figure into a chart's element id, so a chart
-    with new points is a new element and the browser draws a new plot: a zoom or pan made
-    with Plotly's tools is gone at the next refresh, with a ``key`` or without (checked in
-    Chromium; streamlit/streamlit#5107). A dragged box is reported to the page instead.
-    """
-
-    x: tuple[Any, Any]
-    y: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -359,34 +344,19 @@ def _band(traces: list[Trace], lines: WorkerLines, smoothing: float, unit: str) 
         )
 
 
-def _layout(
-    x_title: str,
-    y_title: str,
-    log_y: bool,
-    revision: str,
-    zoom: Zoom | None = None,
-) -> dict[str, Any]:
+def _layout(x_title: str, y_title: str, log_y: bool, revision: str) -> dict[str, Any]:
     """A chart's layout. Figures are made in one go from their traces and this: Plotly
-    checks every property on each change, so adding traces one by one costs 3x as much."""
-    xaxis: dict[str, Any] = {"title": x_title, "hoverformat": ",d" if x_title == "Step" else ""}
-    yaxis: dict[str, Any] = {"title": y_title, "type": "log" if log_y else "linear"}
-    if zoom is not None:
-        xaxis.update(range=list(zoom.x), autorange=False)
-        low, high = zoom.y
-        if high <= low:  # a flat drag zooms the steps only
-            pass
-        elif not log_y:
-            yaxis.update(range=[low, high], autorange=False)
-        elif low > 0:  # a log axis takes its range in powers of ten
-            yaxis.update(range=[math.log10(low), math.log10(high)], autorange=False)
+    checks every property on each change, so adding traces one by one costs 3x as much.
+    The y axis has its own revision per scale: a log toggle rescales y, the steps stay."""
+    scale = "log" if log_y else "linear"
     return {
         "height": 330,
         "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
         "legend": LEGEND,
         "hovermode": "x unified",
         "uirevision": revision,
-        "xaxis": xaxis,
-        "yaxis": yaxis,
+        "xaxis": {"title": x_title, "hoverformat": ",d" if x_title == "Step" else ""},
+        "yaxis": {"title": y_title, "type": scale, "uirevision": f"{revision}/{scale}"},
     }
 
 
@@ -398,7 +368,6 @@ def _metric_parts(
     smoothing: float,
     log_y: bool,
     revision: str,
-    zoom: Zoom | None,
     cache: SeriesCache | None,
 ) -> tuple[list[Trace], dict[str, Any]] | None:
     """metric_figure's traces and layout (None without points)."""
@@ -426,7 +395,7 @@ def _metric_parts(
             label, color = worker_label(index), worker_color(index)
             _line(traces, line, x_axis, origin, label, color, metric.unit)
     y_title = f"{metric.title} ({metric.unit})" if metric.unit else metric.title
-    layout = _layout(x_title, y_title, log_y, revision or f"{metric.tag}/{x_axis}", zoom)
+    layout = _layout(x_title, y_title, log_y, revision or f"{metric.tag}/{x_axis}")
     layout["meta"] = {"tag": metric.tag, "workers": count}
     return traces, layout
 
@@ -439,7 +408,6 @@ def metric_figure(
     smoothing: float = 0.6,
     log_y: bool = False,
     revision: str = "",
-    zoom: Zoom | None = None,
     cache: SeriesCache | None = None,
 ) -> go.Figure | None:
     """One metric of every worker: one line, one per worker, or a band (see module doc).
@@ -447,7 +415,7 @@ def metric_figure(
     Time since start counts from `start` (else from the earliest point). None when no
     worker has a point of the metric yet.
     """
-    parts = _metric_parts(workers, metric, start, x_axis, smoothing, log_y, revision, zoom, cache)
+    parts = _metric_parts(workers, metric, start, x_axis, smoothing, log_y, revision, cache)
     return None if parts is None else go.Figure(data=parts[0], layout=parts[1])
 
 
@@ -466,7 +434,7 @@ def line_figure(
     """
     metric = Metric(tag=tag, title=title, all_reduced=False)
     revision = f"line/{title}/{x_axis}"
-    parts = _metric_parts(workers, metric, start, x_axis, smoothing, False, revision, None, cache)
+    parts = _metric_parts(workers, metric, start, x_axis, smoothing, False, revision, cache)
     if parts is None:
         return None
     traces, layout = parts

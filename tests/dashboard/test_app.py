@@ -19,6 +19,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
+from dashboard.livechart import COMPONENT as LIVE_CHART
 from dashboard.samplerun import RunPlan, append_progress, write_run
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -72,7 +73,14 @@ def show(app: AppTest, tab: str) -> AppTest:
 
 
 def plotly_specs(app: AppTest) -> list[dict[str, Any]]:
-    return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    """Every figure the page sends: the cluster picture (st.plotly_chart) and the charts
+    drawn by dashboard.livechart (AppTest runs no JavaScript: their data is what counts)."""
+    pictures = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    return pictures + [
+        json.loads(chart.proto.bytes)["figure"]
+        for chart in app.get("bidi_component")
+        if chart.proto.component_name == LIVE_CHART
+    ]
 
 
 def chart_of(app: AppTest, tag: str) -> dict[str, Any]:
@@ -150,6 +158,13 @@ def test_finished_run_shows_one_row_and_one_line_per_worker(
     for tag in ("progress/examples_per_sec", "progress/step_time_ms"):
         assert legend_lines(chart_of(app, tag)) == ["chief (0)", "worker 1"]
     assert legend_lines(epoch_chart(app, "Loss per epoch")) == ["train", "validation"]
+    # Drawn in place by the page (dashboard.livechart), with Plotly.js from this server; the
+    # user's zoom and pan last as long as the chart's uirevision (per run, metric, x axis).
+    for chart in app.get("bidi_component"):
+        sent = json.loads(chart.proto.bytes)
+        assert sent["plotly"] == "/_stcore/bidi-components/tfcluster.plotlyjs/plotly.min.js"
+        assert sent["figure"]["layout"]["uirevision"].startswith(f"{finished_run.name}/")
+    assert len(app.get("bidi_component")) == 6, "4 metrics and 2 per-epoch charts"
     assert len(app.get("progress")) == 2
     assert len(app.get("download_button")) == 4, "a CSV per chart"
     runs = runs_table(app)
@@ -240,7 +255,7 @@ def test_empty_folder_says_how_to_start_a_run(open_app: OpenApp, runs_dir: Path)
     app = open_app(runs_dir)
     assert "No runs in" in texts(app.info)
     assert "fab deploy train" in texts(app.markdown)
-    assert not app.get("plotly_chart")
+    assert not plotly_specs(app)
 
 
 def test_missing_folder_says_so(open_app: OpenApp, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.events import Arrays
+from dashboard.livechart import COMPONENT as LIVE_CHART
 from dashboard.samplerun import EventWriter, RunPlan, write_run
 from dashboard.system import (
     find_straggler,
@@ -170,6 +171,10 @@ def test_the_system_tab_names_the_starved_worker(
     warnings = [w.value.replace("\\", "") for w in app.warning]  # markdown escapes
     assert any(w.startswith("worker 1 (host1) holds the others back") for w in warnings), warnings
     assert sum("host CPU at 95% or more" in w for w in warnings) == 2, warnings
-    layouts = [json.loads(chart.proto.spec)["layout"] for chart in app.get("plotly_chart")]
+    layouts = [
+        json.loads(chart.proto.bytes)["figure"]["layout"]
+        for chart in app.get("bidi_component")
+        if chart.proto.component_name == LIVE_CHART
+    ]
     titles = [layout.get("title", {}).get("text") for layout in layouts]
     assert "Waiting for a CPU (% of one core)" in titles and "Host CPU (%)" in titles

@@ -1,0 +1,188 @@
+"""A Plotly chart that keeps the user's zoom and pan while the page redraws it with new points.
+
+``st.plotly_chart`` cannot: Streamlit 1.67 hashes the figure into the element's id, so a live
+chart with new points is a new element, the browser draws a new plot and Plotly's
+``uirevision`` has nothing to keep (streamlit/streamlit#5107). This is a custom component
+(``st.components.v2``): it lives in the page's DOM, stays the same instance across reruns for
+the same ``key``, and redraws its one plot with ``Plotly.react``, which keeps whatever the user
+zoomed or panned for as long as ``layout.uirevision`` stays the same (the chart builders in
+:mod:`dashboard.charts` set it per run, metric and x axis). Plotly's mode bar is there
+(zoom, pan, autoscale, PNG); a double click shows everything again.
+
+Plotly.js comes from the installed ``plotly`` package (``plotly/package_data/plotly.min.js``),
+served by Streamlit's component asset route: the page loads it once, from the dashboard's
+own server (no CDN: the machines may have no internet).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Final
+
+import plotly
+import plotly.graph_objects as go
+import plotly.io as pio
+import streamlit as st
+from streamlit.components.v2 import component
+from streamlit.components.v2.component_manager import BidiComponentManager
+from streamlit.components.v2.get_bidi_component_manager import get_bidi_component_manager
+from streamlit.components.v2.manifest_scanner import ComponentConfig, ComponentManifest
+
+# Streamlit serves a component's declared asset folder at
+# /_stcore/bidi-components/<project>.<component>/<file>; this "component" is only that folder.
+ASSETS_PROJECT: Final = "tfcluster"
+ASSETS_COMPONENT: Final = "plotlyjs"
+ASSETS_NAME: Final = f"{ASSETS_PROJECT}.{ASSETS_COMPONENT}"
+PLOTLY_PACKAGE: Final = Path(plotly.__file__).resolve().parent
+PLOTLY_JS: Final = "plotly.min.js"
+ASSET_DIR: Final = "package_data"
+
+# Plotly's options for every chart: its mode bar without the lasso and box selections.
+CONFIG: Final = {
+    "displaylogo": False,
+    "showSendToCloud": False,
+    "responsive": True,
+    "modeBarButtonsToRemove": ["select2d", "lasso2d"],
+}
+
+# Loads Plotly.js once per page, then draws each chart into the one div it keeps. Colours and
+# font follow the page's theme (the CSS variables Streamlit sets on a component), as
+# st.plotly_chart's do: Streamlit's Plotly template (its default in a Streamlit server) holds
+# placeholder colours #000001-#000040 that the page fills in.
+JS: Final = """
+const LOADED = "__tfclusterPlotly";
+
+function loadPlotly(src) {
+  if (!window[LOADED]) {
+    window[LOADED] = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = src;
+      script.onload = () => resolve(window.Plotly);
+      script.onerror = () => {
+        window[LOADED] = undefined;
+        reject(new Error(`could not load Plotly.js from ${src}`));
+      };
+      document.head.appendChild(script);
+    });
+  }
+  return window[LOADED];
+}
+
+function colored(json, style) {
+  const css = (name) => style.getPropertyValue(name).trim();
+  const list = (name) => css(name).split(",").map((color) => color.trim());
+  const palettes = [
+    list("--st-chart-categorical-colors"),
+    list("--st-chart-sequential-colors"),
+    list("--st-chart-diverging-colors"),
+  ];
+  const text = css("--st-text-color") || "#31333f";
+  const background = css("--st-background-color") || "#ffffff";
+  return json.replace(/"#0000([0-4][0-9])"/g, (placeholder, digits) => {
+    const n = Number(digits) - 1;
+    const color = n < 30 ? palettes[Math.floor(n / 10)][n % 10] : n === 37 || n === 39
+      ? background : text;
+    return color ? `"${color}"` : placeholder;
+  });
+}
+
+// The figure's own settings win; the theme fills in what it leaves out (as st.plotly_chart).
+function under(theme, given) {
+  if (given === undefined) return theme;
+  const plain = (value) => value && typeof value === "object" && !Array.isArray(value);
+  if (!plain(theme) || !plain(given)) return given;
+  const merged = { ...theme };
+  for (const [name, value] of Object.entries(given)) merged[name] = under(theme[name], value);
+  return merged;
+}
+
+function themed(layout, style) {
+  const css = (name) => style.getPropertyValue(name).trim() || undefined;
+  const text = css("--st-text-color");
+  const background = css("--st-background-color");
+  const family = css("--st-font");
+  const grid = css("--st-border-color-light") || css("--st-border-color");
+  const axis = (standoff) => ({
+    gridcolor: grid, zerolinecolor: grid, linecolor: grid, tickcolor: grid,
+    tickfont: { size: 12 }, title: { font: { size: 14 }, standoff }, automargin: true,
+  });
+  return under({
+    font: { color: text, family, size: 12 },
+    paper_bgcolor: background,
+    plot_bgcolor: background,
+    legend: { font: { size: 12 } },
+    hoverlabel: { bgcolor: background, bordercolor: grid, font: { color: text, family } },
+    margin: { pad: 8 },
+    xaxis: axis(12),
+    yaxis: axis(16),
+  }, layout);
+}
+
+export default function ({ data, parentElement }) {
+  const style = getComputedStyle(parentElement);
+  const spec = JSON.parse(colored(new TextDecoder().decode(data), style));
+  let chart = parentElement.querySelector(":scope > .live-chart");
+  if (!chart) {
+    chart = document.createElement("div");
+    chart.className = "live-chart";
+    chart.style.width = "100%";
+    parentElement.appendChild(chart);
+  }
+  const layout = themed(spec.figure.layout || {}, style);
+  // One drawing at a time per chart, in the order the page sent them.
+  chart.drawn = (chart.drawn || Promise.resolve())
+    .then(() => loadPlotly(spec.plotly))
+    .then((Plotly) => Plotly.react(chart, spec.figure.data || [], layout, spec.config))
+    .catch((error) => { chart.textContent = String(error); });
+  if (!chart.resizer) {
+    chart.resizer = new ResizeObserver(() => {
+      if (window.Plotly && chart.classList.contains("js-plotly-plot")) {
+        window.Plotly.Plots.resize(chart);
+      }
+    });
+    chart.resizer.observe(chart);
+  }
+  return () => {
+    chart.resizer.disconnect();
+    if (window.Plotly) window.Plotly.purge(chart);
+  };
+}
+"""
+
+COMPONENT: Final = "tfcluster.live_chart"
+_mount = component(COMPONENT, js=JS, isolate_styles=False)
+
+
+def serve_plotly_js(manager: BidiComponentManager) -> None:
+    """Declare plotly's package_data as a component asset folder, so that the server serves
+    plotly.min.js from the installed package (once per server; cheap to call again)."""
+    if manager.get_component_asset_root(ASSETS_NAME) is not None:
+        return
+    manifest = ComponentManifest(
+        name=ASSETS_PROJECT,
+        version=plotly.__version__,
+        components=[ComponentConfig(name=ASSETS_COMPONENT, asset_dir=ASSET_DIR)],
+    )
+    manager.register_from_manifest(manifest, PLOTLY_PACKAGE)
+
+
+def plotly_js_url() -> str:
+    """Where the page finds plotly.min.js (under the server's base path, if it has one)."""
+    base = str(st.get_option("server.baseUrlPath") or "").strip("/")
+    parts = [base, "_stcore/bidi-components", ASSETS_NAME, PLOTLY_JS]
+    return "/" + "/".join(part for part in parts if part)
+
+
+def spec_bytes(figure: go.Figure) -> bytes:
+    """What the component draws: the figure as Plotly JSON, Plotly's options, Plotly.js' URL."""
+    head = json.dumps({"config": CONFIG, "plotly": plotly_js_url()})
+    body = pio.to_json(figure, validate=False)
+    return f'{head[:-1]}, "figure": {body}}}'.encode()
+
+
+def live_chart(figure: go.Figure, key: str) -> None:
+    """Draw `figure` in the chart named `key`, redrawn in place at each rerun (the user's
+    zoom and pan stay while the figure's ``layout.uirevision`` does)."""
+    serve_plotly_js(get_bidi_component_manager())
+    _mount(key=key, data=spec_bytes(figure), width="stretch", height="content")
