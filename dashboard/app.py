@@ -654,16 +654,18 @@ def render_compare(runs: list[Run], run: Run | None) -> None:
     else:
         st.dataframe(differing, width="stretch")
     left, right = st.columns(2)
+    # Each run's line is kept with the run (its readers' cache) until its points change.
+    lines = {
+        r.run_id: (snapshots[r.run_id].workers, r.started, snapshots[r.run_id].lines)
+        for r in chosen
+    }
     for column, metric in zip((left, right, left, right), charts.METRICS, strict=True):
-        frames = {
-            r.run_id: charts.scalar_frame(snapshots[r.run_id].workers, metric.tag, r.started)
-            for r in chosen
-        }
-        if all(frame.empty for frame in frames.values()):
+        figure = charts.overlay_figure(lines, metric)
+        if figure is None:
             continue
         with column:
             st.markdown(f"**{metric.title}**")
-            live_chart(charts.overlay_figure(frames, metric), key=f"compare-{metric.tag}")
+            live_chart(figure, key=f"compare-{metric.tag}")
 
 
 def rerun_when_read(runs: list[Run], versions: tuple[int, ...]) -> None:

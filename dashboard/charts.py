@@ -135,15 +135,6 @@ def scalar_frame(
     return frame
 
 
-def one_line(frame: pd.DataFrame) -> pd.DataFrame:
-    """An all-reduced metric's one line: the worker that logged the most points (chief first)."""
-    if frame.empty:
-        return frame
-    counts = frame.groupby("worker").size()
-    best = int(counts[counts == counts.max()].index.min())
-    return frame[frame["worker"] == best]
-
-
 def csv_bytes(frame: pd.DataFrame) -> bytes:
     """A chart's data as CSV: worker, step, wall time (unix s), seconds since start, value."""
     out = io.StringIO()
@@ -244,6 +235,12 @@ def worker_lines(workers: Workers, tag: str, cache: SeriesCache | None = None) -
 
 
 Trace = dict[str, Any]
+
+
+def _most_points(extents: Mapping[int, Extent]) -> int:
+    """An all-reduced metric's one line: the worker that logged the most points (chief first)."""
+    most = max(e.points for e in extents.values())
+    return min(index for index, e in extents.items() if e.points == most)
 
 
 def _line(
@@ -380,9 +377,7 @@ def _metric_parts(
     traces: list[Trace] = []
     x_title = X_AXES.get(x_axis, "Step")
     if metric.all_reduced:
-        # The worker that logged the most points (chief first) draws the one line.
-        most = max(e.points for e in extents.values())
-        best = min(index for index, e in extents.items() if e.points == most)
+        best = _most_points(extents)
         name = "all workers" if count > 1 else worker_label(best)
         line = lines.line(best, smoothing)
         _line(traces, line, x_axis, origin, name, "#1f77b4", metric.unit, showlegend=False)
@@ -489,37 +484,53 @@ def epoch_figure(
     return go.Figure(data=traces, layout=layout)
 
 
+def _run_line(
+    lines: WorkerLines, all_reduced: bool, start: float | None, smoothing: float
+) -> tuple[Line, float]:
+    """A run's one line for an overlay, and its origin of time: the all-reduced line, or
+    the per-step median across its workers (kept until any of its workers changes)."""
+    extents = {index: lines.extent(index) for index in lines.arrays}
+    origin = start if start is not None else min(e.first_wall for e in extents.values())
+    if all_reduced:
+        return lines.line(_most_points(extents), smoothing), origin
+
+    def median() -> Line:
+        series = {index: {lines.tag: arrays} for index, arrays in lines.arrays.items()}
+        frame = scalar_frame(series, lines.tag, start)
+        part = frame.groupby("step", as_index=False).agg(
+            value=("value", "median"), wall=("wall", "min")
+        )
+        steps, walls = part["step"].to_numpy(), part["wall"].to_numpy()
+        return line_of((steps, walls, part["value"].to_numpy()), smoothing)
+
+    every = tuple(array for arrays in lines.arrays.values() for array in arrays)
+    return lines.cache.get(("median", lines.tag, smoothing), every, median), origin
+
+
 def overlay_figure(
-    frames: Mapping[str, pd.DataFrame],
+    runs: Mapping[str, tuple[Workers, float | None, SeriesCache | None]],
     metric: Metric,
     x_axis: str = "step",
     smoothing: float = 0.6,
     log_y: bool = False,
-) -> go.Figure:
-    """One metric of several runs, one line per run (the all-reduced line, or the median)."""
+) -> go.Figure | None:
+    """One metric of several runs, one line per run (the all-reduced line, or the median).
+
+    `runs`: each run's workers' series, its start and its cache. None when no run has a
+    point of the metric yet.
+    """
     traces: list[Trace] = []
-    for position, (run_id, frame) in enumerate(frames.items()):
-        if frame.empty:
+    for position, (run_id, (workers, start, cache)) in enumerate(runs.items()):
+        lines = worker_lines(workers, metric.tag, cache)
+        if not lines.arrays:
             continue
-        if metric.all_reduced:
-            part = one_line(frame)
-        else:
-            part = frame.groupby("step", as_index=False).agg(
-                value=("value", "median"), wall=("wall", "min"), relative=("relative", "min")
-            )
-        arrays = (part["step"].to_numpy(), part["wall"].to_numpy(), part["value"].to_numpy())
-        origin = float(part["wall"].min() - part["relative"].min())
-        _line(
-            traces,
-            line_of(arrays, smoothing),
-            x_axis,
-            origin,
-            text.svg(run_id),
-            WORKER_COLORS[position % len(WORKER_COLORS)],
-            metric.unit,
-        )
+        line, origin = _run_line(lines, metric.all_reduced, start, smoothing)
+        name, color = text.svg(run_id), WORKER_COLORS[position % len(WORKER_COLORS)]
+        _line(traces, line, x_axis, origin, name, color, metric.unit)
+    if not traces:
+        return None
     y_title = f"{metric.title} ({metric.unit})" if metric.unit else metric.title
     x_title = X_AXES.get(x_axis, "Step")
     layout = _layout(x_title, y_title, log_y, f"compare/{metric.tag}/{x_axis}")
-    layout["meta"] = {"tag": metric.tag, "runs": list(frames)}
+    layout["meta"] = {"tag": metric.tag, "runs": list(runs)}
     return go.Figure(data=traces, layout=layout)

@@ -24,7 +24,7 @@ import threading
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -180,9 +180,16 @@ class SeriesCache:
         self._lock = threading.Lock()
 
     def get(
-        self, key: Hashable, arrays: Arrays, build: Callable[[], T], params: Hashable = None
+        self,
+        key: Hashable,
+        arrays: Sequence[np.ndarray],
+        build: Callable[[], T],
+        params: Hashable = None,
     ) -> T:
-        """build(), or what it returned before for this key, these arrays and params."""
+        """build(), or what it returned before for this key, these arrays and params.
+
+        `arrays` are what build() reads: one worker's series, or several workers' in a row.
+        """
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry.params == params and entry.holds(arrays):
@@ -221,7 +228,7 @@ class _Entry:
     value: Any
     size: int
 
-    def holds(self, arrays: Arrays) -> bool:
+    def holds(self, arrays: Sequence[np.ndarray]) -> bool:
         """Whether it was built from these very arrays (still alive, so not a reused id)."""
         return len(arrays) == len(self.sources) and all(
             ref() is array for ref, array in zip(self.sources, arrays, strict=True)

@@ -235,10 +235,22 @@ def test_epoch_curves_are_numbered_from_one() -> None:
     assert list(figure.layout.xaxis.tickvals) == [1, 2, 3]
 
 
-def test_overlay_has_one_line_per_run_with_plain_names() -> None:
-    frames = {"20261128-100000-aaaa": frame_for(2, 20), "<b>x</b>": frame_for(16, 20)}
-    figure = overlay_figure(frames, THROUGHPUT, smoothing=0.0)
+def test_overlay_has_one_line_per_run_with_plain_names_kept_until_a_run_changes() -> None:
+    finished, live = SeriesCache(), SeriesCache()
+    runs = {
+        "20261128-100000-aaaa": (series_for(2, 20), START, finished),
+        "<b>x</b>": (series_for(16, 20), START, live),
+    }
+    figure = overlay_figure(runs, THROUGHPUT, smoothing=0.0)
+    assert figure is not None
     assert legend_names(figure) == ["20261128-100000-aaaa", "&lt;b&gt;x&lt;/b&gt;"]
+    median = figure.data[1].y  # the median of 16 workers 0.0, 1.0, ... 15.0 above the line
+    np.testing.assert_allclose(median, np.linspace(2.0, 0.1, 20) + 7.5)
+    built = finished.misses
+    live_series = series_for(16, 21)
+    overlay_figure({**runs, "<b>x</b>": (live_series, START, live)}, THROUGHPUT, smoothing=0.0)
+    assert finished.misses == built  # the finished run's line was kept
+    assert overlay_figure({"a": ({}, None, None)}, THROUGHPUT) is None
 
 
 def row(
