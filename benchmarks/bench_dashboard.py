@@ -204,8 +204,8 @@ def runs_env(runs_dir: Path) -> Iterator[None]:
 
 
 def plotly_sizes(app: Any) -> list[int]:
-    """Bytes of each figure a rerun sends: st.plotly_chart's and dashboard.livechart's."""
-    return [len(chart.proto.spec) for chart in app.get("plotly_chart")] + [
+    """Bytes of each figure a rerun sends (to dashboard.livechart, which draws them all)."""
+    return [
         len(chart.proto.bytes)
         for chart in app.get("bidi_component")
         if chart.proto.component_name == livechart.COMPONENT

@@ -370,12 +370,7 @@ def render_cluster(run_path: Path, was_active: bool) -> None:
     if not rows:
         st.info("No workers known yet: cluster.json and workers/ are both missing.")
         return
-    st.plotly_chart(
-        clusterview.cluster_figure(rows),
-        width="content",
-        key="cluster-figure",
-        config={"displayModeBar": False},
-    )
+    live_chart(clusterview.cluster_figure(rows), "cluster-figure", {"displayModeBar": False})
     stalled = [row for row in rows if row.stalled]
     for row in stalled[:5]:
         usual = f"{row.interval:.1f} s" if row.interval else "unknown"

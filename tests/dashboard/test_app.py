@@ -73,10 +73,9 @@ def show(app: AppTest, tab: str) -> AppTest:
 
 
 def plotly_specs(app: AppTest) -> list[dict[str, Any]]:
-    """Every figure the page sends: the cluster picture (st.plotly_chart) and the charts
-    drawn by dashboard.livechart (AppTest runs no JavaScript: their data is what counts)."""
-    pictures = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
-    return pictures + [
+    """Every figure the page sends to dashboard.livechart (AppTest runs no JavaScript: what
+    the component receives is what counts)."""
+    return [
         json.loads(chart.proto.bytes)["figure"]
         for chart in app.get("bidi_component")
         if chart.proto.component_name == LIVE_CHART
@@ -164,7 +163,7 @@ def test_finished_run_shows_one_row_and_one_line_per_worker(
         sent = json.loads(chart.proto.bytes)
         assert sent["plotly"] == "/_stcore/bidi-components/tfcluster.plotlyjs/plotly.min.js"
         assert sent["figure"]["layout"]["uirevision"].startswith(f"{finished_run.name}/")
-    assert len(app.get("bidi_component")) == 6, "4 metrics and 2 per-epoch charts"
+    assert len(plotly_specs(app)) == 6, "4 metrics and 2 per-epoch charts"
     assert len(app.get("progress")) == 2
     assert len(app.get("download_button")) == 4, "a CSV per chart"
     runs = runs_table(app)

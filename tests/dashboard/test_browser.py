@@ -189,11 +189,11 @@ def test_cluster_picture_has_no_overlapping_text(
     page: Page, server: str, output_dir: Path, workers: int
 ) -> None:
     open_run(page, server, SIZE_IDS[workers])
-    picture = page.get_by_test_id("stPlotlyChart").first
+    picture = page.get_by_role("tabpanel", name="Cluster").locator(".js-plotly-plot").first
     last = str(workers - 1)
     deadline = time.monotonic() + 60
     while True:  # Plotly fills its text elements after it adds them
-        boxes = picture.locator(".js-plotly-plot").evaluate(TEXT_BOXES)
+        boxes = picture.evaluate(TEXT_BOXES)
         if last in [box[0].strip() for box in boxes] or time.monotonic() > deadline:
             break
         page.wait_for_timeout(500)
