@@ -198,6 +198,11 @@ class Mirror:
                 data = self.shell.read_range(self._remote(f.path), 0, f.size + 1)
         except OSError:
             return 0  # removed or unreadable between the listing and the read: next pass
+        if not append and len(data) > f.size and append_only(f.path):
+            # A log or event file that grew since the listing: what was listed is there as
+            # its first bytes. Taken now, or a one-time `fab fetch` of a live run, which
+            # has no next pass, would leave it as old as before.
+            data = data[: f.size]
         if not append and len(data) != f.size:
             return 0  # replaced since the listing: the next pass lists and fetches it whole
         if append:

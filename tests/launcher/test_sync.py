@@ -72,6 +72,22 @@ def test_a_file_replaced_after_the_listing_is_never_written_cut(tmp_path: Path) 
     assert (dst / "workers" / "1" / "status.json").read_text() == '{"step": 12, "loss": 0.5}'
 
 
+def test_a_log_that_grows_after_the_listing_is_fetched_as_listed(tmp_path: Path) -> None:
+    """A first fetch of a live run reads each file whole; a log that grew in between still
+    comes back with every byte listed (a one-time `fab fetch` has no next pass)."""
+    src, dst, mirror = make_mirror(tmp_path)
+    log = src / "workers" / "1" / "worker.log"
+    log.write_bytes(b"x" * 910)
+    listing = mirror.shell.run(listing_command(str(src)), timeout=30).stdout
+    with open(log, "ab") as f:
+        f.write(b"y" * 50)
+    assert mirror.sync(listing) == 910
+    local = dst / "workers" / "1" / "worker.log"
+    assert local.read_bytes() == b"x" * 910
+    assert mirror.sync() == 50
+    assert local.read_bytes() == log.read_bytes()
+
+
 def test_a_rewritten_file_of_the_same_size_and_inode_is_fetched_again(tmp_path: Path) -> None:
     """A checkpoint index going from ckpt-1 to ckpt-2 keeps its size, and a file system may
     give the replacement the inode it just freed: the modification time tells them apart."""
