@@ -329,14 +329,18 @@ DRAWN_LINES = """(panel) => Array.from(panel.querySelectorAll('.js-plotly-plot')
 }))"""
 
 
-def test_two_runs_overlaid(page: Page, server: str, output_dir: Path) -> None:
+def compare_panel(page: Page, server: str, other: str) -> Locator:
+    """The Compare tab of the finished run with `other` picked too."""
     open_run(page, server, FINISHED_ID, tab="Compare")
-    picker = page.get_by_test_id("stMultiSelect").first
-    picker.click()
-    page.keyboard.type(FAILED_ID)
+    page.get_by_test_id("stMultiSelect").first.click()
+    page.keyboard.type(other)
     page.keyboard.press("Enter")
     page.keyboard.press("Escape")
-    panel = page.get_by_role("tabpanel", name="Compare")
+    return page.get_by_role("tabpanel", name="Compare")
+
+
+def test_two_runs_overlaid(page: Page, server: str, output_dir: Path) -> None:
+    panel = compare_panel(page, server, FAILED_ID)
     for run_id in (FINISHED_ID, FAILED_ID):
         expect(panel.locator(".legendtext", has_text=run_id)).to_have_count(4)
     screenshot(page, output_dir, "compare-two-runs")
@@ -366,13 +370,7 @@ def test_compare_draws_a_run_when_its_events_are_read(
     )
     try:
         assert sum(p.stat().st_size for p in big.rglob("events.out.tfevents.*")) >= BIG_LOAD_BYTES
-        open_run(page, server, FINISHED_ID, tab="Compare")
-        picker = page.get_by_test_id("stMultiSelect").first
-        picker.click()
-        page.keyboard.type(BIG_ID)
-        page.keyboard.press("Enter")
-        page.keyboard.press("Escape")
-        panel = page.get_by_role("tabpanel", name="Compare")
+        panel = compare_panel(page, server, BIG_ID)
         expect(panel.get_by_text(f"{BIG_ID}: Reading events")).to_be_visible()
         expect(panel.locator(".legendtext", has_text=BIG_ID)).to_have_count(4)
         expect(panel.get_by_text("Reading events")).to_have_count(0)
