@@ -52,7 +52,7 @@ from launcher.slurm import (
     submit_command,
 )
 from launcher.summary import summary
-from launcher.sync import LocalWriteError, Mirror
+from launcher.sync import DiskNotices, LocalWriteError, Mirror
 from launcher.tasks import (
     Settings,
     UserError,
@@ -238,7 +238,7 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         self.running_since: float | None = None
         self.clock = time.monotonic
         self.quiet = QuietClock(time.monotonic)
-        self.disk_error: str | None = None  # what the last mirroring pass could not write here
+        self.disk = DiskNotices()
         self.user_stopped = False
         self.reconnects = Reconnects()  # the login shell's, already warned about
 
@@ -309,13 +309,13 @@ class SlurmJob(AttemptedJob[TaskFailed]):
             self.mirror.sync(listing)
             self._fetch_job_files()
         except LocalWriteError as exc:
-            if self.disk_error is None:
-                self._warn(f"{exc}; the job goes on, mirroring is retried")
-            self.disk_error = str(exc)
-            return [self.disk_error]
-        if self.disk_error is not None:
-            self.out.line("mirroring works again")
-        self.disk_error = None
+            notice = self.disk.refused(exc)
+            if notice is not None:
+                self._warn(notice)
+            return [str(exc)]
+        notice = self.disk.took()
+        if notice is not None:
+            self.out.line(notice)
         return []
 
     def _warn(self, text: str) -> None:
@@ -634,7 +634,7 @@ class SlurmJob(AttemptedJob[TaskFailed]):
 
     def _unmirrored(self) -> list[str]:
         """What the last pass could not write here, after one more try."""
-        if self.mirror is None or self.disk_error is None:
+        if self.mirror is None or self.disk.error is None:
             return []
         try:
             return self._mirror()

@@ -217,6 +217,25 @@ class Mirror:
         return f"{self.remote_dir}/{rel}"
 
 
+@dataclass
+class DiskNotices:
+    """What a job whose workers do not need this machine's disk tells about it: once when
+    the disk starts refusing the mirror's files, once when it takes them again (the SSH
+    worker's mirror and the Slurm watcher's share this)."""
+
+    error: str | None = None  # what the last pass could not write here
+
+    def refused(self, exc: LocalWriteError) -> str | None:
+        first = self.error is None
+        self.error = str(exc)
+        return f"{exc}; the job goes on, mirroring is retried" if first else None
+
+    def took(self) -> str | None:
+        was_full = self.error is not None
+        self.error = None
+        return "mirroring works again" if was_full else None
+
+
 def _append(local: Path, have: int, data: bytes) -> None:
     """Add new bytes at `have`; on failure cut the file back, so the next pass resumes there."""
     try:

@@ -21,7 +21,7 @@ from launcher.display import LogTail, read_status
 from launcher.exits import describe_exit, normalize_exit
 from launcher.hosts import Host
 from launcher.remote import HostError, HostShell
-from launcher.sync import LocalWriteError, Mirror
+from launcher.sync import DiskNotices, LocalWriteError, Mirror
 from runformat import (
     BACKUP_DIR,
     EXIT_CODE_FILE,
@@ -158,7 +158,7 @@ class Worker:
     contact: Contact = field(default_factory=Contact)  # set up with --contact-timeout
     warnings: list[str] = field(default_factory=list)  # for the terminal, once each
     reconnects: Reconnects = field(default_factory=Reconnects)  # already warned about
-    disk_full: bool = False  # the last mirror pass could not write here
+    disk: DiskNotices = field(default_factory=DiskNotices)
     tail: LogTail = field(init=False)
 
     def __post_init__(self) -> None:
@@ -213,18 +213,16 @@ class Worker:
         state, _, listing = result.stdout.partition(marker + "\n")
         if self.reconnects.news(self.shell):
             self.warnings.append(RECONNECTED)
+        # Training does not need this machine's disk: a full one keeps the job, and every
+        # tick tries again (the mirror resumes where it stopped).
         try:
             self.mirror.sync(listing)
         except LocalWriteError as exc:
-            # Training does not need this machine's disk: warn once, keep the job, and retry
-            # on every tick (the mirror resumes where it stopped).
-            if not self.disk_full:
-                self.warnings.append(f"{exc}; the job goes on, mirroring is retried")
-            self.disk_full = True
+            notice = self.disk.refused(exc)
         else:
-            if self.disk_full:
-                self.warnings.append("mirroring works again")
-            self.disk_full = False
+            notice = self.disk.took()
+        if notice is not None:
+            self.warnings.append(notice)
         self.warnings += [f"refused {r}" for r in self.mirror.take_refused()]
         return Poll.parse(state)
 

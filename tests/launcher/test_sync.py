@@ -13,7 +13,7 @@ import pytest
 from launcher.commands import listing_command
 from launcher.hosts import parse_hosts
 from launcher.remote import LocalShell
-from launcher.sync import LocalWriteError, Mirror, parse_listing
+from launcher.sync import DiskNotices, LocalWriteError, Mirror, parse_listing
 from tests.launcher.helpers import small_disk
 
 
@@ -221,3 +221,17 @@ def test_missing_remote_dir_is_quietly_empty(tmp_path: Path) -> None:
     _, _, mirror = make_mirror(tmp_path)
     mirror.remote_dir = str(tmp_path / "not-yet")
     assert mirror.sync() == 0
+
+
+def test_disk_notices_tell_once_when_the_disk_refuses_and_once_when_it_takes_again(
+    tmp_path: Path,
+) -> None:
+    error = LocalWriteError(tmp_path / "worker.log", OSError(28, "No space left on device"))
+    notices = DiskNotices()
+    assert notices.took() is None
+    first = notices.refused(error)
+    assert first is not None and "No space left on device" in first and "goes on" in first
+    assert notices.refused(error) is None
+    assert notices.error == str(error)
+    assert notices.took() == "mirroring works again"
+    assert notices.took() is None and notices.error is None
