@@ -167,23 +167,25 @@ class Straggler:
         return f"worker {self.index} ({host}) holds the others back: {self.reason}"
 
 
-def _means(workers: Mapping[int, WorkerSeries], tag: str, end: float) -> dict[int, float]:
+def _medians(workers: Mapping[int, WorkerSeries], tag: str, end: float) -> dict[int, float]:
+    """Each worker's typical value lately: the median, so that a burst (tracing the step
+    function, writing a checkpoint) does not outweigh a steady wait."""
     out = {}
     for index, series in workers.items():
         values = recent(series.get(tag), end)
         if values.size:
-            out[index] = float(values.mean())
+            out[index] = float(np.median(values))
     return out
 
 
-def _gpu_means(workers: Mapping[int, WorkerSeries], end: float) -> dict[int, float]:
+def _gpu_medians(workers: Mapping[int, WorkerSeries], end: float) -> dict[int, float]:
     out = {}
     for index, series in workers.items():
         per_gpu = [
             recent(series.get(gpu_tag(SYSTEM_GPU_UTIL_PERCENT, gpu)), end)
             for gpu in gpu_indices({index: series})
         ]
-        values = [float(v.mean()) for v in per_gpu if v.size]
+        values = [float(np.median(v)) for v in per_gpu if v.size]
         if values:
             out[index] = float(np.mean(values))
     return out
@@ -209,14 +211,14 @@ def find_straggler(
     if end is None or len(chosen) < 2:
         return None
     window = f"over the last {WINDOW_SECONDS:.0f} s"
-    top = _stands_out(_means(chosen, SYSTEM_CPU_WAIT_PERCENT, end))
+    top = _stands_out(_medians(chosen, SYSTEM_CPU_WAIT_PERCENT, end))
     if top and top[1] >= CPU_WAIT_MIN and top[1] >= CPU_WAIT_FACTOR * top[2]:
         return Straggler(
             top[0],
             f"its threads waited for a CPU {top[1]:.0f}% of one core {window}, its peers "
             f"{top[2]:.0f}% at most (its host is busy with other work, or it has too few cores)",
         )
-    host = _means(chosen, SYSTEM_HOST_CPU_PERCENT, end)
+    host = _medians(chosen, SYSTEM_HOST_CPU_PERCENT, end)
     top = _stands_out(host)
     if top and top[1] >= HOST_CPU_SATURATED and top[2] < HOST_PEERS_BELOW:
         return Straggler(
@@ -224,14 +226,14 @@ def find_straggler(
             f"its host's CPU is saturated ({top[1]:.0f}% {window}) while its peers' hosts "
             f"are at {top[2]:.0f}% at most",
         )
-    top = _stands_out(_gpu_means(chosen, end))
+    top = _stands_out(_gpu_medians(chosen, end))
     if top and top[1] >= GPU_BUSY_MIN and top[2] <= GPU_PEER_FRACTION * top[1]:
         return Straggler(
             top[0],
             f"its GPU is busy {top[1]:.0f}% {window} while its peers' GPUs wait at "
             f"{top[2]:.0f}% at most (a slower GPU, or more work on it)",
         )
-    top = _stands_out(_means(chosen, SYSTEM_CPU_PERCENT, end))
+    top = _stands_out(_medians(chosen, SYSTEM_CPU_PERCENT, end))
     if top and top[1] >= CPU_BUSY_MIN and top[1] >= CPU_BUSY_FACTOR * top[2]:
         return Straggler(
             top[0],

@@ -93,6 +93,14 @@ def test_warnings_name_worker_and_host(
         (workers(gpu_util_percent__0=[[35] * 6, [95] * 6, [30] * 6]), 1, "GPU is busy"),
         # A slower CPU needs more CPU for the same steps.
         (workers(cpu_percent=[[180] * 6, [90] * 6]), 0, "used 180%"),
+        # Bursts (tracing the step function) do not outweigh a steady wait: seen in a real run.
+        (
+            workers(
+                cpu_wait_percent=[[0, 19, 127, 22, 28, 347, 30], [49, 93, 99, 100, 99, 86, 97]]
+            ),
+            1,
+            "waited for a CPU",
+        ),
         # Nobody stands out: no name.
         (workers(cpu_wait_percent=[[150] * 6, [160] * 6], cpu_percent=[[90] * 6] * 2), None, ""),
         (workers(host_cpu_percent=[[99] * 6, [99] * 6]), None, ""),  # one shared, busy host
