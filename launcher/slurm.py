@@ -19,6 +19,9 @@ from runformat.paths import SLURM_ALLOCATION, SLURM_OUTPUT_PATTERN, SLURM_SCRIPT
 SCHEDULERS = ("slurm",)
 SLURM_KEYS = ("scheduler", "workers", "tasks_per_node", "partition", "gres", "time")
 PENDING, RUNNING = "PENDING", "RUNNING"
+# The launcher's word for a job that neither scontrol nor sacct knows any more, once other
+# signs say it is over: the controller forgets ended jobs (MinJobAge) and keeps no others.
+FORGOTTEN = "UNKNOWN"
 # Job states after which nothing of the job runs any more (squeue/scontrol/sacct spell them so).
 ENDED = frozenset(
     {
@@ -240,7 +243,7 @@ class JobInfo:
 
     @property
     def ended(self) -> bool:
-        return self.state in ENDED
+        return self.state in ENDED or self.state == FORGOTTEN
 
     def describe(self) -> str:
         """`PENDING (Resources)`, `RUNNING on node[1-2]`, `FAILED (exit 1:0)`."""

@@ -16,7 +16,7 @@ import shutil
 import signal
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,11 @@ from launcher.hosts import Host, parse_line
 from launcher.job import launcher_identity, log_tail
 from launcher.options import WatchOptions, arg_value, int_or_none
 from launcher.probe import default_python, probe_host
+from launcher.record import ending, may_finish
 from launcher.remote import HostError, HostShell, open_shell
 from launcher.signals import signals_ignored
 from launcher.slurm import (
+    FORGOTTEN,
     JOB_CAUSES,
     RUNNING,
     JobInfo,
@@ -56,6 +58,7 @@ from launcher.sync import DiskNotices, LocalWriteError, Mirror
 from launcher.tasks import (
     Settings,
     UserError,
+    close_record,
     failed_hosts,
     host_entry,
 )
@@ -63,10 +66,12 @@ from launcher.watch import QuietClock
 from launcher.worker import ProcessState
 from runformat import (
     ACTIVE_RUN_STATES,
+    ACTIVE_WORKER_STATES,
     BACKUP_DIR,
     CLUSTER_JSON,
     LAUNCHER_LOG,
     MAX_STATUS_BYTES,
+    WORKER_STATES,
     ClusterRecord,
     new_run_id,
     parse_json_object,
@@ -84,6 +89,7 @@ from trainer.slurm_env import SlurmEnvError, task_addresses
 SLURM_COMMANDS = ("sbatch", "scontrol", "scancel", "srun")
 UNKNOWN_TICKS = 5  # ticks a job may be unknown to scontrol and sacct before it counts as gone
 _MARK = "--listing--"
+_ENDED_TASK = frozenset(WORKER_STATES) - ACTIVE_WORKER_STATES
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,46 @@ def fetch_job_files(
         raise LocalWriteError(local_dir / SLURM_ALLOCATION, exc) from exc
 
 
+def job_outcome(
+    info: JobInfo,
+    statuses: Sequence[dict[str, Any] | None],
+    report: Sequence[TaskFailure],
+    node: Callable[[int], str],
+) -> tuple[dict[int, int | None], TaskFailed | None]:
+    """What an ended job means, from Slurm's state, each task's status.json and srun's
+    report: every task's exit code as far as known (None: not known), and None when every
+    task finished, else who failed and how."""
+    finished = [st is not None and st.get("state") == "finished" for st in statuses]
+    if info.state == "COMPLETED" or (info.state == FORGOTTEN and all(finished)):
+        return dict.fromkeys(range(len(statuses)), 0), None
+    codes: dict[int, int | None] = {i: 0 if done else None for i, done in enumerate(finished)}
+    for f in report:
+        codes[f.task] = f.exit_code
+    cause = first_cause(report)
+    state = f"Slurm job {info.job_id} {info.describe()}"
+    # Slurm itself ended the step (time limit, node failure, scancel): no task to blame.
+    by_slurm = info.state in JOB_CAUSES and (cause is None or cause.collateral)
+    if cause is not None and not by_slurm:
+        why = f"{describe_exit(cause.exit_code)}; {state}"
+        return codes, TaskFailed(cause.task, cause.node, why, cause.exit_code)
+    failed = [i for i, st in enumerate(statuses) if st and st.get("state") == "failed"]
+    if failed and not by_slurm:
+        err = statuses[failed[0]].get("error") or "failed"  # type: ignore[union-attr]
+        return codes, TaskFailed(failed[0], node(failed[0]), f"{err}; {state}")
+    return codes, TaskFailed(
+        None,
+        f"Slurm job {info.job_id}",
+        f"ended {info.describe()}; see {slurm_output(info.job_id)} in the run directory",
+    )
+
+
+def failure_tail(local_dir: Path, job_id: str, failure: TaskFailed) -> list[str]:
+    """The last lines of the failed task's log, or of the job's own output."""
+    if failure.task is not None:
+        return log_tail(worker_log_path(local_dir, failure.task))
+    return log_tail(local_dir / slurm_output(job_id))
+
+
 class SlurmJob(AttemptedJob[TaskFailed]):
     """One run as a Slurm job: submit, show the queue, watch the tasks, end or resubmit."""
 
@@ -240,6 +286,7 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         self.quiet = QuietClock(time.monotonic)
         self.disk = DiskNotices()
         self.user_stopped = False
+        self.env_removed = False
         self.reconnects = Reconnects()  # the login shell's, already warned about
 
     @property
@@ -334,7 +381,7 @@ class SlurmJob(AttemptedJob[TaskFailed]):
             if info is None:
                 unknown += 1
                 if unknown >= UNKNOWN_TICKS:  # forgotten by scontrol, no accounting: it ended
-                    info = JobInfo(self.job_id, "UNKNOWN")
+                    info = JobInfo(self.job_id, FORGOTTEN)
             else:
                 unknown = 0
             if info is not None:
@@ -447,9 +494,6 @@ class SlurmJob(AttemptedJob[TaskFailed]):
     def node(self, task: int) -> str:
         return self.nodes[task].rsplit(":", 1)[0] if task < len(self.nodes) else "?"
 
-    def _task_failure(self, task: int, reason: str) -> TaskFailed:
-        return TaskFailed(task, self.node(task), reason)
-
     def _progress(self) -> None:
         """The workers' table once the job runs; until then `_seen` reports the queue."""
         if self.info is None or self.info.state != RUNNING or not self.nodes:
@@ -479,30 +523,9 @@ class SlurmJob(AttemptedJob[TaskFailed]):
     def _ended(self, info: JobInfo) -> TaskFailed | None:
         """What the ended job means: None when every task finished, else who failed and how."""
         statuses = [self._status(i) for i in range(self.spec.workers)]
-        finished = [st is not None and st.get("state") == "finished" for st in statuses]
-        if info.state == "COMPLETED" or (info.state == "UNKNOWN" and all(finished)):
-            self.exit_codes = {str(i): 0 for i in range(self.spec.workers)}
-            return None
-        report = self._srun_report()
-        self.exit_codes = {str(i): 0 if finished[i] else None for i in range(self.spec.workers)}
-        for f in report:
-            self.exit_codes[str(f.task)] = f.exit_code
-        cause = first_cause(report)
-        state = f"Slurm job {self.job_id} {info.describe()}"
-        # Slurm itself ended the step (time limit, node failure, scancel): no task to blame.
-        by_slurm = info.state in JOB_CAUSES and (cause is None or cause.collateral)
-        if cause is not None and not by_slurm:
-            why = f"{describe_exit(cause.exit_code)}; {state}"
-            return TaskFailed(cause.task, cause.node, why, cause.exit_code)
-        failed = [i for i, st in enumerate(statuses) if st and st.get("state") == "failed"]
-        if failed and not by_slurm:
-            err = statuses[failed[0]].get("error") or "failed"  # type: ignore[union-attr]
-            return self._task_failure(failed[0], f"{err}; {state}")
-        return TaskFailed(
-            None,
-            f"Slurm job {self.job_id}",
-            f"ended {info.describe()}; see {slurm_output(self.job_id)} in the run directory",
-        )
+        codes, failure = job_outcome(info, statuses, self._srun_report(), self.node)
+        self.exit_codes = {str(i): c for i, c in codes.items()}
+        return failure
 
     def _srun_report(self) -> list[TaskFailure]:
         try:
@@ -553,12 +576,14 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         self.save(restarts=self.restarts, attempts=self.attempts)
 
     def _tail(self, failure: TaskFailed) -> list[str]:
-        if failure.task is not None:
-            return log_tail(worker_log_path(self.local_dir, failure.task))
-        return log_tail(self.local_dir / slurm_output(self.job_id))
+        return failure_tail(self.local_dir, self.job_id, failure)
 
     def save_end(self, **changes: Any) -> bool:
-        self.shell.run(f"rm -f {commands.q(env_file_path(self.run_dir))}", timeout=30)
+        """The final record; the first call also removes the --env file a job that never ran
+        left on the login host (later calls only retry the record, e.g. on a full disk)."""
+        if self.env and not self.env_removed:
+            self.shell.run(f"rm -f {commands.q(env_file_path(self.run_dir))}", timeout=30)
+            self.env_removed = True
         # One mirror (the login host) serves every task: its bytes are the job's, not a worker's.
         self.slurm["sync_bytes"] = self.mirror.bytes_received if self.mirror else 0
         return self.save(
@@ -817,24 +842,77 @@ def _read_remote_json(shell: HostShell, path: str) -> dict[str, Any] | None:
         return None
 
 
+def _statuses(
+    shell: HostShell, run_dir: str, local_dir: Path, cluster: ClusterRecord
+) -> list[dict[str, Any] | None]:
+    """Each task's status.json as the login host has it now, else the local copy."""
+    workers = int(cluster.slurm.get("workers") or len(cluster.hosts))
+    local = shell.host.local
+    return [
+        (
+            read_status(Path(f"{run_dir}/{status_rel(i)}"))
+            if local
+            else _read_remote_json(shell, f"{run_dir}/{status_rel(i)}")
+        )
+        or read_status(status_path(local_dir, i))
+        for i in range(workers)
+    ]
+
+
+def finish_record(
+    shell: HostShell,
+    local_dir: Path,
+    cluster: ClusterRecord,
+    info: JobInfo | None,
+    statuses: Sequence[dict[str, Any] | None],
+    out: Output,
+) -> ClusterRecord | None:
+    """Once Slurm says the job of a run whose launcher is gone has ended, write how it ended
+    (the launcher's own reading of the job, record.ending), once; the record as it is now,
+    or None while the job runs, the launcher lives or the record is closed already.
+
+    A job neither scontrol nor sacct knows counts as ended only when its tasks say so (all
+    ended) or srun reported failed tasks: an unreachable controller is not an ending.
+    """
+    run_dir, job_id = str(cluster.slurm.get("run_dir", "")), str(cluster.slurm.get("job_id") or "")
+    data = cluster.to_dict()
+    if not job_id or not may_finish(data) or (info is not None and not info.ended):
+        return None
+    try:
+        text = shell.read_range(f"{run_dir}/{slurm_output(job_id)}", 0, 1 << 20)
+    except OSError:
+        text = b""
+    report = parse_srun_failures(text.decode(errors="replace"))
+    if info is None:
+        told = all(st is not None and st.get("state") in _ENDED_TASK for st in statuses)
+        if not (report or told):
+            return None
+        info = JobInfo(job_id, FORGOTTEN)
+    names = {h.index: h.name for h in cluster.hosts}
+    codes, failure = job_outcome(info, statuses, report, lambda i: names.get(i, "?"))
+    if failure is not None:
+        failure.log_tail = failure_tail(local_dir, job_id, failure)
+    changes = ending(data, codes, failure.as_dict() if failure else None, job_id=job_id)
+    changes["slurm"] = {**cluster.slurm, "state": info.state, "reason": info.reason}
+    return close_record(local_dir, data, changes, out, f"Slurm job {job_id} has ended")
+
+
 def status(settings: Settings, out: Output, local_dir: Path, cluster: ClusterRecord) -> int:
-    """The job's queue state, then each task like `fab status` shows a worker."""
+    """The job's queue state, then each task like `fab status` shows a worker; a run whose
+    launcher died is recorded as ended once Slurm says its job ended."""
     host, run_dir, job_id = login_of(cluster)
     shell = open_shell(host, settings.ssh)
     try:
         info = query(shell, job_id) if job_id else None
+        statuses = _statuses(shell, run_dir, local_dir, cluster)
+        cluster = finish_record(shell, local_dir, cluster, info, statuses, out) or cluster
         out.line(f"run {cluster.run_id}: {cluster.state}  ({local_dir})")
         state = info.describe() if info else "not known to Slurm any more"
         out.line(f"Slurm job {job_id or '-'} on {host.label}: {state}")
         rows = []
         now = time.time()
         entries = {h.index: h for h in cluster.hosts}
-        workers = int(cluster.slurm.get("workers") or len(entries))
-        for i in range(workers):
-            path = f"{run_dir}/{status_rel(i)}"
-            st = (
-                read_status(Path(path)) if host.local else _read_remote_json(shell, path)
-            ) or read_status(status_path(local_dir, i))
+        for i, st in enumerate(statuses):
             upd = st.get("updated") if st else None
             ago = f"{now - upd:.0f} s ago" if isinstance(upd, (int, float)) else "-"
             node = entries[i].name if i in entries else "-"
@@ -851,17 +929,25 @@ def status(settings: Settings, out: Output, local_dir: Path, cluster: ClusterRec
 def stop(
     settings: Settings, out: Output, local_dir: Path, cluster: ClusterRecord, grace: float
 ) -> int:
-    """scancel the run's job and wait until Slurm says it ended."""
-    host, _, job_id = login_of(cluster)
-    if cluster.state in ACTIVE_RUN_STATES:
-        stopped = dataclasses.replace(cluster, state="stopped", finished=time.time())
-        write_json_atomic(local_dir / CLUSTER_JSON, stopped.to_dict())
+    """scancel the run's job and wait until Slurm says it ended. A job that had ended
+    already is recorded as it ended (when its launcher is gone), never as stopped."""
+    host, run_dir, job_id = login_of(cluster)
     if not job_id:
+        if cluster.state in ACTIVE_RUN_STATES:
+            stopped = dataclasses.replace(cluster, state="stopped", finished=time.time())
+            write_json_atomic(local_dir / CLUSTER_JSON, stopped.to_dict())
         out.line(f"run {cluster.run_id}: no Slurm job was submitted")
         return 0
     shell = open_shell(host, settings.ssh)
     try:
         before = query(shell, job_id)
+        statuses = _statuses(shell, run_dir, local_dir, cluster)
+        if finish_record(shell, local_dir, cluster, before, statuses, out) is not None:
+            return 0
+        if cluster.state in ACTIVE_RUN_STATES and not (before is not None and before.ended):
+            # First, so that a launcher still watching the job ends it as stopped.
+            stopped = dataclasses.replace(cluster, state="stopped", finished=time.time())
+            write_json_atomic(local_dir / CLUSTER_JSON, stopped.to_dict())
         if before is not None and before.ended:
             out.line(f"[slurm] job {job_id} not running ({before.describe()})")
             return 0
@@ -883,17 +969,16 @@ def fetch(
     interval: float,
 ) -> int:
     """Mirror the run directory from the login host (all tasks share it), once or until the
-    job ends. A full local disk ends it with one line, as for SSH hosts: what could not be
-    written, and to fetch again once there is room."""
+    job ends; a run whose launcher died is recorded as ended once its job ended. A full
+    local disk ends it with one line, as for SSH hosts: what could not be written, and to
+    fetch again once there is room."""
     host, run_dir, job_id = login_of(cluster)
-    if host.local:
-        out.line(f"the run directory is on this machine ({local_dir}): nothing to fetch")
-        return 0
     shell = open_shell(host, settings.ssh)
     full: LocalWriteError | None = None
 
     def sync() -> None:
         nonlocal full
+        assert mirror is not None
         try:
             mirror.sync()
             if job_id:
@@ -905,19 +990,24 @@ def fetch(
 
     try:
         workers = int(cluster.slurm.get("workers") or 1)
-        mirror = Mirror(shell, run_dir, local_dir, frozenset(range(workers)))
+        tasks = frozenset(range(workers))
+        mirror = None if host.local else Mirror(shell, run_dir, local_dir, tasks)
         while True:
-            sync()
-            if not follow:
-                break
+            # Slurm's word first: files mirrored after it are at least as new as the state.
             info = query(shell, job_id) if job_id else None
-            if info is None or info.ended:
+            if mirror is not None:
                 sync()
+            if not follow or info is None or info.ended:
                 break
             time.sleep(interval)
         if full is not None:
             raise UserError(f"fetch incomplete: {full}; make room and fetch again")
-        out.line(f"fetched {mirror.bytes_received} bytes from {host.label} into {local_dir}")
+        statuses = [read_status(status_path(local_dir, i)) for i in range(workers)]
+        finish_record(shell, local_dir, cluster, info, statuses, out)
+        if mirror is None:
+            out.line(f"the run directory is on this machine ({local_dir}): nothing to fetch")
+        else:
+            out.line(f"fetched {mirror.bytes_received} bytes from {host.label} into {local_dir}")
     finally:
         shell.close()
     return 0

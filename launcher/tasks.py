@@ -555,10 +555,17 @@ def _finish_record(
     changes = finished_record(data, codes, local_dir) if len(codes) == len(polls) else None
     if changes is None:
         return None
+    return close_record(local_dir, data, changes, out, "every worker has ended")
+
+
+def close_record(
+    local_dir: Path, data: dict[str, Any], changes: dict[str, Any], out: Output, why: str
+) -> ClusterRecord:
+    """Write the ending of a run whose launcher is gone (record.ending), say so, and return
+    the record as it is now."""
     data.update(changes)
     if _write_record(local_dir, data, out):
-        state = changes["state"]
-        out.line(f"every worker has ended and its launcher is gone: the run is {state} now")
+        out.line(f"{why} and its launcher is gone: the run is {changes['state']} now")
     return cluster_from_dict(data, [])
 
 

@@ -15,12 +15,15 @@ from pathlib import Path
 import pytest
 
 from launcher.display import Output
-from launcher.hosts import HostsFileError, parse_hosts
+from launcher.hosts import Host, HostsFileError, parse_hosts
 from launcher.options import WatchOptions
-from launcher.remote import LocalShell
+from launcher.remote import CommandResult, LocalShell
 from launcher.slurm import (
+    FORGOTTEN,
+    JobInfo,
     SlurmSpec,
     TaskFailure,
+    env_file_path,
     first_cause,
     parse_allocation,
     parse_job,
@@ -29,7 +32,7 @@ from launcher.slurm import (
     render_sbatch,
     valid_time,
 )
-from launcher.slurm_job import SlurmJob
+from launcher.slurm_job import SlurmJob, job_outcome
 from tests.launcher.helpers import fill_disk, run_fab, small_disk
 
 LINE = (
@@ -210,6 +213,35 @@ def test_srun_names_the_task_that_failed() -> None:
     assert first_cause([]) is None
 
 
+def test_what_an_ended_job_means_for_each_task() -> None:
+    """The launcher's reading of an ended job, which `fab status` and `fab fetch` also write
+    for a run whose launcher died (the real runs: test_slurm_train.py)."""
+    done: dict[str, str] = {"state": "finished"}
+    failed = {"state": "failed", "error": "ValueError: bad batch"}
+
+    def node(i: int) -> str:
+        return f"n{i}"
+
+    assert job_outcome(JobInfo("5", "COMPLETED"), [None, None], [], node) == ({0: 0, 1: 0}, None)
+    assert job_outcome(JobInfo("5", FORGOTTEN), [done, done], [], node) == ({0: 0, 1: 0}, None)
+    assert JobInfo("5", FORGOTTEN).ended and not JobInfo("5", "RUNNING").ended
+    killed = parse_srun_failures(
+        "srun: error: n1: task 1: Killed\nsrun: error: n0: task 0: Terminated\n"
+    )
+    codes, why = job_outcome(JobInfo("5", "FAILED", exit_code="0:9"), [None, None], killed, node)
+    assert codes == {0: -15, 1: -9} and why is not None
+    assert (
+        why.line() == "worker 1 (task 1 on n1) killed by SIGKILL; Slurm job 5 failed (ExitCode 0:9)"
+    )
+    codes, why = job_outcome(JobInfo("5", "FAILED"), [done, failed], [], node)
+    assert codes == {0: 0, 1: None} and why is not None
+    assert (why.task, why.where) == (1, "n1")
+    assert why.reason == "ValueError: bad batch; Slurm job 5 failed"
+    codes, why = job_outcome(JobInfo("5", "TIMEOUT"), [None, failed], [], node)
+    assert codes == {0: None, 1: None} and why is not None and why.task is None
+    assert why.line() == "Slurm job 5 ended timeout; see slurm-5.out in the run directory"
+
+
 def test_allocation_file() -> None:
     assert parse_allocation("12\nnode[1-2]\n2(x2)\n") == ("12", "node[1-2]", "2(x2)")
     assert parse_allocation("12\n") is None
@@ -234,10 +266,23 @@ def test_fab_export_prints_the_script_fab_train_submits(tmp_path: Path) -> None:
     assert bare.returncode == 2 and "--slurm" in bare.stderr
 
 
+class CommandsSeen(LocalShell):
+    """This machine as the login host, keeping every command the launcher ran there."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        self.commands: list[str] = []
+
+    def run(self, command: str, timeout: float | None = None) -> CommandResult:
+        self.commands.append(command)
+        return super().run(command, timeout)
+
+
 def test_a_full_local_disk_keeps_the_slurm_job_and_brings_it_home(tmp_path: Path) -> None:
     """As for SSH hosts (test_reliability.py): cluster.json and the mirror each warn once and
-    the job goes on; once the job has ended the launcher waits for room, then finishes. The
-    login host is this machine through LocalShell, its run directory a folder here."""
+    the job goes on; once the job has ended the launcher waits for room, then finishes,
+    removing the --env file once however often it retries the record. The login host is
+    this machine through LocalShell, its run directory a folder here."""
     host = parse_hosts("login.cluster scheduler=slurm workers=2\n")[0]
     assert host.slurm is not None
     remote = tmp_path / "login-run"
@@ -250,6 +295,9 @@ def test_a_full_local_disk_keeps_the_slurm_job_and_brings_it_home(tmp_path: Path
     for rel, data in sent.items():
         (remote / rel).parent.mkdir(parents=True, exist_ok=True)
         (remote / rel).write_bytes(data)
+    env_file = Path(env_file_path(str(remote)))
+    env_file.write_text("export MY_TOKEN=x\n")
+    shell = CommandsSeen(host)
     with small_disk(tmp_path / "small", "1m") as disk:
         local = disk / "run"
         local.mkdir()
@@ -257,8 +305,8 @@ def test_a_full_local_disk_keeps_the_slurm_job_and_brings_it_home(tmp_path: Path
         cluster = {"run_id": "run", "state": "running", "slurm": {"job_id": "7", "job_ids": ["7"]}}
         watch = WatchOptions(interval=0.5, contact_timeout=60)
         job = SlurmJob(
-            LocalShell(host), host.slurm, str(remote), local, cluster, Output(stream, live=False),
-            {}, {}, watch,
+            shell, host.slurm, str(remote), local, cluster, Output(stream, live=False),
+            {"MY_TOKEN": "x"}, {}, watch,
         )  # fmt: skip
         job.job_id = "7"
         filler = fill_disk(disk)
@@ -269,6 +317,8 @@ def test_a_full_local_disk_keeps_the_slurm_job_and_brings_it_home(tmp_path: Path
         text = stream.getvalue()
         assert text.count(f"WARNING: cannot write {local / 'cluster.json'}: No space left") == 1
         assert text.count("the job goes on, mirroring is retried") == 1, text
+        assert job._save_end_problems(state="finished")  # a first try of the final record
+        assert not env_file.exists()
         threading.Timer(1.5, filler.unlink).start()  # the user makes room
         assert job._end_finished() == 0
         text = stream.getvalue()
@@ -279,3 +329,4 @@ def test_a_full_local_disk_keeps_the_slurm_job_and_brings_it_home(tmp_path: Path
         for rel, data in sent.items():
             assert (local / rel).read_bytes() == data, rel
         assert not [p for p in local.rglob("*") if p.name.startswith(".")]  # no partial files
+        assert [c for c in shell.commands if c.startswith("rm -f")] == [f"rm -f {env_file}"]

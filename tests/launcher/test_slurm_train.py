@@ -264,6 +264,10 @@ def test_queue_ctrl_c_and_fab_stop(tmp_path: Path, slurm_cluster: SlurmCluster) 
 def test_killed_task_restarts_then_fails_the_job_naming_it(
     tmp_path: Path, slurm_cluster: SlurmCluster
 ) -> None:
+    """A task killed in the first attempt: the job is submitted again. Then the launcher is
+    killed: `fab status` leaves the record open while the job runs; a task killed again
+    fails the job, and `fab fetch` writes the ending the launcher would have written, once;
+    `fab stop` does not relabel it."""
     job_dir = slurm_dir(tmp_path)
     env = fab_env(**slurm_cluster.env)
     proc = start_fab(job_dir, "train", *UNTIL_STOPPED, "--max-restarts", "1", env=env)
@@ -279,22 +283,48 @@ def test_killed_task_restarts_then_fails_the_job_naming_it(
                 STARTUP,
                 f"both tasks training in attempt {attempt}",
             )
+            if attempt == 2:
+                proc.kill()  # the launcher itself: nobody watches the job any more
+                output, _ = proc.communicate(timeout=30)
+                record = (run_dir / "cluster.json").read_bytes()
+                running = run_fab(job_dir, "status", env=env)
+                assert running.returncode == 0, running.stdout + running.stderr
+                assert running.stdout.startswith(f"run {run_dir.name}: running "), running.stdout
+                assert (run_dir / "cluster.json").read_bytes() == record, "no ending while it runs"
             os.kill(read_json(run_dir / "workers" / "1" / "status.json")["pid"], signal.SIGKILL)
-        output, _ = proc.communicate(timeout=180)
+        second = read_json(run_dir / "cluster.json")["slurm"]["job_id"]
+        wait_for(lambda: second not in slurm_cluster.jobs(), 60, "the job to end")
     finally:
         stop_process(proc)
-    assert proc.returncode == 1, output[-3000:]
+    fetched = run_fab(job_dir, "fetch", env=env)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert f"Slurm job {second} has ended and its launcher is gone: the run is failed now" in (
+        fetched.stdout
+    )
     cluster = read_json(run_dir / "cluster.json")
-    first, second = cluster["slurm"]["job_ids"]
+    first = cluster["slurm"]["job_ids"][0]
+    assert cluster["slurm"]["job_ids"] == [first, second]
     assert f"RESTART 1/1: worker 1 (task 1 on {node}) killed by SIGKILL; Slurm job {first} " in (
         output
     )
-    assert f"FAILED: worker 1 (task 1 on {node}) killed by SIGKILL; Slurm job {second} " in output
     assert cluster["state"] == "failed" and cluster["restarts"] == 1
+    assert cluster["slurm"]["state"] == "FAILED" and cluster["finished"] is not None
     assert cluster["failure"]["index"] == 1 and cluster["failure"]["host"] == node
     assert cluster["failure"]["exit_code"] == -9
+    assert cluster["failure"]["log_tail"], "the killed task's last lines"
     assert cluster["exit_codes"]["1"] == -9
     assert [a["failure"]["index"] for a in cluster["attempts"]] == [1, 1]
+    assert cluster["attempts"][1]["job_id"] == second
+    shown = run_fab(job_dir, "status", env=env)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert shown.stdout.startswith(f"run {run_dir.name}: failed "), shown.stdout
+    assert f"failure: worker 1 ({node}) killed by SIGKILL; Slurm job {second} failed" in (
+        shown.stdout
+    )
+    assert "launcher is gone" not in shown.stdout
+    stopped = run_fab(job_dir, "stop", env=env)
+    assert stopped.returncode == 0 and f"job {second} not running" in stopped.stdout
+    assert read_json(run_dir / "cluster.json") == cluster, "written once, never relabelled"
     log = (run_dir / "workers" / "1" / "worker.log").read_text()
     assert "--- restart 1: attempt 2 ---" in log
     assert "--backup" in cluster["trainer_args"]
