@@ -38,6 +38,23 @@ _started: list[SshCluster] = []
 FIGURES = Path(__file__).resolve().parents[1] / "test-output" / "reliability.jsonl"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with the most `slow` tests first, each kept whole and in its own order (so
+    module fixtures are still built once). Under `-n 2` the long real runs start early and the
+    many quick tests even out the end, instead of one process finishing a long run that it
+    started last while the other has nothing left to do."""
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+
+    def slow_count(module: list[pytest.Item]) -> int:
+        return sum(item.get_closest_marker("slow") is not None for item in module)
+
+    items[:] = [
+        item for module in sorted(modules.values(), key=lambda m: -slow_count(m)) for item in module
+    ]
+
+
 @pytest.fixture(scope="session")
 def _ssh_cluster_all(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshCluster]:
     """All test hosts, started once per session and always stopped at its end."""
@@ -88,10 +105,13 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
 
 
 @pytest.fixture(autouse=True)
-def _ssh_hosts_back_up() -> Iterator[None]:
-    """After each test, restart the SSH test hosts it stopped or paused and end what it left
-    running there (the test itself asserts that nothing was left; this stops a cascade)."""
+def _ssh_hosts_back_up(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that used the SSH test hosts, restart the ones it stopped or paused and
+    end what it left running there (the test itself asserts that nothing was left; this stops
+    a cascade). Other tests cannot touch the hosts, so they skip the `ps` calls."""
     yield
+    if "_ssh_cluster_all" not in request.fixturenames:
+        return
     for cluster in _started:
         cluster.ensure_running()
         cluster.kill_leftovers()

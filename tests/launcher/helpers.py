@@ -159,21 +159,12 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
 
 
 def check_model_loads(model: Path) -> None:
-    """Load model.h5 in a fresh interpreter the way a user would (tf_keras)."""
-    code = (
-        "import os, sys; os.environ['TF_USE_LEGACY_KERAS']='1'; "
-        "os.environ['CUDA_VISIBLE_DEVICES']='-1'; import tf_keras; "
-        "m = tf_keras.models.load_model(sys.argv[1]); print('PARAMS', m.count_params())"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(model)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert out.returncode == 0 and "PARAMS" in out.stdout, out.stderr[-2000:]
+    """Load model.h5 with tf-keras's load_model, as a user would. It runs in this test process:
+    TensorFlow is then imported once per process, not once per check (~7 s of CPU each)."""
+    import tf_keras
+
+    loaded = tf_keras.models.load_model(model)
+    assert loaded.count_params() > 0, model
 
 
 def check_complete_run(run_dir: Path, hosts_lines: Sequence[str], addrs: Sequence[str]) -> None:

@@ -308,7 +308,7 @@ def test_killed_worker_restarts_the_job_from_the_chiefs_backup(
     addrs = mixed_hosts_file(tmp_path, host, ssh_index=1)
     assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
     t0 = time.monotonic()
-    slow = ["--batch-size", "8", "--steps-per-epoch", "50", "--trainer-args", "--no-validation"]
+    slow = ["--batch-size", "8", "--steps-per-epoch", "20", "--trainer-args", "--no-validation"]
     proc = start_fab(
         tmp_path,
         "train",

@@ -33,7 +33,7 @@ def job_dir(tmp_path: Path) -> Path:
 
 
 def test_thirty_epochs_to_a_file_print_at_most_40_lines(job_dir: Path) -> None:
-    short = ["--epochs", "30", "--steps-per-epoch", "2", "--trainer-args", "--no-validation"]
+    short = ["--epochs", "30", "--steps-per-epoch", "1", "--trainer-args", "--no-validation"]
     out = run_fab(job_dir, "train", *FAST, *short, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     lines = out.stdout.splitlines()
