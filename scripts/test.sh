@@ -12,6 +12,9 @@ scripts/system-packages.sh
 scripts/setup.sh dev
 venv=${VENV:-.venv}
 export PATH="$PWD/$venv/bin:$PATH"
+# Bytecode caches on: otherwise each of the hundreds of fab, worker and pytest processes
+# compiles the project's modules again (and pytest rewrites every test module again).
+unset PYTHONDONTWRITEBYTECODE
 workers=${TEST_WORKERS:-2}
 
 echo "== ruff"

@@ -55,6 +55,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ]
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With `-m serial` (scripts/test.sh's run of the tests that must run alone), import only
+    the test modules that mark a test serial: importing all of them (TensorFlow among them)
+    takes longer than collecting and running what is selected."""
+    if config.option.markexpr != "serial" or not collection_path.name.startswith("test_"):
+        return None
+    if collection_path.suffix != ".py":
+        return None
+    return "mark.serial" not in collection_path.read_text(encoding="utf-8")
+
+
 @pytest.fixture(scope="session")
 def _ssh_cluster_all(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshCluster]:
     """All test hosts, started once per session and always stopped at its end."""
