@@ -22,10 +22,9 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard import text
@@ -47,6 +46,9 @@ from runformat import (
     PROGRESS_LOSS,
     PROGRESS_STEP_TIME_MS,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Workers = Mapping[int, Mapping[str, Arrays]]
 X_AXES = {"step": "Step", "relative": "Time since start (s)", "wall": "Wall time"}
@@ -100,6 +102,8 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
     Non-finite values pass through untouched and do not disturb the average, as in
     TensorBoard. pandas' ``ewm(adjust=True)`` computes exactly this weighted mean.
     """
+    import pandas as pd  # lazily: 1-3 s to import, not before the first chart (app.py)
+
     values = np.asarray(values, dtype=np.float64)
     weight = min(max(weight, 0.0), 0.999)
     if weight == 0.0 or not len(values):
@@ -119,6 +123,8 @@ def scalar_frame(
 
     A step seen twice (a worker restarted and redid it) keeps its latest value.
     """
+    import pandas as pd  # lazily: 1-3 s to import, not before the first chart (app.py)
+
     parts = []
     for index, series in sorted(series_by_worker.items()):
         arrays = series.get(tag)
@@ -146,6 +152,8 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
 def _x(steps: np.ndarray, walls: np.ndarray, x_axis: str, origin: float) -> np.ndarray:
     """A line's x values: its steps, seconds since `origin`, or wall times."""
     if x_axis == "wall":
+        import pandas as pd  # lazily (see scalar_frame)
+
         return pd.to_datetime(walls, unit="s").to_numpy()
     return walls - origin if x_axis == "relative" else steps
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from dashboard import text
 from dashboard.events import Arrays
@@ -23,6 +23,9 @@ from runformat import (
     PROGRESS_LOSS,
     PROGRESS_TAGS,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # A training worker is stalled when it has been silent this many times its usual interval
 # between progress points, and at least STALL_MIN_SECONDS (writers flush in bursts, so a few
@@ -273,6 +276,8 @@ def eta_seconds(
 
 def rows_frame(rows: list[WorkerRow]) -> pd.DataFrame:
     """The table as shown: one row per worker, every cell text, '-' where unknown."""
+    import pandas as pd  # lazily: 1-3 s to import, not before the first chart (app.py)
+
     return pd.DataFrame(
         [
             {

@@ -8,11 +8,13 @@ they say what was trained. Pure functions, tested without a page.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from dashboard import text
 from dashboard.runs import Run
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Trainer options shown as their own columns, in this order (others follow by name).
 KNOWN_OPTIONS = {
@@ -73,6 +75,8 @@ def run_config(run: Run) -> dict[str, str]:
 
 def config_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per run (index: run id), one column per configuration field."""
+    import pandas as pd  # lazily: 1-3 s to import, not before the first chart (app.py)
+
     rows = [{"run": run.run_id, **run_config(run)} for run in runs]
     frame = pd.DataFrame(rows).fillna(text.MISSING)
     return frame.set_index("run") if not frame.empty else frame

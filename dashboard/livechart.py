@@ -10,8 +10,17 @@ zoomed or panned for as long as ``layout.uirevision`` stays the same (the chart 
 (zoom, pan, autoscale, PNG); a double click shows everything again.
 
 Plotly.js comes from the installed ``plotly`` package (``plotly/package_data/plotly.min.js``),
-served by Streamlit's component asset route: the page loads it once, from the dashboard's
-own server (no CDN: the machines may have no internet). Every figure of the page goes
+served by the dashboard's own server (no CDN: the machines may have no internet). Streamlit
+gzips every response of its component route again at every request (4.7 MB: 1-2 s of server
+CPU per page open), except those that are already compressed: so the server compresses the
+file once, into the user's cache folder (``~/.cache/tfcluster``, named after Plotly's version
+and the file), serves that copy (1.5 MB, read as it is), and the page unpacks it with the
+browser's own ``DecompressionStream``. The name changes with the file, so the browser keeps
+its copy for good (``fetch(..., {cache: "force-cache"})``: Streamlit's route sends no
+validator). Without a writable cache folder the page loads the package's file as before.
+
+The page asks for Plotly.js first thing (:func:`preload_plotly`), so that the browser fetches
+and compiles it while the server runs the rest of the script. Every figure of the page goes
 through here, the cluster picture included: one ``st.plotly_chart`` would make the browser
 load and parse Streamlit's own copy of Plotly.js as well (measured: +2.6 s to the first
 chart of the Progress tab).
@@ -19,8 +28,12 @@ chart of the Progress tab).
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+import os
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,6 +54,8 @@ ASSETS_NAME: Final = f"{ASSETS_PROJECT}.{ASSETS_COMPONENT}"
 PLOTLY_PACKAGE: Final = Path(plotly.__file__).resolve().parent
 PLOTLY_JS: Final = "plotly.min.js"
 ASSET_DIR: Final = "package_data"
+# The compressed copy: <cache>/tfcluster/plotlyjs/plotly-<version>-<digest>.min.js.gz
+CACHE_SUBDIR: Final = ASSETS_COMPONENT
 
 # Plotly's options for every chart: its mode bar without the lasso and box selections.
 CONFIG: Final = {
@@ -50,29 +65,56 @@ CONFIG: Final = {
     "modeBarButtonsToRemove": ["select2d", "lasso2d"],
 }
 
-# Loads Plotly.js once per page, then draws each chart into the one div it keeps. Colours and
-# font follow the page's theme (the CSS variables Streamlit sets on a component), as
-# st.plotly_chart's do: Streamlit's Plotly template (its default in a Streamlit server) holds
-# placeholder colours #000001-#000040 that the page fills in.
-JS: Final = """
+LOADER: Final = """
 const LOADED = "__tfclusterPlotly";
+
+// A ".gz" copy was compressed once by the server: fetch it as it is (kept in the browser's
+// cache for good, its name changes with the file), unpack it here, run it as a script.
+async function scriptUrl(src) {
+  if (!src.endsWith(".gz")) return src;
+  const response = await fetch(src, { cache: "force-cache" });
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  const unpacked = response.body.pipeThrough(new DecompressionStream("gzip"));
+  const script = new Response(unpacked, { headers: { "Content-Type": "text/javascript" } });
+  return URL.createObjectURL(await script.blob());
+}
 
 function loadPlotly(src) {
   if (!window[LOADED]) {
-    window[LOADED] = new Promise((resolve, reject) => {
-      const script = document.createElement("script");
-      script.src = src;
-      script.onload = () => resolve(window.Plotly);
-      script.onerror = () => {
+    window[LOADED] = scriptUrl(src)
+      .then((url) => new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = url;
+        script.onload = () => resolve(window.Plotly);
+        script.onerror = () => reject(new Error("the script did not run"));
+        document.head.appendChild(script);
+      }))
+      .catch((error) => {
         window[LOADED] = undefined;
-        reject(new Error(`could not load Plotly.js from ${src}`));
-      };
-      document.head.appendChild(script);
-    });
+        throw new Error(`could not load Plotly.js from ${src}: ${error.message}`);
+      });
   }
   return window[LOADED];
 }
+"""
 
+# Only starts loading Plotly.js (the page's first element): nothing to show.
+PRELOAD_JS: Final = (
+    LOADER
+    + """
+export default function ({ data }) {
+  loadPlotly(JSON.parse(new TextDecoder().decode(data)).plotly).catch(() => {});
+}
+"""
+)
+
+# Draws each chart into the one div it keeps. Colours and font follow the page's theme (the
+# CSS variables Streamlit sets on a component), as st.plotly_chart's do: Streamlit's Plotly
+# template (its default in a Streamlit server) holds placeholder colours #000001-#000040
+# that the page fills in.
+JS: Final = (
+    LOADER
+    + """
 function colored(json, style) {
   const css = (name) => style.getPropertyValue(name).trim();
   const list = (name) => css(name).split(",").map((color) => color.trim());
@@ -153,29 +195,86 @@ export default function ({ data, parentElement }) {
   };
 }
 """
+)
 
 COMPONENT: Final = "tfcluster.live_chart"
 _mount = component(COMPONENT, js=JS, isolate_styles=False)
+PRELOAD_KEY: Final = "plotly-preload"
+# Streamlit marks an element with its key's class: the preload takes no room on the page.
+_preload = component(
+    "tfcluster.plotly_preload",
+    js=PRELOAD_JS,
+    css=f".st-key-{PRELOAD_KEY} {{ display: none; }}",
+    isolate_styles=False,
+)
+
+
+def cache_root(environ: Mapping[str, str] = os.environ) -> Path:
+    """This project's folder in the user's cache (XDG_CACHE_HOME, else ~/.cache)."""
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / ASSETS_PROJECT
+
+
+def compressed_plotly_js(root: Path) -> Path:
+    """The gzipped copy of the package's plotly.min.js under `root`, written once (level 6,
+    atomically; copies of other Plotly versions are removed). Its name holds Plotly's version
+    and a digest of the file's size and change time, so a browser's cached copy is never
+    stale. OSError when it cannot be written."""
+    source = PLOTLY_PACKAGE / ASSET_DIR / PLOTLY_JS
+    stat = source.stat()
+    stamp = f"{plotly.__version__}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    digest = hashlib.blake2b(stamp, digest_size=6).hexdigest()
+    folder = root / CACHE_SUBDIR
+    target = folder / f"plotly-{plotly.__version__}-{digest}.min.js.gz"
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}")
+    temporary.write_bytes(gzip.compress(source.read_bytes(), compresslevel=6, mtime=0))
+    os.replace(temporary, target)
+    for old in folder.glob("plotly-*.min.js.gz"):
+        if old != target:
+            old.unlink(missing_ok=True)
+    return target
+
+
+@cache
+def _served_file() -> Path:
+    """The file the page loads: the compressed copy, else (no writable cache folder) the
+    package's own plotly.min.js, which Streamlit then gzips at every request."""
+    try:
+        return compressed_plotly_js(cache_root())
+    except OSError:
+        return PLOTLY_PACKAGE / ASSET_DIR / PLOTLY_JS
 
 
 def serve_plotly_js(manager: BidiComponentManager) -> None:
-    """Declare plotly's package_data as a component asset folder, so that the server serves
-    plotly.min.js from the installed package (once per server; cheap to call again)."""
+    """Declare the folder of the served Plotly.js as a component asset folder, so that the
+    server serves it (once per server; cheap to call again)."""
     if manager.get_component_asset_root(ASSETS_NAME) is not None:
         return
+    served = _served_file()
     manifest = ComponentManifest(
         name=ASSETS_PROJECT,
         version=plotly.__version__,
-        components=[ComponentConfig(name=ASSETS_COMPONENT, asset_dir=ASSET_DIR)],
+        components=[ComponentConfig(name=ASSETS_COMPONENT, asset_dir=served.parent.name)],
     )
-    manager.register_from_manifest(manifest, PLOTLY_PACKAGE)
+    manager.register_from_manifest(manifest, served.parent.parent)
 
 
 def plotly_js_url() -> str:
-    """Where the page finds plotly.min.js (under the server's base path, if it has one)."""
+    """Where the page finds Plotly.js (under the server's base path, if it has one)."""
     base = str(st.get_option("server.baseUrlPath") or "").strip("/")
-    parts = [base, "_stcore/bidi-components", ASSETS_NAME, PLOTLY_JS]
+    parts = [base, "_stcore/bidi-components", ASSETS_NAME, _served_file().name]
     return "/" + "/".join(part for part in parts if part)
+
+
+def preload_plotly() -> None:
+    """Have the browser fetch and compile Plotly.js now, before any chart is ready: call it
+    first thing in the script, before its heavy imports (nothing shows on the page)."""
+    serve_plotly_js(get_bidi_component_manager())
+    url = json.dumps({"plotly": plotly_js_url()}).encode()
+    _preload(key=PRELOAD_KEY, data=url, width="stretch", height="content")
 
 
 def spec_bytes(figure: go.Figure, config: Mapping[str, Any] | None = None) -> bytes:

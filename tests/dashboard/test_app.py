@@ -157,11 +157,17 @@ def test_finished_run_shows_one_row_and_one_line_per_worker(
     for tag in ("progress/examples_per_sec", "progress/step_time_ms"):
         assert legend_lines(chart_of(app, tag)) == ["chief (0)", "worker 1"]
     assert legend_lines(epoch_chart(app, "Loss per epoch")) == ["train", "validation"]
-    # Drawn in place by the page (dashboard.livechart), with Plotly.js from this server; the
-    # user's zoom and pan last as long as the chart's uirevision (per run, metric, x axis).
+    # Drawn in place by the page (dashboard.livechart), with Plotly.js from this server (its
+    # copy compressed once; the page asks for it first thing); the user's zoom and pan last
+    # as long as the chart's uirevision (per run, metric, x axis).
     for chart in app.get("bidi_component"):
         sent = json.loads(chart.proto.bytes)
-        assert sent["plotly"] == "/_stcore/bidi-components/tfcluster.plotlyjs/plotly.min.js"
+        assert re.fullmatch(
+            r"/_stcore/bidi-components/tfcluster\.plotlyjs/plotly-[\w.]+-\w+\.min\.js\.gz",
+            sent["plotly"],
+        ), sent["plotly"]
+        if chart.proto.component_name != LIVE_CHART:
+            continue  # the preload
         assert sent["figure"]["layout"]["uirevision"].startswith(f"{finished_run.name}/")
     assert len(plotly_specs(app)) == 6, "4 metrics and 2 per-epoch charts"
     assert len(app.get("progress")) == 2

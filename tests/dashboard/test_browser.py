@@ -1,12 +1,14 @@
 """The dashboard in a real browser: `streamlit run` once, Chromium for every check.
 
 Cluster pictures of 2, 16 and 64 workers without overlapping text, zoom and pan kept across
-live refreshes, a Runs row click, an overlay of two runs, a download, a refused run name.
+live refreshes, a Runs row click, an overlay of two runs, a download, a refused run name,
+Plotly.js served compressed once and kept by the browser.
 Screenshots land in test-output/dashboard/ (or $TEST_OUTPUT/dashboard/).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -24,6 +26,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from dashboard.charts import METRICS
 from dashboard.live import BIG_LOAD_BYTES
+from dashboard.livechart import ASSET_DIR, PLOTLY_JS, PLOTLY_PACKAGE
 from dashboard.samplerun import RunPlan, append_progress, write_run
 from dashboard.serve import streamlit_command
 
@@ -210,6 +213,32 @@ def test_cluster_picture_has_no_overlapping_text(
     screenshot(page, output_dir, f"cluster-{workers}-workers")
 
 
+PLOTLY_FETCHES = """() => performance.getEntriesByType('resource')
+    .filter((e) => e.name.includes('tfcluster.plotlyjs'))
+    .map((e) => ({ name: e.name, transferred: e.transferSize }))"""
+# What the page does to load Plotly.js, once more: the browser's cache answers.
+FETCH_AGAIN = "(url) => fetch(url, { cache: 'force-cache' }).then((r) => r.arrayBuffer())"
+
+
+def check_plotly_js_is_compressed_once_and_kept(page: Page) -> None:
+    """The page loaded the copy of Plotly.js compressed once by the server (Streamlit does not
+    gzip it again at each request), and the browser keeps it for the next page."""
+    page.wait_for_function(f"() => ({PLOTLY_FETCHES})().length > 0")
+    [first] = page.evaluate(PLOTLY_FETCHES)
+    assert first["name"].endswith(".min.js.gz") and first["transferred"] > 1_000_000
+    page.evaluate(FETCH_AGAIN, first["name"])
+    assert [fetch["transferred"] for fetch in page.evaluate(PLOTLY_FETCHES)] == [
+        first["transferred"],
+        0,
+    ], "the second time it comes from the browser's cache"
+    request = urllib.request.Request(first["name"], headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers.get("Content-Encoding") is None
+        assert response.headers.get("Content-Type") == "application/gzip"
+        served = response.read()
+    assert gzip.decompress(served) == (PLOTLY_PACKAGE / ASSET_DIR / PLOTLY_JS).read_bytes()
+
+
 def drag(page: Page, chart: Locator, start: float, end: float, height: float = 40) -> None:
     """Drag across a chart's plot area from `start` to `end` (fractions of its width),
     `height` pixels tall (a zoom box, or the way a pan goes)."""
@@ -393,6 +422,8 @@ def test_model_download_and_the_log_in_the_browser(
     expect(page.get_by_text("worker 0 starting on host0")).to_be_visible()
     expect(page.get_by_text("tensorboard --logdir")).to_be_visible()
     screenshot(page, output_dir, "artifacts")
+    # Every page asks for Plotly.js first thing, this one without a chart too.
+    check_plotly_js_is_compressed_once_and_kept(page)
 
 
 def test_hostile_run_name_in_the_url_is_refused_and_the_page_stays(
