@@ -85,7 +85,10 @@ function loadPlotly(src) {
       .then((url) => new Promise((resolve, reject) => {
         const script = document.createElement("script");
         script.src = url;
-        script.onload = () => resolve(window.Plotly);
+        script.onload = () => {
+          URL.revokeObjectURL(url);
+          resolve(window.Plotly);
+        };
         script.onerror = () => reject(new Error("the script did not run"));
         document.head.appendChild(script);
       }))
@@ -217,9 +220,9 @@ def cache_root(environ: Mapping[str, str] = os.environ) -> Path:
 
 def compressed_plotly_js(root: Path) -> Path:
     """The gzipped copy of the package's plotly.min.js under `root`, written once (level 6,
-    atomically; copies of other Plotly versions are removed). Its name holds Plotly's version
-    and a digest of the file's size and change time, so a browser's cached copy is never
-    stale. OSError when it cannot be written."""
+    atomically; another Plotly's copy stays for the servers that may still use it). Its name
+    holds Plotly's version and a digest of the file's size and change time, so a browser's
+    cached copy is never stale. OSError when it cannot be written."""
     source = PLOTLY_PACKAGE / ASSET_DIR / PLOTLY_JS
     stat = source.stat()
     stamp = f"{plotly.__version__}:{stat.st_size}:{stat.st_mtime_ns}".encode()
@@ -232,9 +235,6 @@ def compressed_plotly_js(root: Path) -> Path:
     temporary = target.with_name(f".{target.name}.{os.getpid()}")
     temporary.write_bytes(gzip.compress(source.read_bytes(), compresslevel=6, mtime=0))
     os.replace(temporary, target)
-    for old in folder.glob("plotly-*.min.js.gz"):
-        if old != target:
-            old.unlink(missing_ok=True)
     return target
 
 
