@@ -16,10 +16,9 @@ from tensorboard.util import tensor_util
 from tests.trainer.workers import (
     SYSTEM_TAGS,
     TrainerRun,
-    finish_together,
-    kill_all,
-    start_trainers,
+    start_cluster,
     train_locally,
+    wait_all,
 )
 from trainer.data import load_digits
 
@@ -45,43 +44,12 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> TrainerRun:
 
 
 @pytest.fixture(scope="module")
-def half_batch_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainerRun]:
-    """One worker (no TF_CONFIG) at global batch 64, and two workers at 32 each with either
-    shard policy (keys "one", "data", "index"): independent runs, started together."""
-    base = tmp_path_factory.mktemp("half-batch")
-    options = [*DIGITS, "--epochs", "2"]
-    started = {
-        "one": (base / "one", start_trainers(1, base / "one", *options, "--batch-size", "64"))
-    }
-    for shard in ("data", "index"):
-        run_dir = base / shard
-        started[shard] = (
-            run_dir,
-            start_trainers(2, run_dir, *options, "--batch-size", "32", "--shard", shard),
-        )
-    return finish_together(started)
-
-
-@pytest.fixture(scope="module")
-def stopped_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[signal.Signals, TrainerRun]:
-    """Two long runs of two workers, started together; in each, worker 1 gets its signal
-    (SIGKILL, SIGTERM) once it has taken 4 steps."""
-    base = tmp_path_factory.mktemp("stopped")
-    long_run = ["--dataset", "digits", "--epochs", "100", "--log-every", "2"]
-    started = {
-        stop: (base / stop.name, start_trainers(2, base / stop.name, *long_run))
-        for stop in (signal.SIGKILL, signal.SIGTERM)
-    }
-    try:
-        for stop, (run_dir, processes) in started.items():
-            try:
-                wait_for_status(run_dir / "workers" / "1" / "status.json", "step", 4)
-            finally:
-                os.kill(processes[1].pid, stop)
-    except BaseException:
-        kill_all(p for _, processes in started.values() for p in processes)
-        raise
-    return finish_together(started, timeout=120)
+def one_worker_losses(tmp_path_factory: pytest.TempPathFactory) -> TrainerRun:
+    """One worker (no TF_CONFIG) at global batch 64."""
+    one_dir = tmp_path_factory.mktemp("one") / "run"
+    run = train_locally(1, one_dir, *DIGITS, "--epochs", "2", "--batch-size", "64")
+    assert run.workers[0].returncode == 0, run.workers[0].stderr[-3000:]
+    return run
 
 
 def test_every_worker_exits_0(digits_run: TrainerRun) -> None:
@@ -188,10 +156,10 @@ def test_the_chief_keeps_the_keras_tensorboard_logs(digits_run: TrainerRun) -> N
 
 @pytest.mark.parametrize("shard", ["data", "index"])
 def test_two_workers_at_half_the_batch_match_one_worker(
-    half_batch_runs: dict[str, TrainerRun], shard: str
+    one_worker_losses: TrainerRun, tmp_path: Path, shard: str
 ) -> None:
-    one_worker_losses, two = half_batch_runs["one"], half_batch_runs[shard]
-    assert one_worker_losses.workers[0].returncode == 0, one_worker_losses.workers[0].stderr[-3000:]
+    options = [*DIGITS, "--epochs", "2", "--batch-size", "32", "--shard", shard]
+    two = train_locally(2, tmp_path / "run", *options)
     assert [w.returncode for w in two.workers] == [0, 0], two.workers[0].stderr[-3000:]
     expected = [value for _, value in one_worker_losses.scalars(0)["epoch/loss"]]
     for index in (0, 1):
@@ -207,14 +175,18 @@ def test_two_workers_at_half_the_batch_match_one_worker(
     [(signal.SIGKILL, -9, None), (signal.SIGTERM, 143, "stopped by SIGTERM")],
 )
 def test_a_stopped_worker_fails_the_job_with_nothing_half_written(
-    stopped_runs: dict[signal.Signals, TrainerRun],
-    stop: signal.Signals,
-    exit_code: int,
-    error: str | None,
+    tmp_path: Path, stop: signal.Signals, exit_code: int, error: str | None
 ) -> None:
-    run = stopped_runs[stop]
-    chief, worker = run.workers
-    run_dir = run.run_dir
+    run_dir = tmp_path / "run"
+    long_run = ["--threads", "1", "--dataset", "digits", "--epochs", "100", "--log-every", "2"]
+    processes = start_cluster(2, ["-m", "trainer", "--run-dir", str(run_dir), *long_run])
+    try:
+        wait_for_status(run_dir / "workers" / "1" / "status.json", "step", 4)
+    finally:
+        os.kill(processes[1].pid, stop)
+    chief, worker = wait_all(processes, timeout=120)
+    run = TrainerRun(run_dir, [chief, worker])
+
     assert worker.returncode == exit_code
     assert chief.returncode == 1
     assert chief.stderr.rstrip().splitlines()[-1].startswith("trainer: worker 0 failed: ")

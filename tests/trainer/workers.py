@@ -11,10 +11,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from dashboard.events import EventDirectory
 from runformat import METRICS_JSON, events_dir, status_path
@@ -22,7 +21,6 @@ from tests.sshcluster import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 Scalars = dict[str, list[tuple[int, float]]]
-K = TypeVar("K")
 # What every worker writes on a Linux host without GPUs (docs/run-format.md).
 SYSTEM_TAGS = {
     "system/cpu_percent",
@@ -86,34 +84,24 @@ def wait_all(processes: Sequence[subprocess.Popen[str]], timeout: float = 300) -
     try:
         outputs = [p.communicate(timeout=timeout) for p in processes]
     finally:
-        kill_all(processes)
+        for p in processes:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
     return [
         Finished(i, p.returncode, out, err)
         for i, (p, (out, err)) in enumerate(zip(processes, outputs, strict=True))
     ]
 
 
-def kill_all(processes: Iterable[subprocess.Popen[str]]) -> None:
-    """SIGKILL the process group of each process still running, and reap it."""
-    for p in processes:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-
-
 def run_cluster(n: int, argv: Sequence[str], timeout: float = 300) -> list[Finished]:
     return wait_all(start_cluster(n, argv), timeout)
 
 
-def start_trainers(n: int, run_dir: Path, *options: str) -> list[subprocess.Popen[str]]:
-    """n trainer workers sharing one local run directory (like the launcher's local hosts)."""
-    return start_cluster(
-        n, ["-m", "trainer", "--run-dir", str(run_dir), "--threads", "1", *options]
-    )
-
-
 def run_trainers(n: int, run_dir: Path, *options: str, timeout: float = 300) -> list[Finished]:
-    return wait_all(start_trainers(n, run_dir, *options), timeout)
+    """n trainer workers sharing one local run directory (like the launcher's local hosts)."""
+    argv = ["-m", "trainer", "--run-dir", str(run_dir), "--threads", "1", *options]
+    return run_cluster(n, argv, timeout)
 
 
 def event_files(events_dir: Path) -> list[Path]:
@@ -152,17 +140,6 @@ class TrainerRun:
 
     def scalars(self, index: int) -> Scalars:
         return read_scalars(events_dir(self.run_dir, index))
-
-
-def finish_together(
-    started: Mapping[K, tuple[Path, list[subprocess.Popen[str]]]], timeout: float = 300
-) -> dict[K, TrainerRun]:
-    """Wait for local runs that were started together (their TensorFlow start-ups overlap);
-    if one overruns, every process of every run is killed, so none outlives the test."""
-    try:
-        return {key: TrainerRun(d, wait_all(ps, timeout)) for key, (d, ps) in started.items()}
-    finally:
-        kill_all(p for _, ps in started.values() for p in ps)
 
 
 def train_locally(n: int, run_dir: Path, *options: str, timeout: float = 300) -> TrainerRun:
