@@ -31,7 +31,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -46,9 +45,11 @@ from streamlit.components.v2.component_manager import BidiComponentManager
 from streamlit.components.v2.get_bidi_component_manager import get_bidi_component_manager
 from streamlit.components.v2.manifest_scanner import ComponentConfig, ComponentManifest
 
+from runformat import PROJECT, user_cache_dir, write_bytes_atomic
+
 # Streamlit serves a component's declared asset folder at
 # /_stcore/bidi-components/<project>.<component>/<file>; this "component" is only that folder.
-ASSETS_PROJECT: Final = "tfcluster"
+ASSETS_PROJECT: Final = PROJECT
 ASSETS_COMPONENT: Final = "plotlyjs"
 ASSETS_NAME: Final = f"{ASSETS_PROJECT}.{ASSETS_COMPONENT}"
 PLOTLY_PACKAGE: Final = Path(plotly.__file__).resolve().parent
@@ -212,12 +213,6 @@ _preload = component(
 )
 
 
-def cache_root(environ: Mapping[str, str] = os.environ) -> Path:
-    """This project's folder in the user's cache (XDG_CACHE_HOME, else ~/.cache)."""
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / ASSETS_PROJECT
-
-
 def compressed_plotly_js(root: Path) -> Path:
     """The gzipped copy of the package's plotly.min.js under `root`, written once (level 6,
     atomically; another Plotly's copy stays for the servers that may still use it). Its name
@@ -231,10 +226,7 @@ def compressed_plotly_js(root: Path) -> Path:
     target = folder / f"plotly-{plotly.__version__}-{digest}.min.js.gz"
     if target.is_file():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}")
-    temporary.write_bytes(gzip.compress(source.read_bytes(), compresslevel=6, mtime=0))
-    os.replace(temporary, target)
+    write_bytes_atomic(target, gzip.compress(source.read_bytes(), compresslevel=6, mtime=0))
     return target
 
 
@@ -243,7 +235,7 @@ def _served_file() -> Path:
     """The file the page loads: the compressed copy, else (no writable cache folder) the
     package's own plotly.min.js, which Streamlit then gzips at every request."""
     try:
-        return compressed_plotly_js(cache_root())
+        return compressed_plotly_js(user_cache_dir())
     except OSError:
         return PLOTLY_PACKAGE / ASSET_DIR / PLOTLY_JS
 

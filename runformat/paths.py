@@ -6,7 +6,12 @@ as local ones; `Path` helpers are given for the local side.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
+
+PROJECT = "tfcluster"
+"""This project's folder name in a user's cache (user_cache_dir)."""
 
 RUNS_DIR = "runs"
 """The local folder that holds one folder per run id."""
@@ -83,3 +88,11 @@ def events_dir(run_dir: Path, index: int) -> Path:
 
 def worker_log_path(run_dir: Path, index: int) -> Path:
     return worker_dir(run_dir, index) / WORKER_LOG
+
+
+def user_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """This project's folder in the user's cache ($XDG_CACHE_HOME, else ~/.cache): files
+    derived once per machine and rebuilt when lost (the digits split, the dashboard's
+    compressed Plotly.js)."""
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / PROJECT

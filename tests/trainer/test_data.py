@@ -99,14 +99,39 @@ def test_load_mnist_says_how_to_stage_the_file_when_nothing_works(
     assert "\n" not in message
 
 
-def test_load_digits_gives_mnist_shaped_fixed_splits() -> None:
-    first, second = load_digits(), load_digits()
+def test_load_digits_gives_mnist_shaped_fixed_splits(tmp_path: Path) -> None:
+    first, second = load_digits(tmp_path), load_digits(tmp_path)
     assert first.name == "digits"
     assert first.x_train.shape == (1347, 28, 28) and first.x_test.shape == (450, 28, 28)
     assert first.x_train.dtype == np.float32 and first.y_train.dtype == np.int64
     assert first.x_train.min() >= 0.0 and first.x_train.max() <= 1.0
     assert set(np.unique(first.y_test)) == set(range(10))
     np.testing.assert_array_equal(first.x_test, second.x_test)
+
+
+@pytest.mark.parametrize(
+    "cached",
+    [None, b"", b"not a zip", b"PK\x03\x04 cut short"],
+    ids=["missing", "empty", "garbage", "truncated"],
+)
+def test_digits_split_is_cached_and_a_bad_cache_is_rebuilt(
+    tmp_path: Path, cached: bytes | None
+) -> None:
+    path = tmp_path / data.digits_cache_name()
+    if cached is not None:
+        path.write_bytes(cached)
+    loaded = load_digits(tmp_path)
+    fresh = data.split_digits()
+    for key in data.MNIST_KEYS:
+        np.testing.assert_array_equal(getattr(loaded, key), getattr(fresh, key))
+    with np.load(path) as kept:  # the cache now holds the split itself
+        np.testing.assert_array_equal(kept["x_test"], fresh.x_test)
+
+
+def test_digits_load_without_a_writable_cache(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder should be")
+    assert load_digits(blocked / "cache").x_train.shape == (1347, 28, 28)
 
 
 def test_load_data_picks_the_configured_dataset(mnist_npz: Path) -> None:
