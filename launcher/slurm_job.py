@@ -10,7 +10,6 @@ the same script on the same run directory, resumed from the trainer's backup.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import signal
@@ -61,11 +60,11 @@ from launcher.tasks import (
     close_record,
     failed_hosts,
     host_entry,
+    mark_stopped,
 )
 from launcher.watch import QuietClock
 from launcher.worker import ProcessState
 from runformat import (
-    ACTIVE_RUN_STATES,
     ACTIVE_WORKER_STATES,
     BACKUP_DIR,
     CLUSTER_JSON,
@@ -81,7 +80,6 @@ from runformat import (
     worker_log_path,
     worker_log_rel,
     write_bytes_atomic,
-    write_json_atomic,
 )
 from runformat.paths import SLURM_ALLOCATION, SLURM_SCRIPT, slurm_output
 from trainer.slurm_env import SlurmEnvError, task_addresses
@@ -933,9 +931,7 @@ def stop(
     already is recorded as it ended (when its launcher is gone), never as stopped."""
     host, run_dir, job_id = login_of(cluster)
     if not job_id:
-        if cluster.state in ACTIVE_RUN_STATES:
-            stopped = dataclasses.replace(cluster, state="stopped", finished=time.time())
-            write_json_atomic(local_dir / CLUSTER_JSON, stopped.to_dict())
+        mark_stopped(local_dir, cluster, out)
         out.line(f"run {cluster.run_id}: no Slurm job was submitted")
         return 0
     shell = open_shell(host, settings.ssh)
@@ -944,13 +940,10 @@ def stop(
         statuses = _statuses(shell, run_dir, local_dir, cluster)
         if finish_record(shell, local_dir, cluster, before, statuses, out) is not None:
             return 0
-        if cluster.state in ACTIVE_RUN_STATES and not (before is not None and before.ended):
-            # First, so that a launcher still watching the job ends it as stopped.
-            stopped = dataclasses.replace(cluster, state="stopped", finished=time.time())
-            write_json_atomic(local_dir / CLUSTER_JSON, stopped.to_dict())
         if before is not None and before.ended:
             out.line(f"[slurm] job {job_id} not running ({before.describe()})")
             return 0
+        mark_stopped(local_dir, cluster, out)
         after = cancel_and_wait(shell, job_id, grace + 120)
     finally:
         shell.close()

@@ -545,6 +545,14 @@ def _write_record(local_dir: Path, data: dict[str, Any], out: Output) -> bool:
     return True
 
 
+def mark_stopped(local_dir: Path, cluster: ClusterRecord, out: Output) -> None:
+    """Record an open run as stopped by the user (`fab stop`); a closed record stays as it
+    is. Written before the workers are stopped, so a launcher still watching ends it so."""
+    if cluster.state in ACTIVE_RUN_STATES:
+        stopped = dataclasses.replace(cluster, state="stopped", finished=time.time())
+        _write_record(local_dir, stopped.to_dict(), out)
+
+
 def _finish_record(
     local_dir: Path, cluster: ClusterRecord, polls: dict[int, Poll], out: Output
 ) -> ClusterRecord | None:
@@ -681,10 +689,8 @@ def stop(
     pairs = hosts_of_run(cluster)
     before = _polls(pairs, settings, out, contact_timeout)
     ended = len(before) == len(pairs) and _finish_record(local_dir, cluster, before, out)
-    if not ended and cluster.state in ACTIVE_RUN_STATES:
-        # First, so that a launcher still watching the run ends it as stopped, not failed.
-        stopped = dataclasses.replace(cluster, state="stopped", finished=time.time())
-        _write_record(local_dir, stopped.to_dict(), out)
+    if not ended:
+        mark_stopped(local_dir, cluster, out)
 
     def one(pair: tuple[Host, str]) -> str:
         host, run_dir = pair
