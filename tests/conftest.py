@@ -9,7 +9,7 @@
   munged, slurmctld, slurmd, config in a temporary folder), stopped at the session's end.
   Without Slurm it skips the test, except in CI (CI=true) where it fails with the fix.
 - ``record_figures``: a scenario test appends what it measured to test-output/reliability.jsonl
-  (the figures of the README's Reliability table).
+  (the figures of docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def _ssh_hosts_back_up(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def record_figures(request: pytest.FixtureRequest) -> Callable[..., None]:
     """`record_figures(scenario, name=value, ...)`: one JSON line per measurement, with the
-    test's id, the time and the core count, so that the README's figures can be traced."""
+    test's id, the time and the core count, so that the figures of docs/reliability.md can be
+    traced."""
 
     def record(scenario: int, **figures: object) -> None:
         FIGURES.parent.mkdir(exist_ok=True)
