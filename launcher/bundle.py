@@ -140,7 +140,9 @@ def ignore_spec(root: Path) -> pathspec.GitIgnoreSpec | None:
         raise BundleError(f"{path}: {exc}") from None
 
 
-def _walk(root: Path, spec: pathspec.GitIgnoreSpec | None) -> Iterator[tuple[str, Path]]:
+def _walk(
+    root: Path, spec: pathspec.GitIgnoreSpec | None, skip: frozenset[Path]
+) -> Iterator[tuple[str, Path]]:
     """(relative path, path) of every file that ships, sorted by relative path per folder.
 
     Links to files ship as the file they point to; links to folders are not followed (they
@@ -152,7 +154,7 @@ def _walk(root: Path, spec: pathspec.GitIgnoreSpec | None) -> Iterator[tuple[str
         for d in sorted(dirnames):
             rel = here / d if str(here) != "." else PurePosixPath(d)
             full = Path(dirpath) / d
-            if full.is_symlink() or excluded(rel, True):
+            if full.is_symlink() or excluded(rel, True) or full in skip:
                 continue
             if spec is not None and spec.match_file(f"{rel}/"):
                 continue
@@ -180,13 +182,20 @@ def _checked_name(root: Path, rel: str) -> str:
 
 
 def list_folder(
-    root: Path, *, max_bytes: int = MAX_FOLDER_BYTES, max_files: int = MAX_FOLDER_FILES
+    root: Path,
+    *,
+    max_bytes: int = MAX_FOLDER_BYTES,
+    max_files: int = MAX_FOLDER_FILES,
+    skip: Iterable[Path] = (),
 ) -> list[FolderFile]:
     """The files of `root` that ship, sorted by relative path; refuses a folder over the
-    limits, naming its biggest files so the user knows what to leave out."""
+    limits, naming its biggest files so the user knows what to leave out. Folders in `skip`
+    (absolute: the local runs folder wherever it is) are left out too."""
+    root = Path(os.path.abspath(root))
     spec = ignore_spec(root)
+    skipped = frozenset(Path(os.path.abspath(p)) for p in skip)
     files: list[FolderFile] = []
-    for rel, path in _walk(root, spec):
+    for rel, path in _walk(root, spec, skipped):
         try:
             st = path.stat()  # follows a link to a file
         except OSError:
@@ -257,9 +266,13 @@ def shadowing(files: Iterable[FolderFile]) -> list[str]:
 
 
 def load_bundle(
-    root: Path, *, max_bytes: int = MAX_FOLDER_BYTES, max_files: int = MAX_FOLDER_FILES
+    root: Path,
+    *,
+    max_bytes: int = MAX_FOLDER_BYTES,
+    max_files: int = MAX_FOLDER_FILES,
+    skip: Iterable[Path] = (),
 ) -> Bundle:
-    files = list_folder(root, max_bytes=max_bytes, max_files=max_files)
+    files = list_folder(root, max_bytes=max_bytes, max_files=max_files, skip=skip)
     return Bundle(root, tuple(files), folder_hash(files))
 
 

@@ -98,13 +98,15 @@ def script_program(
     extra_args: Sequence[str] = (),
     folder: str | None = None,
     *,
+    runs_dir: Path | None = None,
     max_bytes: int = MAX_FOLDER_BYTES,
     max_files: int = MAX_FOLDER_FILES,
 ) -> Script:
     """A user's script with its arguments (--trainer-args), and its folder listed for shipping.
 
     `options` are the trainer's own options as `fab train` received them; any of them given is
-    a mistake here. `folder` is what ships (default: the script's folder). Every `.py` file
+    a mistake here. `folder` is what ships (default: the script's folder), less `runs_dir`
+    (this machine's runs folder, when it lies inside). Every `.py` file
     that ships is compiled: an import of a broken module fails on every host only after the
     whole job has started, so it is refused here instead.
     """
@@ -128,7 +130,8 @@ def script_program(
         )
     rel = path.relative_to(root).as_posix()
     try:
-        bundle = load_bundle(root, max_bytes=max_bytes, max_files=max_files)
+        skip = [runs_dir] if runs_dir is not None else []
+        bundle = load_bundle(root, max_bytes=max_bytes, max_files=max_files, skip=skip)
     except BundleError as exc:
         raise ProgramError(f"--script {script}: {exc}") from None
     if rel not in {f.rel for f in bundle.files}:
@@ -195,13 +198,14 @@ def build_program(
     extra_args: Sequence[str] = (),
     max_restarts: int = 0,
     folder: str | None = None,
+    runs_dir: Path | None = None,
 ) -> Program:
     """What `fab train` runs: the user's script with --script, else the built-in trainer."""
     if script is None:
         if folder is not None:
             raise ProgramError("--folder is the folder of a --script; give the script too")
         return trainer_program(options, extra_args, max_restarts)
-    return script_program(script, options, extra_args, folder)
+    return script_program(script, options, extra_args, folder, runs_dir=runs_dir)
 
 
 def program_record(program: Program) -> dict[str, Any]:

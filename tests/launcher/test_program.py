@@ -304,6 +304,15 @@ def test_exclusions(tmp_path: Path) -> None:
     assert shipped == {rel for rel, ships in SHIPPED_OR_NOT if ships} | {".tfclusterignore"}
 
 
+def test_the_local_runs_folder_is_left_out_wherever_it_is(proj: Path) -> None:
+    write(proj / "out" / "runs" / "20261207-101010-abcd" / "launcher.log", "x")
+    write(proj / "out" / "keep.txt", "x")
+    program = build_program("proj/train.py", {}, runs_dir=Path("proj/out/runs"))
+    assert isinstance(program, Script)
+    assert "out/keep.txt" in {f.rel for f in program.bundle.files}
+    assert not [f.rel for f in program.bundle.files if "launcher.log" in f.rel]
+
+
 def test_links_ship_as_files_and_linked_folders_are_not_followed(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     write(outside / "shared.py", "Y = 2\n")
