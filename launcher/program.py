@@ -106,9 +106,9 @@ def script_program(
 
     `options` are the trainer's own options as `fab train` received them; any of them given is
     a mistake here. `folder` is what ships (default: the script's folder), less `runs_dir`
-    (this machine's runs folder, when it lies inside). Every `.py` file
-    that ships is compiled: an import of a broken module fails on every host only after the
-    whole job has started, so it is refused here instead.
+    (this machine's runs folder, when it lies inside). Every `.py` file that ships is
+    compiled: an import of a broken module would fail on every host only after the whole job
+    has started, so it is refused here instead.
     """
     given = given_options(options)
     if given:
@@ -146,15 +146,7 @@ def script_program(
             "tfcluster's own package of that name on the hosts; rename it"
         )
     shown_root = folder if folder is not None else os.path.dirname(script)
-    problem = syntax_problem(path, script)
-    for f in bundle.files:
-        if problem is not None:
-            break
-        if f.rel.endswith(".py") and f.rel != rel:
-            shown = os.path.join(shown_root, f.rel)
-            problem = syntax_problem(f.path, shown)
-            if problem is not None:
-                problem += f" (it ships with the script: fix it or list it in {IGNORE_FILE})"
+    problem = syntax_problem(path, script) or shipped_syntax_problem(bundle, rel, shown_root)
     if problem is not None:
         raise ProgramError(problem)
     return Script(root, rel, tuple(extra_args), bundle)
@@ -189,6 +181,16 @@ def syntax_problem(path: Path, shown: str) -> str | None:
         return f"{where}: {exc.msg}"
     except ValueError as exc:  # null bytes (Python 3.11)
         return f"{shown}: {exc}"
+    return None
+
+
+def shipped_syntax_problem(bundle: Bundle, script_rel: str, shown_root: str) -> str | None:
+    """The first `.py` file shipping beside the script that does not compile, as one line."""
+    for f in bundle.files:
+        if f.rel.endswith(".py") and f.rel != script_rel:
+            problem = syntax_problem(f.path, os.path.join(shown_root, f.rel))
+            if problem is not None:
+                return f"{problem} (it ships with the script: fix it or list it in {IGNORE_FILE})"
     return None
 
 
