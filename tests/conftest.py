@@ -208,7 +208,7 @@ def _local_leftovers(tmp_path: Path) -> list[str]:
     """Processes of this machine running from or in tmp_path (after waiting for them to end),
     and launcher lock files in workdirs there; both are then removed."""
     deadline = time.monotonic() + LEAK_WAIT
-    while (procs := _processes_under(tmp_path)) and time.monotonic() < deadline:
+    while (procs := processes_under(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.1)
     for pid in procs:
         with suppress(ProcessLookupError, PermissionError):
@@ -221,7 +221,7 @@ def _local_leftovers(tmp_path: Path) -> list[str]:
     ]
 
 
-def _processes_under(folder: Path) -> dict[int, str]:
+def processes_under(folder: Path) -> dict[int, str]:
     """Live processes whose command line names, or whose working folder is in, folder."""
     found: dict[int, str] = {}
     mark = str(folder)
