@@ -5,6 +5,9 @@
 # The suite runs in two pytest processes (TEST_WORKERS, default 2): most real runs wait on
 # TensorFlow's start-up, SSH and polling, so two overlap well even on two cores. Tests marked
 # `serial` measure CPU contention and run alone afterwards. mypy checks the packages meanwhile.
+# Each pytest run ends with its count of skipped tests; under CI (CI=true, 1 or yes) a test
+# that would skip fails instead and a run that skipped anything fails (tests/conftest.py).
+# After every test the harness fails it if it left a process, lock or run folder behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -4,10 +4,17 @@
   processes seen as 4 hosts, for benchmarks. Hosts a test stopped or paused are running again
   before the next test. Homes are NOT emptied between tests: call ``cluster.reset_home(host)``
   or use per-test paths when a test needs a clean home.
-- Without /usr/sbin/sshd (or without root) these fixtures fail with the fix, also in CI (CI=true).
+- Without /usr/sbin/sshd (or without root) these fixtures fail with the fix.
 - ``slurm_cluster``: session-wide, a one-node Slurm cluster of its own (tests/slurmcluster.py:
   munged, slurmctld, slurmd, config in a temporary folder), stopped at the session's end.
-  Without Slurm it skips the test, except in CI (CI=true) where it fails with the fix.
+- Leaks: after every test the harness looks for what it left behind and fails the test (an
+  error at teardown, naming it) before cleaning up: processes and tf_port lock files of the
+  SSH test hosts' users, Slurm jobs, local processes running from or in the test's tmp_path,
+  launcher lock files in it, and new run folders in the checkout's own runs/.
+- Skips: ``skip_or_fail(reason)`` is the one way a test or fixture skips for want of
+  something (a browser, Slurm, root): it skips, except under CI (``CI`` set to true, 1 or yes)
+  where it fails. The run ends with the count of skipped tests; under CI a run that skipped
+  anything fails, also under pytest-xdist.
 - ``record_figures``: a scenario test appends what it measured to test-output/reliability.jsonl
   (the figures of docs/reliability.md).
 """
@@ -17,13 +24,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
+from runformat import RUNS_DIR
 from tests.slurmcluster import SlurmCluster, SlurmClusterError
 from tests.slurmcluster import start_cluster as start_slurm
 from tests.sshcluster import (
@@ -31,11 +42,54 @@ from tests.sshcluster import (
     SshCluster,
     SshClusterError,
     check_requirements,
+    lock_files,
     start_cluster,
 )
 
 _started: list[SshCluster] = []
-FIGURES = Path(__file__).resolve().parents[1] / "test-output" / "reliability.jsonl"
+_slurm: list[SlurmCluster] = []
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ROOT / "test-output" / "reliability.jsonl"
+# s: a worker or SSH session being stopped may take this long to end (the harness's own
+# tests shorten it: their leaks are meant)
+LEAK_WAIT = float(os.environ.get("TFCLUSTER_TEST_LEAK_WAIT", "10"))
+_skipped: list[str] = []
+
+
+def in_ci() -> bool:
+    """`CI` set to a true value (true, 1, yes; any case): every test must run there."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip for want of something this machine lacks; under CI fail instead, with the reason."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI is set: nothing may be skipped)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count skipped tests (xdist replays every worker's reports in the controller)."""
+    if report.skipped and not hasattr(report, "wasxfail") and report.nodeid not in _skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI a run that skipped a test fails: a skip there hides a missing part."""
+    if hasattr(session.config, "workerinput") or not (in_ci() and _skipped):
+        return
+    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if hasattr(terminalreporter.config, "workerinput"):
+        return
+    rule = "must be 0 under CI" if in_ci() else "0 under CI"
+    terminalreporter.write_line(f"skipped tests: {len(_skipped)} ({rule})")
+    if in_ci() and _skipped:
+        for nodeid in _skipped:
+            terminalreporter.write_line(f"  skipped under CI: {nodeid}", red=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -72,8 +126,7 @@ def _ssh_cluster_all(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshCl
     try:
         check_requirements()
     except SshClusterError as exc:
-        where = " in CI (CI=true)" if os.environ.get("CI") == "true" else ""
-        pytest.fail(f"SSH test hosts unavailable{where}: {exc}", pytrace=False)
+        pytest.fail(f"SSH test hosts unavailable: {exc}", pytrace=False)
     with start_cluster(MAX_HOSTS, tmp_path_factory.mktemp("sshcluster")) as cluster:
         _started.append(cluster)
         try:
@@ -105,27 +158,84 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         cluster = start_slurm(base)
     except SlurmClusterError as exc:
         shutil.rmtree(base, ignore_errors=True)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Slurm test cluster unavailable in CI (CI=true): {exc}", pytrace=False)
-        pytest.skip(f"Slurm test cluster unavailable: {exc}")
+        skip_or_fail(f"Slurm test cluster unavailable: {exc}")
     try:
         with cluster:
-            yield cluster
+            _slurm.append(cluster)
+            try:
+                yield cluster
+            finally:
+                _slurm.remove(cluster)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
-def _ssh_hosts_back_up(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After each test that used the SSH test hosts, restart the ones it stopped or paused and
-    end what it left running there (the test itself asserts that nothing was left; this stops
-    a cascade). Other tests cannot touch the hosts, so they skip the `ps` calls."""
+def _nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test (and its own fixtures' teardown), fail it naming what it left on a
+    test host; then clean that up, so the next test does not fail for a reason not its own,
+    and restart the SSH hosts it stopped or paused. "Nothing left anywhere" is the product's
+    promise: the harness is the first to notice when it breaks."""
+    runs = ROOT / RUNS_DIR
+    runs_before = set(runs.iterdir()) if runs.is_dir() else set()
     yield
-    if "_ssh_cluster_all" not in request.fixturenames:
-        return
-    for cluster in _started:
-        cluster.ensure_running()
-        cluster.kill_leftovers()
+    left: list[str] = []
+    tmp_path = request.node.funcargs.get("tmp_path") if hasattr(request.node, "funcargs") else None
+    if isinstance(tmp_path, Path):
+        left += _local_leftovers(tmp_path)
+    if runs.is_dir():
+        left += [f"run folder {p}" for p in sorted(set(runs.iterdir()) - runs_before)]
+    if "slurm_cluster" in request.fixturenames:
+        for slurm in _slurm:
+            if jobs := slurm.wait_idle(LEAK_WAIT):
+                left.append(f"Slurm jobs {' '.join(jobs)}")
+                slurm.run("scancel", "--full", "--signal", "KILL", *jobs)
+                slurm.wait_idle(15)
+    if "_ssh_cluster_all" in request.fixturenames:
+        for cluster in _started:
+            cluster.ensure_running()
+            for host, found in cluster.leftovers(LEAK_WAIT).items():
+                left += [f"{host}: {line}" for line in found]
+            cluster.kill_leftovers()
+    if left:
+        pytest.fail(
+            f"{request.node.nodeid} left behind on the test hosts:\n  " + "\n  ".join(left),
+            pytrace=False,
+        )
+
+
+def _local_leftovers(tmp_path: Path) -> list[str]:
+    """Processes of this machine running from or in tmp_path (after waiting for them to end),
+    and launcher lock files in workdirs there; both are then removed."""
+    deadline = time.monotonic() + LEAK_WAIT
+    while (procs := processes_under(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in procs:
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    locks = [p for p in lock_files(tmp_path) if (p.parent.parent / RUNS_DIR).is_dir()]
+    for path in locks:
+        path.unlink(missing_ok=True)
+    return [f"local: {pid} {cmd}" for pid, cmd in procs.items()] + [
+        f"local: lock {p}" for p in locks
+    ]
+
+
+def processes_under(folder: Path) -> dict[int, str]:
+    """Live processes whose command line names, or whose working folder is in, folder."""
+    found: dict[int, str] = {}
+    mark = str(folder)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with suppress(OSError):
+            if (entry / "stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                continue
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+            if mark in cmd or cwd == mark or cwd.startswith(mark + "/"):
+                found[int(entry.name)] = cmd.strip()
+    return found
 
 
 @pytest.fixture

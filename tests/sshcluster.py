@@ -30,6 +30,7 @@ API:
   host keys), ``processes_of(host)``, ``wait_idle(host, timeout=5)``, ``stop_host(host)``,
   ``start_host(host)`` (same port), ``pause_host(host)``/``resume_host(host)`` (sshd frozen:
   TCP connects, no SSH banner), ``host_down(host)``, ``ensure_running()``, ``reset_home(host)``,
+  ``locks_of(host)``, ``leftovers(timeout=10)``, ``kill_leftovers()``,
   ``subset(n)``, ``close()``.
 - ``start_cluster(n, base)``: a started ``SshCluster`` (context manager); its files live in a
   new directory under ``base``. ``free_port()`` / ``free_ports(n)``: TCP ports free right now.
@@ -73,9 +74,12 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
+
+from launcher.commands import lock_path
+from runformat import RUNS_DIR
 
 if TYPE_CHECKING:
     from fabric import Connection
@@ -292,16 +296,35 @@ class SshCluster:
             time.sleep(0.05)
         return procs
 
+    def locks_of(self, host: TestHost) -> list[Path]:
+        """The launcher's tf_port lock files anywhere in the host user's workdirs."""
+        return lock_files(host.home)
+
+    def leftovers(self, timeout: float = 10) -> dict[str, list[str]]:
+        """What the test users left, by host name: processes still running after up to
+        timeout s (SSH sessions end a moment after the client) and lock files."""
+        deadline = time.monotonic() + timeout
+        left: dict[str, list[str]] = {}
+        for host in self.hosts:
+            procs = self.wait_idle(host, max(0.0, deadline - time.monotonic()))
+            found = procs + [f"lock {path}" for path in self.locks_of(host)]
+            if found:
+                left[host.name] = found
+        return left
+
     def kill_leftovers(self) -> dict[str, list[str]]:
-        """SIGKILL whatever the test users still run; returns what was there, by host name.
+        """SIGKILL whatever the test users still run and delete their lock files; returns
+        what was there, by host name (see `leftovers`, which waits; this does not).
 
         A test that fails half-way can leave workers behind; without this the next test
         would inherit them (busy ports, a held lock) and fail for a reason not its own.
         """
-        left = {h.name: procs for h in self.hosts if (procs := self.processes_of(h))}
+        left = self.leftovers(timeout=0)
         for host in self.hosts:
             if host.name in left:
                 _kill_user_processes(host.user)
+                for path in self.locks_of(host):
+                    path.unlink(missing_ok=True)
         return left
 
     def stop_host(self, host: TestHost) -> None:
@@ -837,6 +860,30 @@ def _check_python(cluster: SshCluster) -> None:
         raise SshClusterError(
             f"the test users cannot run {cluster.python} over SSH:\n" + "\n".join(failures)
         )
+
+
+_LOCK = PurePosixPath(lock_path(".", 0))
+
+
+def lock_files(root: Path, depth: int = 4) -> list[Path]:
+    """The launcher's lock files (`<workdir>/locks/*.lock`) under root, up to depth folders
+    down; virtual environments and run folders (thousands of files, never a lock) are not
+    entered."""
+    found: list[Path] = []
+    for top, dirs, files in os.walk(root):
+        here = Path(top)
+        level = len(here.relative_to(root).parts)
+        if here.name == _LOCK.parent.name:
+            found += [here / f for f in files if f.endswith(_LOCK.suffix)]
+        dirs[:] = [
+            d
+            for d in dirs
+            if level < depth and d not in _NO_LOCKS and not (here / d / "pyvenv.cfg").exists()
+        ]
+    return sorted(found)
+
+
+_NO_LOCKS = frozenset({RUNS_DIR, "site-packages", "node_modules", ".cache"})
 
 
 def ssh_session_pids(host: TestHost) -> list[int]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import paramiko
 import pytest
 
 from tests import sshcluster
+from tests.conftest import in_ci, skip_or_fail
 from tests.sshcluster import SshCluster, SshClusterError, TestHost, free_ports
 
 pytestmark = pytest.mark.slow
@@ -117,7 +120,7 @@ def test_the_cluster_python_runs_as_every_user(ssh_cluster: SshCluster) -> None:
 
 def test_users_cannot_read_roots_home(ssh_cluster: SshCluster) -> None:
     if os.stat("/root").st_mode & stat.S_IROTH:
-        pytest.skip("/root is world-readable on this machine")
+        skip_or_fail("/root is world-readable on this machine")
     res = ssh_cluster.run_as(ssh_cluster.hosts[0], "ls /root")
     assert res.returncode != 0
 
@@ -195,3 +198,119 @@ def test_a_missing_sshd_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setattr(sshcluster, "SSHD", tmp_path / "sshd")
     with pytest.raises(SshClusterError, match=r"scripts/system-packages\.sh"):
         sshcluster.check_requirements()
+
+
+LEAKY_TESTS = """
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import skip_or_fail
+
+
+def test_leaks_a_sleep(ssh_cluster):
+    start = "{ setsid nohup sleep 300 >/dev/null 2>&1 </dev/null & }"
+    assert ssh_cluster.run_as(ssh_cluster.hosts[0], start).returncode == 0
+
+
+def test_leaks_a_lock(ssh_cluster):
+    locks = ssh_cluster.hosts[1].home / "wd" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "tf_port-1234.lock").write_text("run\\n")
+
+
+def test_leaks_a_local_sleep(tmp_path):
+    proc = subprocess.Popen(["sleep", "300"], cwd=tmp_path, start_new_session=True)
+    Path(os.environ["LEAK_PID_FILE"]).write_text(str(proc.pid))
+
+
+def test_leaves_nothing(ssh_cluster, tmp_path):
+    assert ssh_cluster.run_as(ssh_cluster.hosts[2], "sleep 0.1").returncode == 0
+    subprocess.run(["sleep", "0.1"], cwd=tmp_path, check=True)
+
+
+def test_passes():
+    pass
+
+
+def test_skips_for_want_of_something():
+    skip_or_fail("no such thing here")
+
+
+def test_skips_plainly():
+    pytest.skip("a plain skip")
+"""
+
+
+def _pytest_of(tests: Path, *args: str, ci: str | None) -> subprocess.CompletedProcess[str]:
+    """A pytest session of its own over `tests`, with this suite's conftest as a plugin."""
+    env = {k: v for k, v in os.environ.items() if k != "CI" and not k.startswith("PYTEST_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["TFCLUSTER_TEST_LEAK_WAIT"] = "1"  # the leaks here are meant: no need to wait them out
+    if ci is not None:
+        env["CI"] = ci
+    argv = [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider"]
+    return subprocess.run(
+        [*argv, "--basetemp", str(tests.parent / f"basetemp{len(args)}"), *args, str(tests)],
+        cwd=tests.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_the_harness_fails_a_test_that_leaves_something_behind(tmp_path: Path) -> None:
+    """A sleep left on an SSH test host, a lock file there and a local process each fail the
+    test that left them, by name, and are gone afterwards; a clean test passes."""
+    tests = tmp_path / "probe" / "test_leaky.py"
+    tests.parent.mkdir()
+    tests.write_text(LEAKY_TESTS)
+    pid_file = tmp_path / "local.pid"
+    os.environ["LEAK_PID_FILE"] = str(pid_file)
+    try:
+        res = _pytest_of(tests, "-rA", ci=None)
+    finally:
+        del os.environ["LEAK_PID_FILE"]
+    out = res.stdout
+    assert res.returncode == 1, out + res.stderr
+    for test, leak in [
+        ("test_leaks_a_sleep", r"tfs?\d*host1: \d+ sleep 300"),
+        ("test_leaks_a_lock", r"tfs?\d*host2: lock /\S+/wd/locks/tf_port-1234.lock"),
+        ("test_leaks_a_local_sleep", r"local: \d+ sleep 300"),
+    ]:
+        assert f"ERROR test_leaky.py::{test} - Failed" in out
+        said = rf"\ntest_leaky.py::{test} left behind on the test hosts:\n +{leak}\n"
+        assert re.search(said, out), out
+    assert "ERROR test_leaky.py::test_leaves_nothing" not in out
+    assert "5 passed, 2 skipped, 3 errors" in out
+    assert "skipped tests: 2 (0 under CI)" in out
+    assert not Path(f"/proc/{pid_file.read_text()}").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "ci"), [("true", True), ("1", True), ("YES", True), ("", False), ("false", False)]
+)
+def test_ci_is_a_true_value(monkeypatch: pytest.MonkeyPatch, value: str, ci: bool) -> None:
+    monkeypatch.setenv("CI", value)
+    assert in_ci() is ci
+
+
+@pytest.mark.slow
+def test_under_ci_a_skip_fails_the_run_also_with_two_processes(tmp_path: Path) -> None:
+    tests = tmp_path / "probe" / "test_leaky.py"
+    tests.parent.mkdir()
+    tests.write_text(LEAKY_TESTS)
+    res = _pytest_of(tests, "-n", "2", "-k", "skips or passes", "-rA", ci="Yes")
+    out = res.stdout
+    assert res.returncode == 1, out + res.stderr
+    assert re.search(r"FAILED .*test_skips_for_want_of_something - .*CI is set", out), out
+    assert "PASSED test_leaky.py::test_passes" in out
+    assert "skipped tests: 1 (must be 0 under CI)" in out
+    assert "skipped under CI: test_leaky.py::test_skips_plainly" in out

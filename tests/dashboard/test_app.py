@@ -293,15 +293,15 @@ def test_corrupt_run_warns_and_shows_what_is_left(
 def test_run_name_that_leaves_the_runs_folder_is_refused(
     open_app: OpenApp, finished_run: Path, name: str
 ) -> None:
-    outside = finished_run.parent.parent / "outside"
-    outside.mkdir(exist_ok=True)
-    (outside / "cluster.json").write_text('{"state": "running"}')
+    """Every name is a real run folder (outside the runs folder or hidden in it): only the name
+    rules of the page and of the runs folder's listing refuse it."""
+    runs = finished_run.parent
+    for folder in (runs.parent / "outside", runs / ".hidden", runs / "%2e%2e"):
+        shutil.copytree(finished_run, folder, dirs_exist_ok=True)
 
-    app = open_app(finished_run.parent, run=name)
+    app = open_app(runs, run=name)
 
-    assert "Refused run name" in texts(app.warning) or "not in the runs folder" in texts(
-        app.warning
-    )
+    assert texts(app.warning) == f"Refused run name `{name}`: not a folder of the runs folder."
     assert app.query_params["run"] == name, "the page does not jump to another run"
     assert app.sidebar.selectbox[0].value is None
     assert "Pick a run" in texts(app.info)
@@ -464,11 +464,12 @@ def test_failed_run_names_its_cause_opens_its_log_and_says_why_there_is_no_model
 
 
 def test_log_search_keeps_only_matching_lines(open_app: OpenApp, finished_run: Path) -> None:
+    """Worker 0's sample log has one line per 10 steps; the search ignores case."""
     app = show(open_app(finished_run.parent), "Artifacts")
-    app.text_input(key="log-search").input("LOSS 0.2").run()
-    shown = texts(app.code)
-    assert "step 30 loss 0.689" not in shown
-    assert "line(s) containing" in texts(app.caption)
+    assert "step 20 loss 1.0335\nstep 30 loss 0.6927\n" in raw_texts(app.code)
+    app.text_input(key="log-search").input("LOSS 0.6").run()
+    assert [c.value for c in app.code if "step" in c.value] == ["step 30 loss 0.6927"]
+    assert "1 line(s) containing “LOSS 0.6”" in texts(app.caption)
 
 
 HOSTILE = '**bold** [link](https://evil.example) <a href="https://evil.example">a</a> :red[x]'

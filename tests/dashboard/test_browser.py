@@ -29,6 +29,7 @@ from dashboard.live import BIG_LOAD_BYTES
 from dashboard.livechart import ASSET_DIR, PLOTLY_JS, PLOTLY_PACKAGE
 from dashboard.samplerun import RunPlan, append_progress, write_run
 from dashboard.serve import streamlit_command
+from tests.conftest import skip_or_fail
 
 # One test process for the whole module, so that its module fixtures are built once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_browser")]
@@ -125,9 +126,7 @@ def browser() -> Iterator[Browser]:
         message = (
             f"{CHROMIUM} is missing: run scripts/system-packages.sh (apt-get install chromium)"
         )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message)
     # The first page load imports pandas and Plotly on a shared 2-core machine: be patient.
     expect.set_options(timeout=60_000)
     with sync_playwright() as playwright:

@@ -11,7 +11,6 @@ import pytest
 
 from dashboard.cluster import (
     PHASE_SILENCE_SECONDS,
-    STALL_MIN_SECONDS,
     STALL_UNKNOWN_SECONDS,
     WorkerProgress,
     WorkerRow,
@@ -31,17 +30,13 @@ from runformat import SystemSample
 NOW = 1_800_000_000.0
 
 
-@pytest.mark.parametrize(
-    ("interval", "limit"),
-    [
-        (None, STALL_UNKNOWN_SECONDS),
-        (0.0, STALL_UNKNOWN_SECONDS),
-        (0.5, STALL_MIN_SECONDS),
-        (10.0, 100.0),
-    ],
-)
-def test_stall_limit_is_far_beyond_the_usual_interval(interval: float | None, limit: float) -> None:
-    assert stall_limit(interval) == limit
+@pytest.mark.parametrize("interval", [0.01, 0.5, 3.0, 10.0, 600.0])
+def test_stall_limit_is_far_beyond_the_usual_interval(interval: float) -> None:
+    """Ten usual intervals at least and never under half a minute (event writers flush in
+    bursts); before any interval is known (TensorFlow may still wait for every worker to
+    connect) at least two minutes. The figures are the rule, not the module's constants."""
+    assert stall_limit(interval) >= max(10 * interval, 30)
+    assert stall_limit(None) == stall_limit(0.0) >= 120
 
 
 def test_progress_uses_the_median_gap_between_points() -> None:

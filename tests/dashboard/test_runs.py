@@ -48,12 +48,27 @@ def run_dir(tmp_path: Path) -> Path:
     return write_run(tmp_path / "runs", RunPlan(workers=2), run_id="20261128-120000-abcd")
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["..", ".", "../runs", "/etc", "a/b", "", ".hidden", "x" * 200, "run\x00", "..\\..", "~"],
-)
+@pytest.mark.parametrize("name", [".hidden", "x" * 200, "..\\..", "~", "-rf", "a b"])
 def test_run_names_that_are_not_plain_folders_are_refused(run_dir: Path, name: str) -> None:
-    assert safe_run_dir(run_dir.parent, name) is None
+    """Each is a real run folder in the runs folder: only the name rule refuses it."""
+    runs = run_dir.parent
+    shutil.copytree(run_dir, runs / name)
+    assert safe_run_dir(runs, name) is None
+    assert [run.run_id for run in load_runs(runs)] == [run_dir.name]
+
+
+def test_a_run_name_with_a_nul_byte_is_refused(run_dir: Path) -> None:
+    assert safe_run_dir(run_dir.parent, "run\x00") is None
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../runs", "/etc", "a/b", ""])
+def test_run_names_that_are_paths_are_refused(run_dir: Path, name: str) -> None:
+    """Each names a real folder; the name rule and the real-path check each refuse it."""
+    runs = run_dir.parent
+    (runs / "a" / "b").mkdir(parents=True)
+    shutil.copytree(run_dir, runs / "a" / "b", dirs_exist_ok=True)
+    assert (runs / name).is_dir()
+    assert safe_run_dir(runs, name) is None
 
 
 def test_run_folder_linked_from_outside_is_refused(run_dir: Path, tmp_path: Path) -> None:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import tarfile
+import time
 from pathlib import Path
+
+import pytest
 
 from launcher.deploy import (
     deploy_code,
@@ -57,14 +62,39 @@ def test_each_problem_says_what_to_do() -> None:
     assert host_problems(probe(deployed=False), [], True) == []  # local: runs from here
 
 
-def test_tree_hash_is_stable_and_archive_holds_the_trainer() -> None:
-    assert tree_hash() == tree_hash()
+def test_tree_hash_is_stable_and_archive_holds_the_trainer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same files give the same hash and the same archive bytes at another time, in another
+    folder, with other modification times; a changed byte changes both."""
     with tarfile.open(fileobj=io.BytesIO(tree_archive())) as tar:
         names = tar.getnames()
     assert "trainer/__main__.py" in names and "trainer/requirements.txt" in names
     assert not any("__pycache__" in n for n in names)
     assert len(names) == len(tree_files())
-    assert tree_archive() == tree_archive(), "same tree, same bytes"
+
+    first = tmp_path / "first"
+    for rel, data in [("trainer/a.py", "A = 1\n"), ("runformat/b.py", "B = 2\n")]:
+        (first / rel).parent.mkdir(parents=True, exist_ok=True)
+        (first / rel).write_text(data)
+    (first / "trainer" / "__pycache__").mkdir()
+    (first / "trainer" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"cache")
+    hashed, packed = tree_hash(first), tree_archive(first)
+
+    second = tmp_path / "second"
+    shutil.copytree(first, second, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in second.rglob("*.py"):
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    later = time.time() + 86_400
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert (tree_hash(second), tree_archive(second)) == (hashed, packed)
+    with tarfile.open(fileobj=io.BytesIO(packed)) as tar:
+        assert tar.getnames() == ["trainer/a.py", "runformat/b.py"]
+        assert all(m.mtime == 0 for m in tar.getmembers())
+        assert tar.extractfile("trainer/a.py").read() == b"A = 1\n"  # type: ignore[union-attr]
+
+    (second / "trainer" / "a.py").write_text("A = 3\n")
+    assert tree_hash(second) != hashed and tree_archive(second) != packed
 
 
 def test_deploy_code_sends_once(tmp_path: Path) -> None:

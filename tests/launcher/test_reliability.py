@@ -138,9 +138,9 @@ def files_under(root: Path) -> dict[str, str]:
     return out
 
 
-def assert_mirror_equals_hosts(run_dir: Path, hosts: list[TestHost]) -> int:
-    """Every file a host may send is here byte for byte, and nothing else of it; returns
-    how many files were compared."""
+def assert_workers_mirrored(run_dir: Path, hosts: list[TestHost]) -> int:
+    """Every worker's folder is here byte for byte, and nothing else of it; returns how many
+    files were compared."""
     compared = 0
     for i, host in enumerate(hosts):
         remote = remote_run(host, run_dir.name)
@@ -151,6 +151,13 @@ def assert_mirror_equals_hosts(run_dir: Path, hosts: list[TestHost]) -> int:
         }
         assert files_under(run_dir / "workers" / str(i)) == theirs, host.name
         compared += len(theirs)
+    return compared
+
+
+def assert_mirror_equals_hosts(run_dir: Path, hosts: list[TestHost]) -> int:
+    """Every file a host may send is here byte for byte, and nothing else of it; returns
+    how many files were compared."""
+    compared = assert_workers_mirrored(run_dir, hosts)
     chief = remote_run(hosts[0], run_dir.name)
     for name in ("model.h5", "metrics.json"):
         assert sha256(run_dir / name) == sha256(chief / name), name
@@ -351,21 +358,41 @@ def test_fab_stop_ends_a_frozen_worker_of_a_killed_launcher_on_a_full_disk(
     tmp_path: Path,
     record_figures: Callable[..., None],
 ) -> None:
+    """The machine that ran `fab train` went away: the run is found, fetched and followed
+    from here, and `fab stop` ends it even with a worker frozen and this disk full."""
     chief, other = two_hosts.hosts[0], two_hosts.hosts[1]
     with small_disk(tmp_path / "runs", "8m") as runs:
         run_dir = orphaned_run(tmp_path, ssh_env, *UNTIL_STOPPED)
-        frozen = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
-        os.kill(frozen, signal.SIGSTOP)
-        filler = fill_disk(runs)
-        t0 = time.monotonic()
-        stop = run_fab(tmp_path, "stop", "--grace", "3", env=ssh_env, timeout=120)
-        took = time.monotonic() - t0
+        status = run_fab(tmp_path, "status", env=ssh_env, timeout=60)
+        assert status.returncode == 0 and status.stdout.count(" alive ") == 2, status.stdout
+        log = run_dir / "workers" / "1" / "worker.log"
+        written = (remote_run(other, run_dir.name) / "workers" / "1" / "worker.log").stat().st_size
+        fetch = run_fab(tmp_path, "fetch", env=ssh_env, timeout=60)
+        assert fetch.returncode == 0, fetch.stderr
+        assert log.stat().st_size >= written, "every byte the worker had written came back"
+        follower = start_fab(tmp_path, "fetch", "--follow", "--interval", "0.5", env=ssh_env)
+        try:
+            frozen = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
+            os.kill(frozen, signal.SIGSTOP)
+            filler = fill_disk(runs)
+            t0 = time.monotonic()
+            stop = run_fab(tmp_path, "stop", "--grace", "3", env=ssh_env, timeout=120)
+            took = time.monotonic() - t0
+            followed, _ = follower.communicate(timeout=60)
+        finally:
+            stop_process(follower)
         assert stop.returncode == 0, stop.stdout + stop.stderr
         assert "Traceback" not in stop.stdout + stop.stderr
         assert re.search(rf"\[1 {other.user}@.*\] stopped \(was frozen\)", stop.stdout), stop.stdout
         assert "No space left on device" in stop.stdout + stop.stderr
+        # The follower ends with the run, and says what it could not write here.
+        assert follower.returncode == 1 and "Traceback" not in followed, followed
+        assert "fetch incomplete: " in followed and "make room and fetch again" in followed
         assert_nothing_left(two_hosts, [chief, other], run_dir)
         filler.unlink()
+        fetched = run_fab(tmp_path, "fetch", env=ssh_env, timeout=60)
+        assert fetched.returncode == 0 and "fetched" in fetched.stdout, fetched.stderr
+        assert_workers_mirrored(run_dir, [chief, other])
         again = run_fab(tmp_path, "stop", env=ssh_env, timeout=120)
         assert again.returncode == 0 and again.stdout.count("not running") == 2, again.stdout
         assert read_json(run_dir / "cluster.json")["state"] == "stopped"

@@ -261,38 +261,6 @@ def test_host_that_does_not_answer(
     record_figures(6, case="host never greets (sshd frozen)", refused_sec=round(took, 1))
 
 
-def test_launcher_lost_then_status_fetch_and_stop(
-    ssh_cluster: SshCluster, ssh_env: dict[str, str], tmp_path: Path
-) -> None:
-    """The machine running `fab train` goes away; the run is found, followed and stopped."""
-    ssh_cluster.hosts_file(tmp_path / "hosts.txt", 2)
-    assert run_fab(tmp_path, "deploy", env=ssh_env, timeout=120).returncode == 0
-    with training_job(tmp_path, *FAST, "--epochs", "200", env=ssh_env) as (proc, run_dir):
-        proc.kill()  # the launcher dies without cleaning up: the workers go on
-        proc.communicate(timeout=30)
-    status = run_fab(tmp_path, "status", env=ssh_env, timeout=60)
-    assert status.returncode == 0 and status.stdout.count(" alive ") == 2, status.stdout
-    log = run_dir / "workers" / "1" / "worker.log"
-    remote_log = (
-        ssh_cluster.hosts[1].home / "tfjobs" / "runs" / run_dir.name / log.relative_to(run_dir)
-    )
-    written = remote_log.stat().st_size
-    fetch = run_fab(tmp_path, "fetch", env=ssh_env, timeout=60)
-    assert fetch.returncode == 0, fetch.stderr
-    assert log.stat().st_size >= written, "every byte the worker had written came back"
-    follower = start_fab(tmp_path, "fetch", "--follow", "--interval", "0.5", env=ssh_env)
-    try:
-        stop = run_fab(tmp_path, "stop", "--grace", "3", env=ssh_env, timeout=60)
-        assert stop.returncode == 0, stop.stderr
-        assert stop.stdout.count("stopped (was alive)") == 2, stop.stdout
-        out, _ = follower.communicate(timeout=60)
-    finally:
-        stop_process(follower)
-    assert follower.returncode == 0 and "fetched" in out, out
-    assert read_json(run_dir / "cluster.json")["state"] == "stopped"
-    assert_hosts_idle(ssh_cluster, 2)
-
-
 def test_killed_worker_restarts_the_job_from_the_chiefs_backup(
     ssh_cluster: SshCluster,
     ssh_env: dict[str, str],

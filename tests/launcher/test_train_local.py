@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from launcher.noise import is_keras_progress, is_tf_log
+from tests.conftest import processes_under
 from tests.launcher.helpers import (
     FAST,
     UNTIL_STOPPED,
@@ -155,11 +156,15 @@ def test_broken_python_path_is_refused_before_start(
     t0 = time.monotonic()
     out = run_fab(tmp_path, "train", *FAST, timeout=60)
     took = time.monotonic() - t0
+    left = processes_under(tmp_path)  # a worker 0 started would still be importing TensorFlow
     assert out.returncode == 1
     assert "worker 1 (localhost): python '/no/such/python3' not found" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "runs").exists()
-    record_figures(3, case="python path missing", refused_sec=round(took, 1), processes_left=0)
+    assert left == {}, "nothing was started"
+    record_figures(
+        3, case="python path missing", refused_sec=round(took, 1), processes_left=len(left)
+    )
 
 
 def test_bad_hosts_file_is_one_clean_line(tmp_path: Path) -> None:

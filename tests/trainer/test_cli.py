@@ -76,22 +76,3 @@ def test_a_wrong_shaped_npz_fails_the_worker_status(tmp_path: Path, wrong_shape_
     assert status["state"] == "failed"
     assert "x_train has shape (8, 32, 32)" in status["error"]
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["workers"]
-
-
-def test_help_lists_every_option(tmp_path: Path) -> None:
-    result = run_trainer("--help")
-    assert result.returncode == 0
-    for option in (
-        "--run-dir",
-        "--epochs",
-        "--batch-size",
-        "--steps-per-epoch",
-        "--shard",
-        "--learning-rate",
-        "--seed",
-        "--dataset",
-        "--data",
-        "--log-every",
-        "--threads",
-    ):
-        assert option in result.stdout
