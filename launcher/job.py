@@ -10,11 +10,8 @@ completed epoch.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import signal
-import socket
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -24,27 +21,18 @@ from typing import Any
 from launcher.attempts import AttemptedJob, StoppedByUser
 from launcher.backup import latest_backup
 from launcher.contact import with_contact
-from launcher.display import Output, WorkerRow
+from launcher.display import Output, WorkerRow, log_tail
 from launcher.exits import describe_exit, first_failure, job_exit_code
 from launcher.failure import Failure, decide, exit_failure, may_restart, stall_failure
 from launcher.options import WatchOptions
+from launcher.record import stopped_by_user
 from launcher.remote import HostError
 from launcher.results import HostResults
 from launcher.signals import signals_ignored
 from launcher.summary import Peer, failure_report, summary
 from launcher.watch import QuietClock, poll_all, view
 from launcher.worker import Worker, WorkerState
-from runformat import BACKUP_DIR, CLUSTER_JSON
-
-LOG_TAIL_LINES = 15
-
-
-def log_tail(path: Path, n: int = LOG_TAIL_LINES) -> list[str]:
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    return [line for line in lines if line.strip()][-n:]
+from runformat import BACKUP_DIR
 
 
 class Job(AttemptedJob[Failure]):
@@ -128,19 +116,11 @@ class Job(AttemptedJob[Failure]):
         self.out.note(f"starting {len(self.workers)} worker(s)")
         HostResults.run(self.workers, lambda w: w.start()).raise_first()
 
-    def _stopped_by_user(self) -> bool:
-        """`fab stop` from another terminal marks cluster.json stopped before it stops workers."""
-        try:
-            state = json.loads((self.local_dir / CLUSTER_JSON).read_text()).get("state")
-        except (OSError, ValueError, AttributeError):
-            return False
-        return bool(state == "stopped")
-
     def _watch(self) -> None:
         started_at = self.clock()
         while True:
             self._tick()
-            if self._stopped_by_user():
+            if stopped_by_user(self.local_dir):
                 raise StoppedByUser
             if self.failure is not None or all(w.ended for w in self.workers):
                 return
@@ -316,7 +296,3 @@ class Job(AttemptedJob[Failure]):
             self.save_end(state="failed", failure=broken)
         self.out.line(f"FAILED: {reason}; every worker was stopped")
         return 1
-
-
-def launcher_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
