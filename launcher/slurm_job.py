@@ -1,4 +1,4 @@
-"""`fab train | status | stop | fetch | export` for a `scheduler=slurm` hosts line.
+"""`fab train` for a `scheduler=slurm` hosts line: one run as one Slurm job.
 
 The job goes through `sbatch` on the login host (or this machine for `localhost`), whose run
 directory sits on the file system the nodes share. The launcher then watches one job instead
@@ -10,10 +10,7 @@ the same script on the same run directory, resumed from the trainer's backup.
 
 from __future__ import annotations
 
-import shutil
-import signal
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +46,6 @@ from launcher.slurm_queue import (
     fetch_job_files,
     job_outcome,
 )
-from launcher.summary import summary
 from launcher.sync import DiskNotices, LocalWriteError, Mirror
 from launcher.watch import QuietClock
 from launcher.worker import ProcessState, reset_worker
@@ -131,8 +127,13 @@ class SlurmJob(AttemptedJob[TaskFailed]):
     def prefix(self, task: int) -> str:
         return f"[{task} {self.node(task)}]"
 
-    def _start_attempt(self) -> None:
-        self._new_attempt()
+    @property
+    def stopping(self) -> str:  # type: ignore[override]
+        return f"cancelling Slurm job {self.job_id or '(not submitted)'}"
+
+    again = "submitting the job again"
+
+    def _start(self) -> None:
         self._submit()
 
     def _host_failure(self, exc: HostError) -> TaskFailed:
@@ -225,7 +226,7 @@ class SlurmJob(AttemptedJob[TaskFailed]):
                 self.out.line(
                     f"cancelling Slurm job {self.job_id}: worker {late.task} {late.reason}"
                 )
-                self._cancel()
+                self._stop()
                 return
             self._progress()
             time.sleep(self.watch.interval)
@@ -355,13 +356,17 @@ class SlurmJob(AttemptedJob[TaskFailed]):
             return []
         return parse_srun_failures(text)
 
-    def _cancel(self) -> None:
+    def _stop(self, bring_home: bool = True) -> None:
+        """scancel a job Slurm has not ended, and wait for its end; then the last mirror."""
+        if not self.job_id or (self.info is not None and self.info.ended):
+            return
         with signals_ignored():
             info = cancel_and_wait(self.shell, self.job_id, self.watch.grace + 120)
             if info is not None:
                 self.info = info
                 self.slurm.update(state=info.state, reason=info.reason)
-            self._sync_final()
+            if bring_home:
+                self._sync_final()
             if self.failure is not None:
                 report = {f.task: f.exit_code for f in self._srun_report()}
                 for i in range(self.spec.workers):
@@ -373,22 +378,12 @@ class SlurmJob(AttemptedJob[TaskFailed]):
     def _end_attempt(self, failure: TaskFailed | None, **extra: Any) -> None:
         super()._end_attempt(failure, job_id=self.job_id, **extra)
 
-    def _restart(self, failure: TaskFailed) -> None:
-        """Submit the same script again on the same run directory; the backup resumes it."""
-        failure.log_tail = self._tail(failure)
-        self._end_attempt(failure)
-        self.restarts += 1
-        self.failure = None
+    def _reset(self, note: str) -> None:
+        """The same script is submitted again on the same run directory; the backup resumes it."""
         self.quiet.clear()
         self.nodes = []  # the next job may run on other nodes: filled again from its allocation
-        self.out.line(
-            f"RESTART {self.restarts}/{self.watch.max_restarts}: {failure.line()}; submitting "
-            "the job again, resuming from the last completed epoch"
-        )
-        note = f"--- restart {self.restarts}: attempt {self.restarts + 1} ---"
         for i in range(self.spec.workers):
             reset_worker(self.shell, self.run_dir, self.local_dir, i, note, self.mirror)
-        self.save(restarts=self.restarts, attempts=self.attempts)
 
     def _tail(self, failure: TaskFailed) -> list[str]:
         return failure_tail(self.local_dir, self.job_id, failure)
@@ -410,69 +405,20 @@ class SlurmJob(AttemptedJob[TaskFailed]):
             **changes,
         )
 
-    def _end_failed(self, failure: TaskFailed) -> int:
-        if self.info is not None and not self.info.ended and self.job_id:
-            self._cancel()
-        failure.log_tail = self._tail(failure)
-        self._end_attempt(failure)
-        self.save_end(state="failed", failure=failure.as_dict())
-        self.out.line(f"FAILED: {failure.line()}")
+    def _report(self, failure: TaskFailed) -> list[str]:
+        lines = [f"FAILED: {failure.line()}"]
         if failure.log_tail:
-            where = (
-                worker_log_rel(failure.task)
-                if failure.task is not None
-                else slurm_output(self.job_id)
-            )
-            self.out.line(f"last lines of {where}:")
-            self.out.lines([f"  {line}" for line in failure.log_tail])
-        self.out.line(f"Slurm job {self.job_id} ended; logs are in {self.local_dir}")
-        return 1
+            task = failure.task
+            where = worker_log_rel(task) if task is not None else slurm_output(self.job_id)
+            lines += [f"last lines of {where}:", *(f"  {line}" for line in failure.log_tail)]
+        return [*lines, f"Slurm job {self.job_id} ended; logs are in {self.local_dir}"]
 
-    def _end_broken(self, exc: Exception) -> int:
-        """An error the launcher did not expect: no job may go on unwatched, so it is
-        cancelled, and the record says why (as for SSH hosts)."""
-        reason = f"launcher error: {type(exc).__name__}: {exc}"
-        with signals_ignored():
-            self.out.line(f"{reason}; cancelling Slurm job {self.job_id or '(not submitted)'}")
-            self.out.log_only(traceback.format_exc())
-            if self.job_id:
-                self._cancel()
-            self._end_attempt(None)
-            self.save_end(state="failed", failure=TaskFailed(None, "launcher", reason).as_dict())
-        return 1
+    def _drop_backups(self) -> None:
+        super()._drop_backups()
+        if self.mirror is not None:
+            self.shell.run(f"rm -rf {commands.q(self.run_dir + '/' + BACKUP_DIR)}", timeout=30)
 
-    def _end_stopped(self, signum: int | None) -> int:
-        with signals_ignored():
-            why = "`fab stop`" if signum is None else signal.Signals(signum).name
-            self.out.line(f"stopped by {why}: cancelling Slurm job {self.job_id}")
-            if self.job_id:
-                self._cancel()
-            self._end_attempt(None)
-            self.save_end(state="stopped")
-            self.out.line(f"stopped; logs are in {self.local_dir}")
-        return 1 if signum is None else 128 + int(signum)
-
-    def _end_finished(self) -> int:
-        """Bring the rest home and write the record, waiting for room on a full local disk."""
-        left = self._until_done(self._unmirrored)
-        if not left:
-            shutil.rmtree(self.local_dir / BACKUP_DIR, ignore_errors=True)
-            if self.mirror is not None:
-                self.shell.run(f"rm -rf {commands.q(self.run_dir + '/backup')}", timeout=30)
-        self._end_attempt(None)
-        left += self._until_done(lambda: self._save_end_problems(state="finished"))
-        self.out.line(f"Slurm job {self.job_id} completed")
-        if left:
-            self.out.line(
-                f"WARNING: every task finished, but not all of the run is here: "
-                f"{'; '.join(left)}. Make room, then `fab fetch --run {self.local_dir.name}` "
-                "brings the files (cluster.json keeps its last state)."
-            )
-            return 1
-        self.out.line(summary(self.local_dir))
-        return 0
-
-    def _unmirrored(self) -> list[str]:
+    def _bring_home(self) -> list[str]:
         """What the last pass could not write here, after one more try."""
         if self.mirror is None or self.disk.error is None:
             return []

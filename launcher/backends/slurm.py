@@ -164,7 +164,9 @@ class SlurmReserved:
     shell: HostShell
     launch: Launch
     python: str
+    workdir: str
     run_dir: str
+    entry: dict[str, Any]  # the login line as host_entry records it; tasks copy it
     hosts: Sequence[HostEntry]
     tf_config_cluster: dict[str, Any]
     details: dict[str, Any]
@@ -186,11 +188,8 @@ class SlurmReserved:
         host, launch, run_dir = self.shell.host, self.launch, self.run_dir
         spec = host.slurm
         assert spec is not None
-        workdir = str(self.details.pop("workdir"))
-        entry = self.details.pop("entry")
-        record["slurm"] = self.details
         script = script_for(
-            host, spec, launch.run_id, workdir, launch.code, self.python, launch.program,
+            host, spec, launch.run_id, self.workdir, launch.code, self.python, launch.program,
             sorted(launch.env),
         )  # fmt: skip
         (launch.local_dir / SLURM_SCRIPT).write_text(script, encoding="utf-8")
@@ -200,7 +199,7 @@ class SlurmReserved:
                 raise UserError(f"{host.label}: cannot create {run_dir}: {made.stderr.strip()}")
             self.shell.write_file(f"{run_dir}/{SLURM_SCRIPT}", script.encode(), 0o644)
         job = SlurmJob(
-            self.shell, spec, run_dir, launch.local_dir, record, out, dict(launch.env), entry,
+            self.shell, spec, run_dir, launch.local_dir, record, out, dict(launch.env), self.entry,
             launch.options.watch,
         )  # fmt: skip
         job.save()
@@ -275,7 +274,10 @@ class SlurmBackend:
                 "job_id": None,
                 "job_ids": [],
             }
-            yield SlurmReserved(shell, launch, pre.python, run_dir, (), {"worker": []}, details)
+            yield SlurmReserved(
+                shell, launch, pre.python, pre.workdir, run_dir, entry.to_dict(), (),
+                {"worker": []}, details,
+            )  # fmt: skip
         finally:
             shell.close()
 
