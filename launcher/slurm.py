@@ -2,9 +2,10 @@
 commands (sbatch, scontrol, sacct, srun's own report, scancel) say back.
 
 Everything here is pure (text in, text or values out), so every rule is tested from tables;
-`launcher.slurm_job` runs these commands on the login host (or this machine) and watches the
-job. The script hands each task to `python -m trainer.slurm_env`, which builds its TF_CONFIG
-from the step's environment and becomes `python -m trainer`.
+launcher/slurm_queue.py runs these commands on the login host (or this machine) and
+launcher/slurm_job.py watches the job. The script hands each task to
+`python -m trainer.slurm_env`, which builds its TF_CONFIG from the step's environment and
+becomes `python -m trainer`.
 """
 
 from __future__ import annotations

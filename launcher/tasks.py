@@ -38,8 +38,6 @@ from launcher.results import HostResults
 from launcher.settings import Settings
 from runformat import LAUNCHER_LOG, ClusterRecord, new_run_id
 
-__all__ = ["Settings", "UserError", "check", "deploy", "export_slurm", "fetch", "status", "stop"]
-
 
 def backend_of_hosts(settings: Settings, hosts: Sequence[Host]) -> Backend:
     """The backend a hosts file asks for: its first line's scheduler= (ssh when none)."""
