@@ -107,10 +107,10 @@ def open_run(settings: Settings, run: str | None) -> tuple[Path, ClusterRecord]:
         raise UserError(str(exc)) from None
 
 
-def hosts_of_run(cluster: ClusterRecord) -> list[tuple[Host, str]]:
+def hosts_of_run(cluster: ClusterRecord, local_dir: Path) -> list[tuple[Host, str]]:
     """Rebuild the run's hosts and their run directories from cluster.json (the run is defined
-    by it, not by today's hosts file). A host entry without its hosts-file `line` (an older
-    run) is rebuilt from its name, address and port."""
+    by it, not by today's hosts file). A host entry without its hosts-file `line` or run
+    directory (an older run) is rebuilt from its name, address and port."""
     out = []
     for entry in cluster.hosts:
         spec = entry.line or _line_of(entry)
@@ -119,7 +119,8 @@ def hosts_of_run(cluster: ClusterRecord) -> list[tuple[Host, str]]:
         except HostsFileError as exc:
             raise UserError(f"{CLUSTER_JSON}: host {entry.index}: {exc.reason}") from None
         workdir = entry.workdir or host.workdir
-        out.append((host, entry.run_dir or f"{workdir}/runs/{cluster.run_id}"))
+        run_dir = entry.run_dir or run_dir_for(host, workdir, str(cluster.run_id), local_dir)
+        out.append((host, run_dir))
     return out
 
 

@@ -310,7 +310,7 @@ class SshBackend:
         return with_contact(once, _prefix(host), limit, _warn(run.out))
 
     def look(self, run: Run) -> Look:
-        pairs = hosts_of_run(run.record)
+        pairs = hosts_of_run(run.record, run.local_dir)
 
         def one(shell: HostShell, host: Host, run_dir: str) -> tuple[Poll, dict[str, Any] | None]:
             poll = Poll.parse(shell.run(commands.poll_command(run_dir, host.index), 30).stdout)
@@ -357,7 +357,9 @@ class SshBackend:
                 return f"{_prefix(host)} stopped (was {was})"
             return f"{_prefix(host)} not running ({was})"
 
-        results = HostResults.run(hosts_of_run(run.record), one, host=lambda pair: pair[0])
+        results = HostResults.run(
+            hosts_of_run(run.record, run.local_dir), one, host=lambda pair: pair[0]
+        )
         if results.errors:
             run.out.lines([value for _, value in results.succeeded])
             raise failed_hosts("stop", results.errors)
@@ -375,7 +377,7 @@ class SshBackend:
             action: Callable[[HostShell], str] = lambda s: s.run(cmd, 30).stdout  # noqa: E731
             return self._on_host(run, host, action, QUICK_CONTACT_TIMEOUT)
 
-        pairs = hosts_of_run(cluster)
+        pairs = hosts_of_run(cluster, run.local_dir)
         for (host, _), said in HostResults.run(pairs, one, host=lambda pair: pair[0]):
             if isinstance(said, HostError):
                 out.line(f"WARNING: {_prefix(host)} could not release its tf_port lock: {said}")
@@ -384,7 +386,7 @@ class SshBackend:
 
     @contextmanager
     def mirror(self, run: Run) -> Iterator[SshMirroring]:
-        pairs = [(h, d) for h, d in hosts_of_run(run.record) if not h.local]
+        pairs = [(h, d) for h, d in hosts_of_run(run.record, run.local_dir) if not h.local]
         opened = HostResults.run(
             [h for h, _ in pairs],
             lambda h: with_contact(
