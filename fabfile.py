@@ -19,10 +19,11 @@ from invoke.exceptions import Exit
 from launcher import tasks
 from launcher.contact import DEFAULT_CONTACT_TIMEOUT, QUICK_CONTACT_TIMEOUT
 from launcher.display import Output
+from launcher.errors import UserError
 from launcher.hosts import HostsFileError
 from launcher.options import TrainOptions, Verbosity, WatchOptions
 from launcher.remote import DEFAULT_KNOWN_HOSTS, SshSettings
-from launcher.tasks import Settings, UserError
+from launcher.settings import Settings
 from runformat import RUNS_DIR
 
 CONTACT_HELP = (
@@ -99,7 +100,11 @@ def _run(action: Callable[[], int]) -> None:
 
 @task(auto_shortflags=False, help=SSH_HELP)
 def check(c, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
-    """Preflight every host at once: SSH, python, TensorFlow, tf_port, disk, code; no changes."""
+    """Check every host, changing nothing.
+
+    Reaches every host at once and prints one row each: SSH, python, TensorFlow, tf_port,
+    free disk, deployed code, clock and network; a Slurm line checks its login host.
+    """
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
     _run(lambda: tasks.check(s, Output()))
 
@@ -115,7 +120,11 @@ def check(c, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
 def deploy(
     c, hosts_file=None, known_hosts=None, accept_new_host_keys=False, venv=False, mnist=None
 ):
-    """Ship trainer/ and runformat/ to every SSH host in parallel (skipped when unchanged)."""
+    """Ship the code to every SSH host.
+
+    Sends trainer/ and runformat/ to every SSH host in parallel, skipped where that version
+    is there already; optionally a venv with the trainer's requirements and an mnist.npz.
+    """
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
     _run(lambda: tasks.deploy(s, Output(), venv=venv, mnist=mnist))
 
@@ -167,8 +176,12 @@ def train(
     quiet=False,
     contact_timeout=DEFAULT_CONTACT_TIMEOUT,
 ):
-    """Start the trainer on every host at once, show a live table, mirror the run, stop all on
-    failure."""
+    """Train on every host at once, watching the job to its end.
+
+    Starts the trainer on every host (or as one Slurm job), shows a live table, mirrors the
+    run into runs/<run-id>, and stops every worker when one fails; --max-restarts starts
+    the job again from its last completed epoch.
+    """
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
     options = _trainer_options(locals())
     watch = WatchOptions(
@@ -212,7 +225,10 @@ def export(
     threads=None,
     trainer_args="",
 ):
-    """Print what `fab train` would submit (--slurm: the sbatch script), to submit it yourself."""
+    """Print what `fab train` would submit, to submit it yourself.
+
+    --slurm: the sbatch script for the hosts file's scheduler=slurm line.
+    """
     if not slurm:
         raise Exit("error: say what to export: --slurm (the sbatch script)", 2)
     s = _settings(c, hosts_file, None, False)
@@ -236,7 +252,11 @@ def status(
     accept_new_host_keys=False,
     contact_timeout=QUICK_CONTACT_TIMEOUT,
 ):
-    """Show each worker of a run: state, epoch, step, loss, last update, process alive or not."""
+    """Show each worker of a run.
+
+    State, epoch, step, loss, last update and whether its process lives; a run whose
+    launcher died is recorded as ended once every worker has ended.
+    """
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
     _run(lambda: tasks.status(s, Output(), run, float(contact_timeout)))
 
@@ -259,8 +279,11 @@ def stop(
     accept_new_host_keys=False,
     contact_timeout=QUICK_CONTACT_TIMEOUT,
 ):
-    """Stop every worker of a run on every host (TERM, CONT, grace, KILL of each process group),
-    then release the run's tf_port locks."""
+    """Stop every worker of a run.
+
+    TERM, CONT, grace, KILL of each worker's process group (scancel for a Slurm job), then
+    the run's tf_port locks are released.
+    """
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
     _run(lambda: tasks.stop(s, Output(live=False), run, float(grace), float(contact_timeout)))
 
@@ -286,7 +309,11 @@ def fetch(
     accept_new_host_keys=False,
     contact_timeout=None,
 ):
-    """Mirror a run's files from every SSH host into runs/<run-id> (only new bytes travel)."""
+    """Bring a run's files home from its hosts.
+
+    Mirrors every host's copy of the run into runs/<run-id>, only new bytes travelling;
+    --follow keeps mirroring until every worker has ended.
+    """
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
     timeout = float(contact_timeout) if contact_timeout is not None else None
     _run(lambda: tasks.fetch(s, Output(live=False), run, follow, float(interval), timeout))

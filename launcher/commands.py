@@ -143,6 +143,20 @@ def listing_command(run_dir: str) -> str:
     )
 
 
+LISTING_MARK = "--listing--"
+
+
+def and_listing(command: str, run_dir: str) -> str:
+    """`command`, then the run directory's listing, in one round trip (split_listing)."""
+    return f"{command}; echo {LISTING_MARK}; {listing_command(run_dir)}"
+
+
+def split_listing(stdout: str) -> tuple[str, str]:
+    """The first command's output and the listing, from and_listing's output."""
+    text, _, listing = stdout.partition(LISTING_MARK + "\n")
+    return text, listing
+
+
 def stop_command(run_dir: str, index: int, grace: float) -> str:
     """TERM the worker's process group, CONT it, wait up to `grace` seconds, then KILL.
 

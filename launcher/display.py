@@ -197,6 +197,18 @@ def _table_width(columns: Sequence[tuple[str, str, list[str]]]) -> int:
     return sum(max(len(c[0]), *(len(v) for v in c[2])) + 3 for c in columns)
 
 
+LOG_TAIL_LINES = 15
+
+
+def log_tail(path: Path, n: int = LOG_TAIL_LINES) -> list[str]:
+    """The last `n` non-blank lines of a log, for a failure's record and report."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if line.strip()][-n:]
+
+
 @dataclass
 class LogTail:
     """Reads the new complete lines of a growing file (a worker.log being mirrored)."""

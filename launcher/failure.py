@@ -35,6 +35,9 @@ class Failure:
             "log_tail": self.log_tail,
         }
 
+    def line(self) -> str:
+        return f"worker {self.index} ({self.host}) {self.reason}"
+
 
 @dataclass(frozen=True)
 class WorkerView:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher import registry
 from launcher.slurm import SLURM_KEYS, SlurmOptionError, SlurmSpec, parse_slurm_options
 
 DEFAULT_TF_PORT = 23456
@@ -60,6 +61,11 @@ class Host:
     options: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     # A `scheduler=slurm` line: the login host (or this machine) that submits the job.
     slurm: SlurmSpec | None = None
+
+    @property
+    def scheduler(self) -> str:
+        """The backend that runs this line's workers (launcher/registry.py)."""
+        return self.options.get("scheduler", registry.DEFAULT)
 
     @property
     def local(self) -> bool:

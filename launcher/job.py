@@ -10,13 +10,7 @@ completed epoch.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import socket
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,27 +18,17 @@ from typing import Any
 from launcher.attempts import AttemptedJob, StoppedByUser
 from launcher.backup import latest_backup
 from launcher.contact import with_contact
-from launcher.display import Output, WorkerRow
+from launcher.display import Output, WorkerRow, log_tail
 from launcher.exits import describe_exit, first_failure, job_exit_code
 from launcher.failure import Failure, decide, exit_failure, may_restart, stall_failure
 from launcher.options import WatchOptions
+from launcher.record import stopped_by_user
 from launcher.remote import HostError
 from launcher.results import HostResults
-from launcher.signals import signals_ignored
-from launcher.summary import Peer, failure_report, summary
+from launcher.summary import Peer, failure_report
 from launcher.watch import QuietClock, poll_all, view
 from launcher.worker import Worker, WorkerState
-from runformat import BACKUP_DIR, CLUSTER_JSON
-
-LOG_TAIL_LINES = 15
-
-
-def log_tail(path: Path, n: int = LOG_TAIL_LINES) -> list[str]:
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    return [line for line in lines if line.strip()][-n:]
+from runformat import BACKUP_DIR
 
 
 class Job(AttemptedJob[Failure]):
@@ -70,14 +54,13 @@ class Job(AttemptedJob[Failure]):
         self.restarts = 0
         self.attempts: list[dict[str, Any]] = []
         self.training: set[int] = set()  # workers seen training in this attempt
-        self.began = time.monotonic()
         for w in self.workers:
             w.contact.timeout = watch.contact_timeout
 
-    def _start_attempt(self) -> None:
-        self._new_attempt()
-        self.save(attempts=self.attempts)
-        self._start_all()
+    def _start(self) -> None:
+        self.training.clear()
+        self.out.note(f"starting {len(self.workers)} worker(s)")
+        HostResults.run(self.workers, lambda w: w.start()).raise_first()
         self.save(state="running")
 
     def _host_failure(self, exc: HostError) -> Failure:
@@ -87,23 +70,9 @@ class Job(AttemptedJob[Failure]):
         code = self.workers[failure.index].exit_code
         return may_restart(code, self.restarts, self.watch.max_restarts)
 
-    def _restart(self, failure: Failure) -> None:
-        """Stop the job as a whole, keep the failure in `attempts`, and prepare every worker
-        (and every host's backup) for the next attempt on the same run directory."""
-        self.stop_all()
-        failure.log_tail = log_tail(self.workers[failure.index].tail.path)
-        self._end_attempt(failure)
-        self.restarts += 1
-        self.failure = None
+    def _reset(self, note: str) -> None:
+        """Every worker (and every host's backup) ready for the next attempt."""
         self.quiet.clear()
-        self.training.clear()
-        self.out.line(
-            f"RESTART {self.restarts}/{self.watch.max_restarts}: worker {failure.index} "
-            f"({failure.host}) {failure.reason}; starting every worker again, resuming from "
-            "the last completed epoch"
-        )
-        self.save(state="starting", restarts=self.restarts, attempts=self.attempts)
-        note = f"--- restart {self.restarts}: attempt {self.restarts + 1} ---"
         HostResults.run(self.workers, lambda w: self._reaching(w, w.reset, note)).raise_first()
         backup = self.local_dir / BACKUP_DIR
         files = latest_backup(backup)
@@ -124,23 +93,11 @@ class Job(AttemptedJob[Failure]):
         """The workers that have their own copy of the run directory, but the chief."""
         return [w for w in self.workers if w.mirror is not None and w.index != 0]
 
-    def _start_all(self) -> None:
-        self.out.note(f"starting {len(self.workers)} worker(s)")
-        HostResults.run(self.workers, lambda w: w.start()).raise_first()
-
-    def _stopped_by_user(self) -> bool:
-        """`fab stop` from another terminal marks cluster.json stopped before it stops workers."""
-        try:
-            state = json.loads((self.local_dir / CLUSTER_JSON).read_text()).get("state")
-        except (OSError, ValueError, AttributeError):
-            return False
-        return bool(state == "stopped")
-
     def _watch(self) -> None:
         started_at = self.clock()
         while True:
             self._tick()
-            if self._stopped_by_user():
+            if stopped_by_user(self.local_dir):
                 raise StoppedByUser
             if self.failure is not None or all(w.ended for w in self.workers):
                 return
@@ -196,16 +153,17 @@ class Job(AttemptedJob[Failure]):
             lines = w.tail.flush() if final else w.tail.new_lines()
             self.out.worker_output(w.index, w.prefix, lines)
 
-    def stop_all(self) -> None:
+    def _stop(self, bring_home: bool = True) -> None:
         """TERM, grace, KILL on every host at once; then one last mirror of every host."""
         live = [w for w in self.workers if not (w.ended and w.exit_code is not None)]
         grace = self.watch.grace
         self.out.note(f"stopping {len(live)} worker(s): TERM, up to {grace:g} s, then KILL")
         for w, error in HostResults.run(live, lambda w: w.stop(grace)).failed:
             self.out.line(f"{w.prefix} could not stop: {error}")
-        self._final_sync()
+        if bring_home:
+            self._bring_home()
 
-    def _final_sync(self) -> list[str]:
+    def _bring_home(self) -> list[str]:
         """One last poll and mirror of every host; what could not be brought home."""
         problems = []
         for w, error in poll_all(self.workers, self.clock, everyone=True).failed:
@@ -220,9 +178,8 @@ class Job(AttemptedJob[Failure]):
         return problems
 
     def _drop_backups(self) -> None:
-        """A finished job needs no backup: the chief's host empties its own, the mirrored and
-        shared copies go here."""
-        shutil.rmtree(self.local_dir / BACKUP_DIR, ignore_errors=True)
+        """The chief's host empties its own backup; the mirrored and shared copies go."""
+        super()._drop_backups()
         HostResults.run(self._other_ssh_workers(), lambda w: w.drop_backup())
 
     def _exit_codes(self) -> dict[str, int | None]:
@@ -240,83 +197,20 @@ class Job(AttemptedJob[Failure]):
             **changes,
         )
 
-    def _end_failed(self, failure: Failure) -> int:
-        with signals_ignored():
-            self.stop_all()
-        self.out.freeze()
+    def _failed_after_all(self) -> Failure | None:
+        codes = {w.index: w.exit_code for w in self.workers}
+        if job_exit_code(codes, len(self.workers)) == 0:
+            return None
+        bad = self.workers[first_failure(codes) or 0]
+        return Failure(bad.index, bad.host.label, describe_exit(bad.exit_code), [])
+
+    def _report(self, failure: Failure) -> list[str]:
         worker = self.workers[failure.index]
-        failure.log_tail = log_tail(worker.tail.path)
-        self.failure = failure
-        self._end_attempt(failure)
-        self.save_end(state="failed", failure=failure.as_dict())
         peers = [
             Peer(w.index, w.host.label, w.exit_code, w.status())
             for w in self.workers
             if w is not worker
         ]
         log = log_tail(worker.tail.path, 200)
-        self.out.lines(failure_report(failure, worker.status(), log, peers))
-        self.out.line(f"all workers stopped; logs are in {self.local_dir}")
-        return 1
-
-    def _end_stopped(self, signum: int | None) -> int:
-        """Ctrl-C, a termination signal (exit 128+N) or `fab stop` elsewhere (exit 1)."""
-        with signals_ignored():
-            if signum is None:
-                self.out.line("stopped by `fab stop`: stopping every worker")
-            else:
-                self.out.line(f"interrupted ({signal.Signals(signum).name}): stopping every worker")
-            self.stop_all()
-            self.out.freeze()
-            self._end_attempt(None)
-            self.save_end(state="stopped")
-            self.out.line(f"stopped; logs are in {self.local_dir}")
-        return 1 if signum is None else 128 + int(signum)
-
-    def _end_finished(self) -> int:
-        left = self._until_done(self._final_sync)
-        codes = {w.index: w.exit_code for w in self.workers}
-        code = job_exit_code(codes, len(self.workers))
-        if code != 0:
-            bad = self.workers[first_failure(codes) or 0]
-            failure = Failure(bad.index, bad.host.label, describe_exit(bad.exit_code), [])
-            return self._end_failed(failure)
-        self.out.freeze()
-        if not left:
-            self._drop_backups()
-        self._end_attempt(None)
-        left += self._until_done(lambda: self._save_end_problems(state="finished"))
-        if left:
-            self.out.line(
-                f"WARNING: every worker finished, but not all of the run is here: "
-                f"{'; '.join(left)}. Make room, then `fab fetch --run {self.local_dir.name}`."
-            )
-            return 1
-        self.out.line(summary(self.local_dir, time.monotonic() - self.began))
-        return 0
-
-    def _end_broken(self, exc: Exception) -> int:
-        """An error the launcher did not expect (a bug, a failing local disk): no worker may
-        be left training unwatched, so every one is stopped, and the record says why."""
-        reason = f"launcher error: {type(exc).__name__}: {exc}"
-        with signals_ignored():
-            self.out.line(f"{reason}; stopping every worker so that none is left unwatched")
-            self.out.log_only(traceback.format_exc())
-            try:
-                self.stop_all()
-            except Exception:  # the stop itself failed: still TERM/KILL every group
-                HostResults.run(self.workers, lambda w: w.stop(self.watch.grace))
-            self._end_attempt(None)
-            broken = {
-                "index": None,
-                "host": "launcher",
-                "reason": reason,
-                "log_tail": (),
-            }
-            self.save_end(state="failed", failure=broken)
-        self.out.line(f"FAILED: {reason}; every worker was stopped")
-        return 1
-
-
-def launcher_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+        report = failure_report(failure, worker.status(), log, peers)
+        return [*report, f"all workers stopped; logs are in {self.local_dir}"]

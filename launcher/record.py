@@ -1,4 +1,5 @@
-"""Finishing a run's record (cluster.json) when its launcher is no longer there to do it.
+"""The run's record (cluster.json): built once for every backend, marked stopped, and
+finished when its launcher is no longer there to do it.
 
 The launcher writes the final state when it sees the job end. If it was killed (or its
 machine slept through the end), the workers still finish on their own and leave their exit
@@ -9,16 +10,169 @@ run that ended into a stopped one.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from launcher import registry
+from launcher.display import Output, log_tail
+from launcher.errors import UserError
 from launcher.exits import describe_exit, first_failure, job_exit_code
-from launcher.job import log_tail
-from runformat import ACTIVE_RUN_STATES, worker_log_path
+from launcher.hosts import Host, HostsFileError, parse_line
+from launcher.options import TrainOptions, arg_value, int_or_none
+from launcher.runs import find_run, read_cluster
+from launcher.settings import Settings
+from runformat import (
+    ACTIVE_RUN_STATES,
+    CLUSTER_JSON,
+    ClusterRecord,
+    HostEntry,
+    cluster_from_dict,
+    worker_log_path,
+    write_json_atomic,
+)
+
+
+def launcher_identity() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def run_dir_for(host: Host, workdir: str, run_id: str, local_dir: Path) -> str:
+    """Where a host's workers write the run: straight into the local run directory on this
+    machine, else `<workdir>/runs/<run-id>` on the host."""
+    return str(local_dir) if host.local else f"{workdir}/runs/{run_id}"
+
+
+def host_entry(host: Host, python: str, run_dir: str) -> HostEntry:
+    """A host as cluster.json records it; `line` lets status/stop/fetch rebuild it."""
+    spec = " ".join([host.name, *(f"{k}={v}" for k, v in host.options.items() if k != "user")])
+    if "user" in host.options and "@" not in host.name:
+        spec += f" user={host.options['user']}"
+    return HostEntry(
+        index=host.index,
+        role=host.role,
+        name=host.label,
+        ssh=host.ssh_target,
+        local=host.local,
+        addr=host.addr,
+        tf_port=host.tf_port,
+        workdir=host.workdir,
+        python=python,
+        run_dir=run_dir,
+        line=spec,
+    )
+
+
+def new_record(
+    settings: Settings,
+    run_id: str,
+    scheduler: str,
+    hosts: Sequence[HostEntry],
+    tf_config_cluster: dict[str, Any],
+    options: TrainOptions,
+    args: Sequence[str],
+    env_names: Sequence[str],
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The record of a run about to start, whatever backend runs it."""
+    return ClusterRecord(
+        run_id=run_id,
+        created=time.time(),
+        state="starting",
+        scheduler=None if scheduler == registry.DEFAULT else scheduler,
+        slurm=details or {},
+        hosts_file=str(settings.hosts_file.resolve()),
+        hosts=tuple(hosts),
+        tf_config_cluster=tf_config_cluster,
+        trainer_args=tuple(args),
+        dataset=arg_value(args, "--dataset"),
+        epochs=int_or_none(arg_value(args, "--epochs")),
+        max_restarts=options.watch.max_restarts,
+        env=tuple(sorted(env_names)),
+        launcher=launcher_identity(),
+    ).to_dict()
+
+
+def open_run(settings: Settings, run: str | None) -> tuple[Path, ClusterRecord]:
+    """The named (or latest) run's directory and record."""
+    try:
+        local_dir = find_run(settings.runs_dir, run)
+        return local_dir, read_cluster(local_dir)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def hosts_of_run(cluster: ClusterRecord, local_dir: Path) -> list[tuple[Host, str]]:
+    """Rebuild the run's hosts and their run directories from cluster.json (the run is defined
+    by it, not by today's hosts file). A host entry without its hosts-file `line` or run
+    directory (an older run) is rebuilt from its name, address and port."""
+    out = []
+    for entry in cluster.hosts:
+        spec = entry.line or _line_of(entry)
+        try:
+            host = parse_line(CLUSTER_JSON, 0, entry.index, spec)
+        except HostsFileError as exc:
+            raise UserError(f"{CLUSTER_JSON}: host {entry.index}: {exc.reason}") from None
+        workdir = entry.workdir or host.workdir
+        run_dir = entry.run_dir or run_dir_for(host, workdir, str(cluster.run_id), local_dir)
+        out.append((host, run_dir))
+    return out
+
+
+def _line_of(entry: HostEntry) -> str:
+    """A hosts-file line for a host entry that did not record one."""
+    options = {"addr": entry.addr, "tf_port": entry.tf_port, "workdir": entry.workdir}
+    if entry.ssh and not entry.local:
+        target, _, port = entry.ssh.rpartition(":")
+        options["port"] = port if target and port.isdigit() else None
+    words = [entry.name] + [f"{key}={value}" for key, value in options.items() if value]
+    return " ".join(words)
+
+
+def stopped_by_user(local_dir: Path) -> bool:
+    """`fab stop` from another terminal marks cluster.json stopped before it stops workers."""
+    try:
+        state = json.loads((local_dir / CLUSTER_JSON).read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(state == "stopped")
+
+
+def write_record(local_dir: Path, data: dict[str, Any], out: Output) -> bool:
+    """Write cluster.json; on a full or failing disk say so, and go on (stop must still stop)."""
+    try:
+        write_json_atomic(local_dir / CLUSTER_JSON, data)
+    except OSError as exc:
+        out.line(
+            f"WARNING: cannot write {local_dir / CLUSTER_JSON}: {exc.strerror or exc}; "
+            "the run's record is not updated"
+        )
+        return False
+    return True
+
+
+def mark_stopped(local_dir: Path, cluster: ClusterRecord, out: Output) -> None:
+    """Record an open run as stopped by the user (`fab stop`); a closed record stays as it
+    is. Written before the workers are stopped, so a launcher still watching ends it so."""
+    if cluster.state in ACTIVE_RUN_STATES:
+        stopped = dataclasses.replace(cluster, state="stopped", finished=time.time())
+        write_record(local_dir, stopped.to_dict(), out)
+
+
+def close_record(
+    local_dir: Path, data: dict[str, Any], changes: dict[str, Any], out: Output, why: str
+) -> ClusterRecord:
+    """Write the ending of a run whose launcher is gone (`ending`), say so, and return the
+    record as it is now."""
+    data.update(changes)
+    if write_record(local_dir, data, out):
+        out.line(f"{why} and its launcher is gone: the run is {changes['state']} now")
+    return cluster_from_dict(data, [])
 
 
 def launcher_alive(cluster: Mapping[str, Any]) -> bool:

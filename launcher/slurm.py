@@ -2,9 +2,10 @@
 commands (sbatch, scontrol, sacct, srun's own report, scancel) say back.
 
 Everything here is pure (text in, text or values out), so every rule is tested from tables;
-`launcher.slurm_job` runs these commands on the login host (or this machine) and watches the
-job. The script hands each task to `python -m trainer.slurm_env`, which builds its TF_CONFIG
-from the step's environment and becomes `python -m trainer`.
+launcher/slurm_queue.py runs these commands on the login host (or this machine) and
+launcher/slurm_job.py watches the job. The script hands each task to
+`python -m trainer.slurm_env`, which builds its TF_CONFIG from the step's environment and
+becomes `python -m trainer`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from launcher import registry
 from runformat.paths import SLURM_ALLOCATION, SLURM_OUTPUT_PATTERN, SLURM_SCRIPT
 
-SCHEDULERS = ("slurm",)
 SLURM_KEYS = ("scheduler", "workers", "tasks_per_node", "partition", "gres", "time")
 PENDING, RUNNING = "PENDING", "RUNNING"
 # The launcher's word for a job that neither scontrol nor sacct knows any more, once other
@@ -99,18 +100,18 @@ def valid_time(text: str) -> bool:
 
 def parse_slurm_options(options: Mapping[str, str]) -> SlurmSpec | None:
     """The SlurmSpec of a hosts-file line, None for an SSH or local line; errors name the pair."""
-    scheduler = options.get("scheduler")
-    if scheduler is None:
-        for key in SLURM_KEYS:
+    scheduler = options.get("scheduler", registry.DEFAULT)
+    if scheduler not in registry.names():
+        raise SlurmOptionError(
+            f"scheduler={scheduler}", f"unknown scheduler; allowed: {', '.join(registry.names())}"
+        )
+    if scheduler != "slurm":
+        for key in SLURM_KEYS[1:]:
             if key in options:
                 raise SlurmOptionError(
                     f"{key}={options[key]}", f"{key} only applies to a scheduler=slurm line"
                 )
         return None
-    if scheduler not in SCHEDULERS:
-        raise SlurmOptionError(
-            f"scheduler={scheduler}", f"unknown scheduler; allowed: {', '.join(SCHEDULERS)}"
-        )
     if "addr" in options:
         raise SlurmOptionError(
             f"addr={options['addr']}",

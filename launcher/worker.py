@@ -151,6 +151,7 @@ class Worker:
     trainer_args: list[str]
     env: dict[str, str]
     mirror: Mirror | None = None
+    module: str = "trainer"  # the program: python -m MODULE --run-dir RUN_DIR ARGS
     exit_code: int | None = None
     ended: bool = False
     gone: bool = False
@@ -184,7 +185,7 @@ class Worker:
         content = commands.env_file_content(self.env).encode()
         self.shell.write_file(commands.env_file_path(self.run_dir, self.index), content, 0o600)
         cmd = commands.start_command(
-            self.code_dir, self.python, "trainer", self.run_dir, self.index, self.trainer_args
+            self.code_dir, self.python, self.module, self.run_dir, self.index, self.trainer_args
         )
         result = self.shell.run(cmd, timeout=30)
         if result.code != 0:
@@ -204,13 +205,8 @@ class Worker:
         """
         if self.mirror is None:
             return Poll.parse(self.poll())
-        marker = "--listing--"
-        result = self.shell.run(
-            f"{commands.poll_command(self.run_dir, self.index)}; echo {marker}; "
-            f"{commands.listing_command(self.run_dir)}",
-            timeout=60,
-        )
-        state, _, listing = result.stdout.partition(marker + "\n")
+        cmd = commands.and_listing(commands.poll_command(self.run_dir, self.index), self.run_dir)
+        state, listing = commands.split_listing(self.shell.run(cmd, timeout=60).stdout)
         if self.reconnects.news(self.shell):
             self.warnings.append(RECONNECTED)
         # Training does not need this machine's disk: a full one keeps the job, and every
@@ -242,14 +238,7 @@ class Worker:
     def reset(self, note: str) -> None:
         """Clear what the last attempt left (pgid, exit code, status) here and in the mirror, so
         the next attempt is watched from scratch; its log goes on after `note`."""
-        result = self.shell.run(commands.reset_command(self.run_dir, self.index, note), timeout=30)
-        if result.code != 0:
-            raise HostError(self.host, f"could not prepare a restart: {result.stderr.strip()}")
-        local = worker_dir(self.local_dir, self.index)
-        for name in commands.ATTEMPT_FILES:
-            (local / name).unlink(missing_ok=True)
-            if self.mirror is not None:
-                self.mirror.seen.pop(f"{worker_rel(self.index)}/{name}", None)
+        reset_worker(self.shell, self.run_dir, self.local_dir, self.index, note, self.mirror)
         self.exit_code = None
         self.ended = self.gone = self.frozen = False
         self.contact.restored(0.0)
@@ -270,3 +259,19 @@ class Worker:
     def sync(self) -> None:
         if self.mirror is not None:
             self.mirror.sync()
+
+
+def reset_worker(
+    shell: HostShell, run_dir: str, local_dir: Path, index: int, note: str, mirror: Mirror | None
+) -> None:
+    """Clear what a worker's last attempt left (pgid, exit code, status) on its host, here and
+    in the mirror, so that the next attempt is watched from scratch; its log goes on after
+    `note`. SSH, local and Slurm workers alike."""
+    result = shell.run(commands.reset_command(run_dir, index, note), timeout=30)
+    if result.code != 0:
+        raise HostError(shell.host, f"could not prepare a restart: {result.stderr.strip()}")
+    local = worker_dir(local_dir, index)
+    for name in commands.ATTEMPT_FILES:
+        (local / name).unlink(missing_ok=True)
+        if mirror is not None:
+            mirror.seen.pop(f"{worker_rel(index)}/{name}", None)

@@ -32,7 +32,8 @@ from launcher.slurm import (
     render_sbatch,
     valid_time,
 )
-from launcher.slurm_job import SlurmJob, job_outcome
+from launcher.slurm_job import SlurmJob
+from launcher.slurm_queue import job_outcome
 from tests.launcher.helpers import fill_disk, run_fab, small_disk
 
 LINE = (
