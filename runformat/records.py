@@ -511,7 +511,9 @@ class StatusRecord:
     """workers/<index>/status.json: what one worker last said about itself.
 
     `epoch` counts the epochs completed so far; `phase` and `phase_since` say what the worker
-    is doing and since when (older runs have neither: None).
+    is doing and since when (older runs have neither: None). `exit_code` is the program's
+    (negative: killed by that signal) once it ended; `log_tail` its last stderr lines when it
+    failed.
     """
 
     index: int
@@ -531,6 +533,8 @@ class StatusRecord:
     started: float | None = None
     updated: float | None = None
     error: str | None = None
+    exit_code: int | None = None
+    log_tail: tuple[str, ...] = ()
     system: SystemSample | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -581,6 +585,8 @@ def status_from_dict(
         started=f.num("started"),
         updated=f.num("updated"),
         error=f.text("error"),
+        exit_code=f.integer("exit_code"),
+        log_tail=f.strings("log_tail")[-MAX_LOG_TAIL:],
         system=system_from_dict(data.get("system"), where, warnings),
     )
 

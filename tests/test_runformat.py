@@ -250,8 +250,10 @@ def test_phase_silence_bounds() -> None:
     assert bound("connecting", 300, 120) == bound("starting", 300, 120) == 120
     assert {bound(p, 300, 120) for p in ("loading_data", "evaluating", "saving")} == {600.0}
     assert bound("ended", 300, 120) is None and bound(None, 300, 120) is None
+    assert bound("running", 300, 120) is None
     assert set(runformat.PHASES) == {
-        "starting", "loading_data", "connecting", "training", "evaluating", "saving", "ended"
+        "starting", "loading_data", "connecting", "running", "training", "evaluating", "saving",
+        "ended",
     }  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from trainer.progress import Window, WindowClock
+from trainer.callback import Window, WindowClock
 
 
 @pytest.mark.parametrize(
