@@ -333,6 +333,19 @@ def test_doc_names_every_event_tag() -> None:
     assert all(f"tensorboard/{split}" in section for split in runformat.TENSORBOARD_SPLITS)
 
 
+def test_doc_names_every_variable_of_the_workers_environment() -> None:
+    section = _section("The worker's environment (a user's own program)")
+    table = set(re.findall(r"^\| `([A-Z_]+)` \|", section, re.M))
+    assert table == {
+        *runformat.WORKER_ENV_NAMES,
+        runformat.TF_CONFIG_ENV,
+        runformat.LEGACY_KERAS_ENV,
+    }
+    for name, value in runformat.worker_environment("$TFCLUSTER_RUN_DIR", 0, 1).items():
+        if "/" in value:
+            assert value.replace("/0", "/<index>") in section, name
+
+
 def test_doc_names_every_file_and_limit() -> None:
     text = DOC.read_text()
     layout = re.search(r"```\nruns/<run-id>/(.*?)```", text, re.S)
