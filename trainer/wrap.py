@@ -43,9 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, NoReturn
-
-import psutil
+from typing import IO, TYPE_CHECKING, NoReturn
 
 from runformat import (
     TF_CONFIG_ENV,
@@ -55,12 +53,16 @@ from runformat import (
 )
 from trainer.cluster import Cluster, parse_tf_config
 from trainer.errors import InputError
-from trainer.eventfile import ScalarFile
 from trainer.guard import SafeStream, protect_std_streams
 from trainer.status import StatusFile, initial_status
-from trainer.sysmetrics import SAMPLE_SECONDS, Sample, SystemMonitor, SystemSampler
+
+if TYPE_CHECKING:
+    from trainer.sysmetrics import Sample
 
 EXIT_INPUT = 2
+SAMPLE_SECONDS = 5.0
+"""Seconds between system samples (trainer.sysmetrics.SAMPLE_SECONDS, not imported here: the
+program starts before psutil and the event protos load)."""
 TAIL_LINES = 20
 """stderr lines kept for status.json `log_tail` (the last one is `error`)."""
 MAX_LINE = 1000
@@ -235,6 +237,12 @@ def run(config: WrapConfig, cluster: Cluster, status: StatusFile) -> int:
     ]
     for thread in pumps:
         thread.start()
+    # Imported once the program runs: they cost a few hundred ms it need not wait for.
+    import psutil
+
+    from trainer.eventfile import ScalarFile
+    from trainer.sysmetrics import SystemMonitor, SystemSampler
+
     events = ScalarFile(events_dir(config.run_dir, cluster.index))
 
     def write_sample(sample: Sample) -> None:

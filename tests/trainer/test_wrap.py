@@ -17,6 +17,7 @@ import pytest
 
 from runformat import ARTIFACTS_DIR, EVENTS_DIR, status_path, worker_dir
 from tests.trainer.workers import REPO, SYSTEM_TAGS, Finished, read_scalars, tf_configs, wait_all
+from trainer import sysmetrics, wrap
 from trainer.errors import InputError
 from trainer.wrap import Tail, ending, exit_code_of, parse_args
 
@@ -71,6 +72,10 @@ def test_how_a_program_ended(returncode: int, state: str, error: str | None, cod
     assert (fields["state"], fields["error"], fields["exit_code"]) == (state, error, returncode)
     assert exit_code_of(returncode) == code
     assert ("log_tail" in fields) == (returncode != 0)
+
+
+def test_the_wrapper_samples_as_often_as_the_trainer_by_default() -> None:
+    assert wrap.SAMPLE_SECONDS == sysmetrics.SAMPLE_SECONDS
 
 
 def test_a_silent_failure_still_says_its_exit_code() -> None:
