@@ -110,7 +110,7 @@ def workers_in(environ: dict[str, str] | os._Environ[str]) -> int:
     count = environ.get(NUM_WORKERS_ENV, "")
     if count.isdigit() and int(count) > 0:
         return int(count)
-    with contextlib.suppress(ValueError, TypeError, AttributeError):
+    with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
         workers = json.loads(environ.get(TF_CONFIG_ENV) or "{}")["cluster"]["worker"]
         return max(1, len(workers))
     return 1

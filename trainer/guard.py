@@ -105,10 +105,13 @@ class BestEffort:
         """Whether to try now: always while writes work, every `retry` seconds once they fail."""
         return self.failing_since is None or self.clock() >= self.next_try
 
-    def run(self, write: Callable[[], object], path: Path | str | None = None) -> bool:
-        """Do `write` if due; True if it was done, False if skipped or it failed."""
+    def run(
+        self, write: Callable[[], object], path: Path | str | None = None, force: bool = False
+    ) -> bool:
+        """Do `write` if due (or `force`d: a last write); True if it was done, False if
+        skipped or it failed."""
         with self._lock:
-            if not self.due():
+            if not (force or self.due()):
                 self.skipped += 1
                 return False
             try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import threading
@@ -54,8 +55,9 @@ class StatusFile:
 
     def update(self, **changes: Any) -> bool:
         """Change fields and write the file (best effort: False if the write was skipped or
-        failed); a field the run format does not know is a bug."""
-        return self._update(changes, touch=True)
+        failed); a field the run format does not know is a bug. The last update (phase
+        `ended`) is tried even while failing writes rest: it is the one that must land."""
+        return self._update(changes, touch=True, force=changes.get("phase") == "ended")
 
     def beat(self, **changes: Any) -> bool:
         """A heartbeat (a new system sample): refreshes `updated` outside training only, so
@@ -65,15 +67,17 @@ class StatusFile:
             return False
         return self._update(changes, touch=None)
 
-    def _update(self, changes: dict[str, Any], touch: bool | None) -> bool:
+    def _update(self, changes: dict[str, Any], touch: bool | None, force: bool = False) -> bool:
         unknown = set(changes) - STATUS_KEYS
         if unknown:
             raise KeyError(f"status.json has no field {', '.join(sorted(unknown))}")
         with self._lock:
-            if not self.shared:
-                self._apply(changes, touch)
-                return self.writes.run(lambda: write_json_atomic(self.path, self.fields), self.path)
-            return self.writes.run(lambda: self._merge_and_write(changes, touch), self.path)
+            if self.shared:
+                merge = functools.partial(self._merge_and_write, changes, touch)
+                return self.writes.run(merge, self.path, force)
+            self._apply(changes, touch)
+            write = functools.partial(write_json_atomic, self.path, self.fields)
+            return self.writes.run(write, self.path, force)
 
     def _apply(self, changes: dict[str, Any], touch: bool | None) -> None:
         self.fields.update(changes)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from runformat import ARTIFACTS_DIR, EVENTS_DIR, status_path, worker_dir
+from tests.launcher.helpers import fill_disk, small_disk, wait_for
 from tests.trainer.workers import REPO, SYSTEM_TAGS, Finished, read_scalars, tf_configs, wait_all
 from trainer import sysmetrics, wrap
 from trainer.errors import InputError
@@ -210,3 +211,44 @@ def test_a_missing_script_is_one_line_before_anything_starts(tmp_path: Path) -> 
     assert ended.returncode == 2
     assert ended.stderr == f"trainer.wrap: error: nope.py: no such file in {tmp_path}\n"
     assert not (tmp_path / "run").exists()
+
+
+CHATTY = """
+import sys, time
+for i in range(40):
+    print("line", i, "x" * 500, file=sys.stderr, flush=True)
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_never_ends_a_wrapped_program(tmp_path: Path) -> None:
+    """The worker's folder (status.json, events, its log) on a tmpfs filled to the last byte
+    while the program runs: it still ends with its own exit code and the last status lands."""
+    (tmp_path / "chatty.py").write_text(CHATTY)
+    run_dir = tmp_path / "run"
+    with small_disk(worker_dir(run_dir, 0), "256k") as disk:
+        log_path = disk / "worker.log"
+        with open(log_path, "wb") as log:
+            argv = [sys.executable, "-m", "trainer.wrap", "--run-dir", str(run_dir)]
+            argv += ["--system-every", "0.2", "chatty.py"]
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=log)
+        try:
+            events = worker_dir(run_dir, 0) / EVENTS_DIR
+            wait_for(lambda: list(events.glob("events.out.*")), 30, "the first system sample")
+            filler = fill_disk(disk)
+            time.sleep(1.5)
+            filler.unlink()
+        finally:
+            (ended,) = wait_all([proc], timeout=60)  # type: ignore[list-item]
+        log_text = log_path.read_text()
+        st = status(run_dir, 0)
+        scalars = read_scalars(worker_dir(run_dir, 0) / EVENTS_DIR)
+    assert ended.returncode == 0
+    assert (st["state"], st["exit_code"]) == ("finished", 0)
+    assert log_text.count("tfcluster: cannot write status.json") == 1, log_text[-2000:]
+    assert "no space left on device" in log_text
+    assert "tfcluster: writing status.json works again" in log_text
+    assert "line 39" in log_text  # the program's last words reached the log
+    assert set(scalars) >= SYSTEM_TAGS
