@@ -145,22 +145,37 @@ class GuardedTensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc,name
         super().__init__(**kwargs)
         self.guard = BestEffort(f"Keras TensorBoard logs in {TENSORBOARD_DIR}/")
 
-    def _guarded(self, hook: str, *args: Any) -> None:
+    def _guarded(self, hook: str, *args: Any, writes: bool = False) -> None:
+        """Run one of Keras' hooks; a hook that `writes` proves the disk takes the summaries
+        again (flushing them, which is when TensorFlow finds out) before that is said."""
         try:
             getattr(super(), hook)(*args)
+            if writes and self.guard.failing:
+                for writer in self._writers.values():
+                    writer.flush()
         except (tf.errors.OpError, OSError) as error:
             self.guard.failed(error, self.log_dir)
-        else:
+            return
+        if writes:
             self.guard.succeeded()
 
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._guarded("on_train_begin", logs)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._guarded("on_epoch_begin", epoch, logs)
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._guarded("on_epoch_end", epoch, logs)
+        self._guarded("on_epoch_end", epoch, logs, writes=True)
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._guarded("on_test_begin", logs)  # creates the validation writer: a new file
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
-        self._guarded("on_test_end", logs)
+        self._guarded("on_test_end", logs, writes=True)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        self._guarded("on_train_end", logs)
+        self._guarded("on_train_end", logs)  # closes the writers: nothing left to prove
 
 
 def save_model(model: keras.Model, run_dir: Path, is_chief: bool) -> None:

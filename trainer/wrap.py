@@ -227,7 +227,8 @@ def run(config: WrapConfig, cluster: Cluster, status: StatusFile) -> int:
     forward = _forwarder(child)
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
     started = time.monotonic()
-    if not status.set_if({"phase": "starting"}, state="running", phase="running", pid=child.pid):
+    running = {"state": "running", "phase": "running", "phase_since": time.time()}
+    if not status.set_if({"phase": "starting"}, pid=child.pid, **running):
         status.update(pid=child.pid)
     stderr_tail = Tail()
     out, err = _streams()

@@ -68,3 +68,29 @@ def test_a_full_disk_under_worker_1_never_ends_training(tmp_path: Path) -> None:
     steps = [step for step, _ in scalars["progress/loss"]]
     assert steps == sorted(steps) and steps[-1] > full_at + 40  # progress written again after
     check_model_loads(run_dir / MODEL_FILE)
+
+
+def test_a_full_disk_under_the_chief_fails_saving_with_its_cause(tmp_path: Path) -> None:
+    """The chief's work (model.h5) may fail a job, and then says why first; its monitoring
+    (events, status.json, Keras' TensorBoard logs) on the same full disk never did."""
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "trainer", "--run-dir", str(run_dir), "--threads", "1"]
+    argv += ["--dataset", "digits", "--epochs", "3", "--log-every", "2"]
+    with small_disk(run_dir, "2m") as disk:
+        chief = subprocess.Popen(
+            argv, cwd=REPO, env=worker_env(None), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: _step(run_dir, 0) >= 0, 120, "the chief training")
+            fill_disk(disk)
+        finally:
+            (ended,) = wait_all([chief], timeout=300)
+        assert not (run_dir / MODEL_FILE).exists()
+    lines = ended.stderr.splitlines()
+    assert ended.returncode == 1, ended.stderr[-3000:]
+    assert lines[-1] == (
+        f"trainer: worker 0 failed: no space left on device writing {run_dir / MODEL_FILE}"
+    )
+    assert "tfcluster: cannot write Keras TensorBoard logs" in ended.stderr
+    assert "Traceback" not in ended.stderr  # nothing but the save failed
