@@ -254,10 +254,14 @@ class SystemSampler:
             wait_percent = max(100 * (waited - self.waited) / seconds, 0.0)
         self.waited = waited
         gpus = self.gpus.read()
+        memory_mb = self._memory_mb()
+        if self.tree and not _alive(self.process):
+            # The program ended while it was measured: its figures would read as zeros.
+            raise psutil.NoSuchProcess(self.process.pid)
         return Sample(
             time=now,
             cpu_percent=cpu_percent,
-            memory_mb=self._memory_mb(),
+            memory_mb=memory_mb,
             host_cpu_percent=psutil.cpu_percent(None),
             host_memory_percent=psutil.virtual_memory().percent,
             net_sent_mbps=max(sent, 0.0),
@@ -266,6 +270,13 @@ class SystemSampler:
             gpu_util_percent=gpus[0] if gpus else None,
             gpu_memory_mb=gpus[1] if gpus else None,
         )
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 class SystemMonitor:
