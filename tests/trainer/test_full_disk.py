@@ -29,7 +29,7 @@ def _step(run_dir: Path, index: int) -> int:
 def test_a_full_disk_under_worker_1_never_ends_training(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "trainer", "--run-dir", str(run_dir), "--threads", "1"]
-    argv += ["--dataset", "digits", "--epochs", "10", "--no-validation", "--log-every", "2"]
+    argv += ["--dataset", "digits", "--epochs", "6", "--no-validation", "--log-every", "2"]
     argv += ["--system-every", "0.5"]
     with small_disk(worker_dir(run_dir, 1), "1m") as disk:
         log_path = worker_log_path(run_dir, 1)
