@@ -16,6 +16,11 @@ as work); the instrumentation's cost is judged on both.
   tf-keras' default metric reduction, which adds an all-reduce to every step).
 
     python -m benchmarks.bench_trainer [--epochs 10] [--rounds 5]   # from the project folder
+
+`--wrapper` measures instead what the wrapper of a user's program (`python -m trainer.wrap`)
+costs: how much later the program's first line runs than under plain `python SCRIPT`, and
+the CPU the wrapper spends watching (a system sample every second, status.json, events)
+against the same program run bare, side by side and alternating.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="runs of each, alternating")
     p.add_argument("--workers", type=int, default=2, help="local worker processes")
     p.add_argument("--loop-worker", choices=["bare", "tutorial"], help=argparse.SUPPRESS)
+    p.add_argument("--wrapper", action="store_true", help="measure the wrapper's costs instead")
     return p.parse_args(argv)
 
 
@@ -154,10 +160,60 @@ def report(args: argparse.Namespace, figures: dict[str, list[Figure]]) -> list[s
     ]
 
 
+PROGRAM = "import sys, time\nprint(time.time(), flush=True)\ntime.sleep(float(sys.argv[1]))\n"
+WATCH_SECONDS = 5.0
+
+
+def run_program(folder: Path, wrapped: bool, seconds: float) -> tuple[float, float]:
+    """(seconds until the program's first line ran, CPU seconds of everything started)."""
+    import os
+    import resource
+    import subprocess
+
+    argv = [sys.executable, "program.py", str(seconds)]
+    if wrapped:
+        run_dir = tempfile.mkdtemp(prefix="bench-wrap-")
+        argv[1:1] = ["-m", "trainer.wrap", "--run-dir", run_dir, "--system-every", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("TF_CONFIG", None)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.time()
+    out = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return float(out.stdout.split()[0]) - started, cpu
+
+
+def bench_wrapper(rounds: int) -> list[str]:
+    """The wrapper's start delay and watching CPU against the bare program, alternating."""
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "program.py").write_text(PROGRAM)
+        starts: dict[bool, list[float]] = {False: [], True: []}
+        cpus: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(rounds):
+            for wrapped in (False, True):
+                start, _ = run_program(Path(folder), wrapped, 0.0)
+                starts[wrapped].append(start)
+                _, cpu = run_program(Path(folder), wrapped, WATCH_SECONDS)
+                cpus[wrapped].append(cpu)
+    bare, wrapped = (statistics.median(starts[w]) * 1000 for w in (False, True))
+    watch = (statistics.median(cpus[True]) - statistics.median(cpus[False])) / WATCH_SECONDS
+    return [
+        f"wrapper of a user's program, {rounds} rounds (median):",
+        f"  program's first line after launch: bare {bare:.0f} ms, wrapped {wrapped:.0f} ms "
+        f"(+{wrapped - bare:.0f} ms, {wrapped / bare:.2f}x)",
+        f"  CPU while watching {WATCH_SECONDS:g} s (1 sample/s): "
+        f"{100 * watch:.2f}% of one core over the bare program",
+    ]
+
+
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     if args.loop_worker:
         loop_worker(args.loop_worker, args.epochs)
+        return
+    if args.wrapper:
+        print("\n".join(bench_wrapper(args.rounds)))
         return
     figures: dict[str, list[Figure]] = {"trainer": [], "bare": [], "tutorial": []}
     for round_number in range(1, args.rounds + 1):

@@ -23,6 +23,8 @@ MODEL_FILE = "model.h5"
 TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_SPLITS = ("train", "validation")
 BACKUP_DIR = "backup"
+ARTIFACTS_DIR = "artifacts"
+"""Chief only: what a user's own program saves for download (mirrored from the chief alone)."""
 WORKERS_DIR = "workers"
 
 STATUS_JSON = "status.json"

@@ -15,7 +15,14 @@ RUN_STATES: tuple[str, ...] = get_args(RunState)
 ACTIVE_RUN_STATES = frozenset({"starting", "running"})
 
 Phase = Literal[
-    "starting", "loading_data", "connecting", "training", "evaluating", "saving", "ended"
+    "starting",
+    "loading_data",
+    "connecting",
+    "running",
+    "training",
+    "evaluating",
+    "saving",
+    "ended",
 ]
 PHASES: tuple[str, ...] = get_args(Phase)
 
@@ -30,8 +37,10 @@ def phase_silence_bound(
 
     Only `training` is judged by the stall rule (no step progress for `stall_timeout`);
     starting and connecting (every worker waits for all the others) are bounded by the
-    launcher's start timeout; the other working phases by DEFAULT_PHASE_SILENCE; an ended
-    worker, or one too old to say its phase, is not judged here.
+    launcher's start timeout; the other working phases by DEFAULT_PHASE_SILENCE. `running`
+    (a user's program that says nothing of its steps: the wrapper's heartbeat refreshes
+    `updated`, but no step moves) has no bound, like an ended worker or one too old to say
+    its phase: only its exit, or its process vanishing, ends it.
     """
     if phase == "training":
         return stall_timeout

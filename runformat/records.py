@@ -15,9 +15,12 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from runformat.paths import CLUSTER_JSON, METRICS_JSON, STATUS_JSON
+
+ProgramKind = Literal["trainer", "script"]
+PROGRAM_KINDS: tuple[str, ...] = get_args(ProgramKind)
 
 MAX_CLUSTER_BYTES = 4 << 20
 MAX_STATUS_BYTES = 1 << 20
@@ -311,6 +314,27 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Program:
+    """cluster.json `program`: what every worker ran. `trainer` is the built-in trainer
+    (`python -m trainer`); `script` is a user's own program, `script` (a path relative to
+    `folder`) run from inside its shipped folder, whose local path was `folder`. Its
+    arguments are the record's `trainer_args` either way. Runs written before this field
+    existed ran the trainer."""
+
+    kind: ProgramKind = "trainer"
+    script: str | None = None
+    folder: str | None = None
+
+    @property
+    def is_script(self) -> bool:
+        return self.kind == "script"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = _as_dict(self)
+        return {key: value for key, value in data.items() if value is not None}
+
+
+@dataclass(frozen=True)
 class ClusterRecord:
     """cluster.json: what the launcher knows about the run as a whole."""
 
@@ -323,6 +347,7 @@ class ClusterRecord:
     hosts_file: str | None = None
     hosts: tuple[HostEntry, ...] = ()
     tf_config_cluster: dict[str, Any] = field(default_factory=dict)
+    program: Program = field(default_factory=Program)
     trainer_args: tuple[str, ...] = ()
     dataset: str | None = None
     epochs: int | None = None
@@ -365,6 +390,29 @@ def parse_failure(raw: object, where: str, warnings: Warnings) -> Failure | None
         log_tail=f.strings("log_tail")[-MAX_LOG_TAIL:],
         exit_code=f.integer("exit_code"),
     )
+
+
+def parse_program(raw: object, where: str, warnings: Warnings) -> Program:
+    """cluster.json `program`; missing means the trainer. A `kind` this reader does not know,
+    or a script without its `script`, is a warning and reads as the trainer's default."""
+    if raw is None:
+        return Program()
+    if not isinstance(raw, dict):
+        warnings.append(f"{where}: 'program' is {_shown(raw)}, expected an object; ignored")
+        return Program()
+    f = _Fields(raw, f"{where} program", warnings)
+    kind = f.text("kind") or "trainer"
+    if kind not in PROGRAM_KINDS:
+        warnings.append(
+            f"{f.where}: 'kind' is {kind[:40]!r}, expected {' or '.join(PROGRAM_KINDS)}; ignored"
+        )
+        return Program()
+    script, folder = f.text("script"), f.text("folder")
+    if kind == "script" and not script:
+        if raw.get("script") in (None, ""):  # a wrong type was named by f.text already
+            warnings.append(f"{f.where}: kind 'script' without 'script' (the file it ran); ignored")
+        return Program()
+    return Program(kind="script", script=script, folder=folder) if kind == "script" else Program()
 
 
 def _host(position: int, item: dict[str, Any], where: str, warnings: Warnings) -> HostEntry:
@@ -421,6 +469,7 @@ def cluster_from_dict(
         hosts_file=f.text("hosts_file"),
         hosts=tuple(sorted(hosts, key=lambda h: h.index)),
         tf_config_cluster=f.mapping("tf_config_cluster") or {},
+        program=parse_program(data.get("program"), where, warnings),
         trainer_args=f.strings("trainer_args"),
         dataset=f.text("dataset"),
         epochs=f.integer("epochs"),
@@ -462,7 +511,9 @@ class StatusRecord:
     """workers/<index>/status.json: what one worker last said about itself.
 
     `epoch` counts the epochs completed so far; `phase` and `phase_since` say what the worker
-    is doing and since when (older runs have neither: None).
+    is doing and since when (older runs have neither: None). `exit_code` is the program's
+    (negative: killed by that signal) once it ended; `log_tail` its last stderr lines when it
+    failed.
     """
 
     index: int
@@ -482,6 +533,8 @@ class StatusRecord:
     started: float | None = None
     updated: float | None = None
     error: str | None = None
+    exit_code: int | None = None
+    log_tail: tuple[str, ...] = ()
     system: SystemSample | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -532,6 +585,8 @@ def status_from_dict(
         started=f.num("started"),
         updated=f.num("updated"),
         error=f.text("error"),
+        exit_code=f.integer("exit_code"),
+        log_tail=f.strings("log_tail")[-MAX_LOG_TAIL:],
         system=system_from_dict(data.get("system"), where, warnings),
     )
 

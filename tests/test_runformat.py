@@ -25,6 +25,7 @@ from runformat import (
     Failure,
     HostEntry,
     MetricsRecord,
+    Program,
     StatusRecord,
     SystemSample,
     load_cluster,
@@ -140,6 +141,7 @@ def test_records_write_what_they_read() -> None:
         created=1.0,
         state="failed",
         hosts=(HostEntry(0, "chief", "a", local=True, line="localhost"),),
+        program=Program("script", "train.py", "/home/me/project"),
         trainer_args=("--epochs", "2"),
         exit_codes={0: 0, 1: None},
         failure=failure,
@@ -159,6 +161,66 @@ def test_records_write_what_they_read() -> None:
         data = json.loads(json.dumps(record.to_dict()))
         assert parse(data, warnings) == record
         assert warnings == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "program", "warning"),
+    [
+        pytest.param(None, Program(), None, id="absent-is-the-trainer"),
+        pytest.param({"kind": "trainer"}, Program(), None, id="trainer"),
+        pytest.param(
+            {"kind": "script", "script": "a/t.py", "folder": "/p"},
+            Program("script", "a/t.py", "/p"),
+            None,
+            id="script",
+        ),
+        pytest.param(
+            {"kind": "docker"},
+            Program(),
+            "cluster.json program: 'kind' is 'docker', expected trainer or script; ignored",
+            id="unknown-kind",
+        ),
+        pytest.param(
+            {"kind": "script"},
+            Program(),
+            "cluster.json program: kind 'script' without 'script' (the file it ran); ignored",
+            id="script-without-file",
+        ),
+        pytest.param(
+            {"kind": "script", "script": 3},
+            Program(),
+            "cluster.json program: 'script' is 3, expected a string; ignored",
+            id="script-not-text",
+        ),
+        pytest.param(
+            "train.py",
+            Program(),
+            "cluster.json: 'program' is a string, expected an object; ignored",
+            id="not-an-object",
+        ),
+    ],
+)
+def test_the_program_of_a_run(raw: object, program: Program, warning: str | None) -> None:
+    warnings: list[str] = []
+    data = {} if raw is None else {"program": raw}
+    assert runformat.cluster_from_dict(data, warnings).program == program
+    assert warnings == ([warning] if warning else [])
+
+
+def test_the_worker_environment_names_its_folders() -> None:
+    env = runformat.worker_environment("/r/runs/x", 1, 2)
+    assert env == {
+        "TFCLUSTER_RUN_DIR": "/r/runs/x",
+        "TFCLUSTER_WORKER_DIR": "/r/runs/x/workers/1",
+        "TFCLUSTER_BACKUP_DIR": "/r/runs/x/backup",
+        "TFCLUSTER_ARTIFACTS_DIR": "/r/runs/x/artifacts",
+        "TFCLUSTER_WORKER_INDEX": "1",
+        "TFCLUSTER_NUM_WORKERS": "2",
+    }
+    assert set(env) == set(runformat.WORKER_ENV_NAMES)
+    assert runformat.with_worker_environment({}, "/r", 0, 1)["TF_USE_LEGACY_KERAS"] == "1"
+    kept = runformat.with_worker_environment({"TF_USE_LEGACY_KERAS": "0"}, "/r", 0, 1)
+    assert kept["TF_USE_LEGACY_KERAS"] == "0"
 
 
 def test_run_ids_sort_by_the_local_clock() -> None:
@@ -188,8 +250,10 @@ def test_phase_silence_bounds() -> None:
     assert bound("connecting", 300, 120) == bound("starting", 300, 120) == 120
     assert {bound(p, 300, 120) for p in ("loading_data", "evaluating", "saving")} == {600.0}
     assert bound("ended", 300, 120) is None and bound(None, 300, 120) is None
+    assert bound("running", 300, 120) is None
     assert set(runformat.PHASES) == {
-        "starting", "loading_data", "connecting", "training", "evaluating", "saving", "ended"
+        "starting", "loading_data", "connecting", "running", "training", "evaluating", "saving",
+        "ended",
     }  # fmt: skip
 
 
@@ -232,6 +296,7 @@ def test_doc_names_every_field_of_cluster_json() -> None:
         assert example <= set(record_keys(record)), record
         assert set(record_keys(record)) - example <= named, record
     assert set(data["attempts"][0]) == set(record_keys(Attempt))
+    assert set(record_keys(Program)) <= set(re.findall(r'"([a-z_]+)":', raw.split('"program"')[1]))
     assert _comment_values(raw, "state") == set(runformat.RUN_STATES)
 
 
@@ -268,6 +333,19 @@ def test_doc_names_every_event_tag() -> None:
     assert all(f"tensorboard/{split}" in section for split in runformat.TENSORBOARD_SPLITS)
 
 
+def test_doc_names_every_variable_of_the_workers_environment() -> None:
+    section = _section("The worker's environment (a user's own program)")
+    table = set(re.findall(r"^\| `([A-Z_]+)` \|", section, re.M))
+    assert table == {
+        *runformat.WORKER_ENV_NAMES,
+        runformat.TF_CONFIG_ENV,
+        runformat.LEGACY_KERAS_ENV,
+    }
+    for name, value in runformat.worker_environment("$TFCLUSTER_RUN_DIR", 0, 1).items():
+        if "/" in value:
+            assert value.replace("/0", "/<index>") in section, name
+
+
 def test_doc_names_every_file_and_limit() -> None:
     text = DOC.read_text()
     layout = re.search(r"```\nruns/<run-id>/(.*?)```", text, re.S)
@@ -278,6 +356,7 @@ def test_doc_names_every_file_and_limit() -> None:
         runformat.METRICS_JSON,
         runformat.MODEL_FILE,
         f"{runformat.BACKUP_DIR}/",
+        f"{runformat.ARTIFACTS_DIR}/",
         f"{runformat.TENSORBOARD_DIR}/",
         runformat.status_rel(0).replace("0", "<index>"),
         runformat.worker_log_rel(0).replace("0", "<index>"),

@@ -14,13 +14,22 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
-from runformat import METRICS_JSON, MODEL_FILE, MetricsRecord, status_path, write_json_atomic
+from runformat import (
+    BACKUP_DIR,
+    METRICS_JSON,
+    MODEL_FILE,
+    MetricsRecord,
+    status_path,
+    write_json_atomic,
+)
 from trainer.cluster import Cluster, parse_tf_config
 from trainer.config import TrainConfig, parse_args
 from trainer.data import load_data
-from trainer.errors import InputError
+from trainer.errors import InputError, WorkError
+from trainer.guard import failure_line, protect_std_streams
 from trainer.plan import plan_batches
 from trainer.status import StatusFile, initial_status
 from trainer.sysmetrics import SystemMonitor
@@ -42,6 +51,7 @@ class Stopped(Exception):
 
 def main(argv: Sequence[str]) -> int:
     """Run one worker; returns the process exit code."""
+    protect_std_streams()  # the worker's log may sit on a full disk: printing must not fail
     try:
         config = parse_args(argv)
         cluster = parse_tf_config(os.environ.get("TF_CONFIG"))
@@ -60,7 +70,7 @@ def main(argv: Sequence[str]) -> int:
         ),
     )
     try:
-        status.update()
+        status.write_now()
     except OSError as e:
         return _report_input_error(
             InputError(f"--run-dir {config.run_dir}: cannot write {status.path} ({e.strerror})")
@@ -68,7 +78,7 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, _raise_stopped)
     with SystemMonitor(status, config.system_every) as monitor:
         code, final = _run(config, cluster, status, monitor)
-    status.enter("ended", **final)
+    status.enter("ended", exit_code=code, **final)
     return code
 
 
@@ -90,7 +100,7 @@ def _run(
         metrics = train(config, cluster, splits, plan, status, monitor)
         if cluster.is_chief:
             metrics["wall_time_sec"] = round(time.time() - status.fields["started"], 3)
-            write_json_atomic(config.run_dir / METRICS_JSON, MetricsRecord(**metrics).to_dict())
+            write_metrics(config.run_dir / METRICS_JSON, MetricsRecord(**metrics))
             print(
                 f"trainer: test accuracy {metrics['test_accuracy']:.4f}, model saved to "
                 f"{config.run_dir / MODEL_FILE}",
@@ -102,12 +112,29 @@ def _run(
         stop = e if isinstance(e, Stopped) else Stopped(signal.SIGINT)
         print(f"trainer: worker {cluster.index} {stop}", file=sys.stderr, flush=True)
         return stop.exit_code, {"state": "failed", "error": str(stop)}
+    except WorkError as e:
+        print(f"trainer: worker {cluster.index} failed: {e}", file=sys.stderr, flush=True)
+        return EXIT_FAILED, {"state": "failed", "error": str(e)}
     except Exception as e:
-        line = one_line(e)
+        line = failure_line(e, _backup_named(e, config), one_line(e))
         traceback.print_exc()
         print(f"trainer: worker {cluster.index} failed: {line}", file=sys.stderr, flush=True)
         return EXIT_FAILED, {"state": "failed", "error": line}
     return 0, {"state": "finished"}
+
+
+def write_metrics(path: Path, metrics: MetricsRecord) -> None:
+    """metrics.json, the chief's work: a failure ends the job, naming the cause and the file."""
+    try:
+        write_json_atomic(path, metrics.to_dict())
+    except OSError as e:
+        raise WorkError(failure_line(e, path, f"cannot write {path}: {e.strerror}")) from e
+
+
+def _backup_named(error: BaseException, config: TrainConfig) -> Path | None:
+    """The backup folder, when a failure happened writing it (TensorFlow names the path)."""
+    backup = config.run_dir / BACKUP_DIR
+    return backup if config.backup and str(backup) in str(error) else None
 
 
 def one_line(error: BaseException) -> str:

@@ -1,10 +1,13 @@
-"""`python -m trainer.slurm_env --tf-port P TRAINER_ARGS`: one Slurm task becomes one worker.
+"""`python -m trainer.slurm_env [--tf-port P] [--wrap] ARGS`: one Slurm task becomes one worker.
 
 `srun` starts this on every task of the step. It builds the task's TF_CONFIG from the step's
 environment (`SLURM_STEP_NODELIST`, `SLURM_STEP_TASKS_PER_NODE`, `SLURM_PROCID`) and then runs
-`python -m trainer TRAINER_ARGS` in its place, exactly as an SSH host would. TensorFlow's own
-SlurmClusterResolver is not used: it runs `nvidia-smi` and divides by the GPUs per node, so it
-fails on CPU nodes. Tasks that share a node listen on `P`, `P+1`, ... (one port per local task).
+`python -m trainer ARGS` in its place, exactly as an SSH host would; with `--wrap` it runs
+`python -m trainer.wrap ARGS` instead (ARGS: `--run-dir DIR SCRIPT [SCRIPT_ARGS...]`), the
+wrapper of a user's own program. Its own options (`--tf-port`, `--wrap`) come first.
+TensorFlow's own SlurmClusterResolver is not used: it runs `nvidia-smi` and divides by the
+GPUs per node, so it fails on CPU nodes. Tasks that share a node listen on `P`, `P+1`, ...
+(one port per local task).
 The launcher uses `task_addresses` too, to name each worker's node and port in cluster.json.
 """
 
@@ -17,6 +20,8 @@ import sys
 from collections.abc import Mapping, Sequence
 
 DEFAULT_TF_PORT = 23456
+TRAINER_MODULE = "trainer"
+WRAP_MODULE = "trainer.wrap"
 _RANGE = re.compile(r"(\d+)(?:-(\d+))?")
 _COUNT = re.compile(r"(\d+)(?:\(x(\d+)\))?")
 
@@ -114,28 +119,53 @@ def tf_config(environ: Mapping[str, str], base_port: int) -> str | None:
 
 def split_args(argv: Sequence[str]) -> tuple[int, list[str]]:
     """`--tf-port N` (ours, optional) and everything else for the trainer."""
+    port, _, args = split_options(argv)
+    return port, args
+
+
+def split_options(argv: Sequence[str]) -> tuple[int, str, list[str]]:
+    """Our options (`--tf-port N`, `--wrap`), the module to become, and its arguments.
+
+    With `--wrap` only leading options are ours: the user's program may have a `--tf-port`
+    of its own. For the trainer a `--tf-port` anywhere is still taken, as it always was.
+    """
     args = list(argv)
-    port = DEFAULT_TF_PORT
-    for i, arg in enumerate(args):
-        if arg == "--tf-port" and i + 1 < len(args):
-            port_text = args[i + 1]
-            del args[i : i + 2]
+    port_text: str | None = None
+    module = TRAINER_MODULE
+    while args:
+        if args[0] == "--wrap":
+            module = WRAP_MODULE
+            del args[0]
+        elif args[0] == "--tf-port" and len(args) > 1:
+            port_text = args[1]
+            del args[:2]
+        elif args[0].startswith("--tf-port="):
+            port_text = args[0].split("=", 1)[1]
+            del args[0]
+        else:
             break
-        if arg.startswith("--tf-port="):
-            port_text = arg.split("=", 1)[1]
-            del args[i]
-            break
-    else:
-        return port, args
+    if port_text is None and module == TRAINER_MODULE:
+        for i, arg in enumerate(args):
+            if arg == "--tf-port" and i + 1 < len(args):
+                port_text = args[i + 1]
+                del args[i : i + 2]
+                break
+            if arg.startswith("--tf-port="):
+                port_text = arg.split("=", 1)[1]
+                del args[i]
+                break
+    if port_text is None:
+        return DEFAULT_TF_PORT, module, args
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise SlurmEnvError(f"--tf-port {port_text!r}: expected a port from 1 to 65535")
-    return int(port_text), args
+    return int(port_text), module, args
 
 
 def main(argv: Sequence[str]) -> int:
-    """Set TF_CONFIG and become `python -m trainer`; exit 2 with one line on a bad environment."""
+    """Set TF_CONFIG and become `python -m trainer` (or the wrapper); exit 2 with one line on a
+    bad environment."""
     try:
-        port, args = split_args(argv)
+        port, module, args = split_options(argv)
         config = tf_config(os.environ, port)
     except SlurmEnvError as e:
         print(f"trainer.slurm_env: error: {e}", file=sys.stderr, flush=True)
@@ -144,7 +174,7 @@ def main(argv: Sequence[str]) -> int:
         os.environ.pop("TF_CONFIG", None)
     else:
         os.environ["TF_CONFIG"] = config
-    os.execv(sys.executable, [sys.executable, "-m", "trainer", *args])
+    os.execv(sys.executable, [sys.executable, "-m", module, *args])
     return 0  # not reached: execv replaces this process
 
 

@@ -12,6 +12,7 @@ leaves `updated` alone, so that a hung step still shows as silence.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -178,17 +179,64 @@ def visible_gpus(setting: str | None, count: int) -> list[int]:
 
 
 class SystemSampler:
-    """Reads psutil's counters; CPU and network are averages since the previous sample."""
+    """Reads psutil's counters; CPU and network are averages since the previous sample.
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    It measures one process (`pid`, this one by default) or, with `tree`, that process and
+    all its descendants (the wrapper of a user's program measures the program that way:
+    whatever it forks, data loaders included, counts).
+    """
+
+    def __init__(
+        self, clock: Callable[[], float] = time.time, pid: int | None = None, tree: bool = False
+    ) -> None:
         self.clock = clock
-        self.process = psutil.Process()
-        self.process.cpu_percent(None)  # the first call only starts the interval
-        psutil.cpu_percent(None)
+        self.process = psutil.Process(pid)
+        self.tree = tree
+        psutil.cpu_percent(None)  # the first call only starts the interval
+        self.cpu_seconds: dict[int, float] = {}
+        self.cpu_time = clock()
+        self._cpu_since_last()
         self.net = psutil.net_io_counters()
         self.net_time = clock()
-        self.waited = cpu_wait_seconds(self.process.pid)
+        self.waited = self._waited()
         self.gpus = Gpus()
+
+    def _processes(self) -> list[psutil.Process]:
+        if not self.tree:
+            return [self.process]
+        try:
+            return [self.process, *self.process.children(recursive=True)]
+        except psutil.Error:
+            return [self.process]
+
+    def _cpu_since_last(self) -> float:
+        """CPU seconds the measured processes used since the last call: a process new since
+        then counts whole, one that ended meanwhile takes its last seconds with it."""
+        used, seen = 0.0, {}
+        for process in self._processes():
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total = times.user + times.system
+            seen[process.pid] = total
+            used += max(total - self.cpu_seconds.get(process.pid, 0.0), 0.0)
+        self.cpu_seconds = seen
+        return used
+
+    def _memory_mb(self) -> float:
+        rss = 0
+        for process in self._processes():
+            try:
+                rss += process.memory_info().rss
+            except psutil.Error:
+                continue
+        return rss / MB
+
+    def _waited(self) -> float | None:
+        waits = [cpu_wait_seconds(p.pid) for p in self._processes()]
+        known = [w for w in waits if w is not None]
+        return sum(known) if known else None
 
     def sample(self) -> Sample:
         now = self.clock()
@@ -197,16 +245,23 @@ class SystemSampler:
         sent = (net.bytes_sent - self.net.bytes_sent) / seconds / NET_MB
         recv = (net.bytes_recv - self.net.bytes_recv) / seconds / NET_MB
         self.net, self.net_time = net, now
-        waited = cpu_wait_seconds(self.process.pid)
+        cpu_seconds = max(now - self.cpu_time, 1e-6)
+        cpu_percent = 100 * self._cpu_since_last() / cpu_seconds
+        self.cpu_time = now
+        waited = self._waited()
         wait_percent = None
         if waited is not None and self.waited is not None:
             wait_percent = max(100 * (waited - self.waited) / seconds, 0.0)
         self.waited = waited
         gpus = self.gpus.read()
+        memory_mb = self._memory_mb()
+        if self.tree and not _alive(self.process):
+            # The program ended while it was measured: its figures would read as zeros.
+            raise psutil.NoSuchProcess(self.process.pid)
         return Sample(
             time=now,
-            cpu_percent=self.process.cpu_percent(None),
-            memory_mb=self.process.memory_info().rss / MB,
+            cpu_percent=cpu_percent,
+            memory_mb=memory_mb,
             host_cpu_percent=psutil.cpu_percent(None),
             host_memory_percent=psutil.virtual_memory().percent,
             net_sent_mbps=max(sent, 0.0),
@@ -217,8 +272,16 @@ class SystemSampler:
         )
 
 
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 class SystemMonitor:
-    """Samples every `interval` seconds in a daemon thread; heartbeats outside training."""
+    """Samples every `interval` seconds in a daemon thread, hands each sample to `on_sample`
+    (the wrapper writes its event file there) and beats status.json (StatusFile.beat)."""
 
     def __init__(
         self,
@@ -226,11 +289,13 @@ class SystemMonitor:
         interval: float = SAMPLE_SECONDS,
         sampler: SystemSampler | None = None,
         heartbeat: float = HEARTBEAT_SECONDS,
+        on_sample: Callable[[Sample], None] | None = None,
     ) -> None:
         self.status = status
         self.interval = interval
         self.heartbeat = heartbeat
         self.sampler = sampler or SystemSampler()
+        self.on_sample = on_sample
         self.latest: Sample | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="system-monitor", daemon=True)
@@ -254,10 +319,16 @@ class SystemMonitor:
         while not self._stop.wait(self.interval):
             try:
                 self.latest = self.sampler.sample()
+                if self.on_sample is not None:
+                    self.on_sample(self.latest)
                 now = time.monotonic()
-                if self.status.phase != "training" and now - beat >= self.heartbeat:
-                    self.status.update(system=self.latest.as_status())
+                if now - beat >= self.heartbeat:
+                    # Best effort: a full disk skips the beat (trainer.guard), never raises.
+                    self.status.beat(system=self.latest.as_status())
                     beat = now
+            except psutil.NoSuchProcess:
+                return  # the measured program has ended
             except Exception as e:  # a monitor must never take the training down
-                print(f"trainer: system metrics stopped: {type(e).__name__}: {e}", flush=True)
+                with contextlib.suppress(OSError, ValueError):
+                    print(f"trainer: system metrics stopped: {type(e).__name__}: {e}", flush=True)
                 return

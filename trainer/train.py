@@ -15,13 +15,15 @@ import tensorflow as tf
 import tf_keras as keras
 
 from runformat import BACKUP_DIR, MODEL_FILE, TENSORBOARD_DIR, events_dir
+from trainer.callback import ClusterProgress
 from trainer.cluster import Cluster
 from trainer.config import TrainConfig
 from trainer.data import Splits
+from trainer.errors import WorkError
+from trainer.guard import BestEffort, failure_line
 from trainer.model import build_model
 from trainer.pipeline import eval_dataset, train_dataset
 from trainer.plan import BatchPlan
-from trainer.progress import ProgressLogger
 from trainer.status import StatusFile
 from trainer.sysmetrics import SystemMonitor
 
@@ -108,13 +110,13 @@ def make_callbacks(
 ) -> list[keras.callbacks.Callback]:
     """Every worker logs its own progress (and backs up, if asked: all must, the chief's copy
     is kept); the chief also keeps Keras' TensorBoard logs."""
-    progress = ProgressLogger(
-        events_dir=events_dir(config.run_dir, cluster.index),
+    progress = ClusterProgress(
+        global_batch_size=plan.global_batch,
+        log_every=config.log_every,
         status=status,
         monitor=monitor,
-        log_every=config.log_every,
-        examples_per_step=plan.per_worker_batch,
-        steps_per_epoch=plan.steps_per_epoch,
+        events_dir=events_dir(config.run_dir, cluster.index),
+        num_workers=plan.num_workers,
     )
     backup = (
         [keras.callbacks.BackupAndRestore(backup_dir=str(config.run_dir / BACKUP_DIR))]
@@ -123,7 +125,7 @@ def make_callbacks(
     )
     if not cluster.is_chief:
         return [*backup, progress]
-    tensorboard = keras.callbacks.TensorBoard(
+    tensorboard = GuardedTensorBoard(
         log_dir=str(config.run_dir / TENSORBOARD_DIR),
         update_freq="epoch",
         profile_batch=0,
@@ -132,8 +134,61 @@ def make_callbacks(
     return [*backup, progress, tensorboard]
 
 
+class GuardedTensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc,name-defined]
+    """Keras' TensorBoard callback, whose writes are monitoring: TensorFlow raises when a
+    writer cannot flush to a full disk (ResourceExhaustedError), which would end fit. Here
+    that skips the summaries with one warning, and TensorFlow's writer keeps what it could
+    not write and writes it once there is room. Needs update_freq="epoch" (no writer stack
+    left half pushed)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.guard = BestEffort(f"Keras TensorBoard logs in {TENSORBOARD_DIR}/")
+
+    def _guarded(self, hook: str, *args: Any, writes: bool = False) -> None:
+        """Run one of Keras' hooks; a hook that `writes` proves the disk takes the summaries
+        again (flushing them, which is when TensorFlow finds out) before that is said."""
+        try:
+            getattr(super(), hook)(*args)
+            if writes and self.guard.failing:
+                for writer in self._writers.values():
+                    writer.flush()
+        except (tf.errors.OpError, OSError) as error:
+            self.guard.failed(error, self.log_dir)
+            return
+        if writes:
+            self.guard.succeeded()
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._guarded("on_train_begin", logs)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._guarded("on_epoch_begin", epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._guarded("on_epoch_end", epoch, logs, writes=True)
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._guarded("on_test_begin", logs)  # creates the validation writer: a new file
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._guarded("on_test_end", logs, writes=True)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._guarded("on_train_end", logs)  # closes the writers: nothing left to prove
+
+
 def save_model(model: keras.Model, run_dir: Path, is_chief: bool) -> None:
-    """Every worker saves (the strategy expects it); only the chief's copy is kept, whole."""
+    """Every worker saves (the strategy expects it); only the chief's copy is kept, whole.
+    A failure names its cause and the file: `no space left on device writing .../model.h5`."""
+    try:
+        _save_model(model, run_dir, is_chief)
+    except Exception as error:
+        line = failure_line(error, run_dir / MODEL_FILE, f"{type(error).__name__}: {error}")
+        raise WorkError(line.splitlines()[0]) from error
+
+
+def _save_model(model: keras.Model, run_dir: Path, is_chief: bool) -> None:
     if not is_chief:
         scratch = tempfile.mkdtemp(prefix="trainer-model-")
         try:

@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import pytest
 
-from trainer.progress import Window, WindowClock
+from trainer.callback import ClusterProgress, Window, WindowClock
 
 
 @pytest.mark.parametrize(
@@ -32,3 +34,31 @@ def test_window_clock_starts_the_next_window_where_the_last_closed() -> None:
     clock.resume(now=1.5)  # no pause recorded: nothing to leave out
     window = clock.close(step=20, now=3.0, examples_per_step=32)
     assert (window.steps, window.seconds) == (10, pytest.approx(2.0))
+
+
+def test_cluster_progress_does_nothing_outside_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program that opted in still runs by hand, where no worker folder exists."""
+    monkeypatch.delenv("TFCLUSTER_WORKER_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    progress = ClusterProgress(global_batch_size=64)
+    progress.set_params({"epochs": 1, "steps": 2})
+    assert not progress.active
+    progress.on_train_begin()
+    for batch in range(2):
+        progress.on_train_batch_end(batch, {"loss": 1.0})
+    progress.on_epoch_end(0, {"loss": 1.0})
+    progress.on_train_end()
+    with progress.phase("saving"):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_examples_per_step_are_this_workers_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TFCLUSTER_NUM_WORKERS", "4")
+    assert ClusterProgress(global_batch_size=64).examples_per_step == 16
+    monkeypatch.delenv("TFCLUSTER_NUM_WORKERS")
+    config = '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}'
+    monkeypatch.setenv("TF_CONFIG", config)
+    assert ClusterProgress(global_batch_size=64).examples_per_step == 32

@@ -15,6 +15,7 @@ from trainer.slurm_env import (
     expand_counts,
     expand_hostlist,
     split_args,
+    split_options,
     task_addresses,
     tf_config,
 )
@@ -78,3 +79,45 @@ def test_outside_a_step_it_says_so_in_one_line() -> None:
         "trainer.slurm_env: error: SLURM_STEP_NODELIST is not set: run this under srun, "
         "inside a Slurm job step\n"
     )
+
+
+def test_wrap_takes_only_leading_options_the_programs_stay_its_own() -> None:
+    argv = ["--tf-port", "7000", "--wrap", "--run-dir", "r", "t.py", "--tf-port", "1"]
+    assert split_options(argv) == (
+        7000,
+        "trainer.wrap",
+        ["--run-dir", "r", "t.py", "--tf-port", "1"],
+    )
+    assert split_options(["--wrap", "--run-dir", "r", "t.py"])[:2] == (23456, "trainer.wrap")
+    assert split_options(["--run-dir", "r", "--tf-port", "7001"]) == (
+        7001,
+        "trainer",
+        ["--run-dir", "r"],
+    )
+
+
+def test_a_slurm_task_becomes_the_wrapper_of_a_users_program(tmp_path: Path) -> None:
+    """A task's environment as srun gives it (faked: 2 tasks on one node, this is task 1)."""
+    (tmp_path / "show.py").write_text(
+        "import os, sys\nprint(os.environ['TF_CONFIG'])\nprint(sys.argv[1:])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k != "TF_CONFIG"}
+    env.update(
+        SLURM_STEP_NODELIST="localhost", SLURM_STEP_TASKS_PER_NODE="2", SLURM_PROCID="1",
+        PYTHONPATH=str(REPO),
+    )  # fmt: skip
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "trainer.slurm_env", "--tf-port", "7000", "--wrap"]
+    argv += ["--run-dir", str(run_dir), "show.py", "--tf-port", "1"]
+    out = subprocess.run(
+        argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    config, args = out.stdout.splitlines()[:2]
+    assert json.loads(config) == {
+        "cluster": {"worker": ["localhost:7000", "localhost:7001"]},
+        "task": {"type": "worker", "index": 1},
+    }
+    assert args == "['--tf-port', '1']"
+    status = json.loads((run_dir / "workers" / "1" / "status.json").read_text())
+    assert (status["state"], status["exit_code"]) == ("finished", 0)
