@@ -317,3 +317,18 @@ def rows_frame(rows: list[WorkerRow]) -> pd.DataFrame:
             "error",
         ],
     )
+
+
+def run_rows(run: Run, workers: Mapping[int, Mapping[str, Arrays]], now: float) -> list[WorkerRow]:
+    """The run's rows from its status files and what each worker's events said."""
+    return worker_rows(run, {index: progress_of(series) for index, series in workers.items()}, now)
+
+
+def run_eta(
+    run: Run, workers: Mapping[int, Mapping[str, Arrays]], rows: Sequence[WorkerRow]
+) -> float | None:
+    """Seconds left for an active run, at the chief's (the lowest index's) recent step rate."""
+    if not run.active or not workers:
+        return None
+    total = next((row.steps_total for row in rows if row.steps_total), None)
+    return eta_seconds(workers[min(workers)], total)

@@ -132,6 +132,45 @@ WorkerStatus = StatusRecord
 Metrics = MetricsRecord
 
 
+@dataclass(frozen=True)
+class Program:
+    """What the run ran (cluster.json `program`): the built-in trainer, or a user's script
+    with its folder; its arguments are cluster.json's `trainer_args`."""
+
+    kind: str = "trainer"
+    script: str | None = None
+    folder: str | None = None
+
+    @property
+    def is_script(self) -> bool:
+        return self.kind == "script"
+
+
+TRAINER = Program()
+
+
+def program_of(cluster: object, data: Mapping[str, Any] | None, warnings: list[str]) -> Program:
+    """The run's program: the record's typed field where the run format has one, else
+    cluster.json's `program` object read here; the trainer when neither says."""
+    raw = getattr(cluster, "program", None)
+    if raw is None and data is not None:
+        raw = data.get("program")
+    if raw is None:
+        return TRAINER
+    fields = raw if isinstance(raw, Mapping) else getattr(raw, "__dict__", None)
+    if not isinstance(fields, Mapping):
+        warnings.append(f"{CLUSTER_JSON}: 'program' is not an object; ignored")
+        return TRAINER
+    values = {name: fields.get(name) for name in ("kind", "script", "folder")}
+    bad = [
+        name for name, value in values.items() if value is not None and not isinstance(value, str)
+    ]
+    if bad:
+        warnings.append(f"{CLUSTER_JSON}: program {', '.join(bad)}: expected text; ignored")
+    kept = {name: value for name, value in values.items() if isinstance(value, str)}
+    return Program(**{"kind": "script" if kept.get("script") else "trainer", **kept})
+
+
 @dataclass
 class Run:
     """One run directory, read once: every field may be missing; warnings say why."""
@@ -143,6 +182,7 @@ class Run:
     metrics: Metrics | None
     warnings: list[str] = field(default_factory=list)
     found: tuple[int, ...] = ()
+    program: Program = TRAINER
 
     @property
     def state(self) -> str:
@@ -230,7 +270,8 @@ def load_run(run_dir: Path) -> Run:
         warnings.extend(f"worker {index} {w}" for w in status_warnings)
     metrics_data = read_json(run_file(run_dir, METRICS_JSON, warnings), warnings, MAX_METRICS_BYTES)
     metrics = metrics_from_dict(metrics_data, warnings) if metrics_data is not None else None
-    return Run(run_dir.name, run_dir, cluster, workers, metrics, warnings, tuple(found))
+    program = program_of(cluster, cluster_data, warnings)
+    return Run(run_dir.name, run_dir, cluster, workers, metrics, warnings, tuple(found), program)
 
 
 def list_runs(runs_dir: Path) -> list[str]:
@@ -247,6 +288,18 @@ def list_runs(runs_dir: Path) -> list[str]:
         except OSError:
             continue
     return sorted(names, reverse=True)
+
+
+def runs_signature(runs_dir: Path) -> tuple[tuple[str, int], ...]:
+    """Every run name with its cluster.json's change time: what the run list shows."""
+    signature = []
+    for name in list_runs(runs_dir):
+        try:
+            changed = os.stat(runs_dir / name / CLUSTER_JSON).st_mtime_ns
+        except OSError:
+            changed = 0
+        signature.append((name, changed))
+    return tuple(signature)
 
 
 def load_runs(runs_dir: Path) -> list[Run]:

@@ -329,6 +329,10 @@ def test_links_out_of_the_run_are_never_served(
     assert download(app, "⬇ worker 1 log") is None
     assert "model.h5: refused" in texts(app.warning)
     assert "not for the page" not in texts(app.code)
+    show(app, "Logs")
+    app.selectbox(key="log-choice").select("worker 1").run()
+    assert "not for the page" not in texts(app.code)
+    assert "nothing to show" in texts(app.caption)
     assert runs_table(app)["run"].tolist() == [finished_run.name]
     record_figures(9, case="links out of the run", files_served_from_outside=0)
 
@@ -456,19 +460,37 @@ def test_failed_run_names_its_cause_opens_its_log_and_says_why_there_is_no_model
         "killed by SIGKILL",
     ]
     assert cluster_states(app) == {0: "aborted", 1: "failed", 2: "aborted"}
-    show(app, "Artifacts")
+    show(app, "Logs")
     assert app.selectbox(key="log-choice").value == "worker 1"
+    show(app, "Artifacts")
     assert "No model: the run failed before the chief saved it" in texts(app.caption)
     assert "not there yet" not in texts(app.caption)
     assert "tensorboard --logdir" in texts(app.code)
 
 
 def test_log_search_keeps_only_matching_lines(open_app: OpenApp, finished_run: Path) -> None:
-    app = show(open_app(finished_run.parent), "Artifacts")
+    app = show(open_app(finished_run.parent), "Logs")
     app.text_input(key="log-search").input("LOSS 0.2").run()
     shown = texts(app.code)
     assert "step 30 loss 0.689" not in shown
     assert "line(s) containing" in texts(app.caption)
+
+
+def test_the_log_hides_tensorflows_chatter_until_asked(
+    open_app: OpenApp, finished_run: Path
+) -> None:
+    app = show(open_app(finished_run.parent), "Logs")
+    shown = texts(app.code)
+    assert "worker 0 starting on host0" in shown and "step 0 loss" in shown
+    for chatter in ("oneDNN custom operations", "failed call to cuInit", "absl::InitializeLog"):
+        assert chatter not in shown
+    assert "3 line(s) of TensorFlow's chatter hidden" in texts(app.caption)
+
+    app.toggle(key="log-everything").set_value(True).run()
+
+    assert "oneDNN custom operations" in texts(app.code)
+    assert "failed call to cuInit" in texts(app.code)
+    assert "chatter hidden" not in texts(app.caption)
 
 
 HOSTILE = '**bold** [link](https://evil.example) <a href="https://evil.example">a</a> :red[x]'

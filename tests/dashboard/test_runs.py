@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
+from dashboard import samplerun
+from dashboard.cluster import worker_rows
 from dashboard.live import RunEvents
 from dashboard.runs import (
     load_run,
@@ -22,6 +25,7 @@ from dashboard.runs import (
     tail_lines,
 )
 from dashboard.samplerun import RunPlan, write_run
+from runformat import SYSTEM_CPU_PERCENT, SYSTEM_CPU_WAIT_PERCENT, SYSTEM_HOST_CPU_PERCENT
 
 
 @pytest.mark.parametrize(
@@ -285,3 +289,28 @@ def test_attempts_of_a_restarted_run() -> None:
     ]
     assert parse_cluster({"attempts": 3}, warnings).attempts == ()
     assert "'attempts' is not a list" in warnings[-1]
+
+
+def test_the_preview_writes_a_failed_run_as_a_real_one_ends(tmp_path: Path) -> None:
+    """`python -m dashboard.samplerun --state failed`: one cause, the others aborted after it
+    with TensorFlow's words, every figure in range."""
+    assert samplerun.main([str(tmp_path), "--state", "failed", "--workers", "16"]) == 0
+    [run] = load_runs(tmp_path)
+    rows = worker_rows(run, {}, time.time())
+
+    assert [row.index for row in rows if row.cause] == [1]
+    assert {row.state for row in rows if not row.cause} == {"aborted"}
+    assert all("Collective ops is aborted" in (row.error or "") for row in rows if not row.cause)
+    assert run.cluster is not None and run.cluster.failure is not None
+    assert run.cluster.exit_codes[1] == -9 and run.cluster.exit_codes[0] == 1
+    assert all(row.step is not None and 0 < row.step < run.cluster.epochs * 20 for row in rows)
+    snapshot = RunEvents(run.path).refresh(run.indices, min_interval=0)
+    for series in snapshot.workers.values():
+        for tag in (SYSTEM_CPU_PERCENT, SYSTEM_CPU_WAIT_PERCENT):
+            values = series[tag][2]
+            assert len(values) and values.min() > 0 and values.max() < 400, tag
+        host = series[SYSTEM_HOST_CPU_PERCENT][2]
+        assert host.min() > 0 and host.max() <= 100
+    assert all(
+        row.cpu_percent is not None and row.cpu_percent > 0 and row.memory_mb for row in rows
+    )

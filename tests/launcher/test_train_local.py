@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.noise import is_keras_progress, is_tf_log
+from runformat.noise import is_keras_progress, is_tf_log
 from tests.launcher.helpers import (
     FAST,
     UNTIL_STOPPED,
