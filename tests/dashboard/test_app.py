@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
 import shutil
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -575,3 +577,66 @@ def test_a_run_claiming_too_many_workers_is_capped_with_a_warning(
     assert len(worker_table(app)) <= MAX_WORKERS
     assert str(MAX_WORKERS) in texts(app.warning)
     assert took < 60, f"a capped run still took {took:.1f} s"
+
+
+def test_a_users_script_shows_its_arguments_its_own_scalars_and_its_artifacts(
+    open_app: OpenApp, script_run: Path, media_managers: list[MediaFileManager]
+) -> None:
+    """Written by real TensorFlow: Keras' TensorBoard callback on worker 0, tf.summary on
+    both workers, a SavedModel and a file under artifacts/."""
+    app = open_app(script_run.parent)
+
+    header = texts(app.caption)
+    assert "program train.py" in header
+    assert "arguments --epochs 3 --learning-rate 0.01 --note 'two words'" in header
+    runs = runs_table(app)
+    assert runs["program"][0] == "train.py" and runs["learning rate"][0] == "0.01"
+
+    show(app, "Progress")
+    app.slider(key="smoothing").set_value(0.0).run()
+    loss = chart_of(app, "epoch_loss · tensorboard/train")
+    assert legend_lines(loss) == ["chief (0)"], "only worker 0 wrote it"
+    assert trace_values(loss["data"][0], "x") == [0, 1, 2]
+    assert legend_lines(chart_of(app, "epoch_loss · tensorboard/validation")) == ["chief (0)"]
+    custom = chart_of(app, "custom/throughput · logs")
+    assert legend_lines(custom) == ["chief (0)", "worker 1"]
+    worker_one = next(trace for trace in custom["data"] if trace["name"] == "worker 1")
+    assert trace_values(worker_one, "y") == [200.0 + step for step in range(10)]
+    app.toggle(key="log-own-custom/throughput · logs").set_value(True).run()
+    assert chart_of(app, "custom/throughput · logs")["layout"]["yaxis"]["type"] == "log"
+    csv = download(app, "⬇ custom/throughput · logs CSV")
+    assert csv is not None
+    table = pd.read_csv(io.BytesIO(click_download(media_managers[-1], csv.deferred_file_id)))
+    assert table.groupby("worker")["value"].max().to_dict() == {0: 109.0, 1: 209.0}
+
+    show(app, "Artifacts")
+    saved = download(app, "⬇ saved_model.zip")
+    notes = download(app, "⬇ notes.txt")
+    assert saved is not None and notes is not None
+    assert click_download(media_managers[-1], notes.deferred_file_id) == b"trained by tfscript\n"
+    archive = zipfile.ZipFile(
+        io.BytesIO(click_download(media_managers[-1], saved.deferred_file_id))
+    )
+    assert "saved_model/saved_model.pb" in archive.namelist()
+    assert (
+        archive.read("saved_model/saved_model.pb")
+        == (script_run / "artifacts" / "saved_model" / "saved_model.pb").read_bytes()
+    )
+    assert "No model: the chief did not write model.h5" in texts(app.caption)
+
+
+def test_two_script_runs_compare_by_their_arguments_and_own_scalars(
+    open_app: OpenApp, script_run: Path
+) -> None:
+    other = Path(shutil.copytree(script_run, script_run.parent / "20261207-160000-5c2p"))
+    cluster = json.loads((other / "cluster.json").read_text())
+    cluster["trainer_args"] = ["--epochs", "3", "--learning-rate", "0.1"]
+    (other / "cluster.json").write_text(json.dumps(cluster))
+
+    app = show(open_app(script_run.parent), "Compare")
+    app.multiselect(key="compare-runs").set_value([other.name, script_run.name]).run()
+
+    differing = app.dataframe[0].value
+    assert set(differing.columns) == {"arguments", "learning rate", "note"}
+    loss = chart_of(app, "epoch_loss · tensorboard/train")
+    assert legend_lines(loss) == [other.name, script_run.name]
