@@ -9,6 +9,7 @@ import streamlit as st
 
 from dashboard import compare, refresh, text, triage
 from dashboard.cluster import (
+    WorkerRow,
     phase_summary,
     run_eta,
     run_rows,
@@ -60,7 +61,19 @@ def render(run: Run) -> None:
         render_failure(story)
     if run.cluster and run.cluster.restarts:
         render_restarts(run.cluster)
+    render_hosts(rows)
     render_problems(run, snapshot)
+
+
+def render_hosts(rows: list[WorkerRow]) -> None:
+    """A host's own trouble while the job goes on (gone as soon as the host says so)."""
+    for row in rows:
+        if row.disk:
+            st.warning(
+                f"worker {row.index} ({text.md(row.host)}): disk full: {text.md(row.disk)}. "
+                "Training goes on; this worker's status and charts may lag until there is "
+                "room again."
+            )
 
 
 def render_loading(snapshot: Snapshot) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import runformat
+from dashboard import health
+from dashboard.health import DiskNote
 from runformat import (
     ACTIVE_RUN_STATES,
     CLUSTER_JSON,
@@ -183,6 +185,13 @@ class Run:
     warnings: list[str] = field(default_factory=list)
     found: tuple[int, ...] = ()
     program: Program = TRAINER
+    # Per worker: how far its host's clock is ahead of ours (seconds), and its disk trouble.
+    clock_offsets: dict[int, float] = field(default_factory=dict)
+    disks: dict[int, DiskNote] = field(default_factory=dict)
+
+    def local_time(self, index: int, stamp: float | None) -> float | None:
+        """A time written by worker `index`'s host, on our clock."""
+        return None if stamp is None else stamp - self.clock_offsets.get(index, 0.0)
 
     @property
     def state(self) -> str:
@@ -261,17 +270,50 @@ def load_run(run_dir: Path) -> Run:
         warnings.append(f"{CLUSTER_JSON} is missing: the launcher has not written it (yet)")
     workers = {}
     found = worker_indices(run_dir)
+    hosts = health.host_fields(cluster_data)
+    offsets: dict[int, float] = {}
+    disks: dict[int, DiskNote] = {}
     for index in found:
         status_warnings: list[str] = []
         status_path = run_file(run_dir, status_rel(index), status_warnings)
         data = read_json(status_path, status_warnings, MAX_STATUS_BYTES)
-        if data is not None:
+        if data is not None and status_path is not None:
             workers[index] = status_from_dict(index, data, status_warnings)
+            offsets[index] = health.estimated_offset(workers[index].updated, _changed(status_path))
+            note = health.disk_note(data.get("disk"))
+            if note is not None:
+                disks[index] = note
         warnings.extend(f"worker {index} {w}" for w in status_warnings)
+    for index, host in hosts.items():
+        measured = health.measured_offset(host)
+        if measured is not None:
+            offsets[index] = measured
+        note = health.disk_note(host.get("disk"))
+        if note is not None:
+            disks[index] = note
     metrics_data = read_json(run_file(run_dir, METRICS_JSON, warnings), warnings, MAX_METRICS_BYTES)
     metrics = metrics_from_dict(metrics_data, warnings) if metrics_data is not None else None
     program = program_of(cluster, cluster_data, warnings)
-    return Run(run_dir.name, run_dir, cluster, workers, metrics, warnings, tuple(found), program)
+    offsets = {index: offset for index, offset in offsets.items() if offset}
+    return Run(
+        run_dir.name,
+        run_dir,
+        cluster,
+        workers,
+        metrics,
+        warnings,
+        tuple(found),
+        program,
+        offsets,
+        disks,
+    )
+
+
+def _changed(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def list_runs(runs_dir: Path) -> list[str]:

@@ -640,3 +640,71 @@ def test_two_script_runs_compare_by_their_arguments_and_own_scalars(
     assert set(differing.columns) == {"arguments", "learning rate", "note"}
     loss = chart_of(app, "epoch_loss · tensorboard/train")
     assert legend_lines(loss) == [other.name, script_run.name]
+
+
+def edit_json(path: Path, **fields: Any) -> None:
+    data = json.loads(path.read_text())
+    data.update(fields)
+    path.write_text(json.dumps(data))
+
+
+def test_a_hosts_full_disk_is_a_warning_until_it_has_room_again(
+    open_app: OpenApp, running_run: Path
+) -> None:
+    status = running_run / "workers" / "1" / "status.json"
+    full = {"full": True, "path": "/home/u/tfjobs/runs", "free_mb": 0, "message": "no space left"}
+    edit_json(status, disk=full)
+    app = open_app(running_run.parent)
+    said = "worker 1 (host1): disk full: no space left in /home/u/tfjobs/runs (0 MB free)"
+    assert said in texts(app.warning)
+    assert worker_table(app)["disk"].tolist()[:2] == [
+        "-",
+        "no space left in /home/u/tfjobs/runs (0 MB free)",
+    ]
+
+    edit_json(status, disk={"full": False, "path": "/home/u/tfjobs/runs", "free_mb": 900})
+    app.run()
+    assert "disk full" not in texts(app.warning)
+
+    # The launcher's word, for a host too full to write its own status.json.
+    cluster = json.loads((running_run / "cluster.json").read_text())
+    cluster["hosts"][0]["disk"] = {"full": True, "message": "no space left", "free_mb": 0}
+    (running_run / "cluster.json").write_text(json.dumps(cluster))
+    app.run()
+    assert "worker 0 (host0): disk full: no space left (0 MB free)" in texts(app.warning)
+    cluster["hosts"][0]["disk"] = {"full": False}
+    (running_run / "cluster.json").write_text(json.dumps(cluster))
+    app.run()
+    assert "disk full" not in texts(app.warning)
+
+
+@pytest.mark.parametrize(
+    ("ahead", "measured"),
+    [(3600.0, True), (3600.0, False), (-3600.0, True)],
+    ids=["ahead, measured", "ahead, estimated", "behind, measured"],
+)
+def test_a_host_whose_clock_is_an_hour_off_looks_like_the_others(
+    open_app: OpenApp, running_run: Path, ahead: float, measured: bool
+) -> None:
+    """Its last update is seconds ago (never in the future, never an hour ago: no false
+    stall), with its CPU and memory."""
+    now = time.time()
+    if measured:
+        cluster = json.loads((running_run / "cluster.json").read_text())
+        cluster["hosts"][1]["clock_offset"] = ahead
+        (running_run / "cluster.json").write_text(json.dumps(cluster))
+    append_progress(running_run, 1, range(47, 50), wall_time=now + ahead - 3, step_seconds=1.0)
+    edit_json(
+        running_run / "workers" / "1" / "status.json",
+        updated=now + ahead - 1,
+        phase_since=now + ahead - 20,
+        system={"time": now + ahead - 1, "cpu_percent": 97.0, "memory_mb": 812.0},
+    )
+
+    table = worker_table(open_app(running_run.parent))
+
+    one = table[table["worker"] == 1].iloc[0]
+    assert re.fullmatch(r"[0-9] s ago", one["last update"]), one["last update"]
+    assert not one["stalled"]
+    assert (one["CPU %"], one["memory MB"]) == ("97", "812")
+    assert not any(cell.startswith("-") and cell != "-" for cell in table["last update"])

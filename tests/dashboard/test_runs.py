@@ -12,6 +12,7 @@ import pytest
 
 from dashboard import samplerun
 from dashboard.cluster import worker_rows
+from dashboard.health import disk_note, estimated_offset
 from dashboard.live import RunEvents
 from dashboard.runs import (
     load_run,
@@ -314,3 +315,30 @@ def test_the_preview_writes_a_failed_run_as_a_real_one_ends(tmp_path: Path) -> N
     assert all(
         row.cpu_percent is not None and row.cpu_percent > 0 and row.memory_mb for row in rows
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (
+            {"full": True, "path": "/r", "free_mb": 0, "message": "no space left"},
+            "no space left in /r (0 MB free)",
+        ),
+        ({"full": True}, "disk full"),
+        ({"full": True, "free_mb": float("nan"), "path": 3, "message": ["x"]}, "disk full"),
+        ({"full": False, "path": "/r"}, None),
+        ({"full": "yes"}, None),
+        ("full", None),
+        (None, None),
+    ],
+)
+def test_a_disk_note_is_read_defensively(raw: object, shown: str | None) -> None:
+    note = disk_note(raw)
+    assert (str(note) if note is not None else None) == shown
+
+
+def test_a_clock_ahead_is_estimated_only_when_clearly_ahead() -> None:
+    assert estimated_offset(1000.0 + 3600, 1000.0) == 3600
+    assert estimated_offset(1001.0, 1000.0) == 0.0  # within the time a write takes
+    assert estimated_offset(900.0, 1000.0) == 0.0  # behind or stale: cannot tell
+    assert estimated_offset(None, 1000.0) == 0.0
