@@ -186,12 +186,9 @@ def worker_rows(run: Run, progress: Mapping[int, WorkerProgress], now: float) ->
         host = run.host(index)
         state, cause = _state(run, index, status)
         step = _max(status.step if status else None, events.last_step)
-        # The host's times on our clock: a host whose clock is off never looks silent for
-        # an hour, nor updated in the future.
-        updated = _max(
-            run.local_time(index, status.updated if status else None),
-            run.local_time(index, events.last_wall),
-        )
+        # The host's times on our clock (`progress` comes from events already put on it): a
+        # host whose clock is off never looks silent for an hour, nor updated in the future.
+        updated = _max(run.local_time(index, status.updated if status else None), events.last_wall)
         updated = min(updated, now) if updated is not None else run.started
         since = max(0.0, now - updated) if updated is not None else None
         phase = status.phase if status else None

@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -116,6 +116,36 @@ class Snapshot:
     def own_source(self) -> Snapshot:
         """The program's own scalars as a snapshot of their own (for the charts)."""
         return self.memo(("own",), lambda: Snapshot(self.name, self.own, lines=self.lines))
+
+    def on_our_clock(self, offsets: Mapping[int, float]) -> Snapshot:
+        """This snapshot with each worker's wall times moved by its host's clock offset
+        (seconds ahead of ours), so that every time on the page is on one clock; itself
+        when no host is off."""
+        moved = {index: offset for index, offset in offsets.items() if offset}
+        if not moved:
+            return self
+
+        def shifted(workers: dict[int, dict[str, Arrays]]) -> dict[int, dict[str, Arrays]]:
+            return {
+                index: {
+                    tag: (steps, walls - moved[index], values)
+                    for tag, (steps, walls, values) in series.items()
+                }
+                if index in moved
+                else series
+                for index, series in workers.items()
+            }
+
+        def build() -> Snapshot:
+            return replace(
+                self,
+                workers=shifted(self.workers),
+                own=shifted(self.own),
+                _memo={},
+                _memo_lock=threading.Lock(),
+            )
+
+        return self.memo(("clock", tuple(sorted(moved.items()))), build)
 
     def memo(self, key: Hashable, build: Callable[[], T]) -> T:
         """build(), computed once per snapshot and key, shared by every rerun and viewer.

@@ -36,8 +36,9 @@ def run_events(run_dir: str) -> RunEvents:
 
 
 def snapshot_of(run: Run) -> Snapshot:
-    """What has been read of the run's events; a big first read goes on in the background."""
-    return run_events(str(run.path)).refresh(run.indices)
+    """What has been read of the run's events, every time on our clock (a host whose clock
+    is off is moved onto it); a big first read goes on in the background."""
+    return run_events(str(run.path)).refresh(run.indices).on_our_clock(run.clock_offsets)
 
 
 def every(run: Run, pace: Pace) -> float | None:

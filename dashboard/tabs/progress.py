@@ -64,7 +64,7 @@ def render_charts(run: Run) -> None:
         )
     elif snapshot.loading is not None:
         st.info("The charts appear as the workers' events are read.")
-    else:
+    elif not snapshot.own_names:
         st.info("No progress points yet: the workers write them every few steps.")
     render_epochs(run, snapshot)
     render_own(run, snapshot, x_axis or "step", smoothing)

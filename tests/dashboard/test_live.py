@@ -179,3 +179,19 @@ def test_reader_survives_a_pickle_round_trip(live_run: Path) -> None:
     append_progress(live_run, 0, range(400, 405))
     assert again.poll().events == 20
     assert list(again.series["progress/loss"].steps[-5:]) == list(range(400, 405))
+
+
+def test_a_hosts_times_are_put_on_our_clock_once_per_snapshot() -> None:
+    points = (np.arange(3), np.array([10.0, 11.0, 12.0]), np.ones(3))
+    snapshot = Snapshot(
+        name="r", workers={0: {"t": points}, 1: {"t": points}}, own={1: {"o": points}}
+    )
+
+    assert snapshot.on_our_clock({}) is snapshot and snapshot.on_our_clock({0: 0.0}) is snapshot
+    moved = snapshot.on_our_clock({1: 3600.0})
+
+    assert moved is snapshot.on_our_clock({1: 3600.0}), "built once per snapshot"
+    assert moved.workers[0]["t"] is points
+    assert moved.workers[1]["t"][1].tolist() == [-3590.0, -3589.0, -3588.0]
+    assert moved.own[1]["o"][1].tolist() == [-3590.0, -3589.0, -3588.0]
+    assert moved.lines is snapshot.lines and moved.name == "r"
