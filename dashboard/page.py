@@ -76,10 +76,23 @@ def choose_run(all_runs: list[Run]) -> Run | None:
     return by_name[chosen]
 
 
+def render_exposure() -> None:
+    """Say so when the page is served on every network interface without anyone asking:
+    started from another folder, Streamlit does not read the repository's
+    .streamlit/config.toml, which keeps it on this machine."""
+    if not st.get_option("server.address"):
+        st.sidebar.warning(
+            "Served on every network interface: anyone who reaches this machine can read "
+            "these runs. Started from another folder, the repository's .streamlit/config.toml "
+            "is not read: add `--server.address 127.0.0.1`."
+        )
+
+
 def main() -> None:
     """The whole page, once per rerun (dashboard/app.py has set the page up)."""
     runs_dir = runs_dir_from(sys.argv[1:], os.environ)
     st.sidebar.title("tfcluster")
+    render_exposure()
     st.sidebar.caption(f"Runs folder: {text.code(runs_dir.resolve())}")
     all_runs = load_runs(runs_dir)
     run = choose_run(all_runs)

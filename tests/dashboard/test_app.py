@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import streamlit as st
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
@@ -708,3 +709,27 @@ def test_a_host_whose_clock_is_an_hour_off_looks_like_the_others(
     assert not one["stalled"]
     assert (one["CPU %"], one["memory MB"]) == ("97", "812")
     assert not any(cell.startswith("-") and cell != "-" for cell in table["last update"])
+
+
+@pytest.mark.parametrize(
+    ("address", "warned"), [(None, True), ("127.0.0.1", False), ("0.0.0.0", False)]
+)
+def test_a_page_served_on_every_interface_without_asking_says_so(
+    open_app: OpenApp,
+    finished_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    address: str | None,
+    warned: bool,
+) -> None:
+    """Started from another folder, Streamlit does not read .streamlit/config.toml, which
+    keeps the page on this machine; an address given on purpose is not warned about."""
+    real = st.get_option
+    monkeypatch.setattr(
+        st, "get_option", lambda key: address if key == "server.address" else real(key)
+    )
+
+    app = open_app(finished_run.parent)
+
+    shown = texts(app.sidebar.warning)
+    assert ("Served on every network interface" in shown) is warned
+    assert ("--server.address 127.0.0.1" in shown) is warned
