@@ -11,16 +11,15 @@ zoom and pan across live refreshes for as long as it stays the same.
   stray from the crowd drawn and named.
 - Lines are cut to ~``LINE_POINTS`` shape-keeping points before they go to the browser.
 
-What a chart derives per worker (its line smoothed and cut, its row of a band) goes through
-a :class:`~dashboard.series.SeriesCache` when one is given (the run's, shared by viewers), so
-a redraw processes only the workers whose points changed; without one, everything is built
-anew, to the same figure.
+Charts are drawn from a :class:`dashboard.lines.Source` (a run's snapshot): its workers'
+series, its name (in each figure's ``uirevision``) and the run's cache of what a chart
+derives per worker (dashboard.lines), so a redraw processes only the workers whose points
+changed.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,18 +27,16 @@ import numpy as np
 import plotly.graph_objects as go
 
 from dashboard import text
-from dashboard.events import Arrays
-from dashboard.series import (
-    BAND_ABOVE_WORKERS,
-    LINE_POINTS,
-    Grid,
-    Row,
-    SeriesCache,
-    band_of_rows,
-    band_row,
-    downsample,
-    latest_per_step,
+from dashboard.lines import (
+    Extent,
+    Line,
+    Source,
+    WorkerLines,
+    line_of,
+    scalar_frame,
+    worker_lines,
 )
+from dashboard.series import BAND_ABOVE_WORKERS, Grid, band_of_rows
 from runformat import (
     PROGRESS_ACCURACY,
     PROGRESS_EXAMPLES_PER_SEC,
@@ -48,9 +45,8 @@ from runformat import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
-Workers = Mapping[int, Mapping[str, Arrays]]
 X_AXES = {"step": "Step", "relative": "Time since start (s)", "wall": "Wall time"}
 WORKER_COLORS = (
     "#1f77b4",
@@ -87,66 +83,17 @@ METRICS = (
 )
 
 
+def own_metric(name: str) -> Metric:
+    """A chart of a scalar the program logged itself: a line per worker that wrote it."""
+    return Metric(name, name, all_reduced=False)
+
+
 def worker_color(index: int) -> str:
     return WORKER_COLORS[index % len(WORKER_COLORS)]
 
 
 def worker_label(index: int) -> str:
     return "chief (0)" if index == 0 else f"worker {index}"
-
-
-def ema(values: np.ndarray, weight: float) -> np.ndarray:
-    """TensorBoard's smoothing: an exponential moving average divided by 1 - weight**n.
-
-    The division (debiasing) keeps the first points from being pulled towards zero.
-    Non-finite values pass through untouched and do not disturb the average, as in
-    TensorBoard. pandas' ``ewm(adjust=True)`` computes exactly this weighted mean.
-    """
-    import pandas as pd  # lazily: 1-3 s to import, not before the first chart (app.py)
-
-    values = np.asarray(values, dtype=np.float64)
-    weight = min(max(weight, 0.0), 0.999)
-    if weight == 0.0 or not len(values):
-        return values.copy()
-    out = values.copy()
-    finite = np.isfinite(values)
-    if finite.any():
-        smoothed = pd.Series(values[finite]).ewm(alpha=1.0 - weight, adjust=True).mean()
-        out[finite] = smoothed.to_numpy()
-    return out
-
-
-def scalar_frame(
-    series_by_worker: Mapping[int, Mapping[str, Arrays]], tag: str, start: float | None = None
-) -> pd.DataFrame:
-    """One tag of every worker as rows (worker, step, wall, relative, value).
-
-    A step seen twice (a worker restarted and redid it) keeps its latest value.
-    """
-    import pandas as pd  # lazily: 1-3 s to import, not before the first chart (app.py)
-
-    parts = []
-    for index, series in sorted(series_by_worker.items()):
-        arrays = series.get(tag)
-        if arrays is None or not len(arrays[0]):
-            continue
-        steps, walls, values = latest_per_step(*arrays)
-        parts.append((np.full(len(steps), index), steps, walls, values))
-    if not parts:
-        return pd.DataFrame(columns=["worker", "step", "wall", "relative", "value"])
-    worker, steps, walls, values = (np.concatenate(column) for column in zip(*parts, strict=True))
-    frame = pd.DataFrame({"worker": worker, "step": steps, "wall": walls, "value": values})
-    origin = start if start is not None else float(frame["wall"].min())
-    frame["relative"] = frame["wall"] - origin
-    return frame
-
-
-def csv_bytes(frame: pd.DataFrame) -> bytes:
-    """A chart's data as CSV: worker, step, wall time (unix s), seconds since start, value."""
-    out = io.StringIO()
-    columns = [c for c in ("run", "worker", "step", "wall", "relative", "value") if c in frame]
-    frame.to_csv(out, columns=columns, index=False, float_format="%.8g")
-    return out.getvalue().encode("utf-8")
 
 
 def _x(steps: np.ndarray, walls: np.ndarray, x_axis: str, origin: float) -> np.ndarray:
@@ -161,85 +108,6 @@ def _x(steps: np.ndarray, walls: np.ndarray, x_axis: str, origin: float) -> np.n
 def _hover(name: str, unit: str = "") -> str:
     suffix = f" {unit}" if unit else ""
     return f"{name}: %{{y:,.4~g}}{suffix}<extra></extra>"
-
-
-@dataclass(frozen=True)
-class Extent:
-    """How many points (one per step) a worker has of a tag, over which steps and times."""
-
-    points: int
-    first_step: int
-    last_step: int
-    first_wall: float
-
-
-def extent_of(arrays: Arrays) -> Extent:
-    steps, walls, _ = latest_per_step(*arrays)
-    return Extent(len(steps), int(steps[0]), int(steps[-1]), float(np.min(walls)))
-
-
-@dataclass(frozen=True)
-class Line:
-    """One worker's line as drawn: one point per step (the latest), smoothed, cut to
-    LINE_POINTS shape-keeping points; with smoothing also its raw points, cut the same way."""
-
-    steps: np.ndarray
-    walls: np.ndarray
-    values: np.ndarray
-    raw: Arrays | None
-
-
-def line_of(arrays: Arrays, smoothing: float) -> Line:
-    steps, walls, values = latest_per_step(*arrays)
-    smooth = ema(values, smoothing)
-    keep = downsample(smooth, LINE_POINTS)
-    raw = None
-    if smoothing > 0:
-        raw_keep = downsample(values, LINE_POINTS)
-        raw = (steps[raw_keep], walls[raw_keep], values[raw_keep])
-    return Line(steps[keep], walls[keep], smooth[keep], raw)
-
-
-def _smoothed(arrays: Arrays, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
-    steps, _, values = latest_per_step(*arrays)
-    return steps, ema(values, smoothing)
-
-
-@dataclass(frozen=True)
-class WorkerLines:
-    """One tag of every worker that has points of it; what is derived per worker comes
-    from the cache (built on a miss)."""
-
-    tag: str
-    arrays: dict[int, Arrays]
-    cache: SeriesCache
-
-    def extent(self, index: int) -> Extent:
-        arrays = self.arrays[index]
-        return self.cache.get(("extent", index, self.tag), arrays, lambda: extent_of(arrays))
-
-    def line(self, index: int, smoothing: float) -> Line:
-        arrays = self.arrays[index]
-        key = ("line", index, self.tag, smoothing)
-        return self.cache.get(key, arrays, lambda: line_of(arrays, smoothing))
-
-    def row(self, index: int, smoothing: float, grid: Grid) -> Row:
-        """The worker's row of a band on `grid` (kept while the grid stays the same)."""
-        arrays = self.arrays[index]
-        key = ("row", index, self.tag, smoothing)
-        return self.cache.get(
-            key, arrays, lambda: band_row(*_smoothed(arrays, smoothing), grid), params=grid
-        )
-
-
-def worker_lines(workers: Workers, tag: str, cache: SeriesCache | None = None) -> WorkerLines:
-    """The workers with points of `tag`, by index; no cache: everything is built anew."""
-    arrays = {
-        index: series[tag]
-        for index, series in sorted(workers.items())
-        if tag in series and len(series[tag][0])
-    }
-    return WorkerLines(tag, arrays, cache if cache is not None else SeriesCache(0))
 
 
 Trace = dict[str, Any]
@@ -366,17 +234,16 @@ def _layout(x_title: str, y_title: str, log_y: bool, revision: str) -> dict[str,
 
 
 def _metric_parts(
-    workers: Workers,
+    source: Source,
     metric: Metric,
     start: float | None,
     x_axis: str,
     smoothing: float,
     log_y: bool,
     revision: str,
-    cache: SeriesCache | None,
 ) -> tuple[list[Trace], dict[str, Any]] | None:
     """metric_figure's traces and layout (None without points)."""
-    lines = worker_lines(workers, metric.tag, cache)
+    lines = worker_lines(source, metric.tag)
     if not lines.arrays:
         return None
     extents = {index: lines.extent(index) for index in lines.arrays}
@@ -398,46 +265,44 @@ def _metric_parts(
             label, color = worker_label(index), worker_color(index)
             _line(traces, line, x_axis, origin, label, color, metric.unit)
     y_title = f"{metric.title} ({metric.unit})" if metric.unit else metric.title
-    layout = _layout(x_title, y_title, log_y, revision or f"{metric.tag}/{x_axis}")
+    layout = _layout(x_title, y_title, log_y, revision)
     layout["meta"] = {"tag": metric.tag, "workers": count}
     return traces, layout
 
 
 def metric_figure(
-    workers: Workers,
+    source: Source,
     metric: Metric,
     start: float | None = None,
     x_axis: str = "step",
     smoothing: float = 0.6,
     log_y: bool = False,
-    revision: str = "",
-    cache: SeriesCache | None = None,
 ) -> go.Figure | None:
     """One metric of every worker: one line, one per worker, or a band (see module doc).
 
     Time since start counts from `start` (else from the earliest point). None when no
     worker has a point of the metric yet.
     """
-    parts = _metric_parts(workers, metric, start, x_axis, smoothing, log_y, revision, cache)
+    revision = f"{source.name}/{metric.tag}/{x_axis}"
+    parts = _metric_parts(source, metric, start, x_axis, smoothing, log_y, revision)
     return None if parts is None else go.Figure(data=parts[0], layout=parts[1])
 
 
 def line_figure(
-    workers: Workers,
+    source: Source,
     tag: str,
     title: str,
     start: float | None = None,
     x_axis: str = "step",
     smoothing: float = 0.6,
-    cache: SeriesCache | None = None,
 ) -> go.Figure | None:
     """A per-worker chart with its title inside the figure (the System tab's charts).
 
     The legend goes to the right of the plot there, clear of the title and the axis titles.
     """
     metric = Metric(tag=tag, title=title, all_reduced=False)
-    revision = f"line/{title}/{x_axis}"
-    parts = _metric_parts(workers, metric, start, x_axis, smoothing, False, revision, cache)
+    revision = f"{source.name}/line/{tag}/{x_axis}"
+    parts = _metric_parts(source, metric, start, x_axis, smoothing, False, revision)
     if parts is None:
         return None
     traces, layout = parts
@@ -463,10 +328,12 @@ def epoch_ticks(last: int, most: int = 10) -> list[int]:
     return [1, *ticks] if spacing > 1 else ticks
 
 
-def epoch_figure(
-    splits: Mapping[str, Arrays], title: str, log_y: bool = False, revision: str = ""
-) -> go.Figure:
-    """The chief's per-epoch curves (Keras' train and validation), epochs numbered from 1."""
+def epoch_figure(source: Source, tag: str, title: str, log_y: bool = False) -> go.Figure | None:
+    """The chief's per-epoch curves of `tag` (Keras' train and validation), epochs numbered
+    from 1; None when the chief has none."""
+    splits = {split: series[tag] for split, series in source.chief.items() if tag in series}
+    if not splits:
+        return None
     traces: list[Trace] = []
     colors = {"train": "#1f77b4", "validation": "#ff7f0e"}
     last = 0
@@ -487,7 +354,7 @@ def epoch_figure(
                 "hovertemplate": _hover(split),
             }
         )
-    layout = _layout("Epoch", title, log_y, revision or f"epoch/{title}")
+    layout = _layout("Epoch", title, log_y, f"{source.name}/{tag}")
     layout["xaxis"].update(tickmode="array", tickvals=epoch_ticks(last), hoverformat="d")
     return go.Figure(data=traces, layout=layout)
 
@@ -516,7 +383,7 @@ def _run_line(
 
 
 def overlay_figure(
-    runs: Mapping[str, tuple[Workers, float | None, SeriesCache | None]],
+    runs: Sequence[tuple[Source, float | None]],
     metric: Metric,
     x_axis: str = "step",
     smoothing: float = 0.6,
@@ -524,21 +391,20 @@ def overlay_figure(
 ) -> go.Figure | None:
     """One metric of several runs, one line per run (the all-reduced line, or the median).
 
-    `runs`: each run's workers' series, its start and its cache. None when no run has a
-    point of the metric yet.
+    `runs`: each run's source and its start. None when no run has a point of the metric yet.
     """
     traces: list[Trace] = []
-    for position, (run_id, (workers, start, cache)) in enumerate(runs.items()):
-        lines = worker_lines(workers, metric.tag, cache)
+    for position, (source, start) in enumerate(runs):
+        lines = worker_lines(source, metric.tag)
         if not lines.arrays:
             continue
         line, origin = _run_line(lines, metric.all_reduced, start, smoothing)
-        name, color = text.svg(run_id), WORKER_COLORS[position % len(WORKER_COLORS)]
+        name, color = text.svg(source.name), WORKER_COLORS[position % len(WORKER_COLORS)]
         _line(traces, line, x_axis, origin, name, color, metric.unit)
     if not traces:
         return None
     y_title = f"{metric.title} ({metric.unit})" if metric.unit else metric.title
     x_title = X_AXES.get(x_axis, "Step")
     layout = _layout(x_title, y_title, log_y, f"compare/{metric.tag}/{x_axis}")
-    layout["meta"] = {"tag": metric.tag, "runs": list(runs)}
+    layout["meta"] = {"tag": metric.tag, "runs": [source.name for source, _ in runs]}
     return go.Figure(data=traces, layout=layout)

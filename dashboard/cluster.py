@@ -22,6 +22,8 @@ from runformat import (
     PROGRESS_EXAMPLES_PER_SEC,
     PROGRESS_LOSS,
     PROGRESS_TAGS,
+    SYSTEM_CPU_PERCENT,
+    SYSTEM_MEMORY_MB,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +54,8 @@ class WorkerProgress:
     last_wall: float | None = None
     interval: float | None = None
     examples_per_sec: float | None = None
+    cpu_percent: float | None = None
+    memory_mb: float | None = None
 
 
 def progress_of(series: Mapping[str, Arrays]) -> WorkerProgress:
@@ -60,14 +64,20 @@ def progress_of(series: Mapping[str, Arrays]) -> WorkerProgress:
         (value for tag, value in series.items() if tag in PROGRESS_TAGS),
         (np.empty(0), np.empty(0), np.empty(0)),
     )
-    rate = series.get(THROUGHPUT_TAG)
-    throughput = float(rate[2][-1]) if rate is not None and len(rate[2]) else None
+    throughput, cpu, memory = (
+        _latest(series, tag) for tag in (THROUGHPUT_TAG, SYSTEM_CPU_PERCENT, SYSTEM_MEMORY_MB)
+    )
     if not len(steps):
-        return WorkerProgress(examples_per_sec=throughput)
+        return WorkerProgress(examples_per_sec=throughput, cpu_percent=cpu, memory_mb=memory)
     recent = np.unique(walls[-64:])
     gaps = np.diff(recent)
     interval = float(np.median(gaps)) if len(gaps) else None
-    return WorkerProgress(int(steps.max()), float(walls.max()), interval, throughput)
+    return WorkerProgress(int(steps.max()), float(walls.max()), interval, throughput, cpu, memory)
+
+
+def _latest(series: Mapping[str, Arrays], tag: str) -> float | None:
+    arrays = series.get(tag)
+    return float(arrays[2][-1]) if arrays is not None and len(arrays[2]) else None
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,7 @@ class WorkerRow:
     cpu_percent: float | None = None
     memory_mb: float | None = None
     updated: float | None = None
+    disk: str | None = None
 
     @property
     def fraction(self) -> float | None:
@@ -140,6 +151,10 @@ def _max(*values: float | None) -> float | None:
     return max(present) if present else None
 
 
+def _first(*values: float | None) -> float | None:
+    return next((value for value in values if value is not None), None)
+
+
 def _system(status: WorkerStatus | None, name: str) -> float | None:
     """One figure of the worker's latest system sample (status.json `system`), if any."""
     system = status.system if status is not None else None
@@ -171,10 +186,13 @@ def worker_rows(run: Run, progress: Mapping[int, WorkerProgress], now: float) ->
         host = run.host(index)
         state, cause = _state(run, index, status)
         step = _max(status.step if status else None, events.last_step)
-        updated = _max(status.updated if status else None, events.last_wall) or run.started
+        # The host's times on our clock (`progress` comes from events already put on it): a
+        # host whose clock is off never looks silent for an hour, nor updated in the future.
+        updated = _max(run.local_time(index, status.updated if status else None), events.last_wall)
+        updated = min(updated, now) if updated is not None else run.started
         since = max(0.0, now - updated) if updated is not None else None
         phase = status.phase if status else None
-        phase_since = status.phase_since if status else None
+        phase_since = run.local_time(index, status.phase_since if status else None)
         in_phase = max(0.0, now - phase_since) if phase_since is not None else None
         steps_total = status.steps_total if status else None
         at_last_step = bool(steps_total and step is not None and step >= steps_total)
@@ -211,9 +229,10 @@ def worker_rows(run: Run, progress: Mapping[int, WorkerProgress], now: float) ->
                 phase=phase,
                 in_phase=in_phase,
                 cause=cause,
-                cpu_percent=_system(status, "cpu_percent"),
-                memory_mb=_system(status, "memory_mb"),
+                cpu_percent=_first(_system(status, "cpu_percent"), events.cpu_percent),
+                memory_mb=_first(_system(status, "memory_mb"), events.memory_mb),
                 updated=updated,
+                disk=str(run.disks[index]) if index in run.disks else None,
             )
         )
     fastest = max((row.step for row in rows if row.step is not None), default=None)
@@ -295,6 +314,7 @@ def rows_frame(rows: list[WorkerRow]) -> pd.DataFrame:
                 "last update": text.ago(row.since_update),
                 "lag (steps)": text.MISSING if row.lag is None else str(row.lag),
                 "stalled": row.stalled,
+                "disk": text.clip(row.disk, 120) if row.disk else text.MISSING,
                 "error": text.clip(row.error, 200) if row.error else text.MISSING,
             }
             for row in rows
@@ -314,6 +334,22 @@ def rows_frame(rows: list[WorkerRow]) -> pd.DataFrame:
             "last update",
             "lag (steps)",
             "stalled",
+            "disk",
             "error",
         ],
     )
+
+
+def run_rows(run: Run, workers: Mapping[int, Mapping[str, Arrays]], now: float) -> list[WorkerRow]:
+    """The run's rows from its status files and what each worker's events said."""
+    return worker_rows(run, {index: progress_of(series) for index, series in workers.items()}, now)
+
+
+def run_eta(
+    run: Run, workers: Mapping[int, Mapping[str, Arrays]], rows: Sequence[WorkerRow]
+) -> float | None:
+    """Seconds left for an active run, at the chief's (the lowest index's) recent step rate."""
+    if not run.active or not workers:
+        return None
+    total = next((row.steps_total for row in rows if row.steps_total), None)
+    return eta_seconds(workers[min(workers)], total)

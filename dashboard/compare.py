@@ -7,6 +7,7 @@ they say what was trained. Pure functions, tested without a page.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -53,10 +54,16 @@ def parse_trainer_args(args: Sequence[str]) -> dict[str, str]:
 
 
 def run_config(run: Run) -> dict[str, str]:
-    """What the run trained with, as column -> text ('-' where nothing says)."""
-    args = parse_trainer_args(run.cluster.trainer_args if run.cluster else ())
+    """What the run trained with, as column -> text ('-' where nothing says). A user's
+    script shows with its arguments as typed; options given as `--name value` also get
+    their own columns, as the trainer's do."""
+    given = run.cluster.trainer_args if run.cluster else ()
+    args = parse_trainer_args(given)
     metrics = run.metrics
+    program = run.program
     config = {
+        "program": text.clip(program.script or "?", 80) if program.is_script else "trainer",
+        "arguments": text.clip(shlex.join(given), 160) if program.is_script and given else "-",
         "workers": str(len(run.indices)),
         "dataset": text.clip(run.dataset or args.get("dataset", text.MISSING), 80),
         "epochs": args.get("epochs")
@@ -88,3 +95,23 @@ def differences(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     varying = [column for column in frame.columns if frame[column].nunique(dropna=False) > 1]
     return frame[varying]
+
+
+def runs_frame(runs: Sequence[Run], now: float) -> pd.DataFrame:
+    """The Runs table: state, size, configuration, timing and result of every run."""
+    import pandas as pd  # lazily (see config_frame)
+
+    rows = []
+    for run in runs:
+        accuracy = run.metrics.test_accuracy if run.metrics else None
+        rows.append(
+            {
+                "run": run.run_id,
+                "state": run.state,
+                **run_config(run),
+                "started": text.when(run.started),
+                "duration": text.duration(run.duration(now)),
+                "test accuracy": text.MISSING if accuracy is None else f"{accuracy:.4f}",
+            }
+        )
+    return pd.DataFrame(rows).fillna(text.MISSING)

@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -34,10 +34,29 @@ from typing import Any, TypeVar
 from dashboard.events import Arrays, EventDirectory, PollResult, Problem
 from dashboard.runs import safe_dir
 from dashboard.series import SeriesCache
-from runformat import TENSORBOARD_SPLITS, events_rel, tensorboard_rel
+from runformat import (
+    EPOCH_TAGS,
+    EVENT_FILE_PREFIX,
+    EVENTS_DIR,
+    PROGRESS_TAGS,
+    SYSTEM_TAGS,
+    TENSORBOARD_SPLITS,
+    events_rel,
+    tensorboard_rel,
+    worker_rel,
+)
 
 # However many viewers and live parts ask, the files are read at most this often (seconds).
 POLL_INTERVAL = 1.0
+# A program's own event folders anywhere under workers/<i>/ (Keras' TensorBoard callback,
+# tf.summary): looked for this often (seconds), this deep, at most this many per worker.
+DISCOVER_INTERVAL = 5.0
+DISCOVER_DEPTH = 4
+OWN_FOLDERS_PER_WORKER = 16
+# The tags of our own (workers/<i>/events) that the page charts in its own places: the
+# progress and epoch tags, and every system/ tag (GPU tags are numbered).
+OURS = frozenset((*PROGRESS_TAGS, *EPOCH_TAGS))
+SYSTEM_PREFIX = SYSTEM_TAGS[0].split("/")[0] + "/"
 # New folders with at least this many unread bytes in all are read in the background (one
 # process per core); less is read at once, faster than a page could show it in parts.
 BIG_LOAD_BYTES = 16 << 20
@@ -70,6 +89,8 @@ class Loading:
 class Snapshot:
     """Everything read so far, as arrays that later reads never touch."""
 
+    # The run's folder name (the charts' dashboard.charts.Source).
+    name: str = ""
     workers: dict[int, dict[str, Arrays]] = field(default_factory=dict)
     chief: dict[str, dict[str, Arrays]] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
@@ -78,11 +99,53 @@ class Snapshot:
     version: int = 0
     # Set while a big first load runs in the background: what is here is a part of it.
     loading: Loading | None = None
+    # The program's own scalars per worker, by name: the tags of workers/<i>/events that
+    # are not ours, and `tag · folder` for event folders elsewhere under workers/<i>/.
+    own: dict[int, dict[str, Arrays]] = field(default_factory=dict)
     # The run's per-worker chart data, shared by its snapshots: a new snapshot's charts
     # redo only the workers whose points changed.
     lines: SeriesCache = field(default_factory=SeriesCache, compare=False, repr=False)
     _memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    @property
+    def own_names(self) -> list[str]:
+        """Every name of the program's own scalars, whichever workers wrote it."""
+        return sorted({name for series in self.own.values() for name in series})
+
+    def own_source(self) -> Snapshot:
+        """The program's own scalars as a snapshot of their own (for the charts)."""
+        return self.memo(("own",), lambda: Snapshot(self.name, self.own, lines=self.lines))
+
+    def on_our_clock(self, offsets: Mapping[int, float]) -> Snapshot:
+        """This snapshot with each worker's wall times moved by its host's clock offset
+        (seconds ahead of ours), so that every time on the page is on one clock; itself
+        when no host is off."""
+        moved = {index: offset for index, offset in offsets.items() if offset}
+        if not moved:
+            return self
+
+        def shifted(workers: dict[int, dict[str, Arrays]]) -> dict[int, dict[str, Arrays]]:
+            return {
+                index: {
+                    tag: (steps, walls - moved[index], values)
+                    for tag, (steps, walls, values) in series.items()
+                }
+                if index in moved
+                else series
+                for index, series in workers.items()
+            }
+
+        def build() -> Snapshot:
+            return replace(
+                self,
+                workers=shifted(self.workers),
+                own=shifted(self.own),
+                _memo={},
+                _memo_lock=threading.Lock(),
+            )
+
+        return self.memo(("clock", tuple(sorted(moved.items()))), build)
 
     def memo(self, key: Hashable, build: Callable[[], T]) -> T:
         """build(), computed once per snapshot and key, shared by every rerun and viewer.
@@ -106,9 +169,11 @@ class RunEvents:
         self._loaded = threading.Condition(self._lock)
         self._workers: dict[int, EventDirectory] = {}
         self._chief: dict[str, EventDirectory] = {}
+        self._own: dict[tuple[int, str], EventDirectory] = {}
+        self._discovered = -DISCOVER_INTERVAL
         self._arrays: dict[str, dict[str, Arrays]] = {}
         self._lines = SeriesCache()
-        self._snapshot = Snapshot(lines=self._lines)
+        self._snapshot = Snapshot(name=run_dir.name, lines=self._lines)
         self._polled = 0.0
         self._version = 0
         self._loading: Loading | None = None
@@ -147,7 +212,8 @@ class RunEvents:
 
     def _readers(self, indices: Iterable[int]) -> list[tuple[str, EventDirectory]]:
         readers: list[tuple[str, EventDirectory]] = []
-        for index in indices:
+        indices_list = list(indices)
+        for index in indices_list:
             reader = self._reader(self._workers, index, events_rel(index))
             if reader is not None:
                 readers.append((f"w{index}", reader))
@@ -155,6 +221,12 @@ class RunEvents:
             reader = self._reader(self._chief, split, tensorboard_rel(split))
             if reader is not None:
                 readers.append((f"c{split}", reader))
+        if time.monotonic() - self._discovered >= DISCOVER_INTERVAL:
+            self._discovered = time.monotonic()
+            for index in indices_list:
+                for folder in own_folders(self.run_dir, index):
+                    self._reader(self._own, (index, folder), f"{worker_rel(index)}/{folder}")
+        readers += [(f"s{index}:{folder}", r) for (index, folder), r in self._own.items()]
         return readers
 
     def _publish(self) -> None:
@@ -203,13 +275,13 @@ class RunEvents:
                 self._loaded.notify_all()
 
     def _replace(self, old: EventDirectory, new: EventDirectory) -> None:
-        for readers in (self._workers, self._chief):
+        for readers in (self._workers, self._chief, self._own):
             for key, reader in list(readers.items()):
                 if reader is old:
                     readers[key] = new  # type: ignore[index]
 
     def _reader(
-        self, readers: dict[Any, EventDirectory], key: int | str, relative: str
+        self, readers: dict[Any, EventDirectory], key: Hashable, relative: str
     ) -> EventDirectory | None:
         reader = readers.get(key)
         if reader is None:
@@ -235,21 +307,52 @@ class RunEvents:
         return f"{shown} at byte {problem.offset}: {problem.message}"
 
     def _build(self) -> Snapshot:
-        problems = [
-            self._problem_text(p)
-            for reader in [*self._workers.values(), *self._chief.values()]
-            for p in reader.problems
-        ]
+        every = [*self._workers.values(), *self._chief.values(), *self._own.values()]
+        problems = [self._problem_text(p) for reader in every for p in reader.problems]
+        own: dict[int, dict[str, Arrays]] = {}
+        for index in self._workers:
+            series = self._arrays.get(f"w{index}", {})
+            mine = {tag: a for tag, a in series.items() if not ours(tag)}
+            if mine:
+                own[index] = mine
+        for index, folder in self._own:
+            for tag, arrays in self._arrays.get(f"s{index}:{folder}", {}).items():
+                own.setdefault(index, {})[f"{tag} · {folder}"] = arrays
         return Snapshot(
+            name=self.run_dir.name,
             workers={i: self._arrays.get(f"w{i}", {}) for i in self._workers},
             chief={s: self._arrays.get(f"c{s}", {}) for s in self._chief},
             problems=tuple(problems),
             pending={i: r.pending_bytes for i, r in self._workers.items() if r.pending_bytes},
-            events=sum(r.events for r in [*self._workers.values(), *self._chief.values()]),
+            events=sum(r.events for r in every),
+            own=own,
             version=self._version,
             loading=self._loading,
             lines=self._lines,
         )
+
+
+def ours(tag: str) -> bool:
+    """A tag the page charts in its own places (not among a program's own scalars)."""
+    return tag in OURS or tag.startswith(SYSTEM_PREFIX)
+
+
+def own_folders(run_dir: Path, index: int) -> list[str]:
+    """The folders under workers/<index>/ (but not its events/) that hold event files, as
+    paths relative to it, the shallowest first; links are not followed."""
+    root = run_dir / worker_rel(index)
+    found: list[str] = []
+    for folder, subfolders, files in os.walk(root):
+        depth = len(Path(folder).relative_to(root).parts)
+        if depth == 0 and EVENTS_DIR in subfolders:
+            subfolders.remove(EVENTS_DIR)
+        subfolders.sort()
+        if depth >= DISCOVER_DEPTH:
+            subfolders.clear()
+        if depth and any(name.startswith(EVENT_FILE_PREFIX) for name in files):
+            found.append(Path(folder).relative_to(root).as_posix())
+    found.sort(key=lambda name: (name.count("/"), name))
+    return found[:OWN_FOLDERS_PER_WORKER]
 
 
 def _poll(reader: EventDirectory) -> tuple[EventDirectory, PollResult, int]:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import runformat
+from dashboard import health
+from dashboard.health import DiskNote
 from runformat import (
     ACTIVE_RUN_STATES,
     CLUSTER_JSON,
@@ -132,6 +134,45 @@ WorkerStatus = StatusRecord
 Metrics = MetricsRecord
 
 
+@dataclass(frozen=True)
+class Program:
+    """What the run ran (cluster.json `program`): the built-in trainer, or a user's script
+    with its folder; its arguments are cluster.json's `trainer_args`."""
+
+    kind: str = "trainer"
+    script: str | None = None
+    folder: str | None = None
+
+    @property
+    def is_script(self) -> bool:
+        return self.kind == "script"
+
+
+TRAINER = Program()
+
+
+def program_of(cluster: object, data: Mapping[str, Any] | None, warnings: list[str]) -> Program:
+    """The run's program: the record's typed field where the run format has one, else
+    cluster.json's `program` object read here; the trainer when neither says."""
+    raw = getattr(cluster, "program", None)
+    if raw is None and data is not None:
+        raw = data.get("program")
+    if raw is None:
+        return TRAINER
+    fields = raw if isinstance(raw, Mapping) else getattr(raw, "__dict__", None)
+    if not isinstance(fields, Mapping):
+        warnings.append(f"{CLUSTER_JSON}: 'program' is not an object; ignored")
+        return TRAINER
+    values = {name: fields.get(name) for name in ("kind", "script", "folder")}
+    bad = [
+        name for name, value in values.items() if value is not None and not isinstance(value, str)
+    ]
+    if bad:
+        warnings.append(f"{CLUSTER_JSON}: program {', '.join(bad)}: expected text; ignored")
+    kept = {name: value for name, value in values.items() if isinstance(value, str)}
+    return Program(**{"kind": "script" if kept.get("script") else "trainer", **kept})
+
+
 @dataclass
 class Run:
     """One run directory, read once: every field may be missing; warnings say why."""
@@ -143,6 +184,14 @@ class Run:
     metrics: Metrics | None
     warnings: list[str] = field(default_factory=list)
     found: tuple[int, ...] = ()
+    program: Program = TRAINER
+    # Per worker: how far its host's clock is ahead of ours (seconds), and its disk trouble.
+    clock_offsets: dict[int, float] = field(default_factory=dict)
+    disks: dict[int, DiskNote] = field(default_factory=dict)
+
+    def local_time(self, index: int, stamp: float | None) -> float | None:
+        """A time written by worker `index`'s host, on our clock."""
+        return None if stamp is None else stamp - self.clock_offsets.get(index, 0.0)
 
     @property
     def state(self) -> str:
@@ -221,16 +270,50 @@ def load_run(run_dir: Path) -> Run:
         warnings.append(f"{CLUSTER_JSON} is missing: the launcher has not written it (yet)")
     workers = {}
     found = worker_indices(run_dir)
+    hosts = health.host_fields(cluster_data)
+    offsets: dict[int, float] = {}
+    disks: dict[int, DiskNote] = {}
     for index in found:
         status_warnings: list[str] = []
         status_path = run_file(run_dir, status_rel(index), status_warnings)
         data = read_json(status_path, status_warnings, MAX_STATUS_BYTES)
-        if data is not None:
+        if data is not None and status_path is not None:
             workers[index] = status_from_dict(index, data, status_warnings)
+            offsets[index] = health.estimated_offset(workers[index].updated, _changed(status_path))
+            note = health.disk_note(data.get("disk"))
+            if note is not None:
+                disks[index] = note
         warnings.extend(f"worker {index} {w}" for w in status_warnings)
+    for index, host in hosts.items():
+        measured = health.measured_offset(host)
+        if measured is not None:
+            offsets[index] = measured
+        note = health.disk_note(host.get("disk"))
+        if note is not None:
+            disks[index] = note
     metrics_data = read_json(run_file(run_dir, METRICS_JSON, warnings), warnings, MAX_METRICS_BYTES)
     metrics = metrics_from_dict(metrics_data, warnings) if metrics_data is not None else None
-    return Run(run_dir.name, run_dir, cluster, workers, metrics, warnings, tuple(found))
+    program = program_of(cluster, cluster_data, warnings)
+    offsets = {index: offset for index, offset in offsets.items() if offset}
+    return Run(
+        run_dir.name,
+        run_dir,
+        cluster,
+        workers,
+        metrics,
+        warnings,
+        tuple(found),
+        program,
+        offsets,
+        disks,
+    )
+
+
+def _changed(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def list_runs(runs_dir: Path) -> list[str]:
@@ -247,6 +330,18 @@ def list_runs(runs_dir: Path) -> list[str]:
         except OSError:
             continue
     return sorted(names, reverse=True)
+
+
+def runs_signature(runs_dir: Path) -> tuple[tuple[str, int], ...]:
+    """Every run name with its cluster.json's change time: what the run list shows."""
+    signature = []
+    for name in list_runs(runs_dir):
+        try:
+            changed = os.stat(runs_dir / name / CLUSTER_JSON).st_mtime_ns
+        except OSError:
+            changed = 0
+        signature.append((name, changed))
+    return tuple(signature)
 
 
 def load_runs(runs_dir: Path) -> list[Run]:

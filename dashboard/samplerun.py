@@ -18,7 +18,7 @@ import os
 import random
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -129,6 +129,24 @@ class EventWriter:
         self.close()
 
 
+EpochWriter = Callable[[EventWriter, int, int, float], None]
+
+# What a failed run's other workers say when the cause dies (TensorFlow's own words).
+ABORTED_ERROR = (
+    "UnavailableError: Collective ops is aborted by: task /job:worker/replica:0/task:{cause} "
+    "failed to respond (the worker died or its host is unreachable)"
+)
+# TensorFlow's start-up lines, as every worker's log begins (the log viewer hides them).
+TF_STARTUP = (
+    "2026-12-07 10:00:00.101218: I tensorflow/core/util/port.cc:153] oneDNN custom operations "
+    "are on. You may see slightly different numerical results due to floating-point round-off "
+    "errors from different computation orders.",
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "E0000 00:00:1733565600.412345    4000 cuda_executor.cc:1228] failed call to cuInit: "
+    "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+)
+
+
 @dataclass
 class RunPlan:
     """The shape of a made-up run. Steps are global steps; one progress point per step."""
@@ -150,6 +168,8 @@ class RunPlan:
     # System tags (and status.json's `system`) every this many steps, as the trainer samples
     # every few seconds; 0: none, which keeps the pages the tests draw small.
     system_every: int = 0
+    # More events each worker writes at each epoch's end: writer(events, worker, epoch, wall).
+    per_epoch: EpochWriter | None = None
 
     @property
     def steps_total(self) -> int:
@@ -162,10 +182,12 @@ def _curve(step: int, index: int, rng: random.Random) -> tuple[float, float]:
     return loss, accuracy
 
 
-def _system(step: int, index: int, rng: random.Random) -> tuple[float, ...]:
-    """A made-up system sample, in the order of SYSTEM_TAGS and then the CPU wait."""
-    cpu = 95.0 + rng.uniform(-10, 10) - 15 * index
-    return (cpu, 900.0 + step * 0.1, 70.0 + rng.uniform(-5, 5), 40.0, 0.8, 0.8, 2.0 * index)
+def _system(step: int, index: int, workers: int, rng: random.Random) -> tuple[float, ...]:
+    """A made-up system sample, in the order of SYSTEM_TAGS and then the CPU wait: the
+    process busy on about one core (later workers a little less), the host not saturated."""
+    cpu = 110.0 * (1.0 - 0.3 * index / workers) + rng.uniform(-10, 10)
+    host = 70.0 + rng.uniform(-5, 5)
+    return (cpu, 900.0 + step * 0.1, host, 40.0, 0.8, 0.8, rng.uniform(0.0, 4.0))
 
 
 def _sample(values: tuple[float, ...], wall: float) -> SystemSample:
@@ -241,7 +263,7 @@ def write_run(
                 ):
                     writer.scalar(tag, value, step, wall, simple=plan.simple_values)
                 if plan.system_every and step % plan.system_every == 0:
-                    system, sampled = _system(step, index, rng), wall
+                    system, sampled = _system(step, index, plan.workers, rng), wall
                     tags = (*SYSTEM_TAGS, SYSTEM_CPU_WAIT_PERCENT)
                     for tag, value in zip(tags, system, strict=True):
                         writer.scalar(tag, value, step, wall)
@@ -249,6 +271,8 @@ def write_run(
                     epoch = (step + 1) // plan.steps_per_epoch
                     writer.scalar(EPOCH_LOSS, loss, epoch, wall)
                     writer.scalar(EPOCH_ACCURACY, accuracy, epoch, wall)
+                    if plan.per_epoch is not None:
+                        plan.per_epoch(writer, index, epoch, wall)
         last_wall = max(last_wall, wall)
         if index == plan.failed:
             worker_state = "failed"
@@ -273,12 +297,14 @@ def write_run(
             examples_per_sec=rate,
             started=started,
             updated=wall,
-            error="killed by SIGKILL" if index == plan.failed else None,
+            error=_error(plan, index),
             system=_sample(system, sampled) if system else None,
         )
         write_json_atomic(status_path(run_dir, index), status.to_dict())
-        lines = [f"worker {index} starting on host{index}"]
+        lines = [*TF_STARTUP, f"worker {index} starting on host{index}"]
         lines += [f"step {s} loss {2.3 * math.exp(-s / 25):.4f}" for s in range(0, steps, 10)]
+        if worker_state == "failed" and index != plan.failed:
+            lines.append(f"tensorflow.python.framework.errors_impl.{_error(plan, index)}")
         worker_log_path(run_dir, index).write_text("\n".join(lines) + "\n")
     finished = None if active else last_wall + 1.0
     if not active and plan.state == "finished":
@@ -302,9 +328,7 @@ def write_run(
         trainer_args=("--epochs", str(plan.epochs), "--dataset", plan.dataset),
         dataset=plan.dataset,
         epochs=plan.epochs,
-        exit_codes={
-            i: (None if active else (-9 if i == plan.failed else 0)) for i in range(plan.workers)
-        },
+        exit_codes={i: (None if active else _exit_code(plan, i)) for i in range(plan.workers)},
         failure=failure,
         attempts=(Attempt(1, started=created + 0.5, ended=finished, failure=failure),),
         launcher={"host": "sample", "pid": 4100},
@@ -312,6 +336,19 @@ def write_run(
     write_json_atomic(run_dir / CLUSTER_JSON, cluster.to_dict())
     (run_dir / LAUNCHER_LOG).write_text(f"[launcher] run {run_id} state {plan.state}\n")
     return run_dir
+
+
+def _error(plan: RunPlan, index: int) -> str | None:
+    """A worker's status.json error: the cause was killed, the others aborted after it."""
+    if plan.failed is None or (plan.state != "failed" and index != plan.failed):
+        return None
+    return "killed by SIGKILL" if index == plan.failed else ABORTED_ERROR.format(cause=plan.failed)
+
+
+def _exit_code(plan: RunPlan, index: int) -> int:
+    if index == plan.failed:
+        return -9
+    return 1 if plan.state == "failed" else 0
 
 
 def _write_chief_artifacts(
@@ -381,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", default="finished", choices=["finished", "running", "failed"])
     args = parser.parse_args(argv)
     plan = RunPlan(workers=args.workers, state=args.state, system_every=10)
+    if args.state == "failed":
+        # Killed a little after half way: one cause, the others aborted after it.
+        plan.failed = min(1, args.workers - 1)
+        plan.steps_done = {i: plan.steps_total * 3 // 5 for i in range(args.workers)}
     path = write_run(args.runs, plan)
     print(path)
     return 0

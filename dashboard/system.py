@@ -17,7 +17,8 @@ import plotly.graph_objects as go
 
 from dashboard import charts
 from dashboard.events import Arrays
-from dashboard.series import SeriesCache
+from dashboard.lines import Source
+from dashboard.runs import Run
 from runformat import (
     SYSTEM_CPU_PERCENT,
     SYSTEM_CPU_WAIT_PERCENT,
@@ -59,19 +60,14 @@ GPU_BUSY_MIN, GPU_PEER_FRACTION = 80.0, 0.6
 CPU_BUSY_MIN, CPU_BUSY_FACTOR = 50.0, 1.5
 
 
-def system_figures(
-    workers: Mapping[int, WorkerSeries], start: float | None, cache: SeriesCache | None = None
-) -> list[tuple[str, go.Figure]]:
-    """(tag, figure) for every system chart with data: one line per worker, by time.
-
-    With the run's `cache`, only the workers whose points changed are processed again.
-    """
+def system_figures(source: Source, start: float | None) -> list[tuple[str, go.Figure]]:
+    """(tag, figure) for every system chart with data: one line per worker, by time."""
     wanted = [*CHARTS]
-    for gpu in gpu_indices(workers):
+    for gpu in gpu_indices(source.workers):
         wanted += [(f"{tag}/{gpu}", title.format(gpu=gpu)) for tag, title in GPU_CHARTS]
     figures = []
     for tag, title in wanted:
-        figure = charts.line_figure(workers, tag, title, start, "relative", 0.0, cache)
+        figure = charts.line_figure(source, tag, title, start, "relative", 0.0)
         if figure is not None:
             figures.append((tag, figure))
     return figures
@@ -241,3 +237,15 @@ def find_straggler(
             "at most for the same steps (a slower CPU, or fewer threads)",
         )
     return None
+
+
+def run_warnings(run: Run, workers: Mapping[int, WorkerSeries]) -> list[str]:
+    """What the System tab warns of for a run: the worker holding the others back (among
+    those training, while the run is active), then each worker's own trouble."""
+    hosts = {h.index: h.name for h in (run.cluster.hosts if run.cluster else ())}
+    hosts.update({i: w.host for i, w in run.workers.items() if i not in hosts and w.host})
+    phases = {i: w.phase for i, w in run.workers.items()}
+    training = [i for i, phase in phases.items() if phase == "training"]
+    straggler = find_straggler(workers, training if run.active else None)
+    lines = [straggler.message(hosts)] if straggler is not None else []
+    return lines + system_warnings(workers, hosts, phases if run.active else {})

@@ -61,9 +61,11 @@ def when(stamp: float | None) -> str:
 
 
 def ago(seconds: float | None) -> str:
-    """'12 s ago', '3 min ago', '1.5 h ago', or MISSING."""
+    """'12 s ago', '3 min ago', '1.5 h ago', or MISSING; never in the future (a host whose
+    clock runs ahead of ours)."""
     if seconds is None:
         return MISSING
+    seconds = max(0.0, seconds)
     if seconds < 60:
         return f"{seconds:.0f} s ago"
     if seconds < 3600:

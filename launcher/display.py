@@ -27,9 +27,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from launcher.noise import is_keras_progress
 from launcher.options import Verbosity
 from runformat import MAX_STATUS_BYTES, read_json_object
+from runformat.noise import is_keras_progress
 
 PLAIN_MARKS = 10  # a plain progress line when a worker passes a 10% mark of its steps...
 PLAIN_GAP = 30.0  # ...and not more than one every 30 s

@@ -10,8 +10,8 @@ from typing import Any
 
 from launcher.exits import describe_exit
 from launcher.failure import Failure
-from launcher.noise import meaningful
 from runformat import METRICS_JSON, MODEL_FILE, worker_log_rel
+from runformat.noise import meaningful
 
 DASHBOARD_URL = "http://127.0.0.1:8501/?run={run_id}"
 

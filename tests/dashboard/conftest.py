@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -86,3 +88,32 @@ def corrupt_run(runs_dir: Path) -> Path:
     events[2].write_bytes(b"")
     events[3].write_bytes(random.Random(3).randbytes(2000))
     return run_dir
+
+
+SCRIPT_RUN_ID = "20261207-150000-5c1p"
+SCRIPT_ARGS = ("--epochs", "3", "--learning-rate", "0.01", "--note", "two words")
+
+
+@pytest.fixture(scope="session")
+def tf_script_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-worker run of a user's script `train.py`, whose event files and
+    artifacts were written by real TensorFlow (tests/dashboard/tfscript.py): Keras'
+    TensorBoard callback under workers/0/tensorboard/, tf.summary under workers/<i>/logs/,
+    a SavedModel and a text file under artifacts/."""
+    runs = tmp_path_factory.mktemp("script-runs")
+    run_dir = write_run(runs, RunPlan(workers=2, state="finished"), run_id=SCRIPT_RUN_ID)
+    (run_dir / "model.h5").unlink()
+    (run_dir / "metrics.json").unlink()
+    cluster = json.loads((run_dir / "cluster.json").read_text())
+    cluster["program"] = {"kind": "script", "script": "train.py", "folder": "/home/me/project"}
+    cluster["trainer_args"] = list(SCRIPT_ARGS)
+    (run_dir / "cluster.json").write_text(json.dumps(cluster))
+    helper = Path(__file__).with_name("tfscript.py")
+    subprocess.run([sys.executable, str(helper), str(run_dir), "2"], check=True, timeout=600)
+    return run_dir
+
+
+@pytest.fixture
+def script_run(tf_script_run: Path, runs_dir: Path) -> Path:
+    """tf_script_run, copied into this test's runs folder."""
+    return Path(shutil.copytree(tf_script_run, runs_dir / tf_script_run.name))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
 import shutil
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import streamlit as st
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
@@ -329,6 +332,10 @@ def test_links_out_of_the_run_are_never_served(
     assert download(app, "⬇ worker 1 log") is None
     assert "model.h5: refused" in texts(app.warning)
     assert "not for the page" not in texts(app.code)
+    show(app, "Logs")
+    app.selectbox(key="log-choice").select("worker 1").run()
+    assert "not for the page" not in texts(app.code)
+    assert "nothing to show" in texts(app.caption)
     assert runs_table(app)["run"].tolist() == [finished_run.name]
     record_figures(9, case="links out of the run", files_served_from_outside=0)
 
@@ -456,8 +463,9 @@ def test_failed_run_names_its_cause_opens_its_log_and_says_why_there_is_no_model
         "killed by SIGKILL",
     ]
     assert cluster_states(app) == {0: "aborted", 1: "failed", 2: "aborted"}
-    show(app, "Artifacts")
+    show(app, "Logs")
     assert app.selectbox(key="log-choice").value == "worker 1"
+    show(app, "Artifacts")
     assert "No model: the run failed before the chief saved it" in texts(app.caption)
     assert "not there yet" not in texts(app.caption)
     assert "tensorboard --logdir" in texts(app.code)
@@ -465,11 +473,28 @@ def test_failed_run_names_its_cause_opens_its_log_and_says_why_there_is_no_model
 
 def test_log_search_keeps_only_matching_lines(open_app: OpenApp, finished_run: Path) -> None:
     """Worker 0's sample log has one line per 10 steps; the search ignores case."""
-    app = show(open_app(finished_run.parent), "Artifacts")
+    app = show(open_app(finished_run.parent), "Logs")
     assert "step 20 loss 1.0335\nstep 30 loss 0.6927\n" in raw_texts(app.code)
     app.text_input(key="log-search").input("LOSS 0.6").run()
     assert [c.value for c in app.code if "step" in c.value] == ["step 30 loss 0.6927"]
     assert "1 line(s) containing “LOSS 0.6”" in texts(app.caption)
+
+
+def test_the_log_hides_tensorflows_chatter_until_asked(
+    open_app: OpenApp, finished_run: Path
+) -> None:
+    app = show(open_app(finished_run.parent), "Logs")
+    shown = texts(app.code)
+    assert "worker 0 starting on host0" in shown and "step 0 loss" in shown
+    for chatter in ("oneDNN custom operations", "failed call to cuInit", "absl::InitializeLog"):
+        assert chatter not in shown
+    assert "3 line(s) of TensorFlow's chatter hidden" in texts(app.caption)
+
+    app.toggle(key="log-everything").set_value(True).run()
+
+    assert "oneDNN custom operations" in texts(app.code)
+    assert "failed call to cuInit" in texts(app.code)
+    assert "chatter hidden" not in texts(app.caption)
 
 
 HOSTILE = '**bold** [link](https://evil.example) <a href="https://evil.example">a</a> :red[x]'
@@ -554,3 +579,158 @@ def test_a_run_claiming_too_many_workers_is_capped_with_a_warning(
     assert len(worker_table(app)) <= MAX_WORKERS
     assert str(MAX_WORKERS) in texts(app.warning)
     assert took < 60, f"a capped run still took {took:.1f} s"
+
+
+def test_a_users_script_shows_its_arguments_its_own_scalars_and_its_artifacts(
+    open_app: OpenApp, script_run: Path, media_managers: list[MediaFileManager]
+) -> None:
+    """Written by real TensorFlow: Keras' TensorBoard callback on worker 0, tf.summary on
+    both workers, a SavedModel and a file under artifacts/."""
+    app = open_app(script_run.parent)
+
+    header = texts(app.caption)
+    assert "program train.py" in header
+    assert "arguments --epochs 3 --learning-rate 0.01 --note 'two words'" in header
+    runs = runs_table(app)
+    assert runs["program"][0] == "train.py" and runs["learning rate"][0] == "0.01"
+
+    show(app, "Progress")
+    app.slider(key="smoothing").set_value(0.0).run()
+    loss = chart_of(app, "epoch_loss · tensorboard/train")
+    assert legend_lines(loss) == ["chief (0)"], "only worker 0 wrote it"
+    assert trace_values(loss["data"][0], "x") == [0, 1, 2]
+    assert legend_lines(chart_of(app, "epoch_loss · tensorboard/validation")) == ["chief (0)"]
+    custom = chart_of(app, "custom/throughput · logs")
+    assert legend_lines(custom) == ["chief (0)", "worker 1"]
+    worker_one = next(trace for trace in custom["data"] if trace["name"] == "worker 1")
+    assert trace_values(worker_one, "y") == [200.0 + step for step in range(10)]
+    app.toggle(key="log-own-custom/throughput · logs").set_value(True).run()
+    assert chart_of(app, "custom/throughput · logs")["layout"]["yaxis"]["type"] == "log"
+    csv = download(app, "⬇ custom/throughput · logs CSV")
+    assert csv is not None
+    table = pd.read_csv(io.BytesIO(click_download(media_managers[-1], csv.deferred_file_id)))
+    assert table.groupby("worker")["value"].max().to_dict() == {0: 109.0, 1: 209.0}
+
+    show(app, "Artifacts")
+    saved = download(app, "⬇ saved_model.zip")
+    notes = download(app, "⬇ notes.txt")
+    assert saved is not None and notes is not None
+    assert click_download(media_managers[-1], notes.deferred_file_id) == b"trained by tfscript\n"
+    archive = zipfile.ZipFile(
+        io.BytesIO(click_download(media_managers[-1], saved.deferred_file_id))
+    )
+    assert "saved_model/saved_model.pb" in archive.namelist()
+    assert (
+        archive.read("saved_model/saved_model.pb")
+        == (script_run / "artifacts" / "saved_model" / "saved_model.pb").read_bytes()
+    )
+    assert "No model: the chief did not write model.h5" in texts(app.caption)
+
+
+def test_two_script_runs_compare_by_their_arguments_and_own_scalars(
+    open_app: OpenApp, script_run: Path
+) -> None:
+    other = Path(shutil.copytree(script_run, script_run.parent / "20261207-160000-5c2p"))
+    cluster = json.loads((other / "cluster.json").read_text())
+    cluster["trainer_args"] = ["--epochs", "3", "--learning-rate", "0.1"]
+    (other / "cluster.json").write_text(json.dumps(cluster))
+
+    app = show(open_app(script_run.parent), "Compare")
+    app.multiselect(key="compare-runs").set_value([other.name, script_run.name]).run()
+
+    differing = app.dataframe[0].value
+    assert set(differing.columns) == {"arguments", "learning rate", "note"}
+    loss = chart_of(app, "epoch_loss · tensorboard/train")
+    assert legend_lines(loss) == [other.name, script_run.name]
+
+
+def edit_json(path: Path, **fields: Any) -> None:
+    data = json.loads(path.read_text())
+    data.update(fields)
+    path.write_text(json.dumps(data))
+
+
+def test_a_hosts_full_disk_is_a_warning_until_it_has_room_again(
+    open_app: OpenApp, running_run: Path
+) -> None:
+    status = running_run / "workers" / "1" / "status.json"
+    full = {"full": True, "path": "/home/u/tfjobs/runs", "free_mb": 0, "message": "no space left"}
+    edit_json(status, disk=full)
+    app = open_app(running_run.parent)
+    said = "worker 1 (host1): disk full: no space left in /home/u/tfjobs/runs (0 MB free)"
+    assert said in texts(app.warning)
+    assert worker_table(app)["disk"].tolist()[:2] == [
+        "-",
+        "no space left in /home/u/tfjobs/runs (0 MB free)",
+    ]
+
+    edit_json(status, disk={"full": False, "path": "/home/u/tfjobs/runs", "free_mb": 900})
+    app.run()
+    assert "disk full" not in texts(app.warning)
+
+    # The launcher's word, for a host too full to write its own status.json.
+    cluster = json.loads((running_run / "cluster.json").read_text())
+    cluster["hosts"][0]["disk"] = {"full": True, "message": "no space left", "free_mb": 0}
+    (running_run / "cluster.json").write_text(json.dumps(cluster))
+    app.run()
+    assert "worker 0 (host0): disk full: no space left (0 MB free)" in texts(app.warning)
+    cluster["hosts"][0]["disk"] = {"full": False}
+    (running_run / "cluster.json").write_text(json.dumps(cluster))
+    app.run()
+    assert "disk full" not in texts(app.warning)
+
+
+@pytest.mark.parametrize(
+    ("ahead", "measured"),
+    [(3600.0, True), (3600.0, False), (-3600.0, True)],
+    ids=["ahead, measured", "ahead, estimated", "behind, measured"],
+)
+def test_a_host_whose_clock_is_an_hour_off_looks_like_the_others(
+    open_app: OpenApp, running_run: Path, ahead: float, measured: bool
+) -> None:
+    """Its last update is seconds ago (never in the future, never an hour ago: no false
+    stall), with its CPU and memory."""
+    now = time.time()
+    if measured:
+        cluster = json.loads((running_run / "cluster.json").read_text())
+        cluster["hosts"][1]["clock_offset"] = ahead
+        (running_run / "cluster.json").write_text(json.dumps(cluster))
+    append_progress(running_run, 1, range(47, 50), wall_time=now + ahead - 3, step_seconds=1.0)
+    edit_json(
+        running_run / "workers" / "1" / "status.json",
+        updated=now + ahead - 1,
+        phase_since=now + ahead - 20,
+        system={"time": now + ahead - 1, "cpu_percent": 97.0, "memory_mb": 812.0},
+    )
+
+    table = worker_table(open_app(running_run.parent))
+
+    one = table[table["worker"] == 1].iloc[0]
+    assert re.fullmatch(r"[0-9] s ago", one["last update"]), one["last update"]
+    assert not one["stalled"]
+    assert (one["CPU %"], one["memory MB"]) == ("97", "812")
+    assert not any(cell.startswith("-") and cell != "-" for cell in table["last update"])
+
+
+@pytest.mark.parametrize(
+    ("address", "warned"), [(None, True), ("127.0.0.1", False), ("0.0.0.0", False)]
+)
+def test_a_page_served_on_every_interface_without_asking_says_so(
+    open_app: OpenApp,
+    finished_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    address: str | None,
+    warned: bool,
+) -> None:
+    """Started from another folder, Streamlit does not read .streamlit/config.toml, which
+    keeps the page on this machine; an address given on purpose is not warned about."""
+    real = st.get_option
+    monkeypatch.setattr(
+        st, "get_option", lambda key: address if key == "server.address" else real(key)
+    )
+
+    app = open_app(finished_run.parent)
+
+    shown = texts(app.sidebar.warning)
+    assert ("Served on every network interface" in shown) is warned
+    assert ("--server.address 127.0.0.1" in shown) is warned

@@ -13,10 +13,12 @@ import json
 import os
 import re
 import shutil
+import site
 import socket
 import subprocess
 import time
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -59,10 +61,11 @@ def output_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished 2-worker run, a failed run, and running runs of 16 and 64 workers whose
-    worker 1 stalled."""
+def browser_runs(tmp_path_factory: pytest.TempPathFactory, tf_script_run: Path) -> Path:
+    """A finished 2-worker run, a failed run, running runs of 16 and 64 workers whose
+    worker 1 stalled, and a user's script's run written by real TensorFlow."""
     runs = tmp_path_factory.mktemp("runs")
+    shutil.copytree(tf_script_run, runs / tf_script_run.name)
     write_run(
         runs,
         RunPlan(workers=2, state="finished", model_bytes=os.urandom(300_000)),
@@ -83,15 +86,23 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(browser_runs: Path, output_dir: Path) -> Iterator[str]:
-    """`streamlit run dashboard/app.py -- --runs DIR` on a free port; stopped afterwards."""
+def server(
+    browser_runs: Path, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`streamlit run dashboard/app.py -- --runs DIR` on a free port; stopped afterwards.
+
+    As a user with only the requirements installed starts it: from another folder, with
+    this checkout neither on PYTHONPATH nor installed (`python -S` skips the environment's
+    .pth files, where an editable install of the project lives; its packages come from
+    PYTHONPATH).
+    """
     port = free_port()
     log = open(output_dir / "streamlit.log", "w")  # noqa: SIM115 - closed below
+    command = streamlit_command(port, browser_runs)
     process = subprocess.Popen(
-        streamlit_command(port, browser_runs),
-        cwd=ROOT,
-        # This checkout's packages, installed (scripts/setup.sh) or not.
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [command[0], "-S", *command[1:]],
+        cwd=tmp_path_factory.mktemp("elsewhere"),
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(site.getsitepackages())},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -418,11 +429,38 @@ def test_model_download_and_the_log_in_the_browser(
     assert (
         Path(download.path()).read_bytes() == (browser_runs / FINISHED_ID / "model.h5").read_bytes()
     )
-    expect(page.get_by_text("worker 0 starting on host0")).to_be_visible()
     expect(page.get_by_text("tensorboard --logdir")).to_be_visible()
     screenshot(page, output_dir, "artifacts")
+    page.get_by_role("tab", name="Logs").click()
+    expect(page.get_by_text("worker 0 starting on host0")).to_be_visible()
+    expect(page.get_by_text("oneDNN custom operations")).to_have_count(0)
     # Every page asks for Plotly.js first thing, this one without a chart too.
     check_plotly_js_is_compressed_once_and_kept(page)
+
+
+def test_a_scripts_own_scalars_and_its_saved_model_in_the_browser(
+    page: Page, server: str, tf_script_run: Path, output_dir: Path
+) -> None:
+    open_run(page, server, tf_script_run.name, tab="Progress")
+    progress = page.get_by_role("tabpanel", name="Progress")
+    expect(progress.get_by_text("train.py's own scalars")).to_be_visible()
+    for name in ("epoch_loss · tensorboard/train", "custom/throughput · logs"):
+        expect(progress.locator("strong", has_text=name)).to_be_visible()
+    charts = progress.locator(".js-plotly-plot")
+    expect(charts.filter(has=page.locator(".legendtext", has_text="worker 1"))).not_to_have_count(0)
+    drawn = {chart["tag"]: chart["lines"] for chart in progress.evaluate(DRAWN_LINES)}
+    custom = {name: y for name, y, _ in drawn["custom/throughput · logs"]}
+    assert custom["worker 1"][-1] == pytest.approx(209.0, rel=0.1), "smoothed, close to it"
+    assert drawn["epoch_loss · tensorboard/train"], "Keras' own curve is drawn"
+    screenshot(page, output_dir, "script-progress")
+
+    page.get_by_role("tab", name="Artifacts").click()
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name=re.compile(r"saved_model\.zip")).click()
+    download = download_info.value
+    assert download.suggested_filename == f"{tf_script_run.name}-saved_model.zip"
+    with zipfile.ZipFile(download.path()) as archive:
+        assert "saved_model/saved_model.pb" in archive.namelist()
 
 
 def test_hostile_run_name_in_the_url_is_refused_and_the_page_stays(

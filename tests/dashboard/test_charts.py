@@ -15,17 +15,16 @@ import pytest
 from dashboard.charts import (
     METRICS,
     Metric,
-    csv_bytes,
-    ema,
     epoch_figure,
     epoch_ticks,
     metric_figure,
     overlay_figure,
-    scalar_frame,
 )
 from dashboard.cluster import WorkerRow
 from dashboard.clusterview import STATE_COLORS, Label, cluster_figure, layout
 from dashboard.events import Arrays
+from dashboard.lines import csv_bytes, ema, scalar_frame
+from dashboard.live import Snapshot
 from dashboard.series import LINE_POINTS, SeriesCache
 
 LOSS, ACCURACY, THROUGHPUT, STEP_TIME = METRICS
@@ -83,8 +82,21 @@ def frame_for(workers: int, points: int, spread: float = 1.0) -> pd.DataFrame:
     return scalar_frame(series_for(workers, points, spread), "t", start=START)
 
 
-def figure_of(series: dict[int, dict[str, Arrays]], metric: Metric, **settings: Any) -> go.Figure:
-    figure = metric_figure(series, metric, START, **settings)
+def source(
+    series: dict[int, dict[str, Arrays]], cache: SeriesCache | None = None, name: str = "run"
+) -> Snapshot:
+    """A run's snapshot of these series (with this cache: a fresh one builds everything)."""
+    return Snapshot(name=name, workers=series, lines=cache if cache is not None else SeriesCache())
+
+
+def figure_of(
+    series: dict[int, dict[str, Arrays]],
+    metric: Metric,
+    cache: SeriesCache | None = None,
+    name: str = "run",
+    **settings: Any,
+) -> go.Figure:
+    figure = metric_figure(source(series, cache, name), metric, START, **settings)
     assert figure is not None
     return figure
 
@@ -123,10 +135,14 @@ def test_many_workers_are_a_band_with_the_outlier_named() -> None:
 def test_zoom_survives_refreshes_and_log_scale_is_per_chart() -> None:
     """Plotly keeps the user's zoom and pan while uirevision stays: the same across
     refreshes with new points; the y axis starts afresh when its scale changes."""
-    first = figure_of(series_for(2, 50), LOSS, revision="run/loss/step")
-    later = figure_of(series_for(2, 80), LOSS, revision="run/loss/step")
-    logged = figure_of(series_for(2, 80), LOSS, revision="run/loss/step", log_y=True)
+    first = figure_of(series_for(2, 50), LOSS)
+    later = figure_of(series_for(2, 80), LOSS)
+    logged = figure_of(series_for(2, 80), LOSS, log_y=True)
     assert first.layout.uirevision == later.layout.uirevision == logged.layout.uirevision
+    assert first.layout.uirevision == f"run/{LOSS.tag}/step"
+    assert figure_of(series_for(2, 80), LOSS, name="other").layout.uirevision != (
+        first.layout.uirevision
+    ), "another run's chart starts afresh"
     assert first.layout.yaxis.uirevision == later.layout.yaxis.uirevision
     assert logged.layout.yaxis.uirevision != first.layout.yaxis.uirevision
     assert first.layout.yaxis.type == "linear"
@@ -229,7 +245,9 @@ def test_epoch_curves_are_numbered_from_one() -> None:
         "train": (np.array([0, 1, 2]), np.zeros(3), np.array([1.0, 0.5, 0.3])),
         "validation": (np.array([0, 1, 2]), np.zeros(3), np.array([1.1, 0.6, 0.4])),
     }
-    figure = epoch_figure(splits, "Loss per epoch")
+    chief = {split: {"epoch_loss": arrays} for split, arrays in splits.items()}
+    figure = epoch_figure(Snapshot(chief=chief), "epoch_loss", "Loss per epoch")
+    assert figure is not None
     assert [trace.name for trace in figure.data] == ["train", "validation"]
     assert list(figure.data[0].x) == [1, 2, 3]
     assert list(figure.layout.xaxis.tickvals) == [1, 2, 3]
@@ -237,10 +255,8 @@ def test_epoch_curves_are_numbered_from_one() -> None:
 
 def test_overlay_has_one_line_per_run_with_plain_names_kept_until_a_run_changes() -> None:
     finished, live = SeriesCache(), SeriesCache()
-    runs = {
-        "20261128-100000-aaaa": (series_for(2, 20), START, finished),
-        "<b>x</b>": (series_for(16, 20), START, live),
-    }
+    done = (source(series_for(2, 20), finished, "20261128-100000-aaaa"), START)
+    runs = [done, (source(series_for(16, 20), live, "<b>x</b>"), START)]
     figure = overlay_figure(runs, THROUGHPUT, smoothing=0.0)
     assert figure is not None
     assert legend_names(figure) == ["20261128-100000-aaaa", "&lt;b&gt;x&lt;/b&gt;"]
@@ -248,9 +264,10 @@ def test_overlay_has_one_line_per_run_with_plain_names_kept_until_a_run_changes(
     np.testing.assert_allclose(median, np.linspace(2.0, 0.1, 20) + 7.5)
     built = finished.misses
     live_series = series_for(16, 21)
-    overlay_figure({**runs, "<b>x</b>": (live_series, START, live)}, THROUGHPUT, smoothing=0.0)
+    later = [done, (source(live_series, live, "<b>x</b>"), START)]
+    overlay_figure(later, THROUGHPUT, smoothing=0.0)
     assert finished.misses == built  # the finished run's line was kept
-    assert overlay_figure({"a": ({}, None, None)}, THROUGHPUT) is None
+    assert overlay_figure([(source({}), None)], THROUGHPUT) is None
 
 
 def row(

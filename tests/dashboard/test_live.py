@@ -15,7 +15,7 @@ import pytest
 
 from dashboard import charts, live
 from dashboard.events import EventDirectory
-from dashboard.live import RunEvents
+from dashboard.live import RunEvents, Snapshot
 from dashboard.samplerun import EventWriter, RunPlan, append_progress, write_run
 from dashboard.series import MAX_POINTS_PER_SERIES
 
@@ -64,16 +64,17 @@ def test_the_next_snapshot_redraws_only_the_worker_with_new_points(live_run: Pat
     events = RunEvents(live_run)
     first = events.refresh(range(3), min_interval=0)
     throughput = next(m for m in charts.METRICS if not m.all_reduced)
-    charts.metric_figure(first.workers, throughput, cache=first.lines)
+    charts.metric_figure(first, throughput)
     built = first.lines.misses  # per worker: its point count and its line
 
     append_progress(live_run, 1, range(400, 410))
     second = events.refresh(range(3), min_interval=0)
     assert second.lines is first.lines  # the run's, not the snapshot's
-    figure = charts.metric_figure(second.workers, throughput, cache=second.lines)
+    figure = charts.metric_figure(second, throughput)
     assert figure is not None
     assert second.lines.misses == built + 2  # worker 1's count and line only
-    assert figure.to_json() == charts.metric_figure(second.workers, throughput).to_json()
+    anew = Snapshot(name=second.name, workers=second.workers)  # its own, empty cache
+    assert figure.to_json() == charts.metric_figure(anew, throughput).to_json()
 
 
 def test_a_big_first_load_goes_on_in_the_background_and_shows_its_parts(
@@ -178,3 +179,19 @@ def test_reader_survives_a_pickle_round_trip(live_run: Path) -> None:
     append_progress(live_run, 0, range(400, 405))
     assert again.poll().events == 20
     assert list(again.series["progress/loss"].steps[-5:]) == list(range(400, 405))
+
+
+def test_a_hosts_times_are_put_on_our_clock_once_per_snapshot() -> None:
+    points = (np.arange(3), np.array([10.0, 11.0, 12.0]), np.ones(3))
+    snapshot = Snapshot(
+        name="r", workers={0: {"t": points}, 1: {"t": points}}, own={1: {"o": points}}
+    )
+
+    assert snapshot.on_our_clock({}) is snapshot and snapshot.on_our_clock({0: 0.0}) is snapshot
+    moved = snapshot.on_our_clock({1: 3600.0})
+
+    assert moved is snapshot.on_our_clock({1: 3600.0}), "built once per snapshot"
+    assert moved.workers[0]["t"] is points
+    assert moved.workers[1]["t"][1].tolist() == [-3590.0, -3589.0, -3588.0]
+    assert moved.own[1]["o"][1].tolist() == [-3590.0, -3589.0, -3588.0]
+    assert moved.lines is snapshot.lines and moved.name == "r"

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
+from dashboard import samplerun
+from dashboard.cluster import worker_rows
+from dashboard.health import disk_note, estimated_offset
 from dashboard.live import RunEvents
 from dashboard.runs import (
     load_run,
@@ -22,6 +26,7 @@ from dashboard.runs import (
     tail_lines,
 )
 from dashboard.samplerun import RunPlan, write_run
+from runformat import SYSTEM_CPU_PERCENT, SYSTEM_CPU_WAIT_PERCENT, SYSTEM_HOST_CPU_PERCENT
 
 
 @pytest.mark.parametrize(
@@ -300,3 +305,55 @@ def test_attempts_of_a_restarted_run() -> None:
     ]
     assert parse_cluster({"attempts": 3}, warnings).attempts == ()
     assert "'attempts' is not a list" in warnings[-1]
+
+
+def test_the_preview_writes_a_failed_run_as_a_real_one_ends(tmp_path: Path) -> None:
+    """`python -m dashboard.samplerun --state failed`: one cause, the others aborted after it
+    with TensorFlow's words, every figure in range."""
+    assert samplerun.main([str(tmp_path), "--state", "failed", "--workers", "16"]) == 0
+    [run] = load_runs(tmp_path)
+    rows = worker_rows(run, {}, time.time())
+
+    assert [row.index for row in rows if row.cause] == [1]
+    assert {row.state for row in rows if not row.cause} == {"aborted"}
+    assert all("Collective ops is aborted" in (row.error or "") for row in rows if not row.cause)
+    assert run.cluster is not None and run.cluster.failure is not None
+    assert run.cluster.exit_codes[1] == -9 and run.cluster.exit_codes[0] == 1
+    assert all(row.step is not None and 0 < row.step < run.cluster.epochs * 20 for row in rows)
+    snapshot = RunEvents(run.path).refresh(run.indices, min_interval=0)
+    for series in snapshot.workers.values():
+        for tag in (SYSTEM_CPU_PERCENT, SYSTEM_CPU_WAIT_PERCENT):
+            values = series[tag][2]
+            assert len(values) and values.min() > 0 and values.max() < 400, tag
+        host = series[SYSTEM_HOST_CPU_PERCENT][2]
+        assert host.min() > 0 and host.max() <= 100
+    assert all(
+        row.cpu_percent is not None and row.cpu_percent > 0 and row.memory_mb for row in rows
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (
+            {"full": True, "path": "/r", "free_mb": 0, "message": "no space left"},
+            "no space left in /r (0 MB free)",
+        ),
+        ({"full": True}, "disk full"),
+        ({"full": True, "free_mb": float("nan"), "path": 3, "message": ["x"]}, "disk full"),
+        ({"full": False, "path": "/r"}, None),
+        ({"full": "yes"}, None),
+        ("full", None),
+        (None, None),
+    ],
+)
+def test_a_disk_note_is_read_defensively(raw: object, shown: str | None) -> None:
+    note = disk_note(raw)
+    assert (str(note) if note is not None else None) == shown
+
+
+def test_a_clock_ahead_is_estimated_only_when_clearly_ahead() -> None:
+    assert estimated_offset(1000.0 + 3600, 1000.0) == 3600
+    assert estimated_offset(1001.0, 1000.0) == 0.0  # within the time a write takes
+    assert estimated_offset(900.0, 1000.0) == 0.0  # behind or stale: cannot tell
+    assert estimated_offset(None, 1000.0) == 0.0

@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.events import Arrays
+from dashboard.live import Snapshot
 from dashboard.livechart import COMPONENT as LIVE_CHART
 from dashboard.samplerun import EventWriter, RunPlan, write_run
 from dashboard.system import (
@@ -135,13 +136,13 @@ def test_only_training_workers_are_compared() -> None:
 
 def test_figures_one_line_per_worker_and_gpu_charts_only_with_gpus() -> None:
     cpu_only = workers(cpu_percent=[[10, 20], [30, 40]], memory_mb=[[800, 810], [790, 795]])
-    figures = dict(system_figures(cpu_only, start=990.0))
+    figures = dict(system_figures(Snapshot(workers=cpu_only), start=990.0))
     assert list(figures) == ["system/cpu_percent", "system/memory_mb"]
     lines = figures["system/cpu_percent"].data
     assert [trace.name for trace in lines] == ["chief (0)", "worker 1"]
     assert list(lines[1].x) == [5.0, 10.0]  # seconds since the run started
     with_gpu = workers(gpu_util_percent__0=[[50, 60]], gpu_memory_mb__0=[[900, 950]])
-    assert [tag for tag, _ in system_figures(with_gpu, start=None)] == [
+    assert [tag for tag, _ in system_figures(Snapshot(workers=with_gpu), start=None)] == [
         "system/gpu_util_percent/0",
         "system/gpu_memory_mb/0",
     ]

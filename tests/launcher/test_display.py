@@ -12,9 +12,9 @@ from rich.console import Console
 
 from launcher.display import LogTail, Output, WorkerRow, progress_text, worker_table
 from launcher.failure import Failure
-from launcher.noise import is_keras_progress, is_tf_log, meaningful
 from launcher.options import Verbosity
 from launcher.summary import Peer, failure_report
+from runformat.noise import is_keras_progress, is_tf_log, meaningful
 from tests.launcher.helpers import fill_disk, small_disk
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
 
-from launcher.noise import is_tf_log
+from runformat.noise import is_tf_log
 from tests.launcher.helpers import (
     FAST,
     UNTIL_STOPPED,

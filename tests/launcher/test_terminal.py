@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.noise import is_keras_progress, is_tf_log
+from runformat.noise import is_keras_progress, is_tf_log
 from tests.launcher.helpers import FAST, fab_argv, fab_env, only_run, run_fab
 from tests.sshcluster import free_ports
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.noise import is_keras_progress, is_tf_log
+from runformat.noise import is_keras_progress, is_tf_log
 from tests.conftest import processes_under
 from tests.launcher.helpers import (
     FAST,

@@ -1,7 +1,8 @@
-"""Which lines of a worker's output are TensorFlow's or Keras' chatter, not the trainer's.
+"""Which lines of a worker's output are TensorFlow's or Keras' chatter, not the program's.
 
-They stay in worker.log and launcher.log; the terminal leaves them out unless --verbose, and
-a failure report shows only the lines that are left.
+They stay in worker.log and launcher.log; the launcher's terminal leaves them out unless
+--verbose, a failure report shows only the lines that are left, and the dashboard's log
+viewer hides them unless asked to show everything. Standard library only (runformat).
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ def is_keras_progress(line: str) -> bool:
     return bool(_KERAS.match(line))
 
 
+def is_noise(line: str) -> bool:
+    """TensorFlow's or absl's logs, or Keras' progress: what a person reading a log skips."""
+    return is_tf_log(line) or is_keras_progress(line)
+
+
 def meaningful(lines: Iterable[str], last: int = 5) -> list[str]:
     """The last `last` lines that are neither blank, TensorFlow's logs nor Keras' progress."""
-    kept = [ln for ln in lines if ln.strip() and not is_tf_log(ln) and not is_keras_progress(ln)]
+    kept = [ln for ln in lines if ln.strip() and not is_noise(ln)]
     return kept[-last:]
