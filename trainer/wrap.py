@@ -68,6 +68,8 @@ TAIL_LINES = 20
 MAX_LINE = 1000
 """Characters kept of one stderr line (a progress bar without newlines stays bounded)."""
 FORWARDED = (signal.SIGTERM, signal.SIGINT)
+PIPE_DRAIN_SECONDS = 5.0
+"""How long the wrapper reads a program's output after it exited (its last words)."""
 
 
 @dataclass(frozen=True)
@@ -171,8 +173,7 @@ def ending(returncode: int, tail: Tail) -> dict[str, object]:
     if returncode == 0:
         return {"state": "finished", "exit_code": 0, "error": None}
     if returncode < 0:
-        name = signal.Signals(-returncode).name
-        error = f"killed by {name}" + (f": {tail.last}" if tail.last else "")
+        error = f"killed by {_signal_name(-returncode)}" + (f": {tail.last}" if tail.last else "")
     else:
         error = tail.last or f"exited with code {returncode}"
     return {
@@ -181,6 +182,13 @@ def ending(returncode: int, tail: Tail) -> dict[str, object]:
         "error": error,
         "log_tail": list(tail.lines),
     }
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def main(argv: Sequence[str]) -> int:
@@ -260,9 +268,11 @@ def run(config: WrapConfig, cluster: Cluster, status: StatusFile) -> int:
     except psutil.Error:  # the program has ended already: nothing to measure
         monitor = contextlib.nullcontext()
     with monitor:
-        returncode = _wait(child)
+        returncode = child.wait()
+        # A process the program left behind may hold its pipes open: don't wait for it.
+        drained_by = time.monotonic() + PIPE_DRAIN_SECONDS
         for thread in pumps:
-            thread.join()
+            thread.join(timeout=max(drained_by - time.monotonic(), 0.0))
     for signum, handler in previous.items():
         signal.signal(signum, handler)
     status.enter("ended", **ending(returncode, stderr_tail))
@@ -276,13 +286,6 @@ def _streams() -> tuple[SafeStream, SafeStream]:
     if isinstance(out, SafeStream) and isinstance(err, SafeStream):
         return out, err
     return SafeStream(1), SafeStream(2)
-
-
-def _wait(child: subprocess.Popen[bytes]) -> int:
-    """The child's return code; a signal handler's forward interrupts nothing."""
-    while True:
-        with contextlib.suppress(InterruptedError):
-            return child.wait()
 
 
 def _forwarder(child: subprocess.Popen[bytes]) -> Callable[[int, FrameType | None], None]:

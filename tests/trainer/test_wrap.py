@@ -252,3 +252,17 @@ def test_a_full_disk_never_ends_a_wrapped_program(tmp_path: Path) -> None:
     assert "tfcluster: writing status.json works again" in log_text
     assert "line 39" in log_text  # the program's last words reached the log
     assert set(scalars) >= SYSTEM_TAGS
+
+
+@pytest.mark.slow
+def test_a_process_the_program_leaves_behind_does_not_hold_the_wrapper(tmp_path: Path) -> None:
+    (tmp_path / "leave.py").write_text(
+        "import subprocess\nsubprocess.Popen(['sleep', '60'])\nprint('bye', flush=True)\n"
+    )
+    (proc,) = start_wrapped(1, tmp_path / "run", tmp_path, "leave.py")
+    try:
+        (ended,) = wait_all([proc], timeout=30)  # sleep holds the pipes: the wrapper moves on
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the sleep, in the wrapper's process group
+    assert ended.returncode == 0 and ended.stdout.startswith("bye\n")
+    assert status(tmp_path / "run", 0)["state"] == "finished"
