@@ -43,7 +43,7 @@ from runformat import (
 ENV_VAR = "TFCLUSTER_RUNS"
 ACTIVE_STATES = ACTIVE_RUN_STATES
 # A run id is YYYYmmdd-HHMMSS-xxxx; accept any plain folder name but never a path.
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def runs_dir_from(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
@@ -69,7 +69,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def plain_run_name(name: str) -> bool:
     """A bare folder name: no separators, no '..', nothing hidden."""
-    return isinstance(name, str) and bool(_RUN_NAME.match(name)) and ".." not in name
+    return isinstance(name, str) and bool(_RUN_NAME.fullmatch(name)) and ".." not in name
 
 
 def safe_run_dir(runs_dir: Path, name: str) -> Path | None:
@@ -325,7 +325,7 @@ def list_runs(runs_dir: Path) -> list[str]:
     names = []
     for entry in entries:
         try:
-            if entry.is_dir() and _RUN_NAME.match(entry.name):
+            if entry.is_dir() and _RUN_NAME.fullmatch(entry.name):
                 names.append(entry.name)
         except OSError:
             continue

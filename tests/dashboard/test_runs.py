@@ -53,7 +53,7 @@ def run_dir(tmp_path: Path) -> Path:
     return write_run(tmp_path / "runs", RunPlan(workers=2), run_id="20261128-120000-abcd")
 
 
-@pytest.mark.parametrize("name", [".hidden", "x" * 200, "..\\..", "~", "-rf", "a b"])
+@pytest.mark.parametrize("name", [".hidden", "x" * 200, "..\\..", "~", "-rf", "a b", "run\n"])
 def test_run_names_that_are_not_plain_folders_are_refused(run_dir: Path, name: str) -> None:
     """Each is a real run folder in the runs folder: only the name rule refuses it."""
     runs = run_dir.parent
