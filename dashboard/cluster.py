@@ -24,6 +24,7 @@ from runformat import (
     PROGRESS_TAGS,
     SYSTEM_CPU_PERCENT,
     SYSTEM_MEMORY_MB,
+    UNTIMED_PHASES,
 )
 
 if TYPE_CHECKING:
@@ -132,12 +133,13 @@ def stall_limit(interval: float | None) -> float:
 
 
 def silence_bound(phase: str | None, interval: float | None, at_last_step: bool) -> float | None:
-    """How long a worker in `phase` may be silent; None: never judged (it has ended).
+    """How long a worker in `phase` may be silent; None: never judged (it has ended, or it
+    runs a program that reports no steps).
 
     Only training is judged by its step rate. A worker of a run written before phases
     existed that has done every step is evaluating or saving: it gets their bound.
     """
-    if phase == "ended":
+    if phase == "ended" or phase in UNTIMED_PHASES:
         return None
     if phase in QUIET_PHASES or (phase is None and at_last_step):
         return PHASE_SILENCE_SECONDS

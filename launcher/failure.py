@@ -6,6 +6,7 @@ No I/O here, so every rule is tested from a table of cases (tests/launcher/test_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from launcher.exits import describe_exit
 from launcher.options import WatchOptions
 from launcher.worker import ProcessState, WorkerState
-from runformat import phase_silence_bound
+from runformat import UNTIMED_PHASES, phase_silence_bound
 
 EXIT_BAD_INPUT = 2  # the trainer's exit code for bad options or data: a restart cannot help
 
@@ -131,6 +132,8 @@ def silence_limit(status: dict[str, Any], watch: WatchOptions) -> tuple[float, s
     if not isinstance(phase, str) or phase == "training":
         return watch.stall_timeout, "running"
     # The run format's bound for the phase (see runformat.phases), never below --stall-timeout.
+    if phase in UNTIMED_PHASES:
+        return math.inf, phase
     bound = phase_silence_bound(phase, watch.stall_timeout, watch.start_timeout)
     return max(bound if bound is not None else watch.stall_timeout, watch.stall_timeout), phase
 

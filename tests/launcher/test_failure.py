@@ -151,6 +151,7 @@ def test_decide(views: list[WorkerView], now: float, expected: tuple[int, str] |
         ("saving", 600),
         ("connecting", 300),
         ("ended", 300),
+        ("running", float("inf")),
     ],
 )
 def test_silence_limit(phase: str | None, limit: float) -> None:
