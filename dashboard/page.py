@@ -49,6 +49,7 @@ from dashboard.runs import (
     safe_file,
     tail_lines,
 )
+from dashboard.tabs import media as media_tab
 from runformat import (
     KERAS_EPOCH_ACCURACY,
     KERAS_EPOCH_LOSS,
@@ -76,7 +77,7 @@ STATE_BADGES = {
     "stopped": "orange",
     "stalled": "orange",
 }
-TABS = ("Runs", "Cluster", "Progress", "System", "Artifacts", "Compare")
+TABS = ("Runs", "Cluster", "Progress", "System", "Media", "Artifacts", "Compare")
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
@@ -724,6 +725,9 @@ def main() -> None:
     if tabs["System"].open:
         with tabs["System"]:
             st.fragment(render_system, run_every=every)(run.path, run.active)
+    if tabs["Media"].open:
+        with tabs["Media"]:
+            st.fragment(media_tab.render, run_every=live)(run)
     if tabs["Artifacts"].open:
         with tabs["Artifacts"]:
             render_artifacts(run)
