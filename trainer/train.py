@@ -18,6 +18,7 @@ from runformat import BACKUP_DIR, MODEL_FILE, TENSORBOARD_DIR, events_dir
 from trainer.cluster import Cluster
 from trainer.config import TrainConfig
 from trainer.data import Splits
+from trainer.mistakes import mistakes_callbacks
 from trainer.model import build_model
 from trainer.pipeline import eval_dataset, train_dataset
 from trainer.plan import BatchPlan
@@ -73,7 +74,10 @@ def train(
         epochs=config.epochs,
         steps_per_epoch=plan.steps_per_epoch,
         validation_data=test_data if config.validation else None,
-        callbacks=make_callbacks(config, cluster, plan, status, monitor),
+        callbacks=[
+            *make_callbacks(config, cluster, plan, status, monitor),
+            *mistakes_callbacks(cluster, splits, config.run_dir),
+        ],
         verbose=2,
     )
     train_time = time.perf_counter() - started
