@@ -44,6 +44,7 @@ from dashboard.events import (
     _FileState,
     _scalar_point,
 )
+from dashboard.live import poll_each
 from dashboard.runs import safe_dir
 from runformat import TENSORBOARD_DIR, worker_rel
 
@@ -67,7 +68,13 @@ MAX_BUCKETS = 10_000
 # Folders below a run's root searched for event files, and event files read per root.
 MAX_DEPTH = 6
 MAX_FILES = 2_000
+# A first read of at least this many bytes in all is shared among the cores.
+PARALLEL_BYTES = 4 << 20
 
+_PNG_SIZE = struct.Struct(">II")
+_GIF_SIZE = struct.Struct("<HH")
+# dtype enum -> bytes per element of the float tensors a histogram may come in.
+_FLOATS = {1: 4, 2: 8}
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
 
 
@@ -271,6 +278,11 @@ def decode(plugin: str, step: int, wall: float, tensor: Any) -> tuple[Entry | No
     if plugin == HISTOGRAMS:
         if elements > 3 * MAX_BUCKETS:
             return None, f"{elements // 3:,} buckets, over the {MAX_BUCKETS:,} shown; skipped"
+        content = tensor.tensor_content
+        if tensor.dtype in _FLOATS and content and len(content) == elements * _FLOATS[tensor.dtype]:
+            kind = "<f8" if _FLOATS[tensor.dtype] == 8 else "<f4"
+            shape = [d.size for d in tensor.tensor_shape.dim]
+            return _histogram(step, wall, np.frombuffer(content, kind).reshape(shape))
         return _histogram(step, wall, tensor_util.make_ndarray(tensor))
     if tensor.dtype != 7:  # DT_STRING
         return None, f"a {plugin} tensor should hold strings; skipped"
@@ -285,9 +297,9 @@ def _histogram(step: int, wall: float, array_: np.ndarray) -> tuple[Entry | None
     if array_.ndim != 2 or array_.shape[1] != 3:
         return None, f"a histogram is a [k, 3] tensor, not {list(array_.shape)}; skipped"
     buckets = np.asarray(array_, dtype=np.float64)
-    finite = np.isfinite(buckets).all(axis=1)
     trouble = None
-    if not finite.all():
+    if not np.isfinite(buckets.sum()):  # one pass; a NaN or infinity anywhere shows in the sum
+        finite = np.isfinite(buckets).all(axis=1)
         bad = int((~finite).sum())
         trouble = f"{bad:,} of {len(buckets):,} histogram buckets are not finite; left out"
         buckets = buckets[finite]
@@ -297,10 +309,18 @@ def _histogram(step: int, wall: float, array_: np.ndarray) -> tuple[Entry | None
 def picture_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) of a PNG, JPEG or GIF picture from its header, else None.
 
-    Pillow reads only the header here; the page decodes the picture later, so its own
-    size (not the tensor's word for it) is what is checked against MAX_IMAGE_PIXELS.
+    The page decodes the picture later, so its own size (not the tensor's word for it) is
+    what is checked against MAX_IMAGE_PIXELS. PNG and GIF headers are read here; a JPEG's
+    size is found by Pillow, which reads only the header.
     """
-    if not any(data.startswith(signature) for signature in _SIGNATURES):
+    if data.startswith(_SIGNATURES[0]):
+        if len(data) < 33 or data[12:16] != b"IHDR":
+            return None
+        width, height = _PNG_SIZE.unpack_from(data, 16)
+        return width, height
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return _GIF_SIZE.unpack_from(data, 6) if len(data) >= 13 else None
+    if not data.startswith(_SIGNATURES[1]):
         return None
     try:
         with PILImage.open(io.BytesIO(data)) as picture:
@@ -395,15 +415,21 @@ class RunMedia:
             self._polled = now
             roots = [(index, worker_rel(index)) for index in indices]
             roots.append((0, TENSORBOARD_DIR))
+            readers = [(i, r) for i, r in ((i, self._reader(rel)) for i, rel in roots) if r]
+            fresh = [reader for _, reader in readers if reader.fresh]
+            # A first read of many folders goes to one process per core (dashboard.live).
+            if sum(reader.unread_bytes() for reader in fresh) >= PARALLEL_BYTES:
+                for position, (polled, _, _) in poll_each(fresh):
+                    assert isinstance(polled, MediaDirectory)
+                    self._readers[polled.label] = polled
+                    if polled is not fresh[position]:
+                        readers = [(i, polled if r is fresh[position] else r) for i, r in readers]
             workers: dict[int, dict[tuple[str, str], TrackView]] = {}
             changed = not self._snapshot.workers
             problems: list[str] = []
-            for index, relative in roots:
-                reader = self._reader(relative)
-                if reader is None:
-                    continue
+            for index, reader in readers:
                 result: PollResult = reader.poll()
-                changed |= bool(result.events or result.reset)
+                changed |= bool(result.events or result.reset or reader in fresh)
                 workers.setdefault(index, {}).update(reader.views())
                 problems.extend(self._problem_text(p) for p in reader.problems)
             if changed or tuple(problems) != self._snapshot.problems:
