@@ -223,7 +223,8 @@ def extend_extent(extent: Extent, arrays: Arrays, before: int) -> Extent | None:
     new = new_points(arrays, before, extent.last_step)
     if new is None or not len(new[0]):
         return None if new is None else extent
-    wall = min(extent.first_wall, float(np.min(new[1])))
+    walls = new[1]
+    wall = min(extent.first_wall, float(walls[0]) if len(walls) == 1 else float(walls.min()))
     return Extent(extent.points + len(new[0]), extent.first_step, int(new[0][-1]), wall)
 
 

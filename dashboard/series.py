@@ -20,6 +20,7 @@ points change, so a redraw processes only the workers with new points.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import warnings
 import weakref
@@ -197,19 +198,17 @@ class SeriesCache:
         None to rebuild.
         """
         grown: tuple[Any, int] | None = None
+        start = -1
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry.params == params and entry.holds(arrays):
                 self._entries.move_to_end(key)
                 self.hits += 1
                 return entry.value  # type: ignore[no-any-return]
-            if (
-                extend is not None
-                and entry is not None
-                and entry.params == params
-                and entry.grew_into(arrays)
-            ):
-                grown = (entry.value, entry.length)
+            if extend is not None and entry is not None and entry.params == params:
+                start = _start(arrays)
+                if entry.grew_into(arrays, start):
+                    grown = (entry.value, entry.length)
             if grown is None:
                 self.misses += 1
         value = extend(*grown) if extend is not None and grown is not None else None
@@ -227,7 +226,8 @@ class SeriesCache:
             if old is not None:
                 self._bytes -= old.size
             if size <= self.max_bytes:
-                self._entries[key] = _Entry.of(arrays, params, value, size)
+                start = start if start != -1 else _start(arrays)
+                self._entries[key] = _Entry.of(arrays, params, value, size, start)
                 self._bytes += size
                 while self._bytes > self.max_bytes:
                     _, dropped = self._entries.popitem(last=False)
@@ -249,18 +249,19 @@ class _Entry:
     params: Hashable
     value: Any
     size: int
-    # The buffers the sources are views of, where each view starts, and its length.
+    # The buffers the sources are views of, where the first view starts, and its length.
     owners: tuple[weakref.ref[np.ndarray], ...] = ()
-    starts: tuple[int, ...] = ()
+    start: int = -1
     length: int = 0
 
     @classmethod
-    def of(cls, arrays: Sequence[np.ndarray], params: Hashable, value: Any, size: int) -> _Entry:
+    def of(
+        cls, arrays: Sequence[np.ndarray], params: Hashable, value: Any, size: int, start: int
+    ) -> _Entry:
         owners = tuple(weakref.ref(_owner(array)) for array in arrays)
-        starts = tuple(_start(array) for array in arrays)
         length = len(arrays[0]) if arrays else 0
         sources = tuple(weakref.ref(array) for array in arrays)
-        return cls(sources, params, value, size, owners, starts, length)
+        return cls(sources, params, value, size, owners, start, length)
 
     def holds(self, arrays: Sequence[np.ndarray]) -> bool:
         """Whether it was built from these very arrays (still alive, so not a reused id)."""
@@ -268,16 +269,16 @@ class _Entry:
             ref() is array for ref, array in zip(self.sources, arrays, strict=True)
         )
 
-    def grew_into(self, arrays: Sequence[np.ndarray]) -> bool:
+    def grew_into(self, arrays: Sequence[np.ndarray], start: int) -> bool:
         """Whether `arrays` are longer views of the buffers this was built from, from the
-        same start (so their first ``length`` points are the ones it was built from)."""
+        same start (so their first ``length`` points are the ones it was built from). The
+        columns of one series share their buffers' fate, so the first one's start stands
+        for all (reading a view's address costs microseconds)."""
         return (
-            len(arrays) == len(self.owners)
+            start == self.start
+            and len(arrays) == len(self.owners)
             and all(len(array) >= self.length for array in arrays)
-            and all(
-                ref() is _owner(array) and _start(array) == start
-                for ref, array, start in zip(self.owners, arrays, self.starts, strict=True)
-            )
+            and all(ref() is _owner(array) for ref, array in zip(self.owners, arrays, strict=True))
         )
 
 
@@ -288,8 +289,9 @@ def _owner(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _start(array: np.ndarray) -> int:
-    return int(array.__array_interface__["data"][0])
+def _start(arrays: Sequence[np.ndarray]) -> int:
+    """The address of the first array's first point (-2 for no arrays)."""
+    return int(arrays[0].__array_interface__["data"][0]) if len(arrays) else -2
 
 
 def _nbytes(value: object) -> int:
@@ -533,8 +535,7 @@ class Ema:
     @property
     def factor(self) -> float:
         """pandas' old_wt_factor for alpha = 1 - weight (through its centre of mass)."""
-        alpha = 1.0 - self.weight
-        return 1.0 - 1.0 / (1.0 + (1.0 - alpha) / alpha)
+        return _ema_factor(self.weight)
 
     @classmethod
     def after(cls, weight: float, smoothed: np.ndarray, finite: int) -> Ema:
@@ -571,6 +572,12 @@ class Ema:
                 total += 1.0
             out[position] = average
         return out, Ema(self.weight, average, total)
+
+
+@functools.lru_cache(maxsize=64)
+def _ema_factor(weight: float) -> float:
+    alpha = 1.0 - weight
+    return 1.0 - 1.0 / (1.0 + (1.0 - alpha) / alpha)
 
 
 def bucket_width(count: int, limit: int = LINE_POINTS) -> int:
@@ -684,11 +691,13 @@ class LineState:
 def new_points(arrays: Arrays, before: int, last_step: int) -> Arrays | None:
     """The points past `before` when they all come after last_step, in step order; else None."""
     steps, walls, values = arrays
-    if len(steps) < before or len(steps) - before > EXTEND_AT_MOST:
+    count = len(steps) - before
+    if count < 0 or count > EXTEND_AT_MOST:
         return None
     new_steps = steps[before:]
-    if len(new_steps) and (
-        new_steps[0] <= last_step or not bool(np.all(new_steps[1:] > new_steps[:-1]))
+    if count and (
+        int(new_steps[0]) <= last_step
+        or (count > 1 and not bool((new_steps[1:] > new_steps[:-1]).all()))
     ):
         return None
     return new_steps, walls[before:], values[before:]
@@ -764,6 +773,15 @@ def extend_row_state(
 ) -> RowState:
     """The row after new points strictly after its last step."""
     smoothed, ema = state.ema.run(values)
+    if len(steps) == 1 and len(state.sums):
+        # The usual live case: one point, in the row's last bucket (only that mean moves).
+        value, step = float(smoothed[0]), int(steps[0])
+        if step // grid.width - state.row.first == len(state.sums) - 1 and value - value == 0.0:
+            sums, counts, means = state.sums.copy(), state.counts.copy(), state.row.means.copy()
+            sums[-1] += value
+            counts[-1] += 1
+            means[-1] = sums[-1] / counts[-1]
+            return RowState(Row(state.row.first, means), sums, counts, ema, step)
     finite = np.isfinite(smoothed)
     steps, smoothed = np.asarray(steps)[finite], smoothed[finite]
     last = int(steps[-1]) if len(steps) else state.last_step
