@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 from tensorboard import data_compat
-from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
 from dashboard.events import (
@@ -208,8 +208,14 @@ class MediaDirectory(EventDirectory):
         return self.label if relative == "." else f"{self.label}/{relative}"
 
     def _decode(self, state: _FileState, buf: bytes, starts: array, crcs: array) -> None:
-        """Check each record's CRC and keep its media; plain scalars are skipped unparsed."""
+        """Check each record's CRC and keep its media; plain scalars are skipped unparsed.
+
+        A chunk's values are gathered per tag first, so that those its bound would drop
+        anyway are counted, not decoded, and a tag's histograms are decoded together.
+        """
         run = self._run_of(state.path)
+        found: dict[tuple[str, str], list[tuple[int, float, Any, int]]] = {}
+        plugins = self._plugins
         for pos, crc in zip(starts, crcs, strict=True):
             end = pos + 12 + _U64.unpack_from(buf, pos)[0]
             if (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & _U32 != _U32S.unpack_from(buf, end)[0]:
@@ -223,51 +229,88 @@ class MediaDirectory(EventDirectory):
             except Exception:  # protobuf's DecodeError types: all mean "bad bytes"
                 self._problem(state.path, state.offset + pos, "record is not an Event; skipped")
                 continue
-            if event.HasField("summary"):
-                for value in event.summary.value:
-                    self._take_value(state, state.offset + pos, run, event, value)
+            for value in event.summary.value:
+                key = (run, value.tag)
+                if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
+                    plugins[key] = value.metadata.plugin_data.plugin_name
+                kind = value.WhichOneof("value")
+                if kind in ("image", "histo"):
+                    value = data_compat.migrate_value(value)
+                    plugins[key] = value.metadata.plugin_data.plugin_name
+                elif kind != "tensor":
+                    continue
+                if plugins.get(key) in KINDS:
+                    item = (event.step, event.wall_time, value.tensor, state.offset + pos)
+                    found.setdefault(key, []).append(item)
+        for key, items in found.items():
+            self._take(state, key, items)
 
-    def _take_value(
-        self,
-        state: _FileState,
-        offset: int,
-        run: str,
-        event: event_pb2.Event,
-        value: summary_pb2.Summary.Value,
+    def _take(
+        self, state: _FileState, key: tuple[str, str], items: list[tuple[int, float, Any, int]]
     ) -> None:
-        key = (run, value.tag)
-        if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
-            self._plugins[key] = value.metadata.plugin_data.plugin_name
-        kind = value.WhichOneof("value")
-        if kind in ("image", "histo"):
-            value = data_compat.migrate_value(value)
-            self._plugins[key] = value.metadata.plugin_data.plugin_name
-        elif kind != "tensor":
-            return
-        plugin = self._plugins.get(key)
-        if plugin not in KINDS:
-            return
-        where = f"{value.tag!r} at step {event.step}"
-        try:
-            entry, trouble = decode(plugin, event.step, event.wall_time, value.tensor)
-        except (ValueError, TypeError, IndexError, struct.error) as error:
-            entry, trouble = None, f"not a readable {plugin} tensor ({error})"
-        if trouble:
-            self._problem(state.path, offset, f"{where}: {trouble}")
-        if entry is None:
-            return
+        """Decode one tag's values of a chunk (the newest its bound keeps) into its track."""
+        plugin = self._plugins[key]
         track = self.tracks.get(key)
         if track is None:
             if sum(t.kind == plugin for t in self.tracks.values()) >= MAX_TAGS:
                 if key not in self._refused:
                     self._refused.add(key)
                     self._problem(
-                        state.path, offset, f"more than {MAX_TAGS} {plugin} tags: {where} not kept"
+                        state.path,
+                        items[0][3],
+                        f"more than {MAX_TAGS} {plugin} tags: {key[1]!r} not kept",
                     )
                 return
             track = self.tracks[key] = Track(plugin, MAX_ENTRIES[plugin])
-        track.add(entry)
-        self.events += 1
+        skipped = max(0, len(items) - track.limit)
+        if skipped:
+            track.dropped += skipped + len(track.entries)
+            track.entries.clear()
+            track.nbytes = 0
+            items = items[skipped:]
+        decoded: list[Histogram | None] = (
+            _histograms(items) if plugin == HISTOGRAMS else [None] * len(items)
+        )
+        for position, (step, wall, tensor, offset) in enumerate(items):
+            entry: Entry | None = decoded[position]
+            trouble: str | None = None
+            if entry is None:
+                try:
+                    entry, trouble = decode(plugin, step, wall, tensor)
+                except (ValueError, TypeError, IndexError, struct.error) as error:
+                    entry, trouble = None, f"not a readable {plugin} tensor ({error})"
+            if trouble:
+                self._problem(state.path, offset, f"{key[1]!r} at step {step}: {trouble}")
+            if entry is not None:
+                track.add(entry)
+        self.events += len(items) + skipped
+
+
+def _histograms(items: list[tuple[int, float, Any, int]]) -> list[Histogram | None]:
+    """Histograms of one tag decoded together: the float64 [k, 3] tensors of one k whose
+    numbers are all finite; None for any other (decoded alone, with its problem)."""
+    out: list[Histogram | None] = [None] * len(items)
+    picked, contents = [], []
+    size = -1
+    for position, (_, _, tensor, _) in enumerate(items):
+        dims = tensor.tensor_shape.dim
+        content = tensor.tensor_content
+        if tensor.dtype != 2 or len(dims) != 2 or dims[1].size != 3 or not content:
+            continue
+        if size == -1:
+            size = len(content)
+        if len(content) == size == 24 * dims[0].size and size <= 24 * MAX_BUCKETS:
+            picked.append(position)
+            contents.append(content)
+    if not picked:
+        return out
+    buckets = np.frombuffer(b"".join(contents), "<f8").reshape(len(picked), size // 24, 3)
+    finite = np.isfinite(buckets).all(axis=(1, 2))
+    for row, position in enumerate(picked):
+        if finite[row]:
+            step, wall, _, _ = items[position]
+            out[position] = Histogram(step, wall, buckets[row].copy())
+    return out
 
 
 def decode(plugin: str, step: int, wall: float, tensor: Any) -> tuple[Entry | None, str | None]:

@@ -14,7 +14,9 @@ What goes to the browser is smaller still: :func:`downsample` keeps ~500 points 
 (first, last and each bucket's minimum and maximum), and :func:`band` turns many workers'
 lines into one min/median/max band on a common step grid with the outlying workers named.
 What that costs per worker is kept in a bounded :class:`SeriesCache` until the worker's
-points change, so a redraw processes only the workers with new points.
+points change, so a redraw processes only the workers with new points, and those from their
+new points only (the smoothing state, power-of-two downsampling buckets and band-row sums
+are carried forward; see the end of this module).
 """
 
 from __future__ import annotations

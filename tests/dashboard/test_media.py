@@ -417,3 +417,21 @@ def test_run_media_reads_new_records_on_refresh(tmp_path: Path) -> None:
     assert ("tensorboard/train", "k") in after.workers[0]
     assert ("workers/0/events", "digits") in after.workers[0]
     assert after.problems and "workers/0/events" in after.problems[0]
+
+
+def test_tags_past_the_bound_are_refused_once_with_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(media, "MAX_TAGS", 2)
+    write(
+        tmp_path,
+        *(
+            event(step, text_value(f"t{n}", ["x"], first=step == 0))
+            for step in range(3)
+            for n in range(3)
+        ),
+    )
+    reader = MediaDirectory(tmp_path)
+    reader.poll()
+    assert sorted(tag for _, tag in reader.views()) == ["t0", "t1"]
+    assert problems_of(reader) == ["more than 2 text tags: 't2' not kept"]
