@@ -148,10 +148,11 @@ class MistakesLogger(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(str(self.events))
         model = self.model
         # A traced forward pass costs half the CPU of an eager call (benchmarks/bench_trainer).
-        self.predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=1))
+        inputs = tf.constant(self.x)
+        self.predict = tf.function(lambda: tf.argmax(model(inputs, training=False), axis=1))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        predicted = self.predict(tf.constant(self.x)).numpy()
+        predicted = self.predict().numpy()
         wrong = np.flatnonzero(predicted != self.y)[:SHOWN]
         counts = confusion_counts(self.y, predicted, NUM_CLASSES)
         with self.writer.as_default(), tf.summary.record_if(True):
