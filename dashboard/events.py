@@ -51,9 +51,10 @@ _F32 = struct.Struct("<f")
 _FEW_RECORDS = 64
 # Distinct record layouts of one length decoded by template per chunk (more: the slow path).
 _MAX_TEMPLATES = 64
-# A header whose CRC is right but which announces more than this is treated as damage:
-# no scalar event comes near it, and trusting it would make the reader wait forever.
-_MAX_RECORD = 64 << 20
+# A record whose header announces more than this is skipped whole (with a problem) once all
+# of its bytes are on disk, without being read: no scalar event comes near it, and an image
+# that big would not be shown anyway.
+MAX_RECORD = 64 << 20
 # New bytes are read and parsed this many at a time, so that a huge file never sits whole
 # in memory (a single larger record doubles it for that record).
 READ_CHUNK = 4 << 20
@@ -161,6 +162,10 @@ class _FileState:
     head: bytes = b""
     pending: int = 0
     resyncing: bool = False
+    # The file's size at this read, and whether the next record is an oversized one still
+    # being written (then only its header is read until it is whole, and skipped).
+    size: int = 0
+    waiting: bool = False
     # (inode, size, mtime) of a file read whole after a second without writes: while a
     # stat still says the same, nothing changed (any write moves mtime past our read).
     quiet: tuple[int, int, int] | None = None
@@ -228,7 +233,7 @@ class EventDirectory:
         """Bytes on disk not read yet (a cheap listing and stat, nothing is parsed)."""
         total = 0
         for path in self._list_files():
-            state = self._files.get(path.name)
+            state = self._files.get(self._key(path))
             try:
                 size = path.stat().st_size
             except OSError:
@@ -256,6 +261,10 @@ class EventDirectory:
         self._files.clear()
         self.events = 0
 
+    def _key(self, path: Path) -> str:
+        """A file's name in this reader: its path below the directory."""
+        return path.name if path.parent == self.directory else str(path.relative_to(self.directory))
+
     def _list_files(self) -> list[Path]:
         try:
             entries = list(os.scandir(self.directory))
@@ -273,16 +282,17 @@ class EventDirectory:
     def _poll_once(self) -> PollResult:
         result = PollResult()
         paths = self._list_files()
-        names = {path.name for path in paths}
+        names = {self._key(path) for path in paths}
         for gone in [name for name in self._files if name not in names]:
             self._problem(self._files[gone].path, 0, "file disappeared; reading the rest again")
             result.reset = True
         if result.reset:
             return result
         for path in paths:
-            state = self._files.get(path.name)
+            key = self._key(path)
+            state = self._files.get(key)
             if state is None:
-                state = self._files[path.name] = _FileState(path)
+                state = self._files[key] = _FileState(path)
             before = self.events
             read = self._read_file(state)
             if read is None:
@@ -313,6 +323,7 @@ class EventDirectory:
                     self._problem(state.path, 0, "file was rewritten; reading it again")
                     return None
                 state.identity = identity
+                state.size = info.st_size
                 chunk = READ_CHUNK
                 while info.st_size > state.offset + state.pending:
                     buf = os.pread(descriptor, chunk, state.offset)
@@ -320,11 +331,12 @@ class EventDirectory:
                         break
                     if len(state.head) < _HEAD_BYTES and state.offset == 0:
                         state.head = buf[:_HEAD_BYTES]
+                    state.waiting = False
                     used = self._parse(state, buf)
                     state.offset += used
-                    state.pending = len(buf) - used
+                    state.pending = max(0, len(buf) - used)
                     consumed += used
-                    if len(buf) < chunk:
+                    if len(buf) < chunk or state.waiting:
                         break
                     # A record longer than the chunk: read it whole next time round.
                     chunk = chunk * 2 if used == 0 else READ_CHUNK
@@ -366,8 +378,20 @@ class EventDirectory:
             length = lengths.get(header)
             if length is None:
                 length, header_crc = _HEADER.unpack(header)
-                if masked_crc32c(header[:8]) != header_crc or length > _MAX_RECORD:
-                    found = self._resync(buf, pos + 1)
+                if masked_crc32c(header[:8]) == header_crc and length > MAX_RECORD:
+                    if state.offset + pos + 16 + length > state.size:
+                        state.waiting = True
+                        break
+                    self._problem(
+                        state.path,
+                        state.offset + pos,
+                        f"record of {length / 1e6:,.0f} MB is over the {MAX_RECORD >> 20} MB"
+                        " a reader takes; skipped",
+                    )
+                    pos += 16 + length
+                    continue
+                if masked_crc32c(header[:8]) != header_crc:
+                    found = find_header(buf, pos + 1)
                     if not state.resyncing:
                         self._problem(
                             state.path, state.offset + pos, "damaged record header; skipping"
@@ -584,15 +608,6 @@ class EventDirectory:
             )
             slow[rows[picked]] = False
 
-    def _resync(self, buf: bytes, start: int) -> int | None:
-        """The next offset whose 12 bytes make a valid header, or None if there is none yet."""
-        unpack_header = _HEADER.unpack_from
-        for pos in range(start, len(buf) - 11):
-            length, header_crc = unpack_header(buf, pos)
-            if length <= _MAX_RECORD and masked_crc32c(buf[pos : pos + 8]) == header_crc:
-                return pos
-        return None
-
     def _decode_slow(
         self,
         state: _FileState,
@@ -620,6 +635,16 @@ class EventDirectory:
                     np.array([number]),
                 )
             )
+
+
+def find_header(buf: bytes, start: int) -> int | None:
+    """The next offset whose 12 bytes make a valid header, or None if there is none yet."""
+    unpack_header = _HEADER.unpack_from
+    for pos in range(start, len(buf) - 11):
+        length, header_crc = unpack_header(buf, pos)
+        if length <= MAX_RECORD and masked_crc32c(buf[pos : pos + 8]) == header_crc:
+            return pos
+    return None
 
 
 def _unaligned(buf: bytes, dtype: str) -> np.ndarray:

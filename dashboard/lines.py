@@ -16,13 +16,17 @@ import numpy as np
 
 from dashboard.events import Arrays
 from dashboard.series import (
-    LINE_POINTS,
     Grid,
+    LineState,
     Row,
+    RowState,
     SeriesCache,
-    band_row,
-    downsample,
+    extend_line_state,
+    extend_row_state,
     latest_per_step,
+    line_state,
+    new_points,
+    row_state,
 )
 
 if TYPE_CHECKING:
@@ -129,22 +133,51 @@ class Line:
     walls: np.ndarray
     values: np.ndarray
     raw: Arrays | None
+    # What lets the line take new points without a rebuild (dashboard.series).
+    state: LineState | None = None
 
 
 def line_of(arrays: Arrays, smoothing: float) -> Line:
     steps, walls, values = latest_per_step(*arrays)
-    smooth = ema(values, smoothing)
-    keep = downsample(smooth, LINE_POINTS)
+    return _drawn(steps, walls, line_state(steps, values, ema(values, smoothing), smoothing))
+
+
+def _drawn(steps: np.ndarray, walls: np.ndarray, state: LineState) -> Line:
+    keep, drawn = state.smooth.indices_and_values()
     raw = None
-    if smoothing > 0:
-        raw_keep = downsample(values, LINE_POINTS)
-        raw = (steps[raw_keep], walls[raw_keep], values[raw_keep])
-    return Line(steps[keep], walls[keep], smooth[keep], raw)
+    if state.raw is not None:
+        raw_keep, raw_values = state.raw.indices_and_values()
+        raw = (steps[raw_keep], walls[raw_keep], raw_values)
+    return Line(steps[keep], walls[keep], drawn, raw, state)
 
 
-def _smoothed(arrays: Arrays, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+def extend_line(line: Line, arrays: Arrays, before: int) -> Line | None:
+    """The line after the points past `before` (None: rebuild it, see dashboard.series)."""
+    state = line.state
+    if state is None or state.count != before:  # steps logged twice: indices moved
+        return None
+    new = new_points(arrays, before, state.last_step)
+    extended = None if new is None else extend_line_state(state, new[0], new[2])
+    return None if extended is None else _drawn(arrays[0], arrays[1], extended[0])
+
+
+def extend_extent(extent: Extent, arrays: Arrays, before: int) -> Extent | None:
+    new = new_points(arrays, before, extent.last_step)
+    if new is None or not len(new[0]):
+        return None if new is None else extent
+    walls = new[1]
+    wall = min(extent.first_wall, float(walls[0]) if len(walls) == 1 else float(walls.min()))
+    return Extent(extent.points + len(new[0]), extent.first_step, int(new[0][-1]), wall)
+
+
+def row_of(arrays: Arrays, smoothing: float, grid: Grid) -> RowState:
     steps, _, values = latest_per_step(*arrays)
-    return steps, ema(values, smoothing)
+    return row_state(steps, ema(values, smoothing), values, grid, smoothing)
+
+
+def extend_row(row: RowState, arrays: Arrays, before: int, grid: Grid) -> RowState | None:
+    new = new_points(arrays, before, row.last_step)
+    return None if new is None else extend_row_state(row, new[0], new[2], grid)
 
 
 @dataclass(frozen=True)
@@ -158,20 +191,34 @@ class WorkerLines:
 
     def extent(self, index: int) -> Extent:
         arrays = self.arrays[index]
-        return self.cache.get(("extent", index, self.tag), arrays, lambda: extent_of(arrays))
+        return self.cache.get(
+            ("extent", index, self.tag),
+            arrays,
+            lambda: extent_of(arrays),
+            extend=lambda old, before: extend_extent(old, arrays, before),
+        )
 
     def line(self, index: int, smoothing: float) -> Line:
         arrays = self.arrays[index]
         key = ("line", index, self.tag, smoothing)
-        return self.cache.get(key, arrays, lambda: line_of(arrays, smoothing))
+        return self.cache.get(
+            key,
+            arrays,
+            lambda: line_of(arrays, smoothing),
+            extend=lambda old, before: extend_line(old, arrays, before),
+        )
 
     def row(self, index: int, smoothing: float, grid: Grid) -> Row:
         """The worker's row of a band on `grid` (kept while the grid stays the same)."""
         arrays = self.arrays[index]
         key = ("row", index, self.tag, smoothing)
         return self.cache.get(
-            key, arrays, lambda: band_row(*_smoothed(arrays, smoothing), grid), params=grid
-        )
+            key,
+            arrays,
+            lambda: row_of(arrays, smoothing, grid),
+            params=grid,
+            extend=lambda old, before: extend_row(old, arrays, before, grid),
+        ).row
 
 
 def worker_lines(source: Source, tag: str) -> WorkerLines:

@@ -8,8 +8,6 @@ dashboard.refresh's alone.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -18,21 +16,17 @@ import streamlit as st
 
 from dashboard import header, refresh, text
 from dashboard.runs import Run, load_runs, plain_run_name, runs_dir_from
-from dashboard.tabs import artifacts, cluster, compare, logs, progress, runs, system
+from dashboard.tabs import artifacts, cluster, compare, logs, media, progress, runs, system
 
-MEDIA_TAB = "dashboard.tabs.media"
-
-
-def run_tabs() -> dict[str, Callable[[Run], None]]:
-    """The tabs that show the chosen run, in order (Runs comes before them, Compare after);
-    Media where this copy of the dashboard has it."""
-    tabs = {"Cluster": cluster.render, "Progress": progress.render, "System": system.render}
-    if importlib.util.find_spec(MEDIA_TAB) is not None:
-        tabs["Media"] = importlib.import_module(MEDIA_TAB).render
-    return {**tabs, "Logs": logs.render, "Artifacts": artifacts.render}
-
-
-RUN_TABS = run_tabs()
+# The tabs that show the chosen run, in order (Runs comes before them, Compare after).
+RUN_TABS: dict[str, Callable[[Run], None]] = {
+    "Cluster": cluster.render,
+    "Progress": progress.render,
+    "System": system.render,
+    "Media": media.render,
+    "Logs": logs.render,
+    "Artifacts": artifacts.render,
+}
 TABS = ("Runs", *RUN_TABS, "Compare")
 
 

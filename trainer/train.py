@@ -21,6 +21,7 @@ from trainer.config import TrainConfig
 from trainer.data import Splits
 from trainer.errors import WorkError
 from trainer.guard import BestEffort, failure_line
+from trainer.mistakes import mistakes_callbacks
 from trainer.model import build_model
 from trainer.pipeline import eval_dataset, train_dataset
 from trainer.plan import BatchPlan
@@ -75,7 +76,10 @@ def train(
         epochs=config.epochs,
         steps_per_epoch=plan.steps_per_epoch,
         validation_data=test_data if config.validation else None,
-        callbacks=make_callbacks(config, cluster, plan, status, monitor),
+        callbacks=[
+            *make_callbacks(config, cluster, plan, status, monitor),
+            *mistakes_callbacks(cluster, splits, config.run_dir),
+        ],
         verbose=2,
     )
     train_time = time.perf_counter() - started

@@ -72,7 +72,8 @@ def test_the_next_snapshot_redraws_only_the_worker_with_new_points(live_run: Pat
     assert second.lines is first.lines  # the run's, not the snapshot's
     figure = charts.metric_figure(second, throughput)
     assert figure is not None
-    assert second.lines.misses == built + 2  # worker 1's count and line only
+    # worker 1's count and line only, carried forward from its new points
+    assert (second.lines.misses, second.lines.extended) == (built, 2)
     anew = Snapshot(name=second.name, workers=second.workers)  # its own, empty cache
     assert figure.to_json() == charts.metric_figure(anew, throughput).to_json()
 

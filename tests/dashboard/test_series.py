@@ -203,3 +203,73 @@ def test_latest_per_step_keeps_the_last_value_read_for_a_redone_step() -> None:
     ]
     increasing = (np.arange(5), np.arange(5.0), np.arange(5.0))
     assert all(a is b for a, b in zip(latest_per_step(*increasing), increasing, strict=True))
+
+
+def carried_forward(buffer: PointBuffer, chunks: list[int], smoothing: float, grid: Grid):
+    """A line, an extent and a band row kept in one cache while the buffer grows chunk by
+    chunk; after each chunk they must equal what is built from every point."""
+    from dashboard import lines as charts
+
+    cache = SeriesCache()
+    rng = np.random.default_rng(3)
+    step = 0
+    for size in chunks:
+        steps = np.arange(step, step + size, dtype=np.int64)
+        values = np.sin(steps / 40.0) + rng.normal(scale=0.1, size=size)
+        values[rng.random(size) < 0.01] = np.nan
+        buffer.extend(steps, steps * 0.1, values)
+        step += size
+        lines = charts.WorkerLines("t", {0: buffer.arrays()}, cache)
+        yield (
+            (lines.line(0, smoothing), lines.extent(0), lines.row(0, smoothing, grid)),
+            (
+                charts.line_of(buffer.arrays(), smoothing),
+                charts.extent_of(buffer.arrays()),
+                charts.row_of(buffer.arrays(), smoothing, grid).row,
+            ),
+        )
+    assert cache.extended > len(chunks) // 2  # most were carried forward, not rebuilt
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.6, 0.99])
+def test_lines_and_rows_carried_forward_equal_the_ones_rebuilt(smoothing: float) -> None:
+    # Single points, bursts, past LINE_POINTS and through several bucket widths.
+    chunks = [1, 1, 3, 200, 1, 1, 400, *([1] * 30), 5000, 7, 1, 20_000, *([2] * 20)]
+    buffer = PointBuffer(limit=1_000_000)
+    for (line, extent, row), (line_whole, extent_whole, row_whole) in carried_forward(
+        buffer, chunks, smoothing, Grid(64)
+    ):
+        assert len(line.steps) <= LINE_POINTS
+        for got, want in ((line.steps, line_whole.steps), (line.values, line_whole.values)):
+            np.testing.assert_array_equal(got, want)
+        assert (line.raw is None) == (line_whole.raw is None)
+        if line.raw is not None and line_whole.raw is not None:
+            for got, want in zip(line.raw, line_whole.raw, strict=True):
+                np.testing.assert_array_equal(got, want)
+        assert extent == extent_whole
+        assert row.first == row_whole.first
+        np.testing.assert_allclose(row.means, row_whole.means, rtol=1e-12)
+
+
+def test_a_line_keeps_the_spikes_of_every_bucket_and_its_ends() -> None:
+    from dashboard.series import picks_of
+
+    values = np.zeros(10_000)
+    values[[17, 5000, 9998]] = [9.0, -9.0, 5.0]
+    kept, drawn = picks_of(values).indices_and_values()
+    assert len(kept) <= LINE_POINTS and kept[0] == 0 and kept[-1] == 9999
+    assert {17, 5000, 9998} <= set(kept.tolist())
+    np.testing.assert_array_equal(drawn, values[kept])
+
+
+def test_a_repeated_step_rebuilds_instead_of_carrying_forward() -> None:
+    from dashboard import lines as charts
+
+    buffer = PointBuffer(limit=10_000)
+    buffer.extend(*columns(0, 600))
+    cache = SeriesCache()
+    charts.WorkerLines("t", {0: buffer.arrays()}, cache).line(0, 0.6)
+    buffer.extend(*columns(590, 600))  # a worker resumed from a checkpoint at step 590
+    line = charts.WorkerLines("t", {0: buffer.arrays()}, cache).line(0, 0.6)
+    assert cache.extended == 0 and cache.misses == 2
+    np.testing.assert_array_equal(line.values, charts.line_of(buffer.arrays(), 0.6).values)

@@ -1,6 +1,7 @@
 """End to end: real trainer workers as local processes sharing one run directory."""
 
 import importlib
+import io
 import json
 import os
 import re
@@ -89,7 +90,7 @@ def test_every_worker_writes_its_own_progress_and_epoch_scalars(
         assert len(steps) > 10 and steps == sorted(set(steps)), tag
     epochs = digits_run.status(index)["epochs"]
     for tag in EPOCH_TAGS:
-        assert [step for step, _ in scalars[tag]] == list(range(1, epochs + 1))  # type: ignore[arg-type]
+        assert [step for step, _ in scalars[tag]] == list(range(1, epochs + 1))
     assert all(value > 0 for _, value in scalars["progress/examples_per_sec"])
 
 
@@ -152,6 +153,40 @@ def test_the_chief_keeps_the_keras_tensorboard_logs(digits_run: TrainerRun) -> N
     assert sorted(p.name for p in tensorboard.iterdir()) == ["train", "validation"]
     for part in ("train", "validation"):
         assert list((tensorboard / part).glob("events.out.tfevents.*"))
+
+
+def test_the_chief_shows_its_mistakes_and_the_media_tab_shows_them(
+    digits_run: TrainerRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trainer/mistakes.py: at each epoch's end the chief (alone) writes a grid of wrong test
+    digits and a confusion matrix as images; the dashboard's Media tab shows the latest."""
+    from PIL import Image
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.media import read_media
+    from trainer.mistakes import CONFUSION_TAG, MISTAKES_TAG
+
+    epochs = digits_run.metrics()["epochs"]
+    chief = read_media(digits_run.run_dir / "workers" / "0")
+    confusion = chief[("events", CONFUSION_TAG)]
+    assert [e.step for e in confusion.entries] == list(range(1, epochs + 1))
+    mistakes = chief[("events", MISTAKES_TAG)]
+    assert mistakes.entries and mistakes.entries[0].step == 1
+    for entry in (confusion.entries[-1], mistakes.entries[-1]):
+        picture = Image.open(io.BytesIO(entry.pictures[0]))
+        assert picture.format == "PNG" and picture.size == (entry.width, entry.height)
+    assert not read_media(digits_run.run_dir / "workers" / "1")
+
+    monkeypatch.setenv("TFCLUSTER_RUNS", str(digits_run.run_dir.parent))
+    app = AppTest.from_file(
+        str(Path(__file__).parents[2] / "dashboard" / "app.py"), default_timeout=60
+    )
+    app.session_state["tab"] = "Media"
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    captions = {image.proto.imgs[0].caption for image in app.get("image")}
+    latest = [track.entries[-1] for track in (mistakes, confusion)]
+    assert captions == {f"step {e.step} · {e.width} x {e.height}" for e in latest}
 
 
 @pytest.mark.parametrize("shard", ["data", "index"])
