@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import math
 import os
 import random
@@ -23,7 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2
+from tensorboard.plugins.histogram import metadata as histogram_metadata
+from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.text import metadata as text_metadata
+from tensorboard.util import tensor_util
 
 from dashboard.events import frame_record
 from runformat import (
@@ -145,6 +151,47 @@ TF_STARTUP = (
     "E0000 00:00:1733565600.412345    4000 cuda_executor.cc:1228] failed call to cuInit: "
     "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
 )
+
+
+def _value(tag: str, tensor: object, metadata: summary_pb2.SummaryMetadata) -> object:
+    value = summary_pb2.Summary.Value(tag=tag, tensor=tensor_util.make_tensor_proto(tensor))
+    value.metadata.CopyFrom(metadata)
+    return value
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image  # Streamlit's own dependency; only the preview draws pictures
+
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def sample_media(writer: EventWriter, worker: int, epoch: int, wall: float) -> None:
+    """What a TensorBoard user logs besides scalars, as TensorFlow writes it: every worker a
+    weight histogram that narrows as it trains; the chief an image that sharpens and, once,
+    its configuration as text."""
+    rng = np.random.default_rng(worker * 1000 + epoch)
+    weights = rng.normal(0.0, 1.0 / epoch, 2000)
+    counts, edges = np.histogram(weights, bins=30)
+    buckets = np.stack([edges[:-1], edges[1:], counts]).T.astype(np.float64)
+    values = [_value("weights/dense", buckets, histogram_metadata.create_summary_metadata("", ""))]
+    if worker == 0:
+        grid = np.indices((28, 28)).sum(axis=0) % 8 < 4
+        noise = rng.random((28, 28)) / epoch
+        pixels = (np.clip(grid * 0.8 + noise, 0, 1) * 255).astype(np.uint8)
+        big = np.kron(pixels, np.ones((4, 4), np.uint8))
+        picture = [str(big.shape[1]).encode(), str(big.shape[0]).encode(), _png(big)]
+        values.append(
+            _value("samples/inputs", picture, image_metadata.create_summary_metadata("", ""))
+        )
+        if epoch == 1:
+            note = "| option | value |\n|---|---|\n| dataset | digits |\n| epochs | 3 |"
+            values.append(
+                _value("config", [note.encode()], text_metadata.create_summary_metadata("", ""))
+            )
+    event = event_pb2.Event(wall_time=wall, step=epoch, summary=summary_pb2.Summary(value=values))
+    writer.raw(frame_record(event.SerializeToString()))
 
 
 @dataclass
@@ -417,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--state", default="finished", choices=["finished", "running", "failed"])
     args = parser.parse_args(argv)
-    plan = RunPlan(workers=args.workers, state=args.state, system_every=10)
+    plan = RunPlan(workers=args.workers, state=args.state, system_every=10, per_epoch=sample_media)
     if args.state == "failed":
         # Killed a little after half way: one cause, the others aborted after it.
         plan.failed = min(1, args.workers - 1)

@@ -435,3 +435,16 @@ def test_tags_past_the_bound_are_refused_once_with_a_problem(
     reader.poll()
     assert sorted(tag for _, tag in reader.views()) == ["t0", "t1"]
     assert problems_of(reader) == ["more than 2 text tags: 't2' not kept"]
+
+
+def test_the_preview_run_has_images_histograms_and_text(tmp_path: Path) -> None:
+    from dashboard import samplerun
+
+    assert samplerun.main([str(tmp_path)]) == 0
+    run_dir = next(tmp_path.iterdir())
+    snapshot = RunMedia(run_dir).refresh([0, 1])
+    assert snapshot.problems == ()
+    kinds = {
+        index: {view.kind for view in tracks.values()} for index, tracks in snapshot.workers.items()
+    }
+    assert kinds == {0: {"images", "histograms", "text"}, 1: {"histograms"}}
