@@ -462,6 +462,14 @@ def test_a_scripts_own_scalars_and_its_saved_model_in_the_browser(
     with zipfile.ZipFile(download.path()) as archive:
         assert "saved_model/saved_model.pb" in archive.namelist()
 
+    page.get_by_role("tab", name="Media").click()
+    media = page.get_by_role("tabpanel", name="Media")
+    picture = media.locator("img").first
+    expect(picture).to_be_visible()
+    assert picture.evaluate("img => img.complete && img.naturalWidth") == 16, "the PNG decodes"
+    expect(media.get_by_text("trained by")).to_be_visible()
+    screenshot(page, output_dir, "script-media")
+
 
 def test_hostile_run_name_in_the_url_is_refused_and_the_page_stays(
     page: Page, server: str, output_dir: Path

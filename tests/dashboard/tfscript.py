@@ -2,9 +2,10 @@
 `python tests/dashboard/tfscript.py RUN_DIR WORKERS`.
 
 Worker 0 fits a tiny tf.keras model with Keras' TensorBoard callback (its train/ and
-validation/ logs under workers/0/tensorboard/) and saves it as a SavedModel under
-artifacts/; every worker writes its own `tf.summary.scalar("custom/throughput", ...)`
-under workers/<i>/logs/. No cluster: this only makes the files a script run would.
+validation/ logs under workers/0/tensorboard/, weight histograms included) and saves it as a
+SavedModel under artifacts/; every worker writes its own
+`tf.summary.scalar("custom/throughput", ...)` under workers/<i>/logs/, and worker 0 an image
+and a text there. No cluster: this only makes the files a script run would.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def main(run_dir: Path, workers: int) -> None:
     y = (x.sum(axis=1) > 0).astype("float32")
     model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1, "sigmoid")])
     model.compile("sgd", "binary_crossentropy", metrics=["accuracy"])
-    board = tf.keras.callbacks.TensorBoard(str(run_dir / "workers" / "0" / "tensorboard"))
+    board = tf.keras.callbacks.TensorBoard(
+        str(run_dir / "workers" / "0" / "tensorboard"), histogram_freq=1
+    )
     model.fit(x, y, epochs=3, batch_size=16, validation_split=0.25, callbacks=[board], verbose=0)
     tf.saved_model.save(model, str(run_dir / "artifacts" / "saved_model"))
     (run_dir / "artifacts" / "notes.txt").write_text("trained by tfscript\n")
@@ -36,6 +39,10 @@ def main(run_dir: Path, workers: int) -> None:
         with writer.as_default():
             for step in range(10):
                 tf.summary.scalar("custom/throughput", 100.0 * (index + 1) + step, step=step)
+            if index == 0:
+                ramp = tf.reshape(tf.linspace(0.0, 1.0, 16 * 16), (1, 16, 16, 1))
+                tf.summary.image("samples/ramp", ramp, step=9)
+                tf.summary.text("notes", "trained by **tfscript**", step=9)
         writer.close()
 
 
