@@ -53,9 +53,9 @@ def parse_disk(text: str, path: str) -> HostDisk | None:
         words = line.split()
         if words[:1] != [DISK_MARK]:
             continue
-        free = int(words[1]) / 1024 if len(words) > 1 and words[1].isdigit() else None
-        writable = words[-1] != "ro" if len(words) > 1 else True
-        return HostDisk(path, free, writable)
+        if len(words) < 3 or not words[1].isdigit():
+            return HostDisk(path, None)  # no folder (yet): nothing known about its disk
+        return HostDisk(path, int(words[1]) / 1024, words[2] != "ro")
     return None
 
 
