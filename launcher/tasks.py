@@ -234,7 +234,11 @@ def status(
         upd = row.status.get("updated") if isinstance(row.status, dict) else None
         entry = cluster.host(row.index)
         offset = entry.clock_offset if entry is not None else None
-        rows.append(dataclasses.replace(row, updated=ago(now, upd, offset)))
+        full = (
+            entry is not None and (entry.disk or {}).get("full") is True and row.process == "alive"
+        )
+        disk = "disk full" if full else row.disk
+        rows.append(dataclasses.replace(row, updated=ago(now, upd, offset), disk=disk))
     out.show_table(rows)
     out.lines(look.problems)
     for attempt in cluster.earlier_failures:

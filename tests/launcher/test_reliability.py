@@ -553,6 +553,7 @@ def test_full_and_read_only_host_disks_are_named_and_a_healthy_job_finishes(
     assert status.returncode == 0, status.stdout + status.stderr
     ages = [int(a) for a in re.findall(r"(-?\d+) s ago", status.stdout)]
     assert len(ages) == 2 and all(0 <= a < 60 for a in ages), status.stdout
+    assert "disk full" in status.stdout, status.stdout
     check_model_loads(run_dir / "model.h5")
     assert_nothing_left(two_hosts, [chief, other], run_dir)
 
