@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install the system programs the tests drive for real: OpenSSH's server (test hosts),
 # Debian's python3 venv module (`fab deploy --venv` on a test host), Chromium (browser
-# tests), Slurm with MUNGE (a one-node Slurm cluster, tests/slurmcluster.py) and iptables
-# (a firewalled worker in the network preflight's tests). Needs root or sudo; does nothing
-# when all are present.
+# tests), Slurm with MUNGE (a one-node Slurm cluster, tests/slurmcluster.py), iptables
+# (a firewalled worker in the network preflight's tests) and faketime (a host whose clock is
+# off). Needs root or sudo; does nothing when all are present.
 set -euo pipefail
 
 need=()
@@ -14,6 +14,7 @@ command -v setfacl >/dev/null 2>&1 || need+=(acl)
 [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] || need+=(slurm-wlm)
 [ -x /usr/sbin/munged ] || need+=(munge)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""
