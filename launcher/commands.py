@@ -49,23 +49,53 @@ def env_file_content(env: Mapping[str, str]) -> str:
     return "".join(f"export {check_env_name(k)}={q(v)}\n" for k, v in env.items())
 
 
+EXIT_CODE_RESERVE = f".{EXIT_CODE_FILE}.reserve"  # hidden: the mirror skips it
+RESERVED_BYTES = 16
+
+
+def exit_fallback_path(run_dir: str, index: int) -> str:
+    """Where a worker's exit code goes when its run folder takes nothing at all (read-only,
+    gone): outside it, named after the run and worker."""
+    run_id = run_dir.rstrip("/").rsplit("/", 1)[-1]
+    return f"/tmp/tfcluster-{run_id}-{index}.{EXIT_CODE_FILE}"
+
+
+def record_exit(run_dir: str, index: int) -> str:
+    """Shell words that record `$rc` as the worker's exit code, even on a full disk.
+
+    The worker's shell reserved the bytes of the exit-code file when it started, so writing
+    the code over them in place (`1<>`, no truncation) and renaming the file need no new
+    space; a folder that takes nothing (read-only) leaves the code in exit_fallback_path.
+    """
+    wdir = worker_dir(run_dir, index)
+    ec, tmp = q(f"{wdir}/{EXIT_CODE_FILE}"), q(f"{wdir}/{EXIT_CODE_FILE}.tmp")
+    reserve = q(f"{wdir}/{EXIT_CODE_RESERVE}")
+    return (
+        f"{{ printf '%s\\n' \"$rc\" 1<>{reserve} && mv -f {reserve} {ec}; }} 2>/dev/null || "
+        f'{{ echo "$rc" > {tmp} && mv -f {tmp} {ec}; }} 2>/dev/null || '
+        f'{{ umask 077; echo "$rc" > {q(exit_fallback_path(run_dir, index))}; }}'
+    )
+
+
 def worker_script(
     python: str, module: str, run_dir: str, index: int, trainer_args: Sequence[str]
 ) -> str:
     """The script the detached shell runs: record the process group, load env, run, record exit.
 
     `$$` of a shell started by setsid is its session and process group id, which is what stop
-    kills; the exit code goes to a file because a detached process has no one to report to.
+    kills; the exit code goes to a file because a detached process has no one to report to
+    (record_exit: its bytes are reserved here, before the program can fill the disk).
     """
     wdir = worker_dir(run_dir, index)
     env = env_file_path(run_dir, index)
     argv = [python, "-m", module, "--run-dir", run_dir, *trainer_args]
+    blank = " " * RESERVED_BYTES
     return (
         f"echo $$ > {q(f'{wdir}/{PGID_FILE}')}; "
+        f"printf '%s\\n' {q(blank)} > {q(f'{wdir}/{EXIT_CODE_RESERVE}')}; "
         f". {q(env)}; rm -f {q(env)}; "
-        f"{' '.join(q(a) for a in argv)}; "
-        f"echo $? > {q(f'{wdir}/{EXIT_CODE_FILE}.tmp')} && mv {q(f'{wdir}/{EXIT_CODE_FILE}.tmp')} "
-        f"{q(f'{wdir}/{EXIT_CODE_FILE}')}"
+        f"{' '.join(q(a) for a in argv)}; rc=$?; "
+        f"{record_exit(run_dir, index)}"
     )
 
 
@@ -107,11 +137,15 @@ ATTEMPT_FILES = (PGID_FILE, EXIT_CODE_FILE, STATUS_JSON)
 
 def reset_command(run_dir: str, index: int, note: str) -> str:
     """Before a restart: remove what the last attempt of a worker left that would make the
-    launcher think it already runs or ended; its log goes on, after a note."""
+    launcher think it already runs or ended; its log goes on, after a note (which a full
+    disk may refuse: that is no reason not to restart)."""
     wdir = worker_dir(run_dir, index)
     files = " ".join(q(f"{wdir}/{name}") for name in ATTEMPT_FILES)
     log = q(f"{wdir}/{WORKER_LOG}")
-    return f"umask 077 && mkdir -p {q(wdir)} && rm -f {files} && printf '%s\\n' {q(note)} >> {log}"
+    return (
+        f"umask 077 && mkdir -p {q(wdir)} && rm -f {files} {q(exit_fallback_path(run_dir, index))}"
+        f" && {{ {{ printf '%s\\n' {q(note)} >> {log}; }} 2>/dev/null; true; }}"
+    )
 
 
 def poll_command(run_dir: str, index: int) -> str:
@@ -120,17 +154,36 @@ def poll_command(run_dir: str, index: int) -> str:
 
     The worker's shell is a session leader (setsid), so its session id is its pgid. The exit
     code is read again once the group is seen gone: the shell may have written it and ended
-    between the first look and the group test.
+    between the first look and the group test. It is in the worker's folder, or outside it
+    when that folder took nothing (record_exit).
     """
     wdir = worker_dir(run_dir, index)
     ec, pg = q(f"{wdir}/{EXIT_CODE_FILE}"), q(f"{wdir}/{PGID_FILE}")
+    fb = q(exit_fallback_path(run_dir, index))
+    exited = (
+        f"[ -f {ec} ]; then echo exit $(cat {ec}); elif [ -f {fb} ]; then echo exit $(cat {fb}); "
+    )
     alive = group_alive(f'"$(cat {pg})"')
     return (
-        f"if [ -f {ec} ]; then echo exit $(cat {ec}); "
+        f"if {exited}"
         f"elif [ -s {pg} ] && {alive}; then "
         f'if ps -o stat= -s "$(cat {pg})" | grep -q "^T"; then echo frozen; else echo alive; fi; '
-        f"elif [ -f {ec} ]; then echo exit $(cat {ec}); "
+        f"elif {exited}"
         f"elif [ -s {pg} ]; then echo gone; else echo pending; fi"
+    )
+
+
+DISK_MARK = "disk"
+
+
+def disk_command(run_dir: str) -> str:
+    """One line about the file system of the run folder: `disk FREE_KB w|ro` (free KB empty
+    when the folder is not there yet). Cheap enough for every poll."""
+    d = q(run_dir)
+    return (
+        f"printf '{DISK_MARK} %s %s\\n' "
+        f"\"$(df -Pk {d} 2>/dev/null | awk 'NR==2 {{print $4}}')\" "
+        f'"$([ -w {d} ] && echo w || echo ro)"'
     )
 
 

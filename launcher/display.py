@@ -99,6 +99,7 @@ class WorkerRow:
     note: str = ""  # the launcher's word when it knows better: `killed by SIGKILL`, `STOPPED`
     process: str = ""  # fab status: the process as polled (`alive`, `finished`, ...)
     updated: str = ""  # fab status: how long ago status.json changed
+    disk: str = ""  # `disk full` while its host's disk is full (the job goes on)
 
     @property
     def prefix(self) -> str:
@@ -106,7 +107,12 @@ class WorkerRow:
 
     @property
     def phase(self) -> str:
-        """The launcher's note, else the trainer's phase; an ended worker says how it ended."""
+        """The launcher's note, else the trainer's phase; an ended worker says how it ended;
+        then the host's disk trouble, if any."""
+        return f"{self._phase}, {self.disk}" if self.disk else self._phase
+
+    @property
+    def _phase(self) -> str:
         if self.note:
             return self.note
         if self.status is None:
@@ -127,7 +133,16 @@ class WorkerRow:
 
     def plain(self) -> str:
         text = progress_text(self.status)
-        return f"{self.prefix} {self.note}  {text}" if self.note else f"{self.prefix} {text}"
+        said = ", ".join(s for s in (self.note, self.disk) if s)
+        return f"{self.prefix} {said}  {text}" if said else f"{self.prefix} {text}"
+
+
+def ago(now: float, stamp: object, clock_offset: float | None) -> str:
+    """`12 s ago` for a time a host wrote, put on our clock with the offset the preflight
+    measured (seconds the host is ahead); never negative (an unmeasured clock may run ahead)."""
+    if not isinstance(stamp, (int, float)) or isinstance(stamp, bool):
+        return "-"
+    return f"{max(0.0, now - (stamp - (clock_offset or 0.0))):.0f} s ago"
 
 
 _STYLE = {"finished": "green", "training": "cyan", "running": "cyan"}

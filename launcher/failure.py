@@ -27,6 +27,7 @@ class Failure:
     host: str
     reason: str
     log_tail: list[str]
+    retry: bool = True  # False when a restart would meet the same cause (a full disk)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class WorkerView:
     lost_contact: str | None = None  # why, once the host did not answer for --contact-timeout
     status: dict[str, Any] | None = None  # its status.json, None until it wrote one
     quiet_since: float | None = None  # launcher clock: when its running status last changed
+    disk: str | None = None  # its host's disk trouble, full now or lately (launcher/hostdisk)
 
     @property
     def ended(self) -> bool:
@@ -68,6 +70,23 @@ class WorkerView:
 
     def failure(self, reason: str) -> Failure:
         return Failure(self.index, self.host, reason, [])
+
+    def ending(self) -> tuple[int, str] | None:
+        """How this worker ended, if it failed: (rank, reason), rank 0 for a sure cause.
+
+        A full disk comes first in the reason: it is what a user must fix, and the exit
+        (a failed save, a lost exit code) only follows from it.
+        """
+        if self.state is ProcessState.GONE:
+            rank, how = 0, describe_exit(None)
+        elif self.state is ProcessState.EXITED and self.exit_code != 0:
+            killed = self.exit_code is None or self.exit_code < 0
+            rank, how = 0 if killed else 1, describe_exit(self.exit_code)
+        else:
+            return None
+        if self.disk is not None:
+            return 0, f"{self.disk}; {how}"
+        return rank, how
 
 
 def decide(
@@ -96,18 +115,18 @@ def exit_failure(views: Sequence[WorkerView]) -> Failure | None:
     for v in views:
         if v.lost_contact is not None and not v.ended:
             found.append((0, v.index, f"lost contact: {v.lost_contact}"))
-        elif v.state is ProcessState.GONE:
-            found.append((0, v.index, describe_exit(None)))
-        elif v.state is ProcessState.EXITED and v.exit_code != 0:
-            killed = v.exit_code is None or v.exit_code < 0
-            found.append((0 if killed else 1, v.index, describe_exit(v.exit_code)))
+        elif (ended := v.ending()) is not None:
+            found.append((ended[0], v.index, ended[1]))
     if not found:
         return None
     frozen = [v for v in views if v.state is ProcessState.FROZEN]
     if frozen and all(rank > 0 for rank, _, _ in found):
         return frozen[0].failure("was stopped (SIGSTOP?) and went silent")
     _, index, reason = min(found)
-    return next(v for v in views if v.index == index).failure(reason)
+    cause = next(v for v in views if v.index == index)
+    failure = cause.failure(reason)
+    failure.retry = cause.disk is None
+    return failure
 
 
 def start_failure(views: Sequence[WorkerView], start_timeout: float) -> Failure | None:
@@ -155,7 +174,9 @@ def stall_failure(views: Sequence[WorkerView], now: float, watch: WatchOptions) 
     return None
 
 
-def may_restart(exit_code: int | None, restarts: int, max_restarts: int) -> bool:
+def may_restart(
+    exit_code: int | None, restarts: int, max_restarts: int, retry: bool = True
+) -> bool:
     """Restart after a failure while restarts are left, unless the worker refused its input
-    (exit 2): the same options would fail the same way again."""
-    return restarts < max_restarts and exit_code != EXIT_BAD_INPUT
+    (exit 2) or its host's disk was full (`retry` False): a restart would fail the same way."""
+    return retry and restarts < max_restarts and exit_code != EXIT_BAD_INPUT

@@ -68,7 +68,9 @@ class Job(AttemptedJob[Failure]):
 
     def _can_restart(self, failure: Failure) -> bool:
         code = self.workers[failure.index].exit_code
-        return may_restart(code, self.restarts, self.watch.max_restarts)
+        if not failure.retry and self.restarts < self.watch.max_restarts:
+            self.out.line(f"not restarting: {failure.line()}; make room there first")
+        return may_restart(code, self.restarts, self.watch.max_restarts, failure.retry)
 
     def _reset(self, note: str) -> None:
         """Every worker (and every host's backup) ready for the next attempt."""
@@ -118,6 +120,7 @@ class Job(AttemptedJob[Failure]):
         poll_all(self.workers)
         self._print_logs()
         self._print_warnings()
+        self._record_disks()
         views = [view(w, self.quiet) for w in self.workers]
         if self.failure is None:
             self.failure = exit_failure(views)
@@ -132,6 +135,19 @@ class Job(AttemptedJob[Failure]):
             self.out.line(f"started training: {names}")
         self._show()
 
+    def _record_disks(self) -> None:
+        """cluster.json `hosts[i].disk` follows each host's disk: full, then room again."""
+        hosts = {h.get("index"): h for h in self.cluster.get("hosts") or []}
+        changed = False
+        for w in self.workers:
+            entry = hosts.get(w.index)
+            record = w.host_disk.changed(entry.get("disk")) if entry is not None else None
+            if entry is not None and record is not None:
+                entry["disk"] = record
+                changed = True
+        if changed:
+            self.save()
+
     def _show(self) -> None:
         self.out.table([self._row(w) for w in self.workers])
 
@@ -141,7 +157,8 @@ class Job(AttemptedJob[Failure]):
             note = "STOPPED (SIGSTOP?)"
         elif worker.ended:
             note = describe_exit(worker.exit_code) if not worker.gone else "gone"
-        return WorkerRow(worker.index, worker.host.label, worker.status(), note)
+        disk = "disk full" if worker.host_disk.full and not worker.ended else ""
+        return WorkerRow(worker.index, worker.host.label, worker.status(), note, disk=disk)
 
     def _print_warnings(self) -> None:
         for w in self.workers:

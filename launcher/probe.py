@@ -7,6 +7,7 @@ prints one JSON line; `host_problems` judges each answer against those of all ho
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -19,7 +20,13 @@ from launcher.hosts import Host
 from launcher.netcheck import clock_offset
 from launcher.remote import HostError, HostShell
 
+# Free space a run folder needs before a run starts: the trainer's model.h5 (8.4 MB), its
+# event files and logs take tens of MB, but a user's model or data may take hundreds, and a
+# disk that fills mid-run fails the chief's save at the very end. Backups (--max-restarts)
+# keep the whole training state (weights and optimizer, about 3x the model) twice over.
 MIN_FREE_MB = 500
+BACKUP_FREE_MB = 500  # more, when the run keeps backups
+MIN_FREE_ENV = "TFCLUSTER_MIN_FREE_MB"  # a smaller (or larger) floor for known small disks
 
 PROBE = r"""
 import time
@@ -44,11 +51,13 @@ except OSError as e:
     out["port_error"] = e.strerror
 finally:
     s.close()
-d = wd
+d = os.path.join(wd, "runs")
 while not os.path.isdir(d) and os.path.dirname(d) != d:
     d = os.path.dirname(d)
 st = os.statvfs(d)
 out["free_mb"] = st.f_bavail * st.f_frsize // 1048576
+out["runs_dir"] = d
+out["writable"] = os.access(d, os.W_OK)
 codes = os.path.join(wd, "code")
 out["deployed"] = os.path.isfile(os.path.join(codes, code, ".complete"))
 try:
@@ -121,6 +130,15 @@ def probe_host(shell: HostShell, code: str) -> ProbeResult:
     return ProbeResult(host, str(used), facts)
 
 
+def free_needed(max_restarts: int = 0) -> int:
+    """MB a run folder must have free before a run starts: MIN_FREE_MB, more when the run
+    keeps backups to restart from; $TFCLUSTER_MIN_FREE_MB, when set, is the whole answer."""
+    given = os.environ.get(MIN_FREE_ENV, "").strip()
+    if given.isdigit():
+        return int(given)
+    return MIN_FREE_MB + (BACKUP_FREE_MB if max_restarts > 0 else 0)
+
+
 def python_minor(version: object) -> str | None:
     """`3.11` from `3.11.7`: the part that must match for the same wheels to behave alike."""
     return ".".join(str(version).split(".")[:2]) if version else None
@@ -135,7 +153,11 @@ def majority(counts: Counter[str]) -> str | None:
 
 
 def host_problems(
-    p: ProbeResult, everyone: Sequence[dict[str, Any]], local: bool, need_code: bool = True
+    p: ProbeResult,
+    everyone: Sequence[dict[str, Any]],
+    local: bool,
+    need_code: bool = True,
+    need_mb: int | None = None,
 ) -> list[str]:
     """Everything wrong with one host, each a short phrase with what to do.
 
@@ -170,8 +192,15 @@ def host_problems(
             f"tf_port {p.host.tf_port} is in use ({facts.get('port_error', 'busy')}); "
             "stop what holds it or choose another tf_port"
         )
-    if int(facts.get("free_mb", 0)) < MIN_FREE_MB:
-        problems.append(f"only {facts.get('free_mb')} MB free in {facts.get('workdir')}")
+    need = free_needed() if need_mb is None else need_mb
+    where = facts.get("runs_dir") or facts.get("workdir")
+    if facts.get("writable") is False:
+        problems.append(f"cannot write in {where} (a read-only file system or its permissions)")
+    elif int(facts.get("free_mb", 0)) < need:
+        problems.append(
+            f"only {facts.get('free_mb')} MB free in {where}; a run needs {need} MB "
+            f"(more with --max-restarts, for its backups; ${MIN_FREE_ENV} sets another need)"
+        )
     if need_code and not local and not facts.get("deployed"):
         problems.append("the local trainer/ is not deployed there (run fab deploy)")
     return problems

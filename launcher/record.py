@@ -48,8 +48,12 @@ def run_dir_for(host: Host, workdir: str, run_id: str, local_dir: Path) -> str:
     return str(local_dir) if host.local else f"{workdir}/runs/{run_id}"
 
 
-def host_entry(host: Host, python: str, run_dir: str) -> HostEntry:
-    """A host as cluster.json records it; `line` lets status/stop/fetch rebuild it."""
+def host_entry(
+    host: Host, python: str, run_dir: str, clock_offset: float | None = None
+) -> HostEntry:
+    """A host as cluster.json records it; `line` lets status/stop/fetch rebuild it;
+    `clock_offset` (seconds its clock is ahead, measured by the preflight) puts its times
+    on ours."""
     spec = " ".join([host.name, *(f"{k}={v}" for k, v in host.options.items() if k != "user")])
     if "user" in host.options and "@" not in host.name:
         spec += f" user={host.options['user']}"
@@ -65,6 +69,7 @@ def host_entry(host: Host, python: str, run_dir: str) -> HostEntry:
         python=python,
         run_dir=run_dir,
         line=spec,
+        clock_offset=None if clock_offset is None else round(clock_offset, 3),
     )
 
 

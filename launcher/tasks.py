@@ -28,7 +28,7 @@ from launcher.deploy import (
     tree_archive,
     tree_hash,
 )
-from launcher.display import Output
+from launcher.display import Output, ago
 from launcher.errors import UserError, failed_hosts
 from launcher.hosts import Host, load_hosts
 from launcher.options import TrainOptions
@@ -232,8 +232,13 @@ def status(
     rows = []
     for row in look.rows:
         upd = row.status.get("updated") if isinstance(row.status, dict) else None
-        ago = f"{now - upd:.0f} s ago" if isinstance(upd, (int, float)) else "-"
-        rows.append(dataclasses.replace(row, updated=ago))
+        entry = cluster.host(row.index)
+        offset = entry.clock_offset if entry is not None else None
+        full = (
+            entry is not None and (entry.disk or {}).get("full") is True and row.process == "alive"
+        )
+        disk = "disk full" if full else row.disk
+        rows.append(dataclasses.replace(row, updated=ago(now, upd, offset), disk=disk))
     out.show_table(rows)
     out.lines(look.problems)
     for attempt in cluster.earlier_failures:

@@ -100,4 +100,5 @@ def view(worker: Worker, quiet: QuietClock) -> WorkerView:
         lost_contact=f"no answer for {contact.timeout:g} s: {contact.error}" if lost else None,
         status=status,
         quiet_since=None if contact.failing else quiet.since(worker, status),
+        disk=worker.disk_trouble(),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from launcher import commands
 from launcher.contact import RECONNECTED, Contact, Reconnects
 from launcher.display import LogTail, read_status
 from launcher.exits import describe_exit, normalize_exit
+from launcher.hostdisk import DiskWatch, HostDisk, local_disk, parse_disk
 from launcher.hosts import Host
 from launcher.remote import HostError, HostShell
 from launcher.sync import DiskNotices, LocalWriteError, Mirror
@@ -74,7 +76,8 @@ class Poll:
 
     @classmethod
     def parse(cls, text: str) -> Poll:
-        word, _, rest = text.strip().partition(" ")
+        first = (text.strip().splitlines() or [""])[0]  # other lines: see hostdisk
+        word, _, rest = first.strip().partition(" ")
         if word == "exit":
             try:
                 return cls(ProcessState.EXITED, normalize_exit(int(rest.split()[0])))
@@ -92,9 +95,10 @@ class Poll:
         return self.state.value
 
 
-def local_poll(wdir: Path) -> str:
-    """The poll line for a worker on this machine, without a subprocess (as poll_command)."""
-    exited = _exit_line(wdir)
+def local_poll(wdir: Path, fallback: Path | None = None) -> str:
+    """The poll line for a worker on this machine, without a subprocess (as poll_command);
+    `fallback`: where its exit code is when its folder took nothing."""
+    exited = _exit_line(wdir, fallback)
     if exited is not None:
         return exited
     try:
@@ -104,21 +108,24 @@ def local_poll(wdir: Path) -> str:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
-        return _exit_line(wdir) or "gone"
+        return _exit_line(wdir, fallback) or "gone"
     except PermissionError:
         return "alive"
     states = group_states(pgid)
     if not states:
         # The shell may have written its exit code and ended since the first look.
-        return _exit_line(wdir) or "gone"
+        return _exit_line(wdir, fallback) or "gone"
     return "frozen" if "T" in states else "alive"
 
 
-def _exit_line(wdir: Path) -> str | None:
-    try:
-        return f"exit {(wdir / EXIT_CODE_FILE).read_text().strip()}"
-    except OSError:
-        return None
+def _exit_line(wdir: Path, fallback: Path | None = None) -> str | None:
+    """`exit N` from the worker's exit-code file, in its folder or outside it."""
+    for path in (wdir / EXIT_CODE_FILE, *([fallback] if fallback else [])):
+        try:
+            return f"exit {path.read_text().strip()}"
+        except OSError:
+            continue
+    return None
 
 
 def group_states(pgid: int) -> list[str]:
@@ -159,7 +166,8 @@ class Worker:
     contact: Contact = field(default_factory=Contact)  # set up with --contact-timeout
     warnings: list[str] = field(default_factory=list)  # for the terminal, once each
     reconnects: Reconnects = field(default_factory=Reconnects)  # already warned about
-    disk: DiskNotices = field(default_factory=DiskNotices)
+    disk: DiskNotices = field(default_factory=DiskNotices)  # this machine's disk
+    host_disk: DiskWatch = field(default_factory=DiskWatch)  # the host's, where the run lives
     tail: LogTail = field(init=False)
 
     def __post_init__(self) -> None:
@@ -194,7 +202,8 @@ class Worker:
     def poll(self) -> str:
         """The poll line; local hosts answer without a subprocess."""
         if self.host.local:
-            return local_poll(Path(commands.worker_dir(self.run_dir, self.index)))
+            wdir = Path(commands.worker_dir(self.run_dir, self.index))
+            return local_poll(wdir, Path(commands.exit_fallback_path(self.run_dir, self.index)))
         result = self.shell.run(commands.poll_command(self.run_dir, self.index), timeout=30)
         return result.stdout.strip() or "pending"
 
@@ -204,9 +213,14 @@ class Worker:
         On an SSH host both questions go in one command: one round trip per host per tick.
         """
         if self.mirror is None:
-            return Poll.parse(self.poll())
-        cmd = commands.and_listing(commands.poll_command(self.run_dir, self.index), self.run_dir)
+            poll = Poll.parse(self.poll())
+            self._disk_news(local_disk(self.run_dir) if self.host.local else None)
+            return poll
+        asked = f"{commands.poll_command(self.run_dir, self.index)}; "
+        asked += commands.disk_command(self.run_dir)
+        cmd = commands.and_listing(asked, self.run_dir)
         state, listing = commands.split_listing(self.shell.run(cmd, timeout=60).stdout)
+        self._disk_news(parse_disk(state, self.run_dir))
         if self.reconnects.news(self.shell):
             self.warnings.append(RECONNECTED)
         # Training does not need this machine's disk: a full one keeps the job, and every
@@ -221,6 +235,15 @@ class Worker:
             self.warnings.append(notice)
         self.warnings += [f"refused {r}" for r in self.mirror.take_refused()]
         return Poll.parse(state)
+
+    def _disk_news(self, disk: HostDisk | None) -> None:
+        notice = self.host_disk.seen(disk, time.monotonic())
+        if notice is not None:
+            self.warnings.append(notice)
+
+    def disk_trouble(self) -> str | None:
+        """Its host's disk, when it is (or lately was) full or refuses writes."""
+        return self.host_disk.trouble(time.monotonic())
 
     def observe(self, poll: Poll) -> bool:
         """Take in a poll of a worker still running; True when it ended with this poll."""
@@ -242,6 +265,7 @@ class Worker:
         self.exit_code = None
         self.ended = self.gone = self.frozen = False
         self.contact.restored(0.0)
+        self.host_disk.clear()
 
     def share_backup(self, files: Sequence[Path], backup: Path) -> None:
         """Give a non-chief SSH host the chief's backup: every worker restores from its own

@@ -266,6 +266,8 @@ class HostEntry:
     run_dir: str | None = None
     line: str | None = None
     slurm_task: int | None = None
+    clock_offset: float | None = None  # seconds the host's clock was ahead of the launcher's
+    disk: dict[str, Any] | None = None  # {"full", "path", "free_mb", "message"} while full
 
     @property
     def address(self) -> str:
@@ -436,6 +438,8 @@ def _host(position: int, item: dict[str, Any], where: str, warnings: Warnings) -
         run_dir=f.text("run_dir"),
         line=f.text("line"),
         slurm_task=f.integer("slurm_task"),
+        clock_offset=f.num("clock_offset"),
+        disk=dict(item["disk"]) if isinstance(item.get("disk"), dict) else None,
     )
 
 

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Install the system programs the tests drive for real: OpenSSH's server (test hosts),
 # Debian's python3 venv module (`fab deploy --venv` on a test host), Chromium (browser
-# tests), Slurm with MUNGE (a one-node Slurm cluster, tests/slurmcluster.py) and iptables
+# tests), Slurm with MUNGE (a one-node Slurm cluster, tests/slurmcluster.py), iptables
 # (a firewalled worker in the network preflight's tests) and faketime (a host whose clock is
-# off). Needs root or sudo; does nothing
-# when all are present.
+# off). Needs root or sudo; does nothing when all are present.
 set -euo pipefail
 
 need=()

@@ -22,7 +22,7 @@ from launcher.hosts import Host
 from launcher.job import Job
 from launcher.netcheck import Peer, check_network, clock_cell, clock_warning
 from launcher.options import Verbosity
-from launcher.probe import ProbeResult, host_problems, probe_host
+from launcher.probe import ProbeResult, free_needed, host_problems, probe_host
 from launcher.record import finished_record, host_entry, hosts_of_run, run_dir_for
 from launcher.remote import HostError, HostShell, open_shell
 from launcher.results import HostResults
@@ -235,10 +235,11 @@ class SshBackend:
             # Locks first: "another run holds this port" says more than "the port is in use".
             refusals = _locks(shells, workdirs, launch, run_dirs)
             everyone = [p.facts for p in probes]
+            need = free_needed(launch.options.watch.max_restarts)
             problems = [
                 f"worker {p.host.index} ({p.host.label}): {msg}"
                 for p in probes
-                for msg in host_problems(p, everyone, p.host.local)
+                for msg in host_problems(p, everyone, p.host.local, need_mb=need)
             ]
             if not refusals and not problems:
                 # Last, so that nothing holds a tf_port: every worker's host listens on its own.
@@ -251,7 +252,10 @@ class SshBackend:
                 raise UserError("preflight failed:\n" + "\n".join(f"  {m}" for m in problems))
             try:
                 workers = self._workers(hosts, shells, probes, run_dirs, launch)
-                entries = [host_entry(w.host, w.python, w.run_dir) for w in workers]
+                entries = [
+                    host_entry(w.host, w.python, w.run_dir, p.facts.get("clock_offset"))
+                    for w, p in zip(workers, probes, strict=True)
+                ]
                 yield SshReserved(launch, workers, entries, cluster_spec(hosts), {})
             finally:
                 _unlock(shells, workdirs, launch.run_id)

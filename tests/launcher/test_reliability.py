@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -34,7 +36,7 @@ from tests.launcher.helpers import (
     training,
     wait_for,
 )
-from tests.sshcluster import SshCluster, TestHost, ssh_session_pids
+from tests.sshcluster import SshCluster, TestHost, free_ports, ssh_session_pids
 
 pytestmark = pytest.mark.slow
 
@@ -448,4 +450,160 @@ def test_status_finishes_the_record_of_a_run_whose_launcher_died(
         relabelled_by_stop=False,
         processes_left=0,
         locks_left=0,
+    )
+
+
+@contextmanager
+def host_runs_disk(host: TestHost, size: str, *flags: str) -> Iterator[Path]:
+    """The host's runs folder on a tmpfs of its own (owned by its user): a real ENOSPC when
+    filled, a real read-only file system with `ro`."""
+    if os.geteuid() != 0:
+        from tests.conftest import skip_or_fail
+
+        skip_or_fail("the host-disk tests need root to mount a tmpfs")
+    user = pwd.getpwnam(host.user)
+    path = host.home / "tfjobs" / "runs"
+    path.mkdir(exist_ok=True)
+    os.chown(path, user.pw_uid, user.pw_gid)
+    options = ",".join([f"size={size}", f"uid={user.pw_uid}", f"gid={user.pw_gid}", "mode=0700"])
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+    try:
+        for flag in flags:
+            subprocess.run(["mount", "-o", f"remount,{flag}", str(path)], check=True)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def skewed_python(host: TestHost, seconds: int) -> str:
+    """A `python=` for the hosts file that runs the host's interpreter with its clock
+    `seconds` ahead (faketime), as on a host whose clock is off."""
+    if shutil.which("faketime") is None:
+        from tests.conftest import skip_or_fail
+
+        skip_or_fail("faketime is not installed (scripts/system-packages.sh)")
+    wrapper = host.home / "python-ahead"
+    wrapper.write_text(f'#!/bin/sh\nexec faketime -f "+{seconds}s" {host.python} "$@"\n')
+    user = pwd.getpwnam(host.user)
+    os.chown(wrapper, user.pw_uid, user.pw_gid)
+    wrapper.chmod(0o700)
+    return str(wrapper)
+
+
+def host_disk_record(run_dir: Path, index: int) -> dict[str, object]:
+    hosts = (read_json(run_dir / "cluster.json") or {}).get("hosts") or []
+    return next((h.get("disk") or {} for h in hosts if h.get("index") == index), {})
+
+
+def test_full_and_read_only_host_disks_are_named_and_a_healthy_job_finishes(
+    two_hosts: SshCluster,
+    ssh_env: dict[str, str],
+    tmp_path: Path,
+    record_figures: Callable[..., None],
+) -> None:
+    """Worker 1's runs folder (on a host whose clock is 1 h ahead) fills up while it trains,
+    gets room, fills again to the end: the job finishes and says so each time. The chief's
+    read-only runs folder is refused before start; the chief's full one ends the job (with
+    --max-restarts 1: no restart), the first failure line naming worker 0 and its disk."""
+    chief, other = two_hosts.hosts[0], two_hosts.hosts[1]
+    ports = free_ports(2)
+    lines = [
+        chief.hosts_line(tf_port=ports[0]),
+        other.hosts_line(tf_port=ports[1], python=skewed_python(other, 3600)),
+    ]
+    (tmp_path / "hosts.txt").write_text("\n".join(lines) + "\n")
+    env = {**ssh_env, "TFCLUSTER_MIN_FREE_MB": "1"}
+
+    # 1. Worker 1's disk fills up while it trains, has room again, then fills to the end.
+    args = [*FAST, *STEPS, "--epochs", "4", "--steps-per-epoch", "150"]
+    with host_runs_disk(other, "16m") as disk, fab_train(tmp_path, env, *args) as (proc, out):
+        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), TRAIN_WAIT, "every worker training")
+        filler = fill_disk(disk)
+        t_full = time.monotonic()
+        full_line = out.wait(rf"WARNING: \[1 {other.user}@.*\] no space left in ", 30)
+        noticed_sec = time.monotonic() - t_full
+        recorded = wait_for(
+            lambda: (disk_now := host_disk_record(run_dir, 1)).get("full") is True and disk_now,
+            10,
+            "cluster.json hosts[1].disk full",
+        )
+        status = run_fab(tmp_path, "status", env=env, timeout=60)
+        filler.unlink()
+        room_line = out.wait(rf"\[1 {other.user}@.*\] has room again in ", 30)
+        wait_for(lambda: host_disk_record(run_dir, 1).get("full") is False, 10, "disk cleared")
+        st = read_json(run_dir / "workers" / "1" / "status.json") or {}
+        assert st.get("state") == "running", ("still training for the second fill", st)
+        filler = fill_disk(disk)
+        code = wait_exit(proc, out, 600)
+        ended_full = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize < 1 << 20
+        exit_file = (disk / run_dir.name / "workers" / "1" / "exit_code").read_text().split()
+        filler.unlink()
+    text = out.text
+    assert code == 0, text[-4000:]
+    assert "Traceback" not in text
+    assert recorded["path"] == str(disk / run_dir.name) and recorded["free_mb"] == 0.0, recorded
+    assert "no space left" in str(recorded["message"])
+    assert text.count("no space left in ") >= 2, "the second fill is named too"
+    assert ended_full and exit_file == ["0"], "the exit code was written on a full disk"
+    cluster = read_json(run_dir / "cluster.json")
+    assert cluster["state"] == "finished" and cluster["exit_codes"] == {"0": 0, "1": 0}
+    offset = cluster["hosts"][1]["clock_offset"]
+    assert 3590 < offset < 3610 and abs(cluster["hosts"][0]["clock_offset"]) < 5, cluster["hosts"]
+    assert status.returncode == 0, status.stdout + status.stderr
+    ages = [int(a) for a in re.findall(r"(-?\d+) s ago", status.stdout)]
+    assert len(ages) == 2 and all(0 <= a < 60 for a in ages), status.stdout
+    assert "disk full" in status.stdout, status.stdout
+    check_model_loads(run_dir / "model.h5")
+    assert_nothing_left(two_hosts, [chief, other], run_dir)
+
+    # 2. The chief's runs folder is read-only: refused before anything starts, naming it.
+    with host_runs_disk(chief, "64m", "ro"):
+        refused = run_fab(tmp_path, "train", *FAST, env=env, timeout=120)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert re.search(rf"worker 0 \({chief.user}@.*\): cannot write in .*runs", refused.stderr)
+    assert len(list((tmp_path / "runs").iterdir())) == 1, "no second run directory"
+
+    # 3. The chief's disk fills while it trains with backups: the job ends, naming it.
+    args = [*FAST, *STEPS, "--epochs", "6", "--steps-per-epoch", "60", "--max-restarts", "1"]
+    with host_runs_disk(chief, "64m") as disk, fab_train(tmp_path, env, *args) as (proc, out):
+        wait_for(lambda: len(list((tmp_path / "runs").iterdir())) == 2, 60, "the run directory")
+        run_dir = sorted((tmp_path / "runs").iterdir())[-1]
+        wait_for(lambda: training(run_dir, 2), TRAIN_WAIT, "every worker training")
+        fill_disk(disk)
+        t_full = time.monotonic()
+        code = wait_exit(proc, out, 120)
+        ended_sec = time.monotonic() - t_full
+    text = out.text
+    assert code == 1, text[-4000:]
+    failed = [line for line in text.splitlines() if line.startswith("FAILED: ")]
+    assert failed and re.match(
+        rf"FAILED: worker 0 \({chief.user}@.*\) no space left in .*{run_dir.name} \(0 MB free\)",
+        failed[0],
+    ), text[-4000:]
+    assert "RESTART" not in text and "not restarting: worker 0" in text, text[-4000:]
+    assert ended_sec < 60, ended_sec
+    cluster = read_json(run_dir / "cluster.json")
+    assert cluster["state"] == "failed" and "no space left in" in cluster["failure"]["reason"]
+    assert_nothing_left(two_hosts, [chief, other], run_dir)
+    record_figures(
+        20,
+        case="worker 1's runs folder full while training (tmpfs), clock 1 h ahead",
+        exit_code=0,
+        named_after_sec=round(noticed_sec, 1),
+        warning=full_line.split("] ", 1)[-1][:120],
+        cleared=room_line.split("] ", 1)[-1][:80],
+        exit_code_written_while_full=True,
+        clock_offset_sec=round(offset, 1),
+        status_ages_sec=ages,
+        processes_left=0,
+    )
+    record_figures(
+        21,
+        case="chief's runs folder read-only, then full while training with --max-restarts 1",
+        refused_before_start=True,
+        ended_sec_after_full=round(ended_sec, 1),
+        first_failure_line=failed[0][:160],
+        restarted=False,
+        processes_left=0,
     )
