@@ -6,9 +6,12 @@ resumes it from BackupAndRestore, and an unchanged folder ships 0 bytes the seco
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -34,6 +37,23 @@ pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parent / "tiny_script" / "tiny_keras.py"
 QUICK = ["--interval", "0.5", "--grace", "3"]
 STARTUP = 240  # seconds for two TensorFlow workers to start on a busy 2-core machine
+
+
+def consecutive_ports(n: int) -> int:
+    """The first of n free consecutive TCP ports below the ephemeral range (Slurm's tasks on
+    one node listen on P, P+1, ...; next to a port bind(0) chose, outgoing connections of
+    everything else on the machine would soon take P+1)."""
+    for _ in range(200):
+        first = random.randrange(20000, 30000)
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(first, first + n):
+                    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind(("", port))
+            except OSError:
+                continue
+            return first
+    raise RuntimeError(f"no {n} free consecutive ports")
 
 
 def epoch_losses(folder: Path) -> list[int]:
@@ -130,9 +150,7 @@ def test_a_script_on_ssh_hosts_fails_restarts_and_is_killed(
     try:
         run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
         log = run_dir / "workers" / "1" / "worker.log"
-        wait_for(
-            lambda: log.exists() and "begins at epoch" in log.read_text(), STARTUP, "worker 1"
-        )
+        wait_for(lambda: log.exists() and "begins at epoch" in log.read_text(), STARTUP, "worker 1")
         victim = read_json(run_dir / "workers" / "1" / "status.json")["pid"]
         os.kill(victim, signal.SIGKILL)
         t0 = time.monotonic()
@@ -160,7 +178,7 @@ def test_a_script_on_slurm_through_a_login_node(
     from tests.launcher.test_slurm_train import login_node
 
     env = fab_env(TFCLUSTER_KNOWN_HOSTS=str(ssh_cluster.known_hosts))
-    (port,) = free_ports(1)
+    port = consecutive_ports(2)
     with login_node(ssh_cluster, slurm_cluster) as host:
         line = host.hosts_line(tf_port=port) + " scheduler=slurm workers=2 tasks_per_node=2"
         (tmp_path / "hosts.txt").write_text(line + "\n")
