@@ -127,7 +127,7 @@ def bench_mirror(cluster: SshCluster, base: Path) -> None:
 
 
 SCRIPT = REPO / "tests" / "launcher" / "tiny_script" / "tiny_keras.py"
-SCRIPT_ARGS = ["--epochs", "3", "--steps", "60", "--batch", "64"]
+SCRIPT_ARGS = ["--epochs", "3", "--steps", "150", "--batch", "64"]  # 300 steps timed
 RATE = re.compile(r"worker 0 steps/s ([0-9.]+)")
 
 
@@ -177,17 +177,21 @@ def under_fab(base: Path) -> float:
 
 
 def bench_script_speed(base: Path) -> None:
+    """Alternating pairs (by hand, then under fab): the ratio of each pair, and of the bests."""
     hand: list[float] = []
     fab_: list[float] = []
     for _ in range(REPEAT):
         hand.append(by_hand(base))
         fab_.append(under_fab(base))
+    pairs = sorted(f / h for f, h in zip(fab_, hand, strict=True))
     best_hand, best_fab = max(hand), max(fab_)
     print("a user's script, 2 local workers, the chief's steps/s after the first epoch:")
     print(f"  by hand with TF_CONFIG:  {' '.join(f'{r:.1f}' for r in hand)}  best {best_hand:.1f}")
     print(f"  fab train --script:      {' '.join(f'{r:.1f}' for r in fab_)}  best {best_fab:.1f}")
-    ratio = best_fab / best_hand
-    print(f"  ratio fab/hand (best of {REPEAT} each) = {ratio:.3f}  (target >= 0.98)")
+    print(
+        f"  ratio fab/hand: best of {REPEAT} each {best_fab / best_hand:.3f}, median of the "
+        f"pairs {pairs[len(pairs) // 2]:.3f}  (target >= 0.98)"
+    )
 
 
 def bench_script_shipping(cluster: SshCluster, base: Path) -> None:
