@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from launcher import registry
 from runformat.paths import SLURM_ALLOCATION, SLURM_OUTPUT_PATTERN, SLURM_SCRIPT
@@ -49,6 +49,7 @@ _TIME = re.compile(
     r"(?:(\d+)-(\d{1,2})(?::(\d{1,2})(?::(\d{1,2}))?)?|(\d+)(?::(\d{1,2})(?::(\d{1,2}))?)?)"
 )
 _SRUN_TASKS = re.compile(r"srun: error: (\S+): tasks? ([0-9,-]+): (.+)")
+_STEP_ENDING = re.compile(r"srun: .*(_step_signal: Terminating|Force Terminated) StepId")
 
 
 class SlurmOptionError(ValueError):
@@ -149,8 +150,11 @@ def render_sbatch(
     tf_port: int,
     trainer_args: Sequence[str],
     env_names: Sequence[str] = (),
+    program: str | None = None,
 ) -> str:
     """The batch script: submitted from the run directory, which becomes every task's run dir.
+    With `program` (a user's script) the tasks run the wrapper (`--wrap`), whose arguments
+    `trainer_args` are then.
 
     `code_dir` is a shell word already (an absolute quoted path, or "$HOME"/'...'). Secrets
     never enter the script: they come from a 0600 file beside the run directory, read and
@@ -167,6 +171,8 @@ def render_sbatch(
     directives += [f"--time={spec.time}"] if spec.time else []
     directives += [f"--output={SLURM_OUTPUT_PATTERN}"]
     argv = [python, "-m", "trainer.slurm_env", "--tf-port", str(tf_port)]
+    argv += ["--wrap"] if program is not None else []
+    runs = f"your program {program} through trainer.wrap" if program else "python -m trainer"
     trainer = " ".join(shlex.quote(a) for a in trainer_args)
     workers = " ".join(str(i) for i in range(spec.workers))
     env_line = (
@@ -180,7 +186,7 @@ def render_sbatch(
         f"{spec.tasks_per_node} per node, task i = worker i (task 0 is the chief).\n"
         "# Submit from the run directory: cd RUN_DIR && sbatch --parsable job.sbatch\n"
         "# Each task builds its TF_CONFIG from the step (trainer.slurm_env) and runs\n"
-        f"# python -m trainer; tasks on one node listen on ports {tf_port}, {tf_port + 1}, ...\n"
+        f"# {runs}; tasks on one node listen on ports {tf_port}, {tf_port + 1}, ...\n"
         f"{env_line}"
         'run_dir="$SLURM_SUBMIT_DIR"\n'
         'env_file="$run_dir.env"\n'
@@ -304,6 +310,9 @@ class TaskFailure:
     task: int
     node: str
     what: str  # srun's words: `Killed`, `Exited with exit code 3`, `Terminated`
+    # Reported after srun began ending the step for an earlier failure (`_step_signal:
+    # Terminating StepId=...`): a peer that srun itself killed, whatever the signal.
+    after_step_end: bool = field(default=False, compare=False)
 
     @property
     def exit_code(self) -> int | None:
@@ -317,7 +326,7 @@ class TaskFailure:
     @property
     def collateral(self) -> bool:
         """Ended because srun ended the step after another task failed (--kill-on-bad-exit)."""
-        return self.what == "Terminated"
+        return self.what == "Terminated" or self.after_step_end
 
 
 def _ranks(text: str) -> list[int]:
@@ -332,10 +341,14 @@ def _ranks(text: str) -> list[int]:
 def parse_srun_failures(text: str) -> list[TaskFailure]:
     """srun's own lines in the job's output (`srun: error: node1: task 1: Killed`), in order."""
     found: list[TaskFailure] = []
+    ending = False
     for line in text.splitlines():
         m = _SRUN_TASKS.search(line)
         if m:
-            found += [TaskFailure(t, m.group(1), m.group(3).strip()) for t in _ranks(m.group(2))]
+            what = m.group(3).strip()
+            found += [TaskFailure(t, m.group(1), what, ending) for t in _ranks(m.group(2))]
+        elif _STEP_ENDING.search(line):
+            ending = True
     return found
 
 
