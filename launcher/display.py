@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from launcher.options import Verbosity
-from runformat import MAX_STATUS_BYTES, read_json_object
+from runformat import MAX_STATUS_BYTES, UNTIMED_PHASES, read_json_object
 from runformat.noise import is_keras_progress
 
 PLAIN_MARKS = 10  # a plain progress line when a worker passes a 10% mark of its steps...
@@ -45,8 +45,8 @@ def _num(value: object, fmt: str) -> str:
     return format(value, fmt) if isinstance(value, (int, float)) else "-"
 
 
-def _of(value: object) -> str:
-    return "?" if value is None else str(value)
+def _of(value: object, missing: object = "?") -> str:
+    return str(missing) if value is None else str(value)
 
 
 def cpu_percent(status: dict[str, Any] | None) -> float | None:
@@ -71,13 +71,15 @@ def progress_text(status: dict[str, Any] | None) -> str:
     examples/s and CPU when it has them. `epoch` counts completed epochs."""
     if status is None:
         return "waiting for the worker to report"
-    parts = [
-        str(status.get("phase") or status.get("state", "?")),
-        f"epoch {status.get('epoch', 0)}/{_of(status.get('epochs'))}",
-        f"step {status.get('step', 0)}/{_of(status.get('steps_total'))}",
-        f"loss {_num(status.get('loss'), '.4f')}",
-        f"acc {_num(status.get('accuracy'), '.3f')}",
-    ]
+    phase = status.get("phase")
+    parts = [str(phase or status.get("state", "?"))]
+    if phase not in UNTIMED_PHASES or status.get("step") is not None:
+        parts += [
+            f"epoch {_of(status.get('epoch'), 0)}/{_of(status.get('epochs'))}",
+            f"step {_of(status.get('step'), 0)}/{_of(status.get('steps_total'))}",
+            f"loss {_num(status.get('loss'), '.4f')}",
+            f"acc {_num(status.get('accuracy'), '.3f')}",
+        ]
     if isinstance(status.get("examples_per_sec"), (int, float)):
         parts.append(f"{status['examples_per_sec']:.0f} ex/s")
     if (cpu := cpu_percent(status)) is not None:

@@ -34,6 +34,10 @@ def test_progress_text() -> None:
     more = {**st, "phase": "training", "examples_per_sec": 812.4, "system": {"cpu_percent": 97}}
     assert progress_text(more).startswith("training  epoch 1/3")
     assert progress_text(more).endswith("acc 0.870  812 ex/s  cpu 97%")
+    program = {"state": "running", "phase": "running", "epoch": None, "step": None}
+    assert progress_text({**program, "system": {"cpu_percent": 95}}) == "running  cpu 95%"
+    with_callback = {**program, "phase": "training", "epoch": None, "step": 7}
+    assert progress_text(with_callback).startswith("training  epoch 0/?  step 7/?")
 
 
 def test_log_tail_returns_complete_lines_only(tmp_path: Path) -> None:
