@@ -144,6 +144,15 @@ class Problem:
     def __str__(self) -> str:
         return f"{self.path} at byte {self.offset}: {self.message}"
 
+    def within(self, run_dir: Path) -> str:
+        """The problem with its file named relative to the run (else by its name alone)."""
+        path = Path(self.path)
+        try:
+            shown = str(path.relative_to(run_dir.resolve()))
+        except ValueError:
+            shown = path.name
+        return f"{shown} at byte {self.offset}: {self.message}"
+
 
 @dataclass
 class PollResult:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dashboard.events import Arrays, EventDirectory, PollResult, Problem
+from dashboard.events import Arrays, EventDirectory, PollResult
 from dashboard.runs import safe_dir
 from dashboard.series import SeriesCache
 from runformat import (
@@ -298,17 +298,9 @@ class RunEvents:
             return True
         return problems != 0
 
-    def _problem_text(self, problem: Problem) -> str:
-        path = Path(problem.path)
-        try:
-            shown = str(path.relative_to(self.run_dir.resolve()))
-        except ValueError:
-            shown = path.name
-        return f"{shown} at byte {problem.offset}: {problem.message}"
-
     def _build(self) -> Snapshot:
         every = [*self._workers.values(), *self._chief.values(), *self._own.values()]
-        problems = [self._problem_text(p) for reader in every for p in reader.problems]
+        problems = [p.within(self.run_dir) for reader in every for p in reader.problems]
         own: dict[int, dict[str, Arrays]] = {}
         for index in self._workers:
             series = self._arrays.get(f"w{index}", {})

@@ -474,7 +474,7 @@ class RunMedia:
                 result: PollResult = reader.poll()
                 changed |= bool(result.events or result.reset or reader in fresh)
                 workers.setdefault(index, {}).update(reader.views())
-                problems.extend(self._problem_text(p) for p in reader.problems)
+                problems.extend(p.within(self.run_dir) for p in reader.problems)
             if changed or tuple(problems) != self._snapshot.problems:
                 self._snapshot = MediaSnapshot(workers, tuple(problems))
             return self._snapshot
@@ -487,14 +487,6 @@ class RunMedia:
                 return None
             reader = self._readers[relative] = MediaDirectory(path, label=relative)
         return reader
-
-    def _problem_text(self, problem: Any) -> str:
-        path = Path(problem.path)
-        try:
-            shown = str(path.relative_to(self.run_dir.resolve()))
-        except ValueError:
-            shown = path.name
-        return f"{shown} at byte {problem.offset}: {problem.message}"
 
 
 def read_media(directory: str | os.PathLike[str]) -> dict[tuple[str, str], TrackView]:
