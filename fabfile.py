@@ -49,13 +49,27 @@ TRAINER_HELP = {
     "shard": "trainer: data or index",
     "log_every": "trainer: write progress every N steps",
     "threads": "trainer: TensorFlow CPU threads per worker",
-    "trainer_args": "more trainer options as one string, e.g. '--no-validation'",
+    "trainer_args": "more trainer options as one string, e.g. '--no-validation'; with "
+    "--script, the script's own arguments",
+}
+SCRIPT_HELP = {
+    "script": "run your own program (a .py file) on every worker instead of the built-in "
+    "trainer; its folder ships to every host (see README: Your own program)",
+    "folder": "with --script: the folder that ships (default: the script's own folder)",
 }
 
 
 def _trainer_options(given: dict[str, Any]) -> dict[str, Any]:
     """The trainer's own options among a task's arguments (the keys of TRAINER_HELP)."""
     return {name: given[name] for name in TRAINER_HELP if name != "trainer_args"}
+
+
+def _script(script: Any, folder: Any) -> tuple[str | None, str | None]:
+    """--script and --folder as given (a bare `--script` with no value is a mistake)."""
+    for name, value in (("script", script), ("folder", folder)):
+        if value is True or value == "":
+            raise Exit(f"error: --{name}: expected a path", 2)
+    return script, folder
 
 
 def _split(trainer_args: str) -> list[str]:
@@ -135,6 +149,7 @@ def deploy(
     help={
         **SSH_HELP,
         **TRAINER_HELP,
+        **SCRIPT_HELP,
         "env": "pass NAME (value from here) or NAME=VALUE to every worker; values are never "
         "printed or logged (repeatable)",
         "start_timeout": "seconds a worker may take to start training before the job stops",
@@ -142,7 +157,8 @@ def deploy(
         "grace": "seconds between TERM and KILL when stopping workers",
         "interval": "seconds between polls and log mirroring",
         "max_restarts": "restart the whole job up to N times after a worker fails, resuming "
-        "from the last completed epoch (turns on the trainer's --backup)",
+        "from the last completed epoch (turns on the trainer's --backup; a script resumes "
+        "with BackupAndRestore on $TFCLUSTER_BACKUP_DIR)",
         "verbose": "also stream every worker's whole output, prefixed (TensorFlow's logs "
         "included); Keras' per-epoch lines from the chief only",
         "quiet": "print only events (started, restarted, failed, stopped) and the summary",
@@ -166,6 +182,8 @@ def train(
     log_every=None,
     threads=None,
     trainer_args="",
+    script=None,
+    folder=None,
     env=None,
     start_timeout=120.0,
     stall_timeout=300.0,
@@ -178,7 +196,8 @@ def train(
 ):
     """Train on every host at once, watching the job to its end.
 
-    Starts the trainer on every host (or as one Slurm job), shows a live table, mirrors the
+    Starts the trainer (or --script, your own program) on every host (or as one Slurm job),
+    shows a live table, mirrors the
     run into runs/<run-id>, and stops every worker when one fails; --max-restarts starts
     the job again from its last completed epoch.
     """
@@ -196,7 +215,8 @@ def train(
         raise Exit("error: --verbose and --quiet: choose one", 2)
     verbosity = Verbosity.VERBOSE if verbose else Verbosity.QUIET if quiet else Verbosity.NORMAL
     extra, names = tuple(_split(trainer_args)), tuple(env or ())
-    train_options = TrainOptions(options, extra, names, watch, verbosity)
+    program, ships = _script(script, folder)
+    train_options = TrainOptions(options, extra, names, watch, verbosity, program, ships)
     _run(lambda: tasks.train(s, Output(verbosity=verbosity), train_options))
 
 
@@ -207,6 +227,7 @@ def train(
         "slurm": "print the sbatch script `fab train` submits for the hosts file's "
         "scheduler=slurm line",
         **TRAINER_HELP,
+        **SCRIPT_HELP,
     },
 )
 def export(
@@ -224,6 +245,8 @@ def export(
     log_every=None,
     threads=None,
     trainer_args="",
+    script=None,
+    folder=None,
 ):
     """Print what `fab train` would submit, to submit it yourself.
 
@@ -232,8 +255,11 @@ def export(
     if not slurm:
         raise Exit("error: say what to export: --slurm (the sbatch script)", 2)
     s = _settings(c, hosts_file, None, False)
-    options = _trainer_options(locals())
-    _run(lambda: tasks.export_slurm(s, Output(live=False), options, _split(trainer_args)))
+    program, ships = _script(script, folder)
+    options = TrainOptions(
+        _trainer_options(locals()), tuple(_split(trainer_args)), script=program, folder=ships
+    )
+    _run(lambda: tasks.export_slurm(s, Output(live=False), options))
 
 
 @task(

@@ -26,27 +26,17 @@ from typing import Any, Protocol
 from launcher.display import Output, WorkerRow
 from launcher.hosts import Host
 from launcher.options import TrainOptions
+from launcher.program import Program
 from launcher.settings import Settings
 from runformat import ClusterRecord, HostEntry
-
-TRAINER_MODULE = "trainer"
-
-
-@dataclass(frozen=True)
-class Program:
-    """What each worker runs: `python -m MODULE --run-dir RUN_DIR ARGS`, started in `folder`
-    (relative to the shipped code tree; "" is the tree itself). Backends pass it through
-    unread: the built-in trainer and a user's own script differ only here."""
-
-    args: tuple[str, ...] = ()
-    module: str = TRAINER_MODULE
-    folder: str = ""
 
 
 @dataclass(frozen=True)
 class Launch:
-    """A run about to start: its id and local directory, the program, the variables every
-    worker gets (values never recorded), the shipped code's version, and the user's options."""
+    """A run about to start: its id and local directory, the program (launcher/program.py:
+    the built-in trainer or a user's script; backends ship its `bundle` and start its
+    `entry`, reading nothing else of it), the variables every worker gets (values never
+    recorded), the shipped code's version, and the user's options."""
 
     run_id: str
     local_dir: Path

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import pathspec
 
-from launcher.deploy import SHIPPED, file_sha256
+from launcher.deploy import PROGRAMS_DIR, file_sha256
 from runformat import RUNS_DIR
 
 IGNORE_FILE = ".tfclusterignore"
@@ -255,16 +255,6 @@ def pack(files: Sequence[FolderFile]) -> tuple[bytes, str]:
     return buf.getvalue(), h.hexdigest()[:HASH_LENGTH]
 
 
-def shadowing(files: Iterable[FolderFile]) -> list[str]:
-    """Top-level modules that would be imported instead of the shipped code's packages: the
-    wrapper starts as `python -m trainer.wrap` from inside the folder, and Python looks in
-    the current folder first. (A plain folder without __init__.py shadows nothing.)"""
-    names = {f.rel for f in files}
-    return sorted(
-        rel for top in SHIPPED for rel in (f"{top}.py", f"{top}/__init__.py") if rel in names
-    )
-
-
 def load_bundle(
     root: Path,
     *,
@@ -274,9 +264,6 @@ def load_bundle(
 ) -> Bundle:
     files = list_folder(root, max_bytes=max_bytes, max_files=max_files, skip=skip)
     return Bundle(root, tuple(files), folder_hash(files))
-
-
-PROGRAMS_DIR = "programs"  # beside `code/` in a host's workdir
 
 
 def host_folder(workdir: str, digest: str) -> str:

@@ -11,6 +11,8 @@ import gzip
 import hashlib
 import io
 import tarfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from launcher.remote import HostError, HostShell
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("trainer", "runformat")  # what `python -m trainer` imports on a host
+CODE_DIR = "code"  # `<workdir>/code/<hash>/` on a host
+PROGRAMS_DIR = "programs"  # `<workdir>/programs/<hash>/`: a user's script folder, beside code/
 
 
 def tree_files(root: Path = PROJECT_ROOT) -> list[Path]:
@@ -73,39 +77,79 @@ class DeployResult:
     action: str
 
 
-def deploy_code(
-    shell: HostShell, workdir: str, code_hash: str, archive: bytes
+class Lazy:
+    """An archive built on first use, once, whichever host's thread asks first: a tree
+    every host already has is never even packed."""
+
+    def __init__(self, build: Callable[[], bytes]) -> None:
+        self._build = build
+        self._value: bytes | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bytes:
+        with self._lock:
+            if self._value is None:
+                self._value = self._build()
+            return self._value
+
+
+def ship_tree(
+    shell: HostShell,
+    workdir: str,
+    top: str,
+    digest: str,
+    archive: bytes | Callable[[], bytes],
+    current: bool = False,
 ) -> tuple[DeployResult, str]:
-    """Upload and unpack the tree unless `<workdir>/code/<hash>/.complete` already exists.
+    """Upload and unpack a tree into `<workdir>/<top>/<digest>/` unless its `.complete` marker
+    is there already; `current` also points `<workdir>/<top>/current` at it.
 
     One round trip finds the home directory and whether the tree is there, so that an
-    unchanged deploy costs a single command per host. Returns the absolute workdir too.
-    The workdir is created 0700 (umask 077): other users of a shared host see nothing of it.
+    unchanged tree costs a single command per host (and `archive` is not called). Returns the
+    absolute workdir too. The workdir is created 0700 (umask 077): other users of a shared
+    host see nothing of it.
     """
     wd = home_path(workdir)
+    point = f"echo {q(digest)} > {wd}/{q(top)}/current && " if current else ""
     probe = shell.run(
-        f'umask 077; echo "$HOME"; d={wd}/code/{q(code_hash)}; '
-        f'if [ -f "$d/.complete" ]; then echo {q(code_hash)} > {wd}/code/current && '
+        f'umask 077; echo "$HOME"; d={wd}/{q(top)}/{q(digest)}; '
+        f'if [ -f "$d/.complete" ]; then {point}'
         f'echo unchanged; else mkdir -p "$d" && echo missing; fi',
         timeout=30,
     )
     lines = probe.stdout.split("\n")
     if probe.code != 0 or len(lines) < 2:
-        raise HostError(shell.host, f"cannot prepare {workdir}/code: {probe.stderr.strip()}")
+        raise HostError(shell.host, f"cannot prepare {workdir}/{top}: {probe.stderr.strip()}")
     workdir = expand_home(workdir, lines[0].strip())
     if lines[1].strip() == "unchanged":
         return DeployResult(0, "unchanged"), workdir
-    dest = f"{workdir}/code/{code_hash}"
+    dest = f"{workdir}/{top}/{digest}"
     tarball = f"{dest}.tar.gz"
-    shell.write_file(tarball, archive, 0o600)
+    data = archive() if callable(archive) else archive
+    shell.write_file(tarball, data, 0o600)
+    point = f" && echo {q(digest)} > {q(f'{workdir}/{top}/current')}" if current else ""
     unpack = shell.run(
         f"umask 077 && tar -xzf {q(tarball)} -C {q(dest)} && rm -f {q(tarball)} && "
-        f"touch {q(dest + '/.complete')} && echo {q(code_hash)} > {q(workdir + '/code/current')}",
+        f"touch {q(dest + '/.complete')}{point}",
         timeout=120,
     )
     if unpack.code != 0:
-        raise HostError(shell.host, f"unpacking the code failed: {unpack.stderr.strip()}")
-    return DeployResult(len(archive), "sent"), workdir
+        raise HostError(shell.host, f"unpacking {top}/{digest} failed: {unpack.stderr.strip()}")
+    return DeployResult(len(data), "sent"), workdir
+
+
+def deploy_code(
+    shell: HostShell, workdir: str, code_hash: str, archive: bytes | Callable[[], bytes]
+) -> tuple[DeployResult, str]:
+    """Ship trainer/ and runformat/ as `<workdir>/code/<hash>/`, the host's current code."""
+    return ship_tree(shell, workdir, CODE_DIR, code_hash, archive, current=True)
+
+
+def ship_folder(
+    shell: HostShell, workdir: str, digest: str, archive: Callable[[], bytes]
+) -> tuple[DeployResult, str]:
+    """Ship a user's script folder as `<workdir>/programs/<hash>/` (launcher/bundle.py)."""
+    return ship_tree(shell, workdir, PROGRAMS_DIR, digest, archive)
 
 
 def deploy_venv(shell: HostShell, workdir: str, python: str, code_hash: str) -> str:

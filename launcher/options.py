@@ -41,6 +41,8 @@ class TrainOptions:
     env: tuple[str, ...] = ()  # NAME (value from this environment) or NAME=VALUE
     watch: WatchOptions = field(default_factory=WatchOptions)
     verbosity: Verbosity = Verbosity.NORMAL
+    script: str | None = None  # a user's own program (--script) instead of the trainer
+    folder: str | None = None  # what ships with it (--folder; default: the script's folder)
 
 
 def arg_value(args: Sequence[str], flag: str) -> str | None:

@@ -6,8 +6,11 @@ ships (`file:line: message`), trainer-only options given with `--script`, a fold
 Backends then ask `worker_command` for what to start on a host, and the record's `program`
 field comes from `program_record`. Nothing here touches a host.
 
-A script runs through the wrapper, from inside its shipped folder, with the shipped code on
-PYTHONPATH: `cd FOLDER && PYTHONPATH=CODE python -m trainer.wrap --run-dir DIR SCRIPT ARGS`.
+The one `Program` type every backend passes through unread: it asks `entry` for the module and
+arguments a worker runs, and ships `bundle` where it is not None. A script runs through the
+wrapper, started in the shipped code's folder (so that nothing of the user's folder can shadow
+the wrapper's own packages), which runs the script from inside its folder:
+`cd CODE && python -m trainer.wrap --run-dir DIR --cwd FOLDER SCRIPT ARGS`.
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from launcher.bundle import (
     BundleError,
     host_folder,
     load_bundle,
-    shadowing,
 )
 
 TRAINER_MODULE = "trainer"
 WRAPPER_MODULE = "trainer.wrap"
+CWD_FLAG = "--cwd"  # the wrapper's: the folder the script runs in
 BACKUP_FLAG = "--backup"  # the trainer's: resume from the last completed epoch
 
 # cluster.json: "program": {"kind": "trainer"} or {"kind": "script", "script": ..., ...}
@@ -49,6 +52,7 @@ class Trainer:
     """The built-in trainer: `python -m trainer --run-dir DIR ARGS`."""
 
     args: tuple[str, ...] = ()
+    bundle: None = None  # nothing ships but the code itself
 
 
 @dataclass(frozen=True)
@@ -139,12 +143,6 @@ def script_program(
             f"--script {script}: left out of what ships (a cache or environment folder, or "
             f"{IGNORE_FILE})"
         )
-    shadows = shadowing(bundle.files)
-    if shadows:
-        raise ProgramError(
-            f"--script {script}: {shadows[0]} in {root} would be imported instead of "
-            "tfcluster's own package of that name on the hosts; rename it"
-        )
     shown_root = folder if folder is not None else os.path.dirname(script)
     problem = syntax_problem(path, script) or shipped_syntax_problem(bundle, rel, shown_root)
     if problem is not None:
@@ -231,11 +229,14 @@ def describe(program: Program) -> str:
     return f"script: {program.script} {args}".rstrip() + f" (from {program.folder}, {shipped})"
 
 
-def entry(program: Program) -> tuple[str, tuple[str, ...]]:
-    """The module each worker runs and its arguments after `--run-dir DIR`."""
+def entry(program: Program, folder_dir: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """The module each worker runs and its arguments after `--run-dir DIR`; a script's
+    `folder_dir` is where its folder is on that host (see folder_on_host)."""
     if isinstance(program, Trainer):
         return TRAINER_MODULE, program.args
-    return WRAPPER_MODULE, (program.script, *program.args)
+    if folder_dir is None:
+        raise ValueError("a script's worker command needs the folder it runs in")
+    return WRAPPER_MODULE, (CWD_FLAG, folder_dir, program.script, *program.args)
 
 
 def folder_on_host(program: Script, workdir: str, local: bool) -> str:
@@ -246,35 +247,20 @@ def folder_on_host(program: Script, workdir: str, local: bool) -> str:
 
 @dataclass(frozen=True)
 class WorkerCommand:
-    """What a backend starts for one worker: in `cwd`, `argv`, with `pythonpath` (the shipped
-    code, for a script) put before any PYTHONPATH the worker already has."""
+    """What a backend starts for one worker: in `cwd` (the code's folder), `argv`."""
 
     cwd: str
     argv: tuple[str, ...]
-    pythonpath: str | None = None
-
-    def exec_line(self) -> str:
-        """The command, every value quoted (a leading `~/` still expands)."""
-        line = " ".join(commands.q(a) for a in self.argv)
-        if self.pythonpath is None:
-            return line
-        path = commands.home_path(self.pythonpath)
-        return f'PYTHONPATH={path}${{PYTHONPATH:+:"$PYTHONPATH"}} {line}'
 
     def shell(self) -> str:
-        return f"cd {commands.home_path(self.cwd)} && {self.exec_line()}"
+        """The command, every value quoted (a leading `~/` still expands)."""
+        line = " ".join(commands.q(a) for a in self.argv)
+        return f"cd {commands.home_path(self.cwd)} && {line}"
 
 
 def worker_command(
     program: Program, python: str, run_dir: str, code_dir: str, folder_dir: str | None = None
 ) -> WorkerCommand:
-    """The trainer: `cd CODE && python -m trainer --run-dir DIR ARGS`. A script:
-    `cd FOLDER && PYTHONPATH=CODE python -m trainer.wrap --run-dir DIR SCRIPT ARGS`, where
-    FOLDER is `folder_dir` (see folder_on_host)."""
-    module, args = entry(program)
-    argv = (python, "-m", module, "--run-dir", run_dir, *args)
-    if isinstance(program, Trainer):
-        return WorkerCommand(code_dir, argv)
-    if folder_dir is None:
-        raise ValueError("a script's worker command needs the folder it runs in")
-    return WorkerCommand(folder_dir, argv, code_dir)
+    """`cd CODE && python -m MODULE --run-dir DIR ARGS` (see entry)."""
+    module, args = entry(program, folder_dir)
+    return WorkerCommand(code_dir, (python, "-m", module, "--run-dir", run_dir, *args))

@@ -149,8 +149,11 @@ def render_sbatch(
     tf_port: int,
     trainer_args: Sequence[str],
     env_names: Sequence[str] = (),
+    program: str | None = None,
 ) -> str:
     """The batch script: submitted from the run directory, which becomes every task's run dir.
+    With `program` (a user's script) the tasks run the wrapper (`--wrap`), whose arguments
+    `trainer_args` are then.
 
     `code_dir` is a shell word already (an absolute quoted path, or "$HOME"/'...'). Secrets
     never enter the script: they come from a 0600 file beside the run directory, read and
@@ -167,6 +170,8 @@ def render_sbatch(
     directives += [f"--time={spec.time}"] if spec.time else []
     directives += [f"--output={SLURM_OUTPUT_PATTERN}"]
     argv = [python, "-m", "trainer.slurm_env", "--tf-port", str(tf_port)]
+    argv += ["--wrap"] if program is not None else []
+    runs = f"your program {program} through trainer.wrap" if program else "python -m trainer"
     trainer = " ".join(shlex.quote(a) for a in trainer_args)
     workers = " ".join(str(i) for i in range(spec.workers))
     env_line = (
@@ -180,7 +185,7 @@ def render_sbatch(
         f"{spec.tasks_per_node} per node, task i = worker i (task 0 is the chief).\n"
         "# Submit from the run directory: cd RUN_DIR && sbatch --parsable job.sbatch\n"
         "# Each task builds its TF_CONFIG from the step (trainer.slurm_env) and runs\n"
-        f"# python -m trainer; tasks on one node listen on ports {tf_port}, {tf_port + 1}, ...\n"
+        f"# {runs}; tasks on one node listen on ports {tf_port}, {tf_port + 1}, ...\n"
         f"{env_line}"
         'run_dir="$SLURM_SUBMIT_DIR"\n'
         'env_file="$run_dir.env"\n'

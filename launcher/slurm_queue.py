@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from launcher import commands
-from launcher.backend import TRAINER_MODULE, Program
 from launcher.deploy import PROJECT_ROOT
 from launcher.display import log_tail
-from launcher.errors import UserError
 from launcher.exits import describe_exit
 from launcher.hosts import Host, parse_line
+from launcher.program import Program, Trainer, entry, folder_on_host
 from launcher.remote import HostShell
 from launcher.slurm import (
     FORGOTTEN,
@@ -92,11 +91,16 @@ def script_for(
     env_names: Sequence[str] = (),
 ) -> str:
     """The batch script of a run; each task becomes a worker through trainer.slurm_env,
-    which runs the trainer module."""
-    if program.module != TRAINER_MODULE:
-        raise UserError(f"scheduler=slurm runs only {TRAINER_MODULE}, not {program.module}")
-    folder = code_dir_word(host, workdir, code, program.folder)
-    return render_sbatch(spec, run_id, folder, python, host.tf_port, program.args, env_names)
+    which runs the trainer, or the wrapper of a script shipped to the login host's
+    `<workdir>/programs/<hash>` (the nodes share it)."""
+    folder = code_dir_word(host, workdir, code)
+    if isinstance(program, Trainer):
+        _, args = entry(program)
+        return render_sbatch(spec, run_id, folder, python, host.tf_port, args, env_names)
+    _, args = entry(program, folder_on_host(program, workdir, host.local))
+    return render_sbatch(
+        spec, run_id, folder, python, host.tf_port, args, env_names, program=program.script
+    )
 
 
 def login_of(cluster: ClusterRecord) -> tuple[Host, str, str]:

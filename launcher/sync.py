@@ -7,9 +7,11 @@ any change to its inode, size or modification time fetches it whole. Inode numbe
 not enough: a file system reuses a freed inode for the next replacement, and a checkpoint
 index going from `ckpt-1` to `ckpt-2` keeps its size.
 
-A host is trusted only with its own files: the host of worker i with `workers/<i>/`, the
-chief's host also with what only the chief writes. A compromised worker host must not be able
-to replace the user's model (an .h5 can run code when loaded) or the launcher's record.
+A host is trusted only with its own files: the host of worker i with `workers/<i>/` (any
+file at any depth: a user's program writes its own event files where it likes), the chief's
+host also with what only the chief writes (a user's program's `artifacts/` among them). A
+compromised worker host must not be able to replace the user's model (an .h5 can run code
+when loaded) or the launcher's record.
 A file is replaced locally only once it arrived whole, so a broken connection or a full local
 disk never leaves half a file where a good one was.
 """
@@ -23,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from launcher.commands import listing_command
 from launcher.remote import HostShell
 from runformat import (
+    ARTIFACTS_DIR,
     BACKUP_DIR,
     EVENT_FILE_PREFIX,
     METRICS_JSON,
@@ -34,7 +37,7 @@ from runformat import (
 )
 
 CHIEF_FILES = frozenset({MODEL_FILE, METRICS_JSON})
-CHIEF_DIRS = frozenset({TENSORBOARD_DIR, BACKUP_DIR})
+CHIEF_DIRS = frozenset({TENSORBOARD_DIR, BACKUP_DIR, ARTIFACTS_DIR})
 
 
 class LocalWriteError(Exception):

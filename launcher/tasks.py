@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from launcher import commands, registry
-from launcher.backend import Backend, Launch, Program, Run
+from launcher.backend import Backend, Launch, Run
 from launcher.contact import DEFAULT_CONTACT_TIMEOUT, QUICK_CONTACT_TIMEOUT
 from launcher.deploy import (
     PROJECT_ROOT,
@@ -32,6 +31,14 @@ from launcher.display import Output
 from launcher.errors import UserError, failed_hosts
 from launcher.hosts import Host, load_hosts
 from launcher.options import TrainOptions
+from launcher.program import (
+    PROGRAM_KEY,
+    Program,
+    ProgramError,
+    build_program,
+    describe,
+    program_record,
+)
 from launcher.record import close_record, mark_stopped, new_record, open_run
 from launcher.remote import open_shell
 from launcher.results import HostResults
@@ -139,26 +146,29 @@ def _worker_env(names: Sequence[str]) -> dict[str, str]:
     return env
 
 
-def trainer_program(options: TrainOptions) -> Program:
-    """The trainer's arguments from the options, checked before any host is touched."""
+def program_of(settings: Settings, options: TrainOptions) -> Program:
+    """What the workers run (the trainer, or --script), checked before any host is touched."""
     max_restarts = options.watch.max_restarts
     if max_restarts < 0:
         raise UserError(f"--max-restarts {max_restarts}: expected 0 or more", 2)
-    args = commands.trainer_args(dict(options.trainer)) + list(options.extra_args)
-    if max_restarts and "--backup" not in args:
-        args.append("--backup")  # a restarted job resumes from its last completed epoch
     try:
-        commands.check_trainer_args(args)
-    except ValueError as exc:
-        raise UserError(f"trainer options: {exc}", 2) from None
-    return Program(tuple(args))
+        return build_program(
+            options.script,
+            dict(options.trainer),
+            options.extra_args,
+            max_restarts,
+            options.folder,
+            runs_dir=Path(os.path.abspath(settings.runs_dir)),
+        )
+    except ProgramError as exc:
+        raise UserError(str(exc), 2) from None
 
 
 def train(settings: Settings, out: Output, options: TrainOptions) -> int:
     """Preflight, then start every worker at once and watch the job to its end."""
     hosts = load_hosts(settings.hosts_file)
     env = _worker_env(options.env)
-    program = trainer_program(options)
+    program = program_of(settings, options)
     backend = backend_of_hosts(settings, hosts)
     run_id = new_run_id()
     local_dir = (settings.runs_dir / run_id).resolve()
@@ -171,10 +181,11 @@ def train(settings: Settings, out: Output, options: TrainOptions) -> int:
                 settings, run_id, backend.name, reserved.hosts, reserved.tf_config_cluster,
                 options, program.args, list(env), reserved.details,
             )  # fmt: skip
+            record[PROGRAM_KEY] = program_record(program)
             out.info(f"run {run_id}: {reserved.summary}, run directory {local_dir}")
             for line in reserved.describe():
                 out.info(line)
-            out.info(f"trainer options: {shlex.join(program.args) or '(defaults)'}")
+            out.info(describe(program))
             if env:
                 out.info(f"environment passed to workers: {', '.join(sorted(env))} (values hidden)")
             return reserved.run(record, out)
@@ -182,17 +193,12 @@ def train(settings: Settings, out: Output, options: TrainOptions) -> int:
             out.close()
 
 
-def export_slurm(
-    settings: Settings,
-    out: Output,
-    trainer_options: dict[str, object],
-    extra_args: Sequence[str] = (),
-) -> int:
+def export_slurm(settings: Settings, out: Output, options: TrainOptions) -> int:
     """Print the sbatch script `fab train` would submit for the hosts file's Slurm line."""
     hosts = load_hosts(settings.hosts_file)
-    args = commands.trainer_args(trainer_options) + list(extra_args)
+    program = program_of(settings, options)
     slurm = registry.load("slurm")
-    out.stream.write(slurm.export(hosts[0], Program(tuple(args)), tree_hash()))
+    out.stream.write(slurm.export(hosts[0], program, tree_hash()))
     return 0
 
 

@@ -1,12 +1,14 @@
-"""`python -m trainer.wrap --run-dir RUN_DIR SCRIPT [ARGS...]`: run a user's own program as one
-worker, watched like the built-in trainer, without changing a line of it.
+"""`python -m trainer.wrap --run-dir RUN_DIR [--cwd DIR] SCRIPT [ARGS...]`: run a user's own
+program as one worker, watched like the built-in trainer, without changing a line of it.
 
-Run it from inside the program's shipped folder (the working directory), with the shipped
-code folder (the one holding trainer/ and runformat/) on PYTHONPATH. It reads TF_CONFIG
+The launcher starts it in the shipped code's folder (the one holding trainer/ and runformat/),
+so that a `trainer.py` in the user's folder cannot shadow the wrapper's own packages, and
+names the program's folder with `--cwd` (default: the working directory). It reads TF_CONFIG
 like the trainer (unset: one worker) and:
 
-- starts `python SCRIPT ARGS` (this same interpreter) as its child, in the same working
-  directory and process group, with TF_CONFIG as given, the variables of
+- starts `python SCRIPT ARGS` (this same interpreter) as its child, inside `--cwd`, in the
+  same process group, with the shipped code appended to PYTHONPATH (so that the program can
+  import trainer.callback's ClusterProgress), TF_CONFIG as given, the variables of
   runformat.workerenv (TFCLUSTER_RUN_DIR, TFCLUSTER_WORKER_DIR, TFCLUSTER_BACKUP_DIR,
   TFCLUSTER_ARTIFACTS_DIR, TFCLUSTER_WORKER_INDEX, TFCLUSTER_NUM_WORKERS) and
   TF_USE_LEGACY_KERAS=1 unless the user set it;
@@ -76,6 +78,7 @@ class WrapConfig:
     script: str
     args: tuple[str, ...]
     system_every: float = SAMPLE_SECONDS
+    cwd: Path | None = None  # None: the working directory
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,17 +101,27 @@ def parse_args(argv: Sequence[str]) -> WrapConfig:
         default=SAMPLE_SECONDS,
         help="seconds between system samples (default %(default)s)",
     )
-    p.add_argument("script", help="the program, relative to the working directory")
+    p.add_argument(
+        "--cwd", type=Path, default=None, help="the folder the program runs in (default: here)"
+    )
+    p.add_argument("script", help="the program, relative to its folder (--cwd)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="the program's arguments")
     ns = p.parse_args(list(argv))
     if not 0 < ns.system_every < float("inf"):
         raise InputError(f"--system-every: expected seconds above 0, got {ns.system_every}")
+    cwd = ns.cwd.expanduser().absolute() if ns.cwd is not None else None
     return WrapConfig(
-        ns.run_dir.expanduser().absolute(), ns.script, tuple(ns.args), ns.system_every
+        ns.run_dir.expanduser().absolute(), ns.script, tuple(ns.args), ns.system_every, cwd
     )
 
 
+CODE_ROOT = Path(__file__).resolve().parent.parent
+"""The folder holding trainer/ and runformat/ (the shipped code), for the program's PYTHONPATH."""
+
+
 def check_script(script: str, cwd: Path) -> None:
+    if not cwd.is_dir():
+        raise InputError(f"--cwd {cwd}: no such folder")
     path = cwd / script
     if not path.is_file():
         raise InputError(f"{script}: no such file in {cwd}")
@@ -188,7 +201,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         config = parse_args(argv)
         cluster = parse_tf_config(os.environ.get(TF_CONFIG_ENV))
-        check_script(config.script, Path.cwd())
+        check_script(config.script, config.cwd or Path.cwd())
     except InputError as e:
         print(f"trainer.wrap: error: {e}", file=sys.stderr, flush=True)
         return EXIT_INPUT
@@ -217,8 +230,11 @@ def run(config: WrapConfig, cluster: Cluster, status: StatusFile) -> int:
     env = with_worker_environment(
         os.environ, str(config.run_dir), cluster.index, cluster.num_workers
     )
+    # After the user's own entries: the program's folder (sys.path[0]) and PYTHONPATH win.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(CODE_ROOT)) if p)
     child = subprocess.Popen(
         [sys.executable, config.script, *config.args],
+        cwd=config.cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

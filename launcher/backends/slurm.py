@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from launcher import commands
-from launcher.backend import Launch, Look, Program, Run
-from launcher.deploy import tree_hash
+from launcher.backend import Launch, Look, Run
+from launcher.bundle import human_size
+from launcher.deploy import Lazy, ship_folder, tree_hash
 from launcher.display import Output, WorkerRow, read_status
 from launcher.errors import UserError, failed_hosts
 from launcher.hosts import Host
 from launcher.probe import default_python, probe_host
+from launcher.program import Program
 from launcher.record import (
     ending,
     host_entry,
@@ -157,6 +159,22 @@ def job_ending(
     return changes
 
 
+def ship_to_login(shell: HostShell, workdir: str, launch: Launch) -> str | None:
+    """A script's folder to the login host's `<workdir>/programs/<hash>` (the nodes share the
+    workdir, as they share the code); a local login runs the folder in place."""
+    bundle = launch.program.bundle
+    if bundle is None or shell.host.local:
+        return None
+    try:
+        result, _ = ship_folder(shell, workdir, bundle.digest, Lazy(bundle.archive))
+    except HostError as exc:
+        raise failed_hosts("shipping the script's folder", [exc]) from None
+    return (
+        f"script folder {bundle.digest} ({len(bundle.files)} file(s), {human_size(bundle.size)}): "
+        f"{result.sent_bytes} bytes sent to {shell.host.label} ({result.action})"
+    )
+
+
 @dataclass
 class SlurmReserved:
     """The login host, checked, for a new run: the job it submits and watches."""
@@ -170,6 +188,7 @@ class SlurmReserved:
     hosts: Sequence[HostEntry]
     tf_config_cluster: dict[str, Any]
     details: dict[str, Any]
+    shipped: str | None = None  # how the script's folder reached the login host
 
     @property
     def summary(self) -> str:
@@ -179,7 +198,7 @@ class SlurmReserved:
     def describe(self) -> list[str]:
         host = self.shell.host
         where = "this machine" if host.local else f"ssh {host.ssh_target}"
-        return [
+        return ([self.shipped] if self.shipped else []) + [
             f"[slurm] submitting {self.run_dir}/{SLURM_SCRIPT} on {host.label} ({where}), "
             f"tasks run {self.python}"
         ]
@@ -274,9 +293,10 @@ class SlurmBackend:
                 "job_id": None,
                 "job_ids": [],
             }
+            shipped = ship_to_login(shell, pre.workdir, launch)
             yield SlurmReserved(
                 shell, launch, pre.python, pre.workdir, run_dir, entry.to_dict(), (),
-                {"worker": []}, details,
+                {"worker": []}, details, shipped,
             )  # fmt: skip
         finally:
             shell.close()

@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 from launcher import commands
 from launcher.backend import Launch, Look, Run
+from launcher.bundle import human_size
 from launcher.contact import QUICK_CONTACT_TIMEOUT, with_contact
-from launcher.deploy import PROJECT_ROOT, tree_hash
+from launcher.deploy import PROJECT_ROOT, DeployResult, Lazy, ship_folder, tree_hash
 from launcher.display import Output, WorkerRow, read_status
 from launcher.errors import UserError, failed_hosts
 from launcher.hosts import Host
@@ -23,6 +24,7 @@ from launcher.job import Job
 from launcher.netcheck import Peer, check_network, clock_cell, clock_warning
 from launcher.options import Verbosity
 from launcher.probe import ProbeResult, host_problems, probe_host
+from launcher.program import Program, Trainer, entry, folder_on_host
 from launcher.record import finished_record, host_entry, hosts_of_run, run_dir_for
 from launcher.remote import HostError, HostShell, open_shell
 from launcher.results import HostResults
@@ -103,6 +105,37 @@ def _unlock(shells: Sequence[HostShell], workdirs: Sequence[str], run_id: str) -
             commands.unlock_command(workdirs[i], shells[i].host.tf_port, run_id), timeout=30
         ),
         host=lambda i: shells[i].host,
+    )
+
+
+def ship_program(
+    program: Program, shells: Sequence[HostShell], workdirs: Sequence[str]
+) -> str | None:
+    """Ship a script's folder to every SSH host at once, content-addressed (0 bytes where it
+    is there already; packed only if some host lacks it); one line saying so, or None when
+    nothing ships (the trainer, or local workers only, which run the folder in place)."""
+    bundle = program.bundle
+    first: dict[tuple[str | None, str], int] = {}  # two workers on one host: one copy
+    for i, s in enumerate(shells):
+        if not s.host.local:
+            first.setdefault((s.host.ssh_target, workdirs[i]), i)
+    remote = list(first.values())
+    if bundle is None or not remote:
+        return None
+    archive = Lazy(bundle.archive)
+    results = HostResults.run(
+        remote,
+        lambda i: ship_folder(shells[i], workdirs[i], bundle.digest, archive)[0],
+        host=lambda i: shells[i].host,
+    )
+    if results.errors:
+        raise failed_hosts("shipping the script's folder", results.errors)
+    done: list[DeployResult] = [r for _, r in results.succeeded]
+    sent = sum(r.sent_bytes for r in done)
+    fresh = sum(1 for r in done if r.action == "sent")
+    return (
+        f"script folder {bundle.digest} ({len(bundle.files)} file(s), {human_size(bundle.size)}): "
+        f"{sent} bytes sent to {fresh} host(s), unchanged on {len(done) - fresh}"
     )
 
 
@@ -188,13 +221,14 @@ class SshReserved:
     hosts: Sequence[HostEntry]
     tf_config_cluster: dict[str, Any]
     details: dict[str, Any]
+    shipped: str | None = None  # how the script's folder reached the SSH hosts
 
     @property
     def summary(self) -> str:
         return f"{len(self.workers)} worker(s)"
 
     def describe(self) -> list[str]:
-        lines = []
+        lines = [self.shipped] if self.shipped else []
         for w in self.workers:
             where = "local process" if w.host.local else f"ssh {w.host.ssh_target}"
             if not w.host.local:
@@ -250,9 +284,10 @@ class SshBackend:
                     raise UserError("refusing to start:\n" + "\n".join(f"  {m}" for m in refusals))
                 raise UserError("preflight failed:\n" + "\n".join(f"  {m}" for m in problems))
             try:
+                shipped = ship_program(launch.program, shells, workdirs)
                 workers = self._workers(hosts, shells, probes, run_dirs, launch)
                 entries = [host_entry(w.host, w.python, w.run_dir) for w in workers]
-                yield SshReserved(launch, workers, entries, cluster_spec(hosts), {})
+                yield SshReserved(launch, workers, entries, cluster_spec(hosts), {}, shipped)
             finally:
                 _unlock(shells, workdirs, launch.run_id)
         finally:
@@ -271,25 +306,30 @@ class SshBackend:
             if tfc is not None:
                 env["TF_CONFIG"] = tfc
             env.update(launch.env)
-            args = list(program.args)
-            mnist = probe.facts.get("mnist")
-            if not host.local and "--data" not in args and mnist:
-                args += ["--data", str(mnist)]
-            code = (
-                str(PROJECT_ROOT) if host.local else f"{probe.facts['workdir']}/code/{launch.code}"
+            workdir = str(probe.facts["workdir"])
+            folder = (
+                None
+                if isinstance(program, Trainer)
+                else folder_on_host(program, workdir, host.local)
             )
+            module, given = entry(program, folder)
+            args = list(given)
+            mnist = probe.facts.get("mnist")
+            if isinstance(program, Trainer) and not host.local and "--data" not in args and mnist:
+                args += ["--data", str(mnist)]
+            code = str(PROJECT_ROOT) if host.local else f"{workdir}/code/{launch.code}"
             workers.append(
                 self.worker(
                     host=host,
                     shell=shell,
                     python=probe.python,
-                    code_dir=f"{code}/{program.folder}" if program.folder else code,
+                    code_dir=code,
                     run_dir=run_dir,
                     local_dir=launch.local_dir,
                     trainer_args=args,
                     env=env,
                     mirror=mirrors.get(host.index),
-                    module=program.module,
+                    module=module,
                 )
             )
         return workers

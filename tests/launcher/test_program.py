@@ -100,22 +100,6 @@ BAD_SCRIPTS = [
         "built-in trainer; give your script its own options with --trainer-args",
     ),
     (
-        ("trainer.py", "X = 1\n"),
-        "proj/train.py",
-        {},
-        None,
-        "--script proj/train.py: trainer.py in {root} would be imported instead of "
-        "tfcluster's own package of that name on the hosts; rename it",
-    ),
-    (
-        ("runformat/__init__.py", ""),
-        "proj/train.py",
-        {},
-        None,
-        "--script proj/train.py: runformat/__init__.py in {root} would be imported instead "
-        "of tfcluster's own package of that name on the hosts; rename it",
-    ),
-    (
         (".tfclusterignore", "train.py\n"),
         "proj/train.py",
         {},
@@ -218,7 +202,7 @@ def test_a_script_program(proj: Path) -> None:
         "hash": program.bundle.digest,
     }
     json.dumps(program_record(program))  # goes into cluster.json as it is
-    assert entry(program) == ("trainer.wrap", ("train.py", "--steps", "5"))
+    assert entry(program, "/f") == ("trainer.wrap", ("--cwd", "/f", "train.py", "--steps", "5"))
     assert describe(program) == (
         f"script: train.py --steps 5 (from {proj}, 4 file(s), {program.bundle.digest})"
     )
@@ -448,12 +432,11 @@ def test_worker_command_strings(proj: Path) -> None:
         "/opt/py/bin/python",
         "/w/runs/r",
         "~/tfjobs/code/abc",
-        folder_on_host(script, "~/tfjobs", local=False),
+        folder_on_host(script, "/home/u/tfjobs", local=False),
     )
     assert remote.shell() == (
-        f'cd "$HOME"/tfjobs/programs/{digest} && '
-        'PYTHONPATH="$HOME"/tfjobs/code/abc${PYTHONPATH:+:"$PYTHONPATH"} '
-        "/opt/py/bin/python -m trainer.wrap --run-dir /w/runs/r train.py --name 'a b'"
+        'cd "$HOME"/tfjobs/code/abc && /opt/py/bin/python -m trainer.wrap --run-dir /w/runs/r '
+        f"--cwd /home/u/tfjobs/programs/{digest} train.py --name 'a b'"
     )
     assert folder_on_host(script, "~/tfjobs", local=True) == str(proj)
     with pytest.raises(ValueError, match="needs the folder"):
@@ -461,35 +444,41 @@ def test_worker_command_strings(proj: Path) -> None:
 
 
 @pytest.mark.parametrize("preset", [None, "/already/there"])
-def test_worker_command_runs_the_wrapper_from_the_folder_through_a_real_shell(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str | None
+def test_a_users_trainer_py_shadows_nothing_and_the_script_runs_in_its_folder(
+    tmp_path: Path, preset: str | None
 ) -> None:
-    """Values with shell metacharacters arrive intact; the wrapper is the shipped code's even
-    when the user's folder has a plain `trainer/` folder; a PYTHONPATH already set is kept."""
-    monkeypatch.chdir(tmp_path)
-    code = tmp_path / "code dir"
-    write(code / "trainer" / "__init__.py")
-    write(
-        code / "trainer" / "wrap.py",
-        "import json, os, sys\n"
-        "json.dump({'argv': sys.argv[1:], 'cwd': os.getcwd(), 'file': __file__,\n"
-        "           'pythonpath': os.environ.get('PYTHONPATH')}, open(os.environ['OUT'], 'w'))\n",
-    )
+    """Through a real shell and the real wrapper: values with shell metacharacters arrive
+    intact; a `trainer.py` and a `runformat/` package in the user's folder shadow nothing of
+    the wrapper (it starts in the code's folder); the script runs in its own folder, imports
+    its own modules first, and can import the shipped code (PYTHONPATH, after any given)."""
+    code = Path(__file__).resolve().parents[2]
     folder = tmp_path / "user's $folder"
-    write(folder / "train.py", "print(1)\n")
-    write(folder / "trainer" / "notes.txt", "a plain folder shadows nothing\n")
+    write(folder / "trainer.py", "raise SystemExit('the user trainer.py was imported')\n")
+    write(folder / "runformat" / "__init__.py", "raise SystemExit('user runformat imported')\n")
+    write(
+        folder / "train.py",
+        "import json, os, sys\n"
+        "json.dump({'argv': sys.argv[1:], 'cwd': os.getcwd(),\n"
+        "           'pythonpath': os.environ.get('PYTHONPATH'),\n"
+        "           'run_dir': os.environ['TFCLUSTER_RUN_DIR'],\n"
+        "           'keras': os.environ['TF_USE_LEGACY_KERAS']},\n"
+        "          open(os.path.join(os.environ['TFCLUSTER_WORKER_DIR'], 'got.json'), 'w'))\n",
+    )
     program = script_program(str(folder / "train.py"), {}, NASTY)
-    cmd = worker_command(program, sys.executable, str(tmp_path / "run $x"), str(code), str(folder))
-    env = {"PATH": os.environ["PATH"], "OUT": str(tmp_path / "got.json")}
+    run_dir = tmp_path / "run $x"
+    cmd = worker_command(program, sys.executable, str(run_dir), str(code), str(folder))
+    env = {"PATH": os.environ["PATH"]}
     if preset is not None:
         env["PYTHONPATH"] = preset
     done = subprocess.run(["sh", "-c", cmd.shell()], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    got = json.loads((tmp_path / "got.json").read_text())
-    assert got["argv"] == ["--run-dir", str(tmp_path / "run $x"), "train.py", *NASTY]
+    got = json.loads((run_dir / "workers" / "0" / "got.json").read_text())
+    assert got["argv"] == NASTY
     assert got["cwd"] == str(folder)
-    assert got["file"] == str(code / "trainer" / "wrap.py")
-    assert got["pythonpath"] == (str(code) if preset is None else f"{code}:{preset}")
+    assert got["pythonpath"] == (str(code) if preset is None else f"{preset}:{code}")
+    assert (got["run_dir"], got["keras"]) == (str(run_dir), "1")
+    status = json.loads((run_dir / "workers" / "0" / "status.json").read_text())
+    assert status["state"] == "finished"
     assert not list(tmp_path.rglob("PWNED"))
 
 

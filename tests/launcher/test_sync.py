@@ -13,7 +13,7 @@ import pytest
 from launcher.commands import listing_command
 from launcher.hosts import parse_hosts
 from launcher.remote import LocalShell
-from launcher.sync import DiskNotices, LocalWriteError, Mirror, parse_listing
+from launcher.sync import DiskNotices, LocalWriteError, Mirror, append_only, parse_listing
 from tests.launcher.helpers import small_disk
 
 
@@ -235,3 +235,21 @@ def test_disk_notices_tell_once_when_the_disk_refuses_and_once_when_it_takes_aga
     assert notices.error == str(error)
     assert notices.took() == "mirroring works again"
     assert notices.took() is None and notices.error is None
+
+
+def test_a_scripts_own_files_at_any_depth_and_the_chiefs_artifacts_come_home() -> None:
+    """A user's program writes event files where it likes under its worker folder, under any
+    name; `artifacts/` is the chief's alone, like model.h5."""
+
+    def rec(path: str) -> str:
+        return f"f\t3\t7\t1.5\t{path}\0"
+
+    nested = "workers/1/tb/train/events.out.tfevents.1.host.v2"
+    odd = "workers/1/deep/er/a b=c, (d) é.txt"
+    text = "".join(rec(p) for p in [nested, odd, "artifacts/model/saved_model.pb"])
+    worker = parse_listing(text, [1], chief=False)
+    assert [f.path for f in worker.files] == [nested, odd]
+    assert dict(worker.refused) == {"artifacts/model/saved_model.pb": "not this host's to send"}
+    assert append_only(nested) and not append_only(odd)
+    chief = parse_listing(text.replace("workers/1/", "workers/0/"), [0], chief=True)
+    assert [f.path for f in chief.files][-1] == "artifacts/model/saved_model.pb"
