@@ -129,10 +129,18 @@ def check(c, hosts_file=None, known_hosts=None, accept_new_host_keys=False):
         **SSH_HELP,
         "venv": "also create/update <workdir>/venv on each host from trainer/requirements.txt",
         "mnist": "a local mnist.npz to stage on every host as <workdir>/data/mnist.npz",
+        "requirements": "with --venv: also pip install this requirements file (your own "
+        "program's packages) into every host's venv; redone only when the file changes",
     },
 )
 def deploy(
-    c, hosts_file=None, known_hosts=None, accept_new_host_keys=False, venv=False, mnist=None
+    c,
+    hosts_file=None,
+    known_hosts=None,
+    accept_new_host_keys=False,
+    venv=False,
+    mnist=None,
+    requirements=None,
 ):
     """Ship the code to every SSH host.
 
@@ -140,7 +148,7 @@ def deploy(
     is there already; optionally a venv with the trainer's requirements and an mnist.npz.
     """
     s = _settings(c, hosts_file, known_hosts, accept_new_host_keys)
-    _run(lambda: tasks.deploy(s, Output(), venv=venv, mnist=mnist))
+    _run(lambda: tasks.deploy(s, Output(), venv=venv, mnist=mnist, requirements=requirements))
 
 
 @task(

@@ -9,13 +9,21 @@
    the workers left on their hosts; close to 1.0 means only new bytes travel (reference: a
    naive copy of every changed file at every pass, also printed).
 
+4. A user's own script (tests/launcher/tiny_script/tiny_keras.py, two workers on this machine):
+   its chief's steps/s under `fab train --script` against the same script started by hand
+   with TF_CONFIG, side by side, alternating (target >= 0.98x); then on 2 SSH hosts, the bytes
+   a second `fab train --script` of the unchanged folder ships (target: 0).
+
 Prints figures and ratios; asserts nothing (timings depend on the machine).
+
+    .venv/bin/python -m benchmarks.bench_launcher script   # part 4 alone
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -118,14 +126,102 @@ def bench_mirror(cluster: SshCluster, base: Path) -> None:
     print(f"  local run directory: {local} bytes (includes launcher.log and cluster.json)")
 
 
+SCRIPT = REPO / "tests" / "launcher" / "tiny_script" / "tiny_keras.py"
+SCRIPT_ARGS = ["--epochs", "3", "--steps", "150", "--batch", "64"]  # 300 steps timed
+RATE = re.compile(r"worker 0 steps/s ([0-9.]+)")
+
+
+def by_hand(base: Path) -> float:
+    """The script on two workers started by hand, TF_CONFIG set: the chief's steps/s."""
+    ports = free_ports(2)
+    workers = [f"localhost:{p}" for p in ports]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    procs = []
+    for i in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, SCRIPT.name, *SCRIPT_ARGS],
+                cwd=SCRIPT.parent,
+                env=dict(env, TF_CONFIG=json.dumps(config)),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        )
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    found = RATE.search(outs[0])
+    if found is None or any(p.returncode for p in procs):
+        raise SystemExit(f"the script by hand failed: {outs}")
+    return float(found.group(1))
+
+
+def under_fab(base: Path) -> float:
+    """The same script with `fab train --script` on two local workers: the chief's steps/s."""
+    d = base / f"script-{secrets.token_hex(3)}"
+    d.mkdir()
+    ports = free_ports(2)
+    (d / "hosts.txt").write_text(
+        "".join(f"localhost tf_port={p} workdir={d / 'wd'}\n" for p in ports)
+    )
+    out = subprocess.run(
+        [*FAB, "train", "--script", str(SCRIPT), "--trainer-args", " ".join(SCRIPT_ARGS)],
+        cwd=d, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"fab train --script failed:\n{out.stdout}\n{out.stderr}")
+    run = sorted((d / "runs").iterdir())[-1]
+    found = RATE.search((run / "workers" / "0" / "worker.log").read_text())
+    assert found is not None, run
+    return float(found.group(1))
+
+
+def bench_script_speed(base: Path) -> None:
+    """Alternating pairs (by hand, then under fab): the ratio of each pair, and of the bests."""
+    hand: list[float] = []
+    fab_: list[float] = []
+    for _ in range(REPEAT):
+        hand.append(by_hand(base))
+        fab_.append(under_fab(base))
+    pairs = sorted(f / h for f, h in zip(fab_, hand, strict=True))
+    best_hand, best_fab = max(hand), max(fab_)
+    print("a user's script, 2 local workers, the chief's steps/s after the first epoch:")
+    print(f"  by hand with TF_CONFIG:  {' '.join(f'{r:.1f}' for r in hand)}  best {best_hand:.1f}")
+    print(f"  fab train --script:      {' '.join(f'{r:.1f}' for r in fab_)}  best {best_fab:.1f}")
+    print(
+        f"  ratio fab/hand: best of {REPEAT} each {best_fab / best_hand:.3f}, median of the "
+        f"pairs {pairs[len(pairs) // 2]:.3f}  (target >= 0.98)"
+    )
+
+
+def bench_script_shipping(cluster: SshCluster, base: Path) -> None:
+    d = base / "ship"
+    d.mkdir()
+    cluster.hosts_file(d / "hosts.txt", 2, tf_ports=free_ports(2), workdir="~/bench-ship")
+    fab(d, cluster, "deploy")
+    args = ["train", "--script", str(SCRIPT), "--trainer-args", "--epochs 1 --steps 2"]
+    sent = []
+    for _ in range(2):
+        _, out = fab(d, cluster, *args, "--interval", "0.5")
+        line = next(ln for ln in out.splitlines() if ln.startswith("script folder "))
+        sent.append(int(line.split("): ")[1].split()[0]))
+    print("shipping the script's folder to 2 SSH hosts (content-addressed):")
+    print(f"  first fab train --script: {sent[0]} bytes; unchanged folder again: {sent[1]} bytes")
+    print("  (target: 0 bytes the second time)")
+
+
 def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root: the SSH test hosts need their own Unix users")
+    only_script = sys.argv[1:] == ["script"]
     with tempfile.TemporaryDirectory(prefix="bench-launcher-") as tmp:
         base = Path(tmp)
-        with start_cluster(4, base) as cluster:
-            bench_deploy(cluster, base)
-            bench_mirror(cluster, base)
+        with start_cluster(2 if only_script else 4, base) as cluster:
+            if not only_script:
+                bench_deploy(cluster, base)
+                bench_mirror(cluster, base)
+            bench_script_speed(base)
+            bench_script_shipping(cluster, base)
 
 
 if __name__ == "__main__":

@@ -182,6 +182,32 @@ def deploy_venv(shell: HostShell, workdir: str, python: str, code_hash: str) -> 
     return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "done"
 
 
+USER_REQUIREMENTS = "user-requirements.txt"  # in <workdir>/venv/, with its .sha256 marker
+
+
+def install_requirements(shell: HostShell, workdir: str, shown: str, content: bytes) -> str:
+    """Install a user's requirements file into `<workdir>/venv` (made by deploy_venv), unless
+    this same content was installed there already. `shown` is the file as the user named it;
+    a failure names the host and pip's last line."""
+    venv = f"{workdir}/venv"
+    target = f"{venv}/{USER_REQUIREMENTS}"
+    marker = f"{target}.sha256"
+    want = hashlib.sha256(content).hexdigest()
+    have = shell.run(f"cat {q(marker)} 2>/dev/null", timeout=30).stdout.strip()
+    if have == want:
+        return "unchanged"
+    shell.write_file(target, content, 0o600)
+    result = shell.run(
+        f"{q(venv + '/bin/python')} -m pip install -q --disable-pip-version-check -r {q(target)} "
+        f"&& echo {q(want)} > {q(marker)}",
+        timeout=3600,
+    )
+    if result.code != 0:
+        said = (result.stderr.strip() or result.stdout.strip()).splitlines() or ["no output"]
+        raise HostError(shell.host, f"pip install -r {shown} failed: {said[-1].strip()}")
+    return "installed"
+
+
 def stage_file(shell: HostShell, local: Path, remote: str, sha: str) -> DeployResult:
     """Copy a data file (mnist.npz) unless the host has it with the same checksum; verify it.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from launcher import registry
 from runformat.paths import SLURM_ALLOCATION, SLURM_OUTPUT_PATTERN, SLURM_SCRIPT
@@ -49,6 +49,7 @@ _TIME = re.compile(
     r"(?:(\d+)-(\d{1,2})(?::(\d{1,2})(?::(\d{1,2}))?)?|(\d+)(?::(\d{1,2})(?::(\d{1,2}))?)?)"
 )
 _SRUN_TASKS = re.compile(r"srun: error: (\S+): tasks? ([0-9,-]+): (.+)")
+_STEP_ENDING = re.compile(r"srun: .*(_step_signal: Terminating|Force Terminated) StepId")
 
 
 class SlurmOptionError(ValueError):
@@ -309,6 +310,9 @@ class TaskFailure:
     task: int
     node: str
     what: str  # srun's words: `Killed`, `Exited with exit code 3`, `Terminated`
+    # Reported after srun began ending the step for an earlier failure (`_step_signal:
+    # Terminating StepId=...`): a peer that srun itself killed, whatever the signal.
+    after_step_end: bool = field(default=False, compare=False)
 
     @property
     def exit_code(self) -> int | None:
@@ -322,7 +326,7 @@ class TaskFailure:
     @property
     def collateral(self) -> bool:
         """Ended because srun ended the step after another task failed (--kill-on-bad-exit)."""
-        return self.what == "Terminated"
+        return self.what == "Terminated" or self.after_step_end
 
 
 def _ranks(text: str) -> list[int]:
@@ -337,10 +341,14 @@ def _ranks(text: str) -> list[int]:
 def parse_srun_failures(text: str) -> list[TaskFailure]:
     """srun's own lines in the job's output (`srun: error: node1: task 1: Killed`), in order."""
     found: list[TaskFailure] = []
+    ending = False
     for line in text.splitlines():
         m = _SRUN_TASKS.search(line)
         if m:
-            found += [TaskFailure(t, m.group(1), m.group(3).strip()) for t in _ranks(m.group(2))]
+            what = m.group(3).strip()
+            found += [TaskFailure(t, m.group(1), what, ending) for t in _ranks(m.group(2))]
+        elif _STEP_ENDING.search(line):
+            ending = True
     return found
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from launcher.exits import describe_exit
 from launcher.failure import Failure
-from runformat import METRICS_JSON, MODEL_FILE, worker_log_rel
+from runformat import ARTIFACTS_DIR, METRICS_JSON, MODEL_FILE, worker_log_rel
 from runformat.noise import meaningful
 
 DASHBOARD_URL = "http://127.0.0.1:8501/?run={run_id}"
@@ -46,7 +46,11 @@ def summary(local_dir: Path, seconds: float | None = None) -> str:
             f"training {m.get('wall_time_sec', m.get('train_time_sec', float('nan'))):.1f} s"
         )
     except (OSError, ValueError, TypeError):
-        lines.append(f"  (no {METRICS_JSON} from the chief)")
+        pass  # a user's own program writes none
+    artifacts = local_dir / ARTIFACTS_DIR
+    if artifacts.is_dir():
+        count = sum(1 for p in artifacts.rglob("*") if p.is_file())
+        lines.append(f"  artifacts: {shown_path(artifacts)}  ({count} file(s) from the chief)")
     model = local_dir / MODEL_FILE
     if model.exists():
         lines.append(

@@ -23,6 +23,7 @@ from launcher.deploy import (
     deploy_code,
     deploy_venv,
     file_sha256,
+    install_requirements,
     stage_file,
     tree_archive,
     tree_hash,
@@ -90,9 +91,16 @@ def check(settings: Settings, out: Output) -> int:
     return backend_of_hosts(settings, hosts).check(settings, out, hosts)
 
 
-def deploy(settings: Settings, out: Output, venv: bool = False, mnist: str | None = None) -> int:
+def deploy(
+    settings: Settings,
+    out: Output,
+    venv: bool = False,
+    mnist: str | None = None,
+    requirements: str | None = None,
+) -> int:
     """Ship trainer/ and runformat/ to every SSH host at once (skipped where unchanged);
-    optionally a venv and data."""
+    optionally a venv (with the user's own requirements too) and data."""
+    user_reqs = _requirements(requirements, venv)
     hosts = load_hosts(settings.hosts_file)
     remote = [h for h in hosts if not h.local]
     for h in hosts:
@@ -117,6 +125,9 @@ def deploy(settings: Settings, out: Output, venv: bool = False, mnist: str | Non
             if venv:
                 python = host.python or "python3"
                 parts.append(f"venv {deploy_venv(shell, workdir, python, code)}")
+            if user_reqs is not None and requirements is not None:
+                done = install_requirements(shell, workdir, requirements, user_reqs)
+                parts.append(f"{requirements} {done}")
             if mnist_path is not None:
                 staged = stage_file(shell, mnist_path, f"{workdir}/data/mnist.npz", mnist_sha)
                 parts.append(f"mnist.npz {staged.action}")
@@ -127,6 +138,18 @@ def deploy(settings: Settings, out: Output, venv: bool = False, mnist: str | Non
     report_each(out, HostResults.run(remote, one), "deploy")
     out.line(f"deployed to {len(remote)} host(s) in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def _requirements(path: str | None, venv: bool) -> bytes | None:
+    """The bytes of --requirements FILE, read before any host is touched."""
+    if path is None:
+        return None
+    if not venv:
+        raise UserError(f"--requirements {path}: installs into the hosts' venv; add --venv", 2)
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise UserError(f"--requirements {path}: cannot read: {exc.strerror or exc}", 2) from None
 
 
 def _worker_env(names: Sequence[str]) -> dict[str, str]:

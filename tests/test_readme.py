@@ -65,6 +65,10 @@ CANNOT_RUN = {
     "fab train --epochs 5 --batch-size 64 --env WANDB_API_KEY --max-restarts 2": TRAINS,
     "fab deploy --mnist ~/mnist.npz": "needs an mnist.npz, which no machine here can download "
     "(tests/launcher/test_deploy.py stages a small one)",
+    'fab train --script examples/train_digits.py --trainer-args "--epochs 3"': TRAINS,
+    "fab deploy --venv --requirements requirements.txt": "builds a venv with TensorFlow on "
+    "every SSH host (tests/launcher/test_deploy_venv.py; the requirements step: "
+    "test_requirements.py)",
     "fab stop": "needs a run whose workers are alive (tests/launcher/test_train_local.py)",
     "fab fetch --follow": "needs a run on reachable hosts (tests/launcher/test_ssh.py)",
 }

@@ -12,7 +12,7 @@ from typing import Any
 
 from launcher import commands
 from launcher.backend import Launch, Look, Run
-from launcher.bundle import human_size
+from launcher.bundle import BundleError, human_size
 from launcher.deploy import Lazy, ship_folder, tree_hash
 from launcher.display import Output, WorkerRow, read_status
 from launcher.errors import UserError, failed_hosts
@@ -169,6 +169,8 @@ def ship_to_login(shell: HostShell, workdir: str, launch: Launch) -> str | None:
         result, _ = ship_folder(shell, workdir, bundle.digest, Lazy(bundle.archive))
     except HostError as exc:
         raise failed_hosts("shipping the script's folder", [exc]) from None
+    except BundleError as exc:  # a file changed while it was being packed
+        raise UserError(f"--script: {exc}") from None
     return (
         f"script folder {bundle.digest} ({len(bundle.files)} file(s), {human_size(bundle.size)}): "
         f"{result.sent_bytes} bytes sent to {shell.host.label} ({result.action})"

@@ -212,6 +212,16 @@ def test_srun_names_the_task_that_failed() -> None:
     cause = first_cause(killed)
     assert cause is not None and cause.task == 1
     assert first_cause([]) is None
+    # A task that exited 1, and a peer srun then ended with SIGKILL (as Slurm 22.05 reports
+    # it on this machine): the exit is the cause, the kill came after srun began ending.
+    ended = parse_srun_failures(
+        "srun: error: vm: task 1: Exited with exit code 1\n"
+        "srun: launch/slurm: _step_signal: Terminating StepId=1.0\n"
+        "srun: error: vm: task 0: Killed\n"
+        "srun: Force Terminated StepId=1.0\n"
+    )
+    assert [f.collateral for f in ended] == [False, True]
+    assert first_cause(ended) == ended[0]
 
 
 def test_what_an_ended_job_means_for_each_task() -> None:
