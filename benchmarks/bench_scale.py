@@ -231,11 +231,15 @@ def first_line_times(hosts: Iterable[TestHost], run_id: str, t0: float) -> dict[
     return found
 
 
-def new_run(runs: Path, before: set[str], timeout: float = 120) -> str:
+def new_run(runs: Path, before: set[str], launcher: Launcher, timeout: float = 600) -> str:
+    """The id of the run fab train made (its folder appears once every host is ready)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if runs.is_dir() and (new := {p.name for p in runs.iterdir()} - before):
             return sorted(new)[-1]
+        if launcher.proc.poll() is not None:
+            launcher.reader.join(timeout=5)
+            raise SystemExit(f"fab train ended before it made a run:\n{launcher.output()}")
         time.sleep(0.05)
     raise SystemExit(f"fab train made no run folder in {runs} within {timeout:g} s")
 
@@ -271,7 +275,7 @@ def run_job(
     launcher = Launcher(project, cluster, args)
     spy = None
     try:
-        run_id = new_run(runs, before)
+        run_id = new_run(runs, before, launcher)
         if opts.profile and n == opts.hosts:
             spy = profile(launcher.proc.pid, 600, project / f"profile-start-{n}.txt")
 
