@@ -57,8 +57,9 @@ def greet(conn):
             words = conn.makefile("r").readline().split()
             if len(words) == 4 and words[0] == "tfcluster-netcheck" and words[1] == nonce:
                 if words[3] == str(me):
-                    heard.add(int(words[2]))
+                    # Answer first: once the last caller is heard, this program may end.
                     conn.sendall(("ok %d\n" % me).encode())
+                    heard.add(int(words[2]))
                     return
             conn.sendall(b"no\n")
         except (OSError, ValueError):

@@ -2,7 +2,8 @@
 
 Tests of the launcher need machines that answer SSH like real ones do: separate users with
 separate home directories, host keys checked strictly, SFTP, hosts that stop answering. This
-module starts up to four such hosts in a second or two, as root (here and in CI).
+module starts up to four such hosts in a second or two, as root (here and in CI), and up to 64
+for benchmarks of the launcher at scale (a few seconds more per host beyond four: see below).
 
 Usage::
 
@@ -32,11 +33,16 @@ API:
   TCP connects, no SSH banner), ``host_down(host)``, ``ensure_running()``, ``reset_home(host)``,
   ``locks_of(host)``, ``leftovers(timeout=10)``, ``kill_leftovers()``,
   ``subset(n)``, ``close()``.
-- ``start_cluster(n, base)``: a started ``SshCluster`` (context manager); its files live in a
-  new directory under ``base``. ``free_port()`` / ``free_ports(n)``: TCP ports free right now.
+- ``start_cluster(n, base)``: a started ``SshCluster`` (context manager) of 1 to
+  ``MAX_BENCH_HOSTS`` (64) hosts; its files live in a new directory under ``base``.
+  ``free_port()`` / ``free_ports(n)``: TCP ports free right now.
 
 Users are ``tfhost1`` ... ``tfhost4`` on 127.0.0.2 ... 127.0.0.5; they are created when missing,
 and their homes are emptied (back to /etc/skel) and their processes killed at start and close.
+A benchmark may ask for more (``MAX_BENCH_HOSTS``): ``tfhost5`` ... on 127.0.0.6 ... exist only
+while the cluster does; close deletes them and their homes (a killed session's are deleted by
+the next session of its slot). Their sshd start in parallel; users are created one at a time
+(useradd holds the passwd lock), ~0.1 s each.
 Concurrent test sessions on one machine each take a free slot: the second one gets users
 ``tfs1host1`` ... on 127.0.1.2 ... so sessions never share a user. The interpreter is made
 runnable by the test users with the least change: ``setfacl -m u:USER:x`` only on the directories
@@ -85,8 +91,10 @@ if TYPE_CHECKING:
     from fabric import Connection
 
 SSHD = Path("/usr/sbin/sshd")
-MAX_HOSTS = 4
+MAX_HOSTS = 4  # the suite's hosts: their users stay between sessions
+MAX_BENCH_HOSTS = 64  # for benchmarks: users beyond MAX_HOSTS live as long as their cluster
 MAX_SLOTS = 8
+POOL = 16  # threads for per-host set-up: enough to overlap waits, few enough for 2 cores
 STATE_DIR = Path(tempfile.gettempdir()) / "tfcluster-sshcluster"
 INSTALL_HINT = "run scripts/system-packages.sh (installs openssh-server and acl)"
 START_TIMEOUT = 10.0
@@ -160,6 +168,7 @@ class _Runtime:
     sshd: dict[str, _Sshd]
     users: list[str]  # every existing user of the slot, used by this session or not
     acl_dirs: list[Path]
+    temporary: list[str] = field(default_factory=list)  # users beyond MAX_HOSTS: deleted at close
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
 
@@ -391,16 +400,26 @@ class SshCluster:
             rt.closed = True
         atexit.unregister(self.close)
         errors: list[str] = []
-        for sshd in rt.sshd.values():
-            _stop_sshd(sshd)
-        for user in rt.users:
+        with ThreadPoolExecutor(max_workers=POOL) as pool:
+            list(pool.map(_stop_sshd, rt.sshd.values()))
+        users = [u for u in rt.users if _user_exists(u)]  # set-up may have failed half-way
+        try:
+            _kill_user_processes(*users)
+        except (OSError, SshClusterError) as exc:
+            errors.append(str(exc))
+        for user in users:
             try:
-                _kill_user_processes(user)
-                _reset_home(user, None)
+                if user not in rt.temporary:
+                    _reset_home(user, None)
             except (OSError, subprocess.SubprocessError) as exc:
                 errors.append(f"{user}: {exc}")
+        _revoke_acl(rt.acl_dirs, users)  # before userdel: setfacl -x needs the names
+        for user in (u for u in rt.temporary if u in users):
+            try:
+                _delete_user(user)
+            except (OSError, SshClusterError) as exc:
+                errors.append(f"{user}: {exc}")
         _wait_discarded()
-        _revoke_acl(rt.acl_dirs, rt.users)
         _slot_pids_file(rt.slot).unlink(missing_ok=True)
         rt.slot_lock.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -409,9 +428,10 @@ class SshCluster:
 
 
 def start_cluster(n: int, base: Path, python: str | None = None) -> SshCluster:
-    """Start n (1 to 4) SSH test hosts, files under a new directory in base; see module doc."""
-    if not 1 <= n <= MAX_HOSTS:
-        raise ValueError(f"between 1 and {MAX_HOSTS} test hosts, not {n}")
+    """Start n (1 to MAX_BENCH_HOSTS) SSH test hosts, files under a new directory in base; see
+    module doc."""
+    if not 1 <= n <= MAX_BENCH_HOSTS:
+        raise ValueError(f"between 1 and {MAX_BENCH_HOSTS} test hosts, not {n}")
     check_requirements()
     python = python or sys.executable
     slot, slot_lock = _take_slot()
@@ -430,11 +450,14 @@ def start_cluster(n: int, base: Path, python: str | None = None) -> SshCluster:
     try:
         _kill_stale_sshd(slot)
         names = [_user_name(slot, i) for i in range(1, n + 1)]
+        slot_users = [_user_name(slot, i) for i in range(1, MAX_BENCH_HOSTS + 1)]
+        existing = {entry.pw_name for entry in pwd.getpwall()}
+        # Users beyond MAX_HOSTS, this session's and a killed session's, go at close.
+        rt.temporary = [u for u in slot_users[MAX_HOSTS:] if u in names or u in existing]
+        rt.users = [u for u in slot_users if u in names or u in existing]
         for name in names:
             _ensure_user(name)
-        slot_users = (_user_name(slot, i) for i in range(1, MAX_HOSTS + 1))
-        rt.users = [name for name in slot_users if _user_exists(name)]
-        with ThreadPoolExecutor(max_workers=n + 1) as pool:
+        with ThreadPoolExecutor(max_workers=POOL) as pool:
             keygens = [pool.submit(_keygen, key)]
             for name in names:
                 (workdir / name).mkdir()
@@ -442,12 +465,15 @@ def start_cluster(n: int, base: Path, python: str | None = None) -> SshCluster:
             for job in keygens:
                 job.result()
         pubkey = key.with_suffix(".pub").read_text()
-        for name in rt.users:  # all of the slot: a killed session may have used more hosts
-            _kill_user_processes(name)
-            _reset_home(name, pubkey if name in names else None)
+        # All of the slot: a killed session may have used more hosts.
+        _kill_user_processes(*rt.users)
+        with ThreadPoolExecutor(max_workers=POOL) as pool:
+            resets = [pool.submit(_reset_home, u, pubkey if u in names else None) for u in rt.users]
+            for job in resets:
+                job.result()
         rt.acl_dirs = _grant_python(python, names)
-        for i, name in enumerate(names, start=1):
-            host = TestHost(
+        planned = [
+            TestHost(
                 name=name,
                 address=f"127.0.{slot}.{i + 1}",
                 port=0,
@@ -456,11 +482,19 @@ def start_cluster(n: int, base: Path, python: str | None = None) -> SshCluster:
                 key=key,
                 python=python,
             )
-            sshd = _Sshd(config=workdir / name / "sshd_config", log=workdir / name / "sshd.log")
-            rt.sshd[name] = sshd
-            cluster.hosts.append(dataclasses.replace(host, port=_start_sshd(sshd, host)))
+            for i, name in enumerate(names, start=1)
+        ]
+        for host in planned:
+            rt.sshd[host.name] = _Sshd(
+                config=workdir / host.name / "sshd_config", log=workdir / host.name / "sshd.log"
+            )
+        with ThreadPoolExecutor(max_workers=POOL) as pool:
+            ports = list(pool.map(lambda h: _start_sshd(rt.sshd[h.name], h), planned))
+        cluster.hosts.extend(
+            dataclasses.replace(h, port=port) for h, port in zip(planned, ports, strict=True)
+        )
         _record_pids(rt)
-        with ThreadPoolExecutor(max_workers=n) as pool:
+        with ThreadPoolExecutor(max_workers=POOL) as pool:
             list(pool.map(lambda h: _wait_ready(rt.sshd[h.name], h), cluster.hosts))
         _write_known_hosts(cluster)
         _check_python(cluster)
@@ -538,9 +572,7 @@ def _ensure_user(name: str) -> None:
         pwd.getpwnam(name)
     except KeyError:
         for attempt in range(20):
-            res = subprocess.run(
-                ["useradd", "-m", "-s", "/bin/bash", name], capture_output=True, text=True
-            )
+            res = subprocess.run([*USERADD, name], capture_output=True, text=True, check=False)
             if res.returncode == 0 or _user_exists(name):
                 break
             if attempt == 19:
@@ -548,6 +580,11 @@ def _ensure_user(name: str) -> None:
             time.sleep(0.1)
     if pwd.getpwnam(name).pw_passwd in ("!", "!*", "*LK*") or _shadow_locked(name):
         _run(["usermod", "-p", "*", name])
+
+
+# No subordinate ids (/etc/subuid, /etc/subgid): test users never run containers, and
+# allocating them doubles the time useradd and userdel take.
+USERADD = ["useradd", "-m", "-s", "/bin/bash", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]
 
 
 def _user_exists(name: str) -> bool:
@@ -568,13 +605,14 @@ def _shadow_locked(name: str) -> bool:
     return False
 
 
-def _uid_pids(uid: int) -> list[int]:
-    """Live processes of uid; zombies are skipped (dead already, their parent reaps them)."""
+def _uid_pids(uids: set[int]) -> list[int]:
+    """Live processes of these uids; zombies are skipped (dead already, their parent reaps
+    them). One pass over /proc however many users."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                if entry.stat().st_uid != uid:
+                if entry.stat().st_uid not in uids:
                     continue
                 state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
                 if state != "Z":
@@ -582,17 +620,31 @@ def _uid_pids(uid: int) -> list[int]:
     return pids
 
 
-def _kill_user_processes(user: str) -> None:
-    """SIGKILL, pid by pid, whatever the test user still runs (it forks: repeat until none)."""
-    uid = pwd.getpwnam(user).pw_uid
+def _kill_user_processes(*users: str) -> None:
+    """SIGKILL, pid by pid, whatever the test users still run (they fork: repeat until none)."""
+    uids = {pwd.getpwnam(user).pw_uid for user in users}
     deadline = time.monotonic() + 5
-    while pids := _uid_pids(uid):
+    while pids := _uid_pids(uids):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if time.monotonic() > deadline:
-            raise SshClusterError(f"processes of {user} survive SIGKILL: {pids}")
+            raise SshClusterError(f"processes of {', '.join(users)} survive SIGKILL: {pids}")
         time.sleep(0.02)
+
+
+def _delete_user(user: str) -> None:
+    """Delete a user made for one session, and its home (in the background, see _discard)."""
+    home = Path(pwd.getpwnam(user).pw_dir)
+    if home.is_dir() and home.parent != Path("/"):
+        _discard([home], home.parent)
+    for attempt in range(20):  # another session's useradd may hold the passwd lock
+        res = subprocess.run(["userdel", user], capture_output=True, text=True, check=False)
+        if res.returncode == 0 or not _user_exists(user):
+            return
+        if attempt == 19:
+            raise SshClusterError(f"userdel {user} failed: {res.stderr.strip()}")
+        time.sleep(0.1)
 
 
 def _reset_home(user: str, pubkey: str | None) -> None:
@@ -854,7 +906,7 @@ def _check_python(cluster: SshCluster) -> None:
             return None
         return f"{host.name}: exit {res.returncode}: {res.stderr.strip()[-1000:]}"
 
-    with ThreadPoolExecutor(max_workers=len(cluster.hosts)) as pool:
+    with ThreadPoolExecutor(max_workers=POOL) as pool:
         failures = [f for f in pool.map(check, cluster.hosts) if f]
     if failures:
         raise SshClusterError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shlex
 import stat
@@ -186,6 +187,32 @@ def test_four_host_view_shares_the_three(ssh_cluster: SshCluster, ssh_cluster4: 
     assert ssh_cluster4.known_hosts == ssh_cluster.known_hosts
     fourth = ssh_cluster4.hosts[3]
     assert ssh_cluster4.run_as(fourth, "id -un").stdout.strip() == fourth.user
+
+
+def test_hosts_beyond_the_suites_four_live_as_long_as_their_cluster(tmp_path: Path) -> None:
+    """A benchmark's extra hosts are whole hosts (own user, address, sshd), and close deletes
+    their users and homes, leaving the suite's four users in place."""
+    with sshcluster.start_cluster(sshcluster.MAX_HOSTS + 2, tmp_path) as cluster:
+        extra = cluster.hosts[sshcluster.MAX_HOSTS :]
+        for host in extra:
+            res = cluster.run_as(host, "id -un; echo $HOME")
+            assert res.returncode == 0, res.stderr
+            assert res.stdout.split() == [host.user, str(host.home)]
+        addresses = {h.address for h in cluster.hosts}
+        assert len(addresses) == len(cluster.hosts)
+        kept = cluster.hosts[: sshcluster.MAX_HOSTS]
+    for host in extra:
+        with pytest.raises(KeyError):
+            pwd.getpwnam(host.user)
+        assert not host.home.exists()
+    for host in kept:
+        assert pwd.getpwnam(host.user).pw_dir == str(host.home)
+
+
+@pytest.mark.parametrize("n", [0, sshcluster.MAX_BENCH_HOSTS + 1])
+def test_a_cluster_size_out_of_range_is_refused(n: int, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=f"between 1 and 64 test hosts, not {n}"):
+        sshcluster.start_cluster(n, tmp_path)
 
 
 def test_free_ports_are_distinct() -> None:

@@ -28,6 +28,7 @@ from launcher.program import Program, Trainer, entry, folder_on_host
 from launcher.record import finished_record, host_entry, hosts_of_run, run_dir_for
 from launcher.remote import HostError, HostShell, open_shell
 from launcher.results import HostResults
+from launcher.sessions import Sessions
 from launcher.settings import Settings
 from launcher.sync import LocalWriteError, Mirror
 from launcher.tf_config import cluster_spec, tf_config_json
@@ -35,6 +36,7 @@ from launcher.worker import Poll, ProcessState, Worker
 from runformat import MAX_STATUS_BYTES, STATUS_JSON, HostEntry, parse_json_object, status_rel
 
 T = TypeVar("T")
+SESSIONS: Sessions[HostShell] = Sessions()  # status, stop, fetch: a connection per host
 
 
 def _prefix(host: Host) -> str:
@@ -340,15 +342,13 @@ class SshBackend:
 
     def _on_host(self, run: Run, host: Host, action: Callable[[HostShell], T],
                  timeout: float | None = None) -> T:  # fmt: skip
-        """Connect, do `action`, close; while the host cannot be reached, retry with back-off
-        (a network blip must not make status, stop or fetch fail)."""
+        """Do `action` over the host's connection for this run (opened by the first pass over
+        the run, closed when the command drops it); while the host cannot be reached, retry
+        with back-off (a network blip must not make status, stop or fetch fail)."""
 
         def once() -> T:
-            shell = open_shell(host, run.settings.ssh)
-            try:
-                return action(shell)
-            finally:
-                shell.close()
+            shell = SESSIONS.shell(run, host.index, lambda: open_shell(host, run.settings.ssh))
+            return action(shell)
 
         limit = run.contact_timeout if timeout is None else timeout
         return with_contact(once, _prefix(host), limit, _warn(run.out))
