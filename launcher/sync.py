@@ -99,6 +99,12 @@ class Listing:
     refused: list[tuple[str, str]]
 
 
+def mirrored(path: str) -> bool:
+    """Whether the mirror brings a file home: not a writer's temp file or a hidden one
+    (`.model.partial.h5`, `.status.json.tmp`, the exit code's reserved bytes)."""
+    return not (PurePosixPath(path).name.startswith(".") or path.endswith(TEMP_SUFFIX))
+
+
 def parse_listing(text: str, indexes: Iterable[int] = (), chief: bool = True) -> Listing:
     """NUL-terminated `type<TAB>size<TAB>inode<TAB>mtime<TAB>path` records (`listing_command`).
 
@@ -114,8 +120,8 @@ def parse_listing(text: str, indexes: Iterable[int] = (), chief: bool = True) ->
         if len(parts) != 5 or not parts[1].isdigit() or not parts[2].isdigit():
             continue
         kind, size, inode, mtime, path = parts
-        if PurePosixPath(path).name.startswith(".") or path.endswith(TEMP_SUFFIX):
-            continue  # a writer's temp file (`.model.partial.h5`, `.status.json.tmp`)
+        if not mirrored(path):
+            continue
         why = unsafe_name(path)
         if why is None and kind != "f":
             why = "a link or special file, not a regular file"

@@ -9,6 +9,7 @@ per epoch, pictures drawn with numpy (a tiny bitmap font, no plotting library).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ import tensorflow as tf
 import tf_keras as keras
 from tensorboard.plugins.image import metadata as image_metadata
 
-from runformat import events_dir
+from runformat import EVENTS_DIR, events_dir
 from trainer.cluster import Cluster
 from trainer.data import NUM_CLASSES, Splits
+from trainer.guard import BestEffort
 
 MISTAKES_TAG = "mistakes/misclassified"
 CONFUSION_TAG = "mistakes/confusion_matrix"
@@ -143,39 +145,57 @@ class MistakesLogger(keras.callbacks.Callback):
         self.events = events
         self.writer: Any = None
         self.predict: Any = None
+        self.images = BestEffort(f"images in {EVENTS_DIR}/")
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.writer = tf.summary.create_file_writer(str(self.events))
         model = self.model
         # A traced forward pass costs half the CPU of an eager call (benchmarks/bench_trainer).
         inputs = tf.constant(self.x)
         self.predict = tf.function(lambda: tf.argmax(model(inputs, training=False), axis=1))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Best effort, like every monitoring write: a full disk (TensorFlow's writer raises
+        when it flushes) skips the pictures with one warning and never ends training."""
+        if not self.images.due():
+            return
         predicted = self.predict().numpy()
         wrong = np.flatnonzero(predicted != self.y)[:SHOWN]
         counts = confusion_counts(self.y, predicted, NUM_CLASSES)
-        with self.writer.as_default(), tf.summary.record_if(True):
-            if len(wrong):
-                grid = mistakes_grid(self.x[wrong], self.y[wrong], predicted[wrong])
+        try:
+            if self.writer is None:
+                self.writer = tf.summary.create_file_writer(str(self.events))
+            with self.writer.as_default(), tf.summary.record_if(True):
+                if len(wrong):
+                    grid = mistakes_grid(self.x[wrong], self.y[wrong], predicted[wrong])
+                    write_image(
+                        MISTAKES_TAG,
+                        grid,
+                        epoch + 1,
+                        f"Test digits the model got wrong after epoch {epoch + 1} (of the first"
+                        f" {len(self.x)}): true label green, predicted red.",
+                    )
                 write_image(
-                    MISTAKES_TAG,
-                    grid,
+                    CONFUSION_TAG,
+                    confusion_picture(counts),
                     epoch + 1,
-                    f"Test digits the model got wrong after epoch {epoch + 1} (of the first"
-                    f" {len(self.x)}): true label green, predicted red.",
+                    f"Rows: true digit; columns: predicted digit; the first {len(self.x)} test "
+                    "digits.",
                 )
-            write_image(
-                CONFUSION_TAG,
-                confusion_picture(counts),
-                epoch + 1,
-                f"Rows: true digit; columns: predicted digit; the first {len(self.x)} test digits.",
-            )
-        self.writer.flush()
+            self.writer.flush()
+        except (tf.errors.OpError, OSError) as error:
+            self.images.failed(error, self.events)
+            self._drop_writer()
+            return
+        self.images.succeeded()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._drop_writer()
+
+    def _drop_writer(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            with contextlib.suppress(Exception):  # a full disk fails its last flush: let it
+                self.writer.close()
+            self.writer = None
 
 
 def mistakes_callbacks(cluster: Cluster, splits: Splits, run_dir: Path) -> list[Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.sync import mirrored
 from tests.launcher.helpers import (
     FAST,
     UNTIL_STOPPED,
@@ -149,7 +150,7 @@ def assert_workers_mirrored(run_dir: Path, hosts: list[TestHost]) -> int:
         theirs = {
             k: v
             for k, v in files_under(remote / "workers" / str(i)).items()
-            if k.isprintable() and not k.endswith(".tmp")
+            if k.isprintable() and mirrored(k)
         }
         assert files_under(run_dir / "workers" / str(i)) == theirs, host.name
         compared += len(theirs)

@@ -214,10 +214,13 @@ def test_a_missing_script_is_one_line_before_anything_starts(tmp_path: Path) -> 
 
 
 CHATTY = """
-import sys, time
-for i in range(40):
+import os, sys, time
+i = 0
+while not os.path.exists("stop") and i < 1200:  # at most 2 minutes
     print("line", i, "x" * 500, file=sys.stderr, flush=True)
     time.sleep(0.1)
+    i += 1
+print("last words", file=sys.stderr, flush=True)
 """
 
 
@@ -238,9 +241,11 @@ def test_a_full_disk_never_ends_a_wrapped_program(tmp_path: Path) -> None:
             events = worker_dir(run_dir, 0) / EVENTS_DIR
             wait_for(lambda: list(events.glob("events.out.*")), 30, "the first system sample")
             filler = fill_disk(disk)
-            time.sleep(1.5)
+            time.sleep(3)  # ~15 system samples, each a status.json and an event write refused
             filler.unlink()
+            time.sleep(3)  # room again: the writes resume and say so
         finally:
+            (tmp_path / "stop").touch()
             (ended,) = wait_all([proc], timeout=60)  # type: ignore[list-item]
         log_text = log_path.read_text()
         st = status(run_dir, 0)
@@ -250,7 +255,7 @@ def test_a_full_disk_never_ends_a_wrapped_program(tmp_path: Path) -> None:
     assert log_text.count("tfcluster: cannot write status.json") == 1, log_text[-2000:]
     assert "no space left on device" in log_text
     assert "tfcluster: writing status.json works again" in log_text
-    assert "line 39" in log_text  # the program's last words reached the log
+    assert "last words" in log_text  # the program's last line reached the log
     assert set(scalars) >= SYSTEM_TAGS
 
 
