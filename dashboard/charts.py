@@ -27,6 +27,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from dashboard import text
+from dashboard.bands import BAND_ABOVE_WORKERS, Grid, band_of_rows
 from dashboard.lines import (
     Extent,
     Line,
@@ -36,7 +37,6 @@ from dashboard.lines import (
     scalar_frame,
     worker_lines,
 )
-from dashboard.series import BAND_ABOVE_WORKERS, Grid, band_of_rows
 from runformat import (
     PROGRESS_ACCURACY,
     PROGRESS_EXAMPLES_PER_SEC,

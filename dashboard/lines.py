@@ -14,20 +14,18 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from dashboard.events import Arrays
-from dashboard.series import (
-    Grid,
+from dashboard.bands import Grid, Row
+from dashboard.carry import (
     LineState,
-    Row,
     RowState,
-    SeriesCache,
     extend_line_state,
     extend_row_state,
-    latest_per_step,
     line_state,
     new_points,
     row_state,
 )
+from dashboard.events import Arrays
+from dashboard.series import SeriesCache, latest_per_step
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -5,14 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dashboard.bands import Grid, band, band_of_rows, band_row
 from dashboard.series import (
     LINE_POINTS,
-    Grid,
     PointBuffer,
     SeriesCache,
-    band,
-    band_of_rows,
-    band_row,
     downsample,
     extremes,
     latest_per_step,
@@ -252,7 +249,7 @@ def test_lines_and_rows_carried_forward_equal_the_ones_rebuilt(smoothing: float)
 
 
 def test_a_line_keeps_the_spikes_of_every_bucket_and_its_ends() -> None:
-    from dashboard.series import picks_of
+    from dashboard.carry import picks_of
 
     values = np.zeros(10_000)
     values[[17, 5000, 9998]] = [9.0, -9.0, 5.0]
