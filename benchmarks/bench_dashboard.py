@@ -457,7 +457,7 @@ def media_run(root: Path, workers: int, steps: int) -> Path:
     from tensorboard.plugins.image import metadata as image_metadata
     from tensorboard.util import tensor_util
 
-    from dashboard.events import frame_record
+    from dashboard.tfrecord import frame_record
 
     run_dir = root / "20261207-000000-media"
     done = run_dir / "written"

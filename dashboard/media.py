@@ -34,18 +34,14 @@ from tensorboard import data_compat
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
-from dashboard.events import (
-    _MASK_DELTA,
-    _U32,
-    _U32S,
-    _U64,
-    EventDirectory,
-    PollResult,
-    _FileState,
-    _scalar_point,
-)
+from dashboard.events import EventDirectory, PollResult, _FileState
 from dashboard.live import poll_each
 from dashboard.runs import safe_dir
+from dashboard.scalardecode import _scalar_point
+from dashboard.tfrecord import MASK_DELTA as _MASK_DELTA
+from dashboard.tfrecord import U32 as _U32
+from dashboard.tfrecord import U32S as _U32S
+from dashboard.tfrecord import U64 as _U64
 from runformat import TENSORBOARD_DIR, worker_rel
 
 IMAGES = "images"

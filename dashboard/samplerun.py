@@ -31,7 +31,7 @@ from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.util import tensor_util
 
-from dashboard.events import frame_record
+from dashboard.tfrecord import frame_record
 from runformat import (
     CLUSTER_JSON,
     EPOCH_ACCURACY,

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from tensorboard.compat.proto import event_pb2
 
-from dashboard import events
-from dashboard.events import EventDirectory, frame_record, masked_crc32c, scalar_of
+from dashboard import scalardecode
+from dashboard.events import EventDirectory
 from dashboard.samplerun import EventWriter, scalar_event
+from dashboard.scalardecode import scalar_of
+from dashboard.tfrecord import frame_record, masked_crc32c
 
 TF_STEPS = 300
 
@@ -106,7 +108,7 @@ def points(reader: EventDirectory, tag: str) -> list[tuple[int, float, float]]:
 @pytest.fixture(params=["one-by-one", "numpy"])
 def decoding(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with records decoded one by one (a live refresh) and in bulk (a load)."""
-    monkeypatch.setattr(events, "_FEW_RECORDS", 10**9 if request.param == "one-by-one" else 0)
+    monkeypatch.setattr(scalardecode, "_FEW_RECORDS", 10**9 if request.param == "one-by-one" else 0)
     return str(request.param)
 
 

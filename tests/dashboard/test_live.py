@@ -165,8 +165,8 @@ def test_a_huge_event_file_keeps_the_server_small(tmp_path: Path) -> None:
 
 
 def writer_record(step: int) -> bytes:
-    from dashboard.events import frame_record
     from dashboard.samplerun import scalar_event
+    from dashboard.tfrecord import frame_record
 
     return frame_record(scalar_event("progress/loss", 1.0 / (step + 1), step, 1000.0 + step))
 

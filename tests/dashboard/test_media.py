@@ -22,7 +22,7 @@ from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.util import tensor_util
 
 from dashboard import media
-from dashboard.events import MAX_RECORD, READ_CHUNK, EventDirectory, frame_record, masked_crc32c
+from dashboard.events import READ_CHUNK, EventDirectory
 from dashboard.media import (
     MAX_ENTRIES,
     Histogram,
@@ -34,6 +34,7 @@ from dashboard.media import (
 )
 from dashboard.mediacharts import HISTOGRAM_MODES, histogram_figure
 from dashboard.samplerun import RunPlan, write_run
+from dashboard.tfrecord import MAX_RECORD, frame_record, masked_crc32c
 
 WRITER = Path(__file__).with_name("media_writer.py")
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
