@@ -1,5 +1,6 @@
 """The dashboard's modules, measured from their own imports: no circle, and the page on top
-(dashboard.page alone imports the tabs, which never import one another)."""
+(dashboard.page alone imports the tabs, which never import one another), no module over
+500 lines."""
 
 from __future__ import annotations
 
@@ -44,3 +45,10 @@ def test_only_the_page_imports_the_tabs_and_no_tab_another() -> None:
     assert {name for name, imported in graph.items() if "dashboard.page" in imported} == {
         "dashboard.app"
     }
+
+
+def test_no_module_of_the_dashboard_is_over_500_lines() -> None:
+    sizes = {
+        module_name(path): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")
+    }
+    assert not {name: size for name, size in sizes.items() if size > 500}, sizes
