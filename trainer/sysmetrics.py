@@ -280,8 +280,9 @@ def _alive(process: psutil.Process) -> bool:
 
 
 class SystemMonitor:
-    """Samples every `interval` seconds in a daemon thread, hands each sample to `on_sample`
-    (the wrapper writes its event file there) and beats status.json (StatusFile.beat)."""
+    """Samples every `interval` seconds in a daemon thread (the first after `first`, so that
+    a short program still gets a sample), hands each sample to `on_sample` (the wrapper writes
+    its event file there) and beats status.json (StatusFile.beat)."""
 
     def __init__(
         self,
@@ -290,9 +291,11 @@ class SystemMonitor:
         sampler: SystemSampler | None = None,
         heartbeat: float = HEARTBEAT_SECONDS,
         on_sample: Callable[[Sample], None] | None = None,
+        first: float | None = None,
     ) -> None:
         self.status = status
         self.interval = interval
+        self.first = interval if first is None else first
         self.heartbeat = heartbeat
         self.sampler = sampler or SystemSampler()
         self.on_sample = on_sample
@@ -316,7 +319,9 @@ class SystemMonitor:
 
     def _run(self) -> None:
         beat = time.monotonic()
-        while not self._stop.wait(self.interval):
+        wait = self.first
+        while not self._stop.wait(wait):
+            wait = self.interval
             try:
                 self.latest = self.sampler.sample()
                 if self.on_sample is not None:

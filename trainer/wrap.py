@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 
 EXIT_INPUT = 2
 SAMPLE_SECONDS = 5.0
+# The first system sample comes this soon (a CPU figure needs an interval): a program that
+# ends within seconds still has its system tags.
+FIRST_SAMPLE_SECONDS = 1.0
 """Seconds between system samples (trainer.sysmetrics.SAMPLE_SECONDS, not imported here: the
 program starts before psutil and the event protos load)."""
 TAIL_LINES = 20
@@ -280,6 +283,7 @@ def run(config: WrapConfig, cluster: Cluster, status: StatusFile) -> int:
             SystemSampler(pid=child.pid, tree=True),
             config.system_every,
             on_sample=write_sample,
+            first=min(FIRST_SAMPLE_SECONDS, config.system_every),
         )
     except psutil.Error:  # the program has ended already: nothing to measure
         monitor = contextlib.nullcontext()

@@ -313,9 +313,15 @@ def test_killed_worker_restarts_the_job_from_the_chiefs_backup(
     assert first["failure"]["host"] == name and first["ended"] <= second["started"]
     assert second["failure"] is None and second["ended"] >= second["started"]
     assert "--backup" in cluster["trainer_args"]
-    # The second attempt's epochs, from the chief's newest event file.
+    # The second attempt's epochs, from the chief's newest event file that has them (the
+    # chief also writes its mistakes pictures through a writer, and so a file, of their own).
     events = run_dir / "workers" / "0" / "events"
-    epochs = [int(step) for step, _ in read_scalars(events, event_files(events)[-1:])["epoch/loss"]]
+    newest = next(
+        scalars
+        for path in reversed(event_files(events))
+        if "epoch/loss" in (scalars := read_scalars(events, [path]))
+    )
+    epochs = [int(step) for step, _ in newest["epoch/loss"]]
     resumed_after = epochs[0] - 1
     redone = done["epoch"] - resumed_after
     assert epochs[-1] == 4 and resumed_after >= 2, f"the restart trained epochs {epochs}"
