@@ -6,6 +6,7 @@ launcher and the dashboard, none of which may pull TensorFlow, Fabric or Streaml
 """
 
 from runformat.atomic import write_bytes_atomic, write_json_atomic
+from runformat.jsonfields import parse_json_object, read_json_object
 from runformat.paths import (
     ARTIFACTS_DIR,
     BACKUP_DIR,
@@ -69,8 +70,6 @@ from runformat.records import (
     load_metrics,
     load_status,
     metrics_from_dict,
-    parse_json_object,
-    read_json_object,
     record_keys,
     status_from_dict,
     system_from_dict,

@@ -10,17 +10,24 @@ and the launcher write is exactly what these records read.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
+from runformat.jsonfields import (
+    Fields,
+    Warnings,
+    as_dict,
+    objects,
+    read_json_object,
+    shown,
+)
 from runformat.paths import CLUSTER_JSON, METRICS_JSON, STATUS_JSON
 
 ProgramKind = Literal["trainer", "script"]
 PROGRAM_KINDS: tuple[str, ...] = get_args(ProgramKind)
+T = TypeVar("T")
 
 MAX_CLUSTER_BYTES = 4 << 20
 MAX_STATUS_BYTES = 1 << 20
@@ -29,218 +36,6 @@ MAX_WORKERS = 1024
 """The most workers a cluster.json may describe; more hosts are cut off with a warning."""
 MAX_LOG_TAIL = 200
 """Lines of a failure's log tail kept when reading."""
-
-Warnings = list[str]
-T = TypeVar("T")
-
-
-# --- reading JSON -----------------------------------------------------------------------------
-
-
-def read_json_object(path: Path, limit: int, warnings: Warnings, name: str = "") -> dict | None:
-    """A JSON object from `path`, or None with a one-line warning (a missing file is quiet).
-
-    `limit` caps the bytes read: a file beyond it is refused whole, not parsed in part.
-    """
-    name = name or path.name
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(limit + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        warnings.append(f"{name}: cannot be read ({error.strerror or error})")
-        return None
-    if len(raw) > limit:
-        warnings.append(f"{name}: larger than {_size(limit)}; ignored")
-        return None
-    return parse_json_object(raw, warnings, name)
-
-
-def parse_json_object(raw: bytes, warnings: Warnings, name: str) -> dict | None:
-    """The JSON object in `raw`, or None with a warning; never raises."""
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except RecursionError:
-        warnings.append(f"{name}: nested too deeply to read; ignored")
-        return None
-    except (UnicodeDecodeError, ValueError) as error:
-        reason = "half-written or damaged" if raw.strip() else "empty"
-        warnings.append(f"{name}: not valid JSON ({reason}: {str(error)[:80]}); ignored")
-        return None
-    if not isinstance(data, dict):
-        warnings.append(f"{name}: expected a JSON object, found {_kind(data)}")
-        return None
-    return data
-
-
-def _size(limit: int) -> str:
-    return f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit} bytes"
-
-
-def _kind(value: object) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return names.get(type(value), type(value).__name__)
-
-
-def _shown(value: object) -> str:
-    """A value as a warning names it: numbers as they are, anything else by its kind."""
-    return repr(value) if isinstance(value, int | float | bool) else _kind(value)
-
-
-# --- lenient fields ---------------------------------------------------------------------------
-
-
-class _Fields:
-    """Reads the fields of one JSON object, each as its type or its default plus a warning."""
-
-    def __init__(self, data: Mapping[str, Any], where: str, warnings: Warnings) -> None:
-        self.data = data
-        self.where = where
-        self.warnings = warnings
-
-    def _bad(self, key: str, value: object, expected: str) -> None:
-        self.warnings.append(
-            f"{self.where}: '{key}' is {_shown(value)}, expected {expected}; ignored"
-        )
-
-    def num(self, key: str) -> float | None:
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self._bad(key, value, "a number")
-            return None
-        if not math.isfinite(value):
-            self._bad(key, value, "a finite number")
-            return None
-        return float(value)
-
-    def integer(self, key: str, default: int | None = None) -> int | None:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self._bad(key, value, "an integer")
-            return default
-        return value
-
-    def text(self, key: str) -> str | None:
-        value = self.data.get(key)
-        if value is None or isinstance(value, str):
-            return value
-        self._bad(key, value, "a string")
-        return None
-
-    def flag(self, key: str, default: bool = False) -> bool:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            return value
-        self._bad(key, value, "true or false")
-        return default
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        value = self.data.get(key)
-        if value is None:
-            return ()
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self._bad(key, value, "a list of strings")
-            return ()
-        return tuple(value)
-
-    def numbers(self, key: str) -> tuple[float, ...] | None:
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, list) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            for v in value
-        ):
-            self._bad(key, value, "a list of numbers or null")
-            return None
-        return tuple(float(v) for v in value)
-
-    def mapping(self, key: str) -> dict[str, Any] | None:
-        value = self.data.get(key)
-        if value is None or isinstance(value, dict):
-            return value
-        self._bad(key, value, "an object")
-        return None
-
-    def items(self, key: str) -> list[Any]:
-        value = self.data.get(key)
-        if value is None:
-            return []
-        if isinstance(value, list):
-            return value
-        self.warnings.append(f"{self.where}: '{key}' is not a list; ignored")
-        return []
-
-    def int_map(self, key: str, *, nullable: bool) -> dict[int, int | None]:
-        """`{"0": 0, "1": -9}`: worker index -> integer (or null where allowed)."""
-        raw = self.mapping(key) or {}
-        result: dict[int, int | None] = {}
-        for name, value in raw.items():
-            if not (isinstance(name, str) and name.isdigit() and int(name) < MAX_WORKERS):
-                self.warnings.append(f"{self.where}: '{key}' has a key {name[:20]!r}; ignored")
-                continue
-            if value is None and nullable:
-                result[int(name)] = None
-            elif isinstance(value, int) and not isinstance(value, bool):
-                result[int(name)] = value
-            else:
-                self._bad(f"{key}.{name}", value, "an integer" + (" or null" if nullable else ""))
-                if nullable:
-                    result[int(name)] = None
-        return result
-
-
-def _objects(
-    items: list[Any],
-    what: str,
-    where: str,
-    warnings: Warnings,
-    first: int,
-    limit: int | None = None,
-) -> list[tuple[int, dict[str, Any]]]:
-    """(position, object) of a list's objects; anything else is named (counting from `first`)
-    and skipped."""
-    if limit is not None and len(items) > limit:
-        warnings.append(f"{where}: {len(items)} {what}s, more than {limit}; the rest ignored")
-        items = items[:limit]
-    found = []
-    for position, item in enumerate(items):
-        if isinstance(item, dict):
-            found.append((position, item))
-        else:
-            warnings.append(f"{where}: {what} #{position + first} is not an object; ignored")
-    return found
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists and int keys as strings: what JSON holds."""
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
-def _as_dict(record: Any, keys: Mapping[str, str] | None = None) -> dict[str, Any]:
-    keys = keys or {}
-    out = {}
-    for f in fields(record):
-        value = getattr(record, f.name)
-        out[keys.get(f.name, f.name)] = value.to_dict() if hasattr(value, "to_dict") else value
-    return _plain(out)
 
 
 # --- cluster.json -----------------------------------------------------------------------------
@@ -277,7 +72,7 @@ class HostEntry:
         return self.addr or ""
 
     def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
+        return as_dict(self)
 
 
 @dataclass(frozen=True)
@@ -299,7 +94,7 @@ class Failure:
         return f"worker {self.index} ({self.host})"
 
     def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
+        return as_dict(self)
 
 
 @dataclass(frozen=True)
@@ -312,7 +107,7 @@ class Attempt:
     failure: Failure | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self, {"number": "attempt"})
+        return as_dict(self, {"number": "attempt"})
 
 
 @dataclass(frozen=True)
@@ -332,7 +127,7 @@ class Program:
         return self.kind == "script"
 
     def to_dict(self) -> dict[str, Any]:
-        data = _as_dict(self)
+        data = as_dict(self)
         return {key: value for key, value in data.items() if value is not None}
 
 
@@ -371,7 +166,7 @@ class ClusterRecord:
         return next((h for h in self.hosts if h.index == index), None)
 
     def to_dict(self) -> dict[str, Any]:
-        data = _as_dict(self)
+        data = as_dict(self)
         data["hosts"] = [h.to_dict() for h in self.hosts]
         data["attempts"] = [a.to_dict() for a in self.attempts]
         return data
@@ -382,9 +177,9 @@ def parse_failure(raw: object, where: str, warnings: Warnings) -> Failure | None
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        warnings.append(f"{where}: 'failure' is {_shown(raw)}, expected an object; ignored")
+        warnings.append(f"{where}: 'failure' is {shown(raw)}, expected an object; ignored")
         return None
-    f = _Fields(raw, f"{where} failure", warnings)
+    f = Fields(raw, f"{where} failure", warnings)
     return Failure(
         index=f.integer("index"),
         host=f.text("host"),
@@ -400,9 +195,9 @@ def parse_program(raw: object, where: str, warnings: Warnings) -> Program:
     if raw is None:
         return Program()
     if not isinstance(raw, dict):
-        warnings.append(f"{where}: 'program' is {_shown(raw)}, expected an object; ignored")
+        warnings.append(f"{where}: 'program' is {shown(raw)}, expected an object; ignored")
         return Program()
-    f = _Fields(raw, f"{where} program", warnings)
+    f = Fields(raw, f"{where} program", warnings)
     kind = f.text("kind") or "trainer"
     if kind not in PROGRAM_KINDS:
         warnings.append(
@@ -418,7 +213,7 @@ def parse_program(raw: object, where: str, warnings: Warnings) -> Program:
 
 
 def _host(position: int, item: dict[str, Any], where: str, warnings: Warnings) -> HostEntry:
-    f = _Fields(item, f"{where} host #{position}", warnings)
+    f = Fields(item, f"{where} host #{position}", warnings)
     index = f.integer("index")
     if index is not None and not 0 <= index < MAX_WORKERS:
         f._bad("index", index, f"0 to {MAX_WORKERS - 1}")
@@ -447,14 +242,14 @@ def cluster_from_dict(
     data: Mapping[str, Any], warnings: Warnings, where: str = CLUSTER_JSON
 ) -> ClusterRecord:
     """A ClusterRecord from a parsed cluster.json; problems go to `warnings`."""
-    f = _Fields(data, where, warnings)
+    f = Fields(data, where, warnings)
     hosts = [
         _host(position, item, where, warnings)
-        for position, item in _objects(f.items("hosts"), "host", where, warnings, 0, MAX_WORKERS)
+        for position, item in objects(f.items("hosts"), "host", where, warnings, 0, MAX_WORKERS)
     ]
     attempts = []
-    for position, item in _objects(f.items("attempts"), "attempt", where, warnings, 1):
-        a = _Fields(item, f"{where} attempt #{position + 1}", warnings)
+    for position, item in objects(f.items("attempts"), "attempt", where, warnings, 1):
+        a = Fields(item, f"{where} attempt #{position + 1}", warnings)
         attempts.append(
             Attempt(
                 number=a.integer("attempt") or position + 1,
@@ -477,14 +272,14 @@ def cluster_from_dict(
         trainer_args=f.strings("trainer_args"),
         dataset=f.text("dataset"),
         epochs=f.integer("epochs"),
-        exit_codes=f.int_map("exit_codes", nullable=True),
+        exit_codes=f.int_map("exit_codes", nullable=True, below=MAX_WORKERS),
         failure=parse_failure(data.get("failure"), where, warnings),
         restarts=f.integer("restarts", 0) or 0,
         max_restarts=f.integer("max_restarts", 0) or 0,
         attempts=tuple(attempts),
         env=f.strings("env"),
         launcher=f.mapping("launcher") or {},
-        sync_bytes=f.int_map("sync_bytes", nullable=True),
+        sync_bytes=f.int_map("sync_bytes", nullable=True, below=MAX_WORKERS),
     )
 
 
@@ -507,7 +302,7 @@ class SystemSample:
     gpu_memory_mb: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
+        return as_dict(self)
 
 
 @dataclass(frozen=True)
@@ -542,16 +337,16 @@ class StatusRecord:
     system: SystemSample | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
+        return as_dict(self)
 
 
 def system_from_dict(raw: object, where: str, warnings: Warnings) -> SystemSample | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        warnings.append(f"{where}: 'system' is {_shown(raw)}, expected an object; ignored")
+        warnings.append(f"{where}: 'system' is {shown(raw)}, expected an object; ignored")
         return None
-    f = _Fields(raw, f"{where} system", warnings)
+    f = Fields(raw, f"{where} system", warnings)
     return SystemSample(
         time=f.num("time"),
         cpu_percent=f.num("cpu_percent"),
@@ -570,7 +365,7 @@ def status_from_dict(
     index: int, data: Mapping[str, Any], warnings: Warnings, where: str = STATUS_JSON
 ) -> StatusRecord:
     """A StatusRecord for worker `index` from a parsed status.json."""
-    f = _Fields(data, where, warnings)
+    f = Fields(data, where, warnings)
     return StatusRecord(
         index=index,
         role=f.text("role"),
@@ -615,13 +410,13 @@ class MetricsRecord:
     dataset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
+        return as_dict(self)
 
 
 def metrics_from_dict(
     data: Mapping[str, Any], warnings: Warnings, where: str = METRICS_JSON
 ) -> MetricsRecord:
-    f = _Fields(data, where, warnings)
+    f = Fields(data, where, warnings)
     return MetricsRecord(
         test_loss=f.num("test_loss"),
         test_accuracy=f.num("test_accuracy"),
