@@ -38,11 +38,11 @@ from dashboard.events import EventDirectory, PollResult, _FileState
 from dashboard.live import poll_each
 from dashboard.runs import safe_dir
 from dashboard.scalardecode import _scalar_point
-from dashboard.tfrecord import MASK_DELTA as _MASK_DELTA
-from dashboard.tfrecord import U32 as _U32
 from dashboard.tfrecord import U32S as _U32S
 from dashboard.tfrecord import U64 as _U64
 from runformat import TENSORBOARD_DIR, worker_rel
+from runformat.tfrecord import MASK_DELTA as _MASK_DELTA
+from runformat.tfrecord import U32 as _U32
 
 IMAGES = "images"
 HISTOGRAMS = "histograms"

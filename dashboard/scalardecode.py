@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from tensorboard.compat.proto import event_pb2
 
-from dashboard.tfrecord import MASK_DELTA as _MASK_DELTA
-from dashboard.tfrecord import U32 as _U32
 from dashboard.tfrecord import U32S as _U32S
 from dashboard.tfrecord import U64 as _U64
+from runformat.tfrecord import MASK_DELTA as _MASK_DELTA
+from runformat.tfrecord import U32 as _U32
 
 _F64 = struct.Struct("<d")
 _F32 = struct.Struct("<f")

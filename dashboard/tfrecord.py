@@ -9,8 +9,8 @@ import struct
 
 import google_crc32c
 
-MASK_DELTA = 0xA282EAD8
-U32 = 0xFFFFFFFF
+from runformat.tfrecord import frame, mask
+
 HEADER = struct.Struct("<QI")  # length, its masked CRC
 U64 = struct.Struct("<Q")
 U32S = struct.Struct("<I")
@@ -26,20 +26,13 @@ crc32c = google_crc32c.value
 
 
 def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC32C, so that CRCs of CRCs do not look like data."""
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + MASK_DELTA) & U32
+    """TFRecord's masked CRC32C of `data`."""
+    return mask(crc32c(data))
 
 
 def frame_record(data: bytes) -> bytes:
     """One TFRecord: what a writer appends to an event file for one serialized Event."""
-    length = struct.pack("<Q", len(data))
-    return (
-        length
-        + struct.pack("<I", masked_crc32c(length))
-        + data
-        + struct.pack("<I", masked_crc32c(data))
-    )
+    return frame(data, crc32c)
 
 
 def find_header(buf: bytes, start: int) -> int | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import struct
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 
 from runformat import EVENT_FILE_PREFIX
+from runformat.tfrecord import frame
 from trainer.guard import BestEffort
 
 
@@ -43,22 +43,6 @@ def crc32c(data: bytes) -> int:
     for byte in data:
         crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def frame(data: bytes) -> bytes:
-    """One TFRecord: length, its CRC, the data, its CRC."""
-    length = struct.pack("<Q", len(data))
-    return (
-        length
-        + struct.pack("<I", masked_crc32c(length))
-        + data
-        + struct.pack("<I", masked_crc32c(data))
-    )
 
 
 def scalar_event(step: int, scalars: Mapping[str, float], wall_time: float) -> bytes:
@@ -85,7 +69,9 @@ class ScalarFile:
         self, step: int, scalars: Mapping[str, float], wall_time: float | None = None
     ) -> bool:
         """Append one event; False if the disk refused it (then it is lost, not queued)."""
-        record = frame(scalar_event(step, scalars, time.time() if wall_time is None else wall_time))
+        record = frame(
+            scalar_event(step, scalars, time.time() if wall_time is None else wall_time), crc32c
+        )
         return self.writes.run(lambda: self._append(record), self.directory)
 
     def _append(self, record: bytes) -> None:
@@ -98,7 +84,9 @@ class ScalarFile:
                 f"{EVENT_FILE_PREFIX}{int(now)}.{socket.gethostname()}.{os.getpid()}.{self.suffix}"
             )
             path = self.directory / name
-            header = frame(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+            header = frame(
+                Event(wall_time=now, file_version="brain.Event:2").SerializeToString(), crc32c
+            )
             self._write_at(path, 0, header)
             self.path, self.size = path, len(header)
         self._write_at(self.path, self.size, record)
