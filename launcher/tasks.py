@@ -56,25 +56,24 @@ def backend_of_hosts(settings: Settings, hosts: Sequence[Host]) -> Backend:
                 f"{settings.hosts_file} line {other.line}: scheduler={other.scheduler}, but line "
                 f"{hosts[0].line} has scheduler={name}: one run has one scheduler"
             )
-    try:
-        return registry.load(name)  # type: ignore[no-any-return]
-    except (KeyError, ImportError, AttributeError) as exc:
-        raise UserError(
-            f"{settings.hosts_file} line {hosts[0].line}: scheduler={name}: cannot load its "
-            f"backend ({exc}); registered: {', '.join(registry.names())}"
-        ) from None
+    where = f"{settings.hosts_file} line {hosts[0].line}"
+    return _load(name, f"{where}: scheduler={name}: cannot load its backend")
 
 
 def backend_of_run(local_dir: Path, cluster: ClusterRecord) -> Backend:
     """The backend that started a run, from its record."""
     name = cluster.scheduler or registry.DEFAULT
+    return _load(
+        name, f"{local_dir}: the run was started by backend {name!r}, which cannot be loaded"
+    )
+
+
+def _load(name: str, failure: str) -> Backend:
+    """The registered backend `name`; a UserError starting with `failure` when there is none."""
     try:
         return registry.load(name)  # type: ignore[no-any-return]
     except (KeyError, ImportError, AttributeError) as exc:
-        raise UserError(
-            f"{local_dir}: the run was started by backend {name!r}, which cannot be loaded "
-            f"({exc}); registered: {', '.join(registry.names())}"
-        ) from None
+        raise UserError(f"{failure} ({exc}); registered: {', '.join(registry.names())}") from None
 
 
 def report_each(out: Output, results: HostResults[Any, str], what: str) -> None:
