@@ -541,7 +541,7 @@ def media_load(root: Path, report: Report, repeat: int, workers: int, steps: int
     events = workers * steps * 3
     for name, (wall, cpu) in (
         ("Rust data server (reference)", rust),
-        ("ours, one process per core", ours),
+        ("ours (dashboard.media)", ours),
     ):
         report.line(f"   {name:28} {wall:6.2f} s {cpu:6.2f} s {events / wall:>16,.0f}")
     report.line(

@@ -5,7 +5,8 @@ height, png, ...]``), ``tf.summary.histogram`` and Keras' ``TensorBoard(histogra
 (a ``[k, 3]`` tensor of bucket left edges, right edges and counts) and ``tf.summary.text`` (a
 string tensor). TF2 names the kind once per tag, in the first value's plugin metadata; older
 writers use the ``image`` and ``histo`` fields, which TensorBoard's own ``data_compat``
-turns into the same tensors, as it does here.
+turns into the same tensors, as it does here. dashboard.mediascan sorts a chunk's records out
+in bulk, dashboard.mediadecode turns one tensor into an entry.
 
 :class:`MediaDirectory` is :class:`dashboard.events.EventDirectory` (same framing, CRC
 checks, partial records, damaged and replaced files) over a whole folder tree, keeping per
@@ -16,7 +17,6 @@ and the rest is read. :class:`RunMedia` holds the readers of one run between pag
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import threading
@@ -25,120 +25,103 @@ from array import array
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image as PILImage
 from tensorboard import data_compat
 from tensorboard.compat.proto import event_pb2
-from tensorboard.util import tensor_util
 
 from dashboard.events import EventDirectory, PollResult, _FileState
-from dashboard.live import poll_each
+from dashboard.mediadecode import (
+    HISTOGRAMS,
+    IMAGES,
+    KINDS,
+    TEXT,
+    Entry,
+    Histogram,
+    HistogramBlock,
+    Image,
+    Text,
+    decode,
+)
+from dashboard.mediascan import TagRecords, histogram_blocks, scan
 from dashboard.runs import safe_dir
 from dashboard.scalardecode import _scalar_point
-from dashboard.tfrecord import U32S as _U32S
 from dashboard.tfrecord import U64 as _U64
 from runformat import TENSORBOARD_DIR, worker_rel
-from runformat.tfrecord import MASK_DELTA as _MASK_DELTA
-from runformat.tfrecord import U32 as _U32
 
-IMAGES = "images"
-HISTOGRAMS = "histograms"
-TEXT = "text"
-KINDS = (IMAGES, HISTOGRAMS, TEXT)
+__all__ = [
+    "HISTOGRAMS",
+    "IMAGES",
+    "KINDS",
+    "TEXT",
+    "Entry",
+    "Histogram",
+    "Image",
+    "MediaDirectory",
+    "MediaSnapshot",
+    "RunMedia",
+    "Text",
+    "Track",
+    "TrackView",
+    "read_media",
+]
 
 # Entries kept per tag (the newest); TensorBoard keeps 10 images and 500 histograms.
 MAX_ENTRIES = {IMAGES: 20, HISTOGRAMS: 500, TEXT: 100}
 # Bytes of images kept per tag: the oldest go first when a tag holds more.
 MAX_IMAGE_BYTES_PER_TAG = 32 << 20
-# One image bigger than this, or with more pixels, is not kept (a warning says so).
-MAX_IMAGE_BYTES = 8 << 20
-MAX_IMAGE_PIXELS = 16_000_000
-# Tags per kind and folder tree; text is clipped per string and per entry.
+# Tags per kind and folder tree.
 MAX_TAGS = 256
-MAX_TEXT_CHARS = 10_000
-MAX_TEXT_CELLS = 1_000
-MAX_BUCKETS = 10_000
 # Folders below a run's root searched for event files, and event files read per root.
 MAX_DEPTH = 6
 MAX_FILES = 2_000
-# A first read of at least this many bytes in all is shared among the cores.
-PARALLEL_BYTES = 4 << 20
 
-_PNG_SIZE = struct.Struct(">II")
-_GIF_SIZE = struct.Struct("<HH")
-# dtype enum -> bytes per element of the float tensors a histogram may come in.
-_FLOATS = {1: 4, 2: 8}
-_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
-
-
-@dataclass(frozen=True)
-class Image:
-    """One image event: its step, wall time and pictures (PNG/JPEG/GIF bytes, checked)."""
-
-    step: int
-    wall: float
-    width: int
-    height: int
-    pictures: tuple[bytes, ...]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(len(p) for p in self.pictures)
-
-
-@dataclass(frozen=True)
-class Histogram:
-    """One histogram event: finite bucket edges and counts, as ``[k, 3]`` float64 rows."""
-
-    step: int
-    wall: float
-    buckets: np.ndarray
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.buckets.nbytes)
-
-
-@dataclass(frozen=True)
-class Text:
-    """One text event: its strings (clipped) and the tensor's shape (``()``, ``(n,)``...)."""
-
-    step: int
-    wall: float
-    strings: tuple[str, ...]
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(len(s) for s in self.strings)
-
-
-Entry = Image | Histogram | Text
+Part = Entry | HistogramBlock
 
 
 @dataclass
 class Track:
-    """One tag's newest entries of one kind, in the order read, and how many were dropped."""
+    """One tag's newest entries of one kind, in the order read, and how many were dropped.
+
+    Histograms read in bulk stay in blocks (columns) until the page asks for them.
+    """
 
     kind: str
     limit: int
-    entries: deque[Entry] = field(default_factory=deque)
+    parts: deque[Part] = field(default_factory=deque)
+    count: int = 0
     dropped: int = 0
     nbytes: int = 0
 
-    def add(self, entry: Entry) -> None:
-        self.entries.append(entry)
-        self.nbytes += entry.nbytes
+    def add(self, part: Part) -> None:
+        self.parts.append(part)
+        self.count += len(part) if isinstance(part, HistogramBlock) else 1
+        self.nbytes += part.nbytes
         budget = MAX_IMAGE_BYTES_PER_TAG if self.kind == IMAGES else 1 << 62
-        while len(self.entries) > self.limit or (self.nbytes > budget and len(self.entries) > 1):
-            self.nbytes -= self.entries.popleft().nbytes
-            self.dropped += 1
+        while self.count > self.limit or (self.nbytes > budget and self.count > 1):
+            first = self.parts[0]
+            size = len(first) if isinstance(first, HistogramBlock) else 1
+            over = max(1, self.count - self.limit)
+            if isinstance(first, HistogramBlock) and size > over:
+                self.parts[0] = first.tail(size - over)
+                self.nbytes -= first.nbytes - self.parts[0].nbytes
+                size = over
+            else:
+                self.parts.popleft()
+                self.nbytes -= first.nbytes
+            self.count -= size
+            self.dropped += size
+
+    def drop_all(self, more: int) -> None:
+        """Forget every entry kept, and `more` never kept: newer ones replace them all."""
+        self.dropped += self.count + more
+        self.parts.clear()
+        self.count = self.nbytes = 0
 
     def view(self) -> TrackView:
-        return TrackView(self.kind, tuple(self.entries), self.dropped)
+        return TrackView(self.kind, tuple(self.parts), self.dropped)
 
 
 @dataclass(frozen=True)
@@ -146,16 +129,38 @@ class TrackView:
     """A track as the page sees it: later reads never change it."""
 
     kind: str
-    entries: tuple[Entry, ...]
+    parts: tuple[Part, ...]
     dropped: int
+
+    @cached_property
+    def entries(self) -> tuple[Entry, ...]:
+        """Every entry kept, oldest first (histogram blocks become entries here, once)."""
+        out: list[Entry] = []
+        for part in self.parts:
+            if isinstance(part, HistogramBlock):
+                out.extend(part.entries())
+            else:
+                out.append(part)
+        return tuple(out)
+
+    @property
+    def latest_wall(self) -> float:
+        """The newest wall time among the entries (0 without any)."""
+        return max(
+            (
+                float(part.walls.max()) if isinstance(part, HistogramBlock) else part.wall
+                for part in self.parts
+                if not isinstance(part, HistogramBlock) or len(part)
+            ),
+            default=0.0,
+        )
 
     def note(self) -> str | None:
         """What a viewer should know about entries that are not here."""
         if not self.dropped:
             return None
-        return (
-            f"{self.dropped:,} older {self.kind} dropped: the newest {len(self.entries):,} are kept"
-        )
+        count = sum(len(p) if isinstance(p, HistogramBlock) else 1 for p in self.parts)
+        return f"{self.dropped:,} older {self.kind} dropped: the newest {count:,} are kept"
 
 
 class MediaDirectory(EventDirectory):
@@ -204,20 +209,43 @@ class MediaDirectory(EventDirectory):
         return self.label if relative == "." else f"{self.label}/{relative}"
 
     def _decode(self, state: _FileState, buf: bytes, starts: array, crcs: array) -> None:
-        """Check each record's CRC and keep its media; plain scalars are skipped unparsed.
+        """Check each record's CRC and keep its media, in the order the records were read.
 
-        A chunk's values are gathered per tag first, so that those its bound would drop
-        anyway are counted, not decoded, and a tag's histograms are decoded together.
+        TF2 summaries are sorted out in bulk (:func:`dashboard.mediadecode.scan`); the
+        rest (a tag's first record with its plugin's name, legacy fields) go through the
+        protobuf parser first, so the plugin of every tag is known before its records are
+        kept. Of each tag only the newest its bound keeps are decoded; the others are
+        counted.
         """
+        found = scan(buf, starts, crcs)
+        for index in found.damaged:
+            self._problem(state.path, state.offset + starts[index], "record fails its CRC; skipped")
         run = self._run_of(state.path)
-        found: dict[tuple[str, str], list[tuple[int, float, Any, int]]] = {}
-        plugins = self._plugins
-        for pos, crc in zip(starts, crcs, strict=True):
-            end = pos + 12 + _U64.unpack_from(buf, pos)[0]
-            if (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & _U32 != _U32S.unpack_from(buf, end)[0]:
-                self._problem(state.path, state.offset + pos, "record fails its CRC; skipped")
+        parsed = self._parse_rest(state, buf, starts, found.slow, run)
+        scanned = {(run, records.tag): records for records in found.groups}
+        for key in dict.fromkeys([*scanned, *parsed]):
+            if self._plugins.get(key) not in KINDS:
                 continue
-            data = buf[pos + 12 : end]
+            records = scanned.get(key)
+            items = parsed.get(key, [])
+            self._take(
+                state,
+                key,
+                buf,
+                starts,
+                records.joined(items) if records else TagRecords.parsed_only(key[1], items),
+            )
+
+    def _parse_rest(
+        self, state: _FileState, buf: bytes, starts: array, indices: list[int], run: str
+    ) -> dict[tuple[str, str], list[tuple[int, int, float, Any]]]:
+        """The records scan left, parsed one by one: per (folder, tag), each media value's
+        (record index, step, wall time, tensor); plain scalars are skipped unparsed."""
+        found: dict[tuple[str, str], list[tuple[int, int, float, Any]]] = {}
+        plugins = self._plugins
+        for index in indices:
+            pos = starts[index]
+            data = buf[pos + 12 : pos + 12 + _U64.unpack_from(buf, pos)[0]]
             if _scalar_point(data) is not None:
                 continue
             try:
@@ -235,195 +263,76 @@ class MediaDirectory(EventDirectory):
                     plugins[key] = value.metadata.plugin_data.plugin_name
                 elif kind != "tensor":
                     continue
-                if plugins.get(key) in KINDS:
-                    item = (event.step, event.wall_time, value.tensor, state.offset + pos)
-                    found.setdefault(key, []).append(item)
-        for key, items in found.items():
-            self._take(state, key, items)
+                item = (index, event.step, event.wall_time, value.tensor)
+                found.setdefault(key, []).append(item)
+        return found
 
     def _take(
-        self, state: _FileState, key: tuple[str, str], items: list[tuple[int, float, Any, int]]
+        self,
+        state: _FileState,
+        key: tuple[str, str],
+        buf: bytes,
+        starts: array,
+        records: TagRecords,
     ) -> None:
-        """Decode one tag's values of a chunk (the newest its bound keeps) into its track."""
-        plugin = self._plugins[key]
-        track = self.tracks.get(key)
+        """One tag's records of a chunk into its track: the newest its bound keeps, decoded
+        (histograms in bulk where they share a layout), in the order they were read."""
+        track = self._track(state, key)
         if track is None:
-            if sum(t.kind == plugin for t in self.tracks.values()) >= MAX_TAGS:
-                if key not in self._refused:
-                    self._refused.add(key)
-                    self._problem(
-                        state.path,
-                        items[0][3],
-                        f"more than {MAX_TAGS} {plugin} tags: {key[1]!r} not kept",
-                    )
-                return
-            track = self.tracks[key] = Track(plugin, MAX_ENTRIES[plugin])
-        skipped = max(0, len(items) - track.limit)
-        if skipped:
-            track.dropped += skipped + len(track.entries)
-            track.entries.clear()
-            track.nbytes = 0
-            items = items[skipped:]
-        decoded: list[Histogram | None] = (
-            _histograms(items) if plugin == HISTOGRAMS else [None] * len(items)
-        )
-        for position, (step, wall, tensor, offset) in enumerate(items):
-            entry: Entry | None = decoded[position]
-            trouble: str | None = None
-            if entry is None:
-                try:
-                    entry, trouble = decode(plugin, step, wall, tensor)
-                except (ValueError, TypeError, IndexError, struct.error) as error:
-                    entry, trouble = None, f"not a readable {plugin} tensor ({error})"
-            if trouble:
-                self._problem(state.path, offset, f"{key[1]!r} at step {step}: {trouble}")
-            if entry is not None:
-                track.add(entry)
-        self.events += len(items) + skipped
+            return
+        self.events += len(records)
+        if len(records) > track.limit:
+            track.drop_all(len(records) - track.limit)
+            records = records.newest(track.limit)
+        pieces: list[tuple[int, Part | None]] = []
+        alone: Iterable[int] = range(len(records))
+        if track.kind == HISTOGRAMS:
+            blocks, alone = histogram_blocks(buf, records)
+            pieces.extend(
+                (
+                    int(positions[0]),
+                    HistogramBlock(records.steps[positions], records.walls[positions], buckets),
+                )
+                for positions, buckets in blocks
+            )
+        for position in alone:
+            offset = state.offset + starts[int(records.rows[position])]
+            pieces.append(
+                (position, self._entry(state.path, offset, track.kind, records, buf, position))
+            )
+        for _, piece in sorted(pieces, key=lambda item: item[0]):
+            if piece is not None:
+                track.add(piece)
 
-
-def _histograms(items: list[tuple[int, float, Any, int]]) -> list[Histogram | None]:
-    """Histograms of one tag decoded together: the float64 [k, 3] tensors of one k whose
-    numbers are all finite; None for any other (decoded alone, with its problem)."""
-    out: list[Histogram | None] = [None] * len(items)
-    picked, contents = [], []
-    size = -1
-    for position, (_, _, tensor, _) in enumerate(items):
-        dims = tensor.tensor_shape.dim
-        content = tensor.tensor_content
-        if tensor.dtype != 2 or len(dims) != 2 or dims[1].size != 3 or not content:
-            continue
-        if size == -1:
-            size = len(content)
-        if len(content) == size == 24 * dims[0].size and size <= 24 * MAX_BUCKETS:
-            picked.append(position)
-            contents.append(content)
-    if not picked:
-        return out
-    buckets = np.frombuffer(b"".join(contents), "<f8").reshape(len(picked), size // 24, 3)
-    finite = np.isfinite(buckets).all(axis=(1, 2))
-    for row, position in enumerate(picked):
-        if finite[row]:
-            step, wall, _, _ = items[position]
-            out[position] = Histogram(step, wall, buckets[row].copy())
-    return out
-
-
-def decode(plugin: str, step: int, wall: float, tensor: Any) -> tuple[Entry | None, str | None]:
-    """One media tensor as an entry, and what was wrong with it (None: nothing)."""
-    elements = 1
-    for dim in tensor.tensor_shape.dim:
-        elements *= max(0, dim.size)
-    if plugin == HISTOGRAMS:
-        if elements > 3 * MAX_BUCKETS:
-            return None, f"{elements // 3:,} buckets, over the {MAX_BUCKETS:,} shown; skipped"
-        content = tensor.tensor_content
-        if tensor.dtype in _FLOATS and content and len(content) == elements * _FLOATS[tensor.dtype]:
-            kind = "<f8" if _FLOATS[tensor.dtype] == 8 else "<f4"
-            shape = [d.size for d in tensor.tensor_shape.dim]
-            return _histogram(step, wall, np.frombuffer(content, kind).reshape(shape))
-        return _histogram(step, wall, tensor_util.make_ndarray(tensor))
-    if tensor.dtype != 7:  # DT_STRING
-        return None, f"a {plugin} tensor should hold strings; skipped"
-    if plugin == IMAGES:
-        return _image(step, wall, list(tensor.string_val))
-    return _text(step, wall, list(tensor.string_val), [d.size for d in tensor.tensor_shape.dim])
-
-
-def _histogram(step: int, wall: float, array_: np.ndarray) -> tuple[Entry | None, str | None]:
-    if array_.size == 0:
-        return Histogram(step, wall, np.zeros((0, 3))), None
-    if array_.ndim != 2 or array_.shape[1] != 3:
-        return None, f"a histogram is a [k, 3] tensor, not {list(array_.shape)}; skipped"
-    buckets = np.asarray(array_, dtype=np.float64)
-    trouble = None
-    if not np.isfinite(buckets.sum()):  # one pass; a NaN or infinity anywhere shows in the sum
-        finite = np.isfinite(buckets).all(axis=1)
-        bad = int((~finite).sum())
-        trouble = f"{bad:,} of {len(buckets):,} histogram buckets are not finite; left out"
-        buckets = buckets[finite]
-    return Histogram(step, wall, buckets), trouble
-
-
-def picture_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of a PNG, JPEG or GIF picture from its header, else None.
-
-    The page decodes the picture later, so its own size (not the tensor's word for it) is
-    what is checked against MAX_IMAGE_PIXELS. PNG and GIF headers are read here; a JPEG's
-    size is found by Pillow, which reads only the header.
-    """
-    if data.startswith(_SIGNATURES[0]):
-        if len(data) < 33 or data[12:16] != b"IHDR":
+    def _track(self, state: _FileState, key: tuple[str, str]) -> Track | None:
+        """The tag's track, made on its first record unless its kind has MAX_TAGS already."""
+        track = self.tracks.get(key)
+        if track is not None:
+            return track
+        plugin = self._plugins[key]
+        if sum(t.kind == plugin for t in self.tracks.values()) >= MAX_TAGS:
+            if key not in self._refused:
+                self._refused.add(key)
+                message = f"more than {MAX_TAGS} {plugin} tags: {key[1]!r} not kept"
+                self._problem(state.path, state.offset, message)
             return None
-        width, height = _PNG_SIZE.unpack_from(data, 16)
-        return width, height
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return _GIF_SIZE.unpack_from(data, 6) if len(data) >= 13 else None
-    if not data.startswith(_SIGNATURES[1]):
-        return None
-    try:
-        with PILImage.open(io.BytesIO(data)) as picture:
-            return picture.size if picture.format in ("PNG", "JPEG", "GIF") else None
-    except Exception:  # Pillow raises many types for bytes that are not a picture
-        return None
+        track = self.tracks[key] = Track(plugin, MAX_ENTRIES[plugin])
+        return track
 
-
-def _image(step: int, wall: float, strings: list[bytes]) -> tuple[Entry | None, str | None]:
-    if len(strings) < 2:
-        return None, "an image tensor holds width, height and pictures; skipped"
-    try:
-        width, height = int(strings[0]), int(strings[1])
-    except ValueError:
-        return None, "the image's width and height are not numbers; skipped"
-    if width * height > MAX_IMAGE_PIXELS:
-        return (
-            None,
-            f"{width:,} x {height:,} pixels is over the {MAX_IMAGE_PIXELS:,} shown; skipped",
-        )
-    kept: list[bytes] = []
-    troubles: list[str] = []
-    for number, picture in enumerate(strings[2:]):
-        if len(picture) > MAX_IMAGE_BYTES:
-            troubles.append(
-                f"image {number} is {len(picture) / 1e6:,.1f} MB, over the"
-                f" {MAX_IMAGE_BYTES >> 20} MB shown"
-            )
-        elif (size := picture_size(picture)) is None:
-            troubles.append(f"image {number} is not a PNG, JPEG or GIF")
-        elif size[0] * size[1] > MAX_IMAGE_PIXELS:
-            troubles.append(
-                f"image {number} has {size[0]:,} x {size[1]:,} pixels, over the"
-                f" {MAX_IMAGE_PIXELS:,} shown"
-            )
-        else:
-            kept.append(picture)
-    trouble = "; ".join(troubles) + "; skipped" if troubles else None
-    if not kept:
-        return None, trouble or "no pictures in the image tensor"
-    return Image(step, wall, width, height, tuple(kept)), trouble
-
-
-def _text(
-    step: int, wall: float, strings: list[bytes], shape: list[int]
-) -> tuple[Entry | None, str | None]:
-    troubles = []
-    if len(strings) > MAX_TEXT_CELLS:
-        troubles.append(f"{len(strings):,} strings, the first {MAX_TEXT_CELLS:,} kept")
-        strings = strings[:MAX_TEXT_CELLS]
-        shape = [len(strings)]
-    decoded = []
-    clipped = 0
-    for raw in strings:
-        value = raw.decode("utf-8", "replace")
-        if len(value) > MAX_TEXT_CHARS:
-            value = value[:MAX_TEXT_CHARS] + "…"
-            clipped += 1
-        decoded.append(value)
-    if clipped:
-        troubles.append(f"{clipped:,} strings clipped to {MAX_TEXT_CHARS:,} characters")
-    if int(np.prod(shape, dtype=np.int64)) != len(decoded):
-        shape = [len(decoded)]
-    return Text(step, wall, tuple(decoded), tuple(shape)), "; ".join(troubles) or None
+    def _entry(
+        self, path: Path, offset: int, plugin: str, records: TagRecords, buf: bytes, position: int
+    ) -> Entry | None:
+        """One record's entry; what is wrong with it becomes a problem at `offset`."""
+        step, wall = int(records.steps[position]), float(records.walls[position])
+        try:
+            entry, trouble = decode(plugin, step, wall, records.tensor(buf, position))
+        except (ValueError, TypeError, IndexError, struct.error) as error:
+            entry, trouble = None, f"not a readable {plugin} tensor ({error})"
+        except Exception:  # protobuf's DecodeError types: all mean "bad bytes"
+            entry, trouble = None, "not a tensor; skipped"
+        if trouble:
+            self._problem(path, offset, f"{records.tag!r} at step {step}: {trouble}")
+        return entry
 
 
 @dataclass(frozen=True)
@@ -455,14 +364,10 @@ class RunMedia:
             roots = [(index, worker_rel(index)) for index in indices]
             roots.append((0, TENSORBOARD_DIR))
             readers = [(i, r) for i, r in ((i, self._reader(rel)) for i, rel in roots) if r]
+            # Read here, not in one process per core as the scalars' first load is: sending
+            # the decoded histograms back costs more than reading them (benchmarks/
+            # bench_dashboard.py, part 5).
             fresh = [reader for _, reader in readers if reader.fresh]
-            # A first read of many folders goes to one process per core (dashboard.live).
-            if sum(reader.unread_bytes() for reader in fresh) >= PARALLEL_BYTES:
-                for position, (polled, _, _) in poll_each(fresh):
-                    assert isinstance(polled, MediaDirectory)
-                    self._readers[polled.label] = polled
-                    if polled is not fresh[position]:
-                        readers = [(i, polled if r is fresh[position] else r) for i, r in readers]
             workers: dict[int, dict[tuple[str, str], TrackView]] = {}
             changed = not self._snapshot.workers
             problems: list[str] = []

@@ -18,6 +18,8 @@ from tensorboard.compat.proto import event_pb2
 
 from dashboard.tfrecord import U32S as _U32S
 from dashboard.tfrecord import U64 as _U64
+from dashboard.tfrecord import checked_records
+from dashboard.tfrecord import unaligned as _unaligned
 from runformat.tfrecord import MASK_DELTA as _MASK_DELTA
 from runformat.tfrecord import U32 as _U32
 
@@ -130,13 +132,7 @@ class ScalarDecoding:
         """Records in bulk with numpy; returns the indices left to the protobuf parser."""
         data = np.frombuffer(buf, np.uint8)
         u64 = _unaligned(buf, "<u8")
-        heads = u64[starts].astype(np.int64)
-        begins = starts + 12
-        ends = begins + heads
-        stored = _unaligned(buf, "<u4")[ends].astype(np.int64)
-        computed = np.frombuffer(crcs, np.uint32).astype(np.int64)
-        masked = (((computed >> 15) | (computed << 17)) + _MASK_DELTA) & _U32
-        good = masked == stored
+        begins, heads, good = checked_records(buf, starts, crcs)
         for bad in np.flatnonzero(~good):
             self._problem(
                 state.path, state.offset + int(starts[bad]), "record fails its CRC; skipped"
@@ -260,12 +256,6 @@ class ScalarDecoding:
                     np.array([number]),
                 )
             )
-
-
-def _unaligned(buf: bytes, dtype: str) -> np.ndarray:
-    """Element i is the ``dtype`` number whose bytes start at byte i of buf (no copy)."""
-    size = np.dtype(dtype).itemsize
-    return np.ndarray((max(0, len(buf) - size + 1),), dtype=dtype, buffer=buf, strides=(1,))
 
 
 def _scalar_point(data: bytes) -> tuple[str, int, float, float] | None:

@@ -91,7 +91,7 @@ def render_media(run: Run) -> None:
 def _newest_first(item: tuple[tuple[str, str], TrackView]) -> tuple[float, str, str]:
     """Tags whose latest entry is newest come first."""
     (folder, tag), track = item
-    return (-max((e.wall for e in track.entries), default=0.0), folder, tag)
+    return (-track.latest_wall, folder, tag)
 
 
 def render_problems(problems: Sequence[str]) -> None:

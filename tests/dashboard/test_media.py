@@ -3,7 +3,6 @@ TensorFlow wrote, hostile records as warnings, and the Media tab in AppTest."""
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import struct
@@ -13,15 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image as PILImage
 from streamlit.testing.v1 import AppTest
-from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.plugins.histogram import metadata as histogram_metadata
-from tensorboard.plugins.image import metadata as image_metadata
-from tensorboard.plugins.text import metadata as text_metadata
-from tensorboard.util import tensor_util
+from tensorboard.compat.proto import summary_pb2
 
-from dashboard import media
+from dashboard import media, mediadecode
 from dashboard.events import READ_CHUNK, EventDirectory
 from dashboard.media import (
     MAX_ENTRIES,
@@ -34,52 +28,11 @@ from dashboard.media import (
 )
 from dashboard.mediacharts import HISTOGRAM_MODES, histogram_figure
 from dashboard.samplerun import RunPlan, write_run
-from dashboard.tfrecord import MAX_RECORD, frame_record, masked_crc32c
+from dashboard.tfrecord import MAX_RECORD, masked_crc32c
+from tests.dashboard.media_records import event, histogram_value, image_value, png, text_value
 
 WRITER = Path(__file__).with_name("media_writer.py")
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-
-
-def png(width: int = 4, height: int = 3, shade: int = 0) -> bytes:
-    out = io.BytesIO()
-    PILImage.new("RGB", (width, height), (shade, 0, 0)).save(out, format="PNG")
-    return out.getvalue()
-
-
-def event(step: int, *values: summary_pb2.Summary.Value) -> bytes:
-    return frame_record(
-        event_pb2.Event(
-            step=step, wall_time=1000.0 + step, summary=summary_pb2.Summary(value=values)
-        ).SerializeToString()
-    )
-
-
-def image_value(tag: str, pictures: list[bytes], first: bool = True, size: str = "4") -> object:
-    value = summary_pb2.Summary.Value(
-        tag=tag,
-        tensor=tensor_util.make_tensor_proto([size.encode(), b"3", *pictures]),
-    )
-    if first:
-        value.metadata.CopyFrom(image_metadata.create_summary_metadata("", ""))
-    return value
-
-
-def histogram_value(tag: str, buckets: np.ndarray, first: bool = True) -> object:
-    value = summary_pb2.Summary.Value(
-        tag=tag, tensor=tensor_util.make_tensor_proto(np.asarray(buckets, dtype=np.float64))
-    )
-    if first:
-        value.metadata.CopyFrom(histogram_metadata.create_summary_metadata("", ""))
-    return value
-
-
-def text_value(tag: str, strings: list[str], first: bool = True) -> object:
-    value = summary_pb2.Summary.Value(
-        tag=tag, tensor=tensor_util.make_tensor_proto([s.encode() for s in strings])
-    )
-    if first:
-        value.metadata.CopyFrom(text_metadata.create_summary_metadata("", ""))
-    return value
 
 
 def write(folder: Path, *records: bytes, name: str = "events.out.tfevents.1.host") -> Path:
@@ -249,7 +202,7 @@ def test_a_200_mb_record_is_skipped_unread_and_the_next_one_is_read(tmp_path: Pa
 
 
 def test_oversized_and_huge_images_are_problems(tmp_path: Path) -> None:
-    big = png() + bytes(media.MAX_IMAGE_BYTES)
+    big = png() + bytes(mediadecode.MAX_IMAGE_BYTES)
     write(
         tmp_path,
         event(1, image_value("pics", [big, png()])),
@@ -306,7 +259,7 @@ def test_ten_thousand_text_events_keep_the_newest_with_a_note(tmp_path: Path) ->
     assert track.entries[0].step == 10_001 - limit
     assert track.note() == f"{10_001 - limit:,} older text dropped: the newest {limit} are kept"
     last = track.entries[-1]
-    assert isinstance(last, Text) and len(last.strings[0]) == media.MAX_TEXT_CHARS + 1
+    assert isinstance(last, Text) and len(last.strings[0]) == mediadecode.MAX_TEXT_CHARS + 1
     assert problems_of(reader) == ["'notes' at step 10000: 1 strings clipped to 10,000 characters"]
 
 
