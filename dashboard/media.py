@@ -211,7 +211,7 @@ class MediaDirectory(EventDirectory):
     def _decode(self, state: _FileState, buf: bytes, starts: array, crcs: array) -> None:
         """Check each record's CRC and keep its media, in the order the records were read.
 
-        TF2 summaries are sorted out in bulk (:func:`dashboard.mediadecode.scan`); the
+        TF2 summaries are sorted out in bulk (:func:`dashboard.mediascan.scan`); the
         rest (a tag's first record with its plugin's name, legacy fields) go through the
         protobuf parser first, so the plugin of every tag is known before its records are
         kept. Of each tag only the newest its bound keeps are decoded; the others are
@@ -277,7 +277,7 @@ class MediaDirectory(EventDirectory):
     ) -> None:
         """One tag's records of a chunk into its track: the newest its bound keeps, decoded
         (histograms in bulk where they share a layout), in the order they were read."""
-        track = self._track(state, key)
+        track = self._track(state.path, state.offset + starts[int(records.rows[0])], key)
         if track is None:
             return
         self.events += len(records)
@@ -304,7 +304,7 @@ class MediaDirectory(EventDirectory):
             if piece is not None:
                 track.add(piece)
 
-    def _track(self, state: _FileState, key: tuple[str, str]) -> Track | None:
+    def _track(self, path: Path, offset: int, key: tuple[str, str]) -> Track | None:
         """The tag's track, made on its first record unless its kind has MAX_TAGS already."""
         track = self.tracks.get(key)
         if track is not None:
@@ -314,7 +314,7 @@ class MediaDirectory(EventDirectory):
             if key not in self._refused:
                 self._refused.add(key)
                 message = f"more than {MAX_TAGS} {plugin} tags: {key[1]!r} not kept"
-                self._problem(state.path, state.offset, message)
+                self._problem(path, offset, message)
             return None
         track = self.tracks[key] = Track(plugin, MAX_ENTRIES[plugin])
         return track
