@@ -7,7 +7,9 @@ takes a lock on the worker's folder, reads the file, changes only its own fields
 it back, so neither clobbers the other. The wrapper owns the identity, the start and the end
 (index, role, host, pid, started, state starting/finished/failed, exit_code, error, log_tail)
 and the `system` sample; the callback owns the running fields (phase training, evaluating,
-saving; epoch, epochs, step, steps_total, loss, accuracy, examples_per_sec).
+saving; epoch, epochs, step, steps_total, loss, accuracy, examples_per_sec). Until the
+callback writes them, the wrapper fills some of them from the progress Keras prints
+(`set_if`: checked and written under one lock, so never over the callback's).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,12 @@ from runformat import MAX_STATUS_BYTES, Phase, StatusRecord, record_keys, write_
 from trainer.guard import BestEffort
 
 STATUS_KEYS = frozenset(record_keys(StatusRecord))
+Expected = Mapping[str, Any] | Callable[[Mapping[str, Any]], bool]
+"""What a conditional update expects of the file: values of some fields, or a test of them."""
+
+
+class _Moved(Exception):
+    """The file no longer holds what a conditional update expected."""
 
 
 class StatusFile:
@@ -67,14 +75,21 @@ class StatusFile:
             return False
         return self._update(changes, touch=None)
 
-    def _update(self, changes: dict[str, Any], touch: bool | None, force: bool = False) -> bool:
+    def _update(
+        self,
+        changes: dict[str, Any],
+        touch: bool | None,
+        force: bool = False,
+        expected: Expected | None = None,
+    ) -> bool:
         unknown = set(changes) - STATUS_KEYS
         if unknown:
             raise KeyError(f"status.json has no field {', '.join(sorted(unknown))}")
         with self._lock:
             if self.shared:
-                merge = functools.partial(self._merge_and_write, changes, touch)
+                merge = functools.partial(self._merge_and_write, changes, touch, expected)
                 return self.writes.run(merge, self.path, force)
+            _check(self.fields, expected)
             self._apply(changes, touch)
             write = functools.partial(write_json_atomic, self.path, self.fields)
             return self.writes.run(write, self.path, force)
@@ -84,22 +99,24 @@ class StatusFile:
         if touch or (touch is None and self.fields.get("phase") != "training"):
             self.fields["updated"] = time.time()
 
-    def _merge_and_write(self, changes: dict[str, Any], touch: bool | None) -> None:
+    def _merge_and_write(
+        self, changes: dict[str, Any], touch: bool | None, expected: Expected | None
+    ) -> None:
         with _folder_lock(self.path.parent):
             self.fields.update(_read(self.path))
+            _check(self.fields, expected)
             self._apply(changes, touch)
             write_json_atomic(self.path, self.fields)
 
-    def set_if(self, expected: dict[str, Any], **changes: Any) -> bool:
-        """Change fields only if the file still holds `expected` (a shared file: the wrapper
-        moves `starting` to `running` only if the callback has not said more already)."""
-        with self._lock:
-            if self.shared:
-                with contextlib.suppress(OSError):
-                    self.fields.update(_read(self.path))
-            if any(self.fields.get(k) != v for k, v in expected.items()):
-                return False
-        return self.update(**changes)
+    def set_if(self, expected: Expected, **changes: Any) -> bool | None:
+        """Change fields only if the file holds `expected`, checked under the same lock as the
+        write. A shared file: the wrapper moves `starting` to `running`, or writes the progress
+        Keras printed, only while the callback has not said more. True: written; False: the
+        file holds something else; None: the write was skipped or failed (trainer.guard)."""
+        try:
+            return self._update(changes, touch=True, expected=expected) or None
+        except _Moved:
+            return False
 
     @property
     def phase(self) -> str | None:
@@ -121,6 +138,17 @@ class StatusFile:
                     f"({elapsed:.1f} s after start)",
                     flush=True,
                 )
+
+
+def _check(fields: Mapping[str, Any], expected: Expected | None) -> None:
+    if expected is None:
+        return
+    if callable(expected):
+        holds = expected(fields)
+    else:
+        holds = all(fields.get(k) == v for k, v in expected.items())
+    if not holds:
+        raise _Moved
 
 
 def _read(path: Path) -> dict[str, Any]:

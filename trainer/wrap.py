@@ -12,12 +12,16 @@ like the trainer (unset: one worker) and:
   runformat.workerenv (TFCLUSTER_RUN_DIR, TFCLUSTER_WORKER_DIR, TFCLUSTER_BACKUP_DIR,
   TFCLUSTER_ARTIFACTS_DIR, TFCLUSTER_WORKER_INDEX, TFCLUSTER_NUM_WORKERS) and
   TF_USE_LEGACY_KERAS=1 unless the user set it;
-- copies the child's stdout and stderr to its own (the worker's log), keeping the last
-  stderr lines;
+- copies the child's stdout and stderr to its own (the worker's log) byte for byte, keeping
+  the last stderr lines;
 - writes workers/<index>/status.json: `starting`, then `running` (phase `running` until a
   ClusterProgress callback in the program says more), then `finished` (exit 0) or `failed`
   with phase `ended`, `exit_code` (negative: killed by that signal), and on failure `error`
   (the last stderr line) and `log_tail`; a heartbeat with a `system` sample every few seconds;
+- reads the progress Keras prints on the program's stdout (trainer.kerasprogress) and keeps
+  epoch, epochs, step, steps_total, loss and accuracy of status.json current from it, at most
+  once a second, while the phase stays `running`; once a ClusterProgress callback in the
+  program has written those fields, they are the callback's alone;
 - writes `system/*` tags of the program's whole process tree and its host into
   workers/<index>/events/ (its own event file, step: seconds since the program started);
 - forwards SIGTERM and SIGINT to the program and exits with the program's exit code
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -41,11 +46,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from runformat import (
     TF_CONFIG_ENV,
@@ -56,6 +61,7 @@ from runformat import (
 from trainer.cluster import Cluster, parse_tf_config
 from trainer.errors import InputError
 from trainer.guard import SafeStream, protect_std_streams
+from trainer.kerasprogress import KerasProgress, ProgressReader
 from trainer.status import StatusFile, initial_status
 
 if TYPE_CHECKING:
@@ -75,6 +81,11 @@ MAX_LINE = 1000
 FORWARDED = (signal.SIGTERM, signal.SIGINT)
 PIPE_DRAIN_SECONDS = 5.0
 """How long the wrapper reads a program's output after it exited (its last words)."""
+PROGRESS_SECONDS = 1.0
+"""Seconds between status.json writes of the progress Keras printed (only when it moved)."""
+CALLBACK_FIELDS = ("epoch", "epochs", "step", "steps_total", "loss", "accuracy", "examples_per_sec")
+"""The running fields ClusterProgress writes; the wrapper writes all but examples/s from what
+Keras printed, as long as the file still holds its own values of them."""
 
 
 @dataclass(frozen=True)
@@ -162,8 +173,80 @@ class Tail:
         return self.lines[-1] if self.lines else None
 
 
-def pump(source: IO[bytes], sink: SafeStream, tail: Tail | None) -> None:
-    """Copy a child's pipe to our stream as it comes, until the child closes it."""
+class KerasStatus:
+    """The progress Keras prints on the program's stdout, into status.json: the fields of a
+    program without ClusterProgress. Written at most every PROGRESS_SECONDS and only when
+    they moved, in phase `running` only; never again once the callback has written them (it
+    knows more: examples/s, phases)."""
+
+    def __init__(self, status: StatusFile, clock: Callable[[], float] = time.monotonic) -> None:
+        self.status = status
+        self.clock = clock
+        self.reader = ProgressReader()
+        self.lock = threading.Lock()
+        self.written: dict[str, Any] = {}
+        self.yielded = False  # the callback writes these fields: hands off
+        self.broken = False
+
+    def feed(self, data: bytes) -> None:
+        if self.yielded or self.broken:
+            return
+        with self.lock:
+            try:
+                self.reader.feed(data, self.clock())
+            except Exception as error:  # a bug here must never stop the program's output
+                self.broken = True
+                with contextlib.suppress(OSError, ValueError):
+                    print(f"trainer.wrap: reading Keras' progress stopped: {error!r}",
+                          file=sys.stderr, flush=True)  # fmt: skip
+
+    def report(self, ended: bool = False) -> None:
+        """Write the latest progress if it moved; `ended`: the output is complete."""
+        if self.yielded or self.broken:
+            return
+        with self.lock:
+            progress = self.reader.latest(None if ended else self.clock())
+        if progress is None:
+            return
+        fields = status_fields(progress)
+        if fields == self.written:
+            return
+        written = self.status.set_if(self._may_write, **fields)
+        if written:
+            self.written = fields
+        elif written is False and not self._ours(self.status.fields):
+            self.yielded = True  # else a phase of the callback's (saving): try again later
+
+    def _may_write(self, current: Mapping[str, Any]) -> bool:
+        return current.get("phase") in ("starting", "running") and self._ours(current)
+
+    def _ours(self, current: Mapping[str, Any]) -> bool:
+        """The file's running fields are still those the wrapper wrote (or none)."""
+        return all(current.get(name) == self.written.get(name) for name in CALLBACK_FIELDS)
+
+
+def status_fields(progress: KerasProgress) -> dict[str, Any]:
+    """status.json's running fields from what Keras printed (a NaN loss is left unsaid: JSON
+    has no NaN)."""
+    return {
+        "epoch": progress.epoch,
+        "epochs": progress.epochs,
+        "step": progress.step,
+        "steps_total": progress.steps_total,
+        "loss": _finite(progress.loss),
+        "accuracy": _finite(progress.accuracy),
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def pump(
+    source: IO[bytes], sink: SafeStream, tail: Tail | None, keras: KerasStatus | None = None
+) -> None:
+    """Copy a child's pipe to our stream as it comes, until the child closes it; what was
+    copied is then read (the last stderr lines, Keras' progress)."""
     fd = source.fileno()
     while True:
         try:
@@ -175,8 +258,15 @@ def pump(source: IO[bytes], sink: SafeStream, tail: Tail | None) -> None:
         sink.write_bytes(data)
         if tail is not None:
             tail.feed(data)
+        if keras is not None:
+            keras.feed(data)
     if tail is not None:
         tail.close()
+
+
+def report_progress(keras: KerasStatus, stop: threading.Event) -> None:
+    while not stop.wait(PROGRESS_SECONDS):
+        keras.report()
 
 
 def exit_code_of(returncode: int) -> int:
@@ -258,13 +348,17 @@ def run(config: WrapConfig, cluster: Cluster, status: StatusFile) -> int:
     if not status.set_if({"phase": "starting"}, pid=child.pid, **running):
         status.update(pid=child.pid)
     stderr_tail = Tail()
+    keras = KerasStatus(status)
     out, err = _streams()
     pumps = [
-        threading.Thread(target=pump, args=(child.stdout, out, None), daemon=True),
+        threading.Thread(target=pump, args=(child.stdout, out, None, keras), daemon=True),
         threading.Thread(target=pump, args=(child.stderr, err, stderr_tail), daemon=True),
     ]
     for thread in pumps:
         thread.start()
+    stop_reporting = threading.Event()
+    reporter = threading.Thread(target=report_progress, args=(keras, stop_reporting), daemon=True)
+    reporter.start()
     # Imported once the program runs: they cost a few hundred ms it need not wait for.
     import psutil
 
@@ -293,6 +387,9 @@ def run(config: WrapConfig, cluster: Cluster, status: StatusFile) -> int:
         drained_by = time.monotonic() + PIPE_DRAIN_SECONDS
         for thread in pumps:
             thread.join(timeout=max(drained_by - time.monotonic(), 0.0))
+    stop_reporting.set()
+    reporter.join()
+    keras.report(ended=True)  # the last epoch's line, before the ending
     for signum, handler in previous.items():
         signal.signal(signum, handler)
     status.enter("ended", **ending(returncode, stderr_tail))

@@ -1,7 +1,8 @@
 """`fab train --script`: a user's own tf.keras program (tests/launcher/tiny_script) on two local
 workers, on the SSH test hosts and on the test Slurm, watched like the trainer: its epoch_loss
-events and the chief's artifact come home, a failure is told cause first, `--max-restarts`
-resumes it from BackupAndRestore, and an unchanged folder ships 0 bytes the second time.
+events and the chief's artifact come home, the progress Keras printed fills its status.json
+without any callback, a failure is told cause first, `--max-restarts` resumes it from
+BackupAndRestore, and an unchanged folder ships 0 bytes the second time.
 """
 
 from __future__ import annotations
@@ -81,21 +82,37 @@ def check_script_run(run_dir: Path, workers: int) -> dict:
 
 
 def test_a_script_on_two_local_workers(tmp_path: Path) -> None:
+    """The script fits with Keras' progress bar (verbose=1) and no ClusterProgress: each
+    worker's status.json ends with the epochs, steps and loss Keras printed."""
     a, b = free_ports(2)
     wd = tmp_path / "wd"
     (tmp_path / "hosts.txt").write_text(
         f"localhost tf_port={a} workdir={wd}\nlocalhost tf_port={b} workdir={wd}\n"
     )
+    args = "--epochs 2 --steps 4 --verbose 1"
     out = run_fab(
-        tmp_path, "train", "--script", str(SCRIPT), "--trainer-args", "--epochs 2 --steps 4",
-        *QUICK, timeout=STARTUP,
+        tmp_path, "train", "--script", str(SCRIPT), "--trainer-args", args, *QUICK,
+        timeout=STARTUP,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     run_dir = only_run(tmp_path)
     check_script_run(run_dir, 2)
-    assert "script: tiny_keras.py --epochs 2 --steps 4 (from " in out.stdout
+    assert f"script: tiny_keras.py {args} (from " in out.stdout
     assert "bytes sent" not in out.stdout, "local workers run the folder in place"
     assert "artifacts: " in out.stdout
+    history_loss = read_json(run_dir / "artifacts" / "result.json")["loss"]
+    for i in range(2):
+        st = read_json(run_dir / "workers" / str(i) / "status.json")
+        log = (run_dir / "workers" / str(i) / "worker.log").read_bytes()
+        # Each epoch's closing line, as Keras drew it: `\r4/4 [====] - 0s 6ms/step - loss: 0.6931`
+        closing = re.findall(rb"\r4/4 \[=+\] - \d+m?s [^\r\n]*?loss: ([0-9.]+) *\n", log)
+        assert len(closing) == 2, log[-2000:]
+        assert (st["epoch"], st["epochs"], st["step"], st["steps_total"]) == (2, 2, 8, 8), st
+        assert st["loss"] == float(closing[-1]) == float(f"{history_loss:.4f}")
+        assert st["accuracy"] is None and st["examples_per_sec"] is None  # not printed
+        # The launcher's last line of each worker (not a terminal: plain lines) says it too.
+        said = f"  epoch 2/2  step 8/8  loss {st['loss']:.4f}"
+        assert [ln for ln in out.stdout.splitlines() if ln.startswith(f"[{i} ") and said in ln]
 
 
 def test_a_script_on_ssh_hosts_fails_restarts_and_is_killed(

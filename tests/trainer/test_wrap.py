@@ -1,12 +1,14 @@
-"""The wrapper of a user's own program (`python -m trainer.wrap`): its pure parts, then real
-runs of two wrapped workers started the way a host starts them (TF_CONFIG, the script's
-folder as working directory, the shipped code on PYTHONPATH): the example in examples/, and
-a program that fails on worker 1."""
+"""The wrapper of a user's own program (`python -m trainer.wrap`): its pure parts, Keras'
+printed progress into a shared status.json, then real runs of wrapped workers started the way
+a host starts them (TF_CONFIG, the script's folder as working directory, the shipped code on
+PYTHONPATH): the example in examples/ (with ClusterProgress), a program that prints Keras'
+output without it, and a program that fails on worker 1."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,12 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from launcher.display import progress_text
 from runformat import ARTIFACTS_DIR, EVENTS_DIR, status_path, worker_dir
 from tests.launcher.helpers import fill_disk, small_disk, wait_for
+from tests.trainer.test_kerasprogress import EXPECTED, REAL, captured, printed
 from tests.trainer.workers import REPO, SYSTEM_TAGS, Finished, read_scalars, tf_configs, wait_all
 from trainer import sysmetrics, wrap
 from trainer.errors import InputError
-from trainer.wrap import Tail, ending, exit_code_of, parse_args
+from trainer.status import StatusFile, initial_status
+from trainer.wrap import KerasStatus, Tail, ending, exit_code_of, parse_args
 
 EXAMPLES = REPO / "examples"
 # One test process for the module, so that the example runs once.
@@ -81,6 +86,114 @@ def test_the_wrapper_samples_as_often_as_the_trainer_by_default() -> None:
 
 def test_a_silent_failure_still_says_its_exit_code() -> None:
     assert ending(4, Tail())["error"] == "exited with code 4"
+
+
+# --- Keras' printed progress in status.json ----------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def shared_status(tmp_path: Path) -> tuple[StatusFile, Path]:
+    """status.json as the wrapper leaves it once the program runs (phase `running`)."""
+    path = tmp_path / "status.json"
+    status = StatusFile(path, initial_status(0, "chief", "h", 7, None, 1.0), shared=True)
+    status.write_now()
+    assert status.set_if({"phase": "starting"}, state="running", phase="running")
+    return status, path
+
+
+def running_fields(path: Path) -> tuple[object, ...]:
+    st = json.loads(path.read_text())
+    return tuple(st[k] for k in ("phase", "epoch", "epochs", "step", "steps_total"))
+
+
+def test_keras_printed_progress_lands_in_status_json_as_it_comes(tmp_path: Path) -> None:
+    status, path = shared_status(tmp_path)
+    clock = Clock()
+    keras = KerasStatus(status, clock)
+    data = captured("tfkeras_v1_val_acc")
+    cut = data.index(b"\x08", data.index(b"\r3/6", data.index(b"Epoch 2/3")))
+    keras.feed(data[:cut])  # epoch 2's bar drawn at 3/6, no redraw after it yet
+    keras.report()
+    assert running_fields(path) == ("running", 1, 3, 6 + 2, 18)  # 3/6 not settled yet
+    clock.now += 1.0
+    keras.report()
+    assert running_fields(path) == ("running", 1, 3, 6 + 3, 18)
+    before = path.stat().st_mtime_ns
+    keras.report()  # nothing moved: nothing written
+    assert path.stat().st_mtime_ns == before
+    keras.feed(data[cut:])
+    keras.report(ended=True)
+    st = json.loads(path.read_text())
+    history = EXPECTED["tfkeras_v1_val_acc"]["history"]
+    assert running_fields(path) == ("running", *REAL["tfkeras_v1_val_acc"])
+    assert (st["loss"], st["accuracy"]) == (printed(history["loss"]), printed(history["accuracy"]))
+    assert st["examples_per_sec"] is None  # the callback's alone
+    # The launcher's table and `fab status` read it as a running worker with steps.
+    assert progress_text(st).startswith("running  epoch 3/3  step 18/18  loss 0.6366  acc 0.646")
+
+
+def test_the_callback_wins_once_it_has_written(tmp_path: Path) -> None:
+    """A program with ClusterProgress prints Keras' bar too: the wrapper reads it until the
+    callback speaks, then never writes those fields again, even after fit (phase running)."""
+    status, path = shared_status(tmp_path)
+    keras = KerasStatus(status, Clock())
+    data = captured("tfkeras_v1_val_acc")
+    keras.feed(data[: data.index(b"Epoch 2/3")])
+    keras.report()
+    assert running_fields(path) == ("running", 1, 3, 6, 18)
+    callback = StatusFile(path, {}, shared=True)
+    callback.enter("training", epochs=3, steps_total=18, step=6, epoch=1)
+    callback.update(step=10, loss=0.25, examples_per_sec=100.0)
+    keras.feed(data[data.index(b"Epoch 2/3") :])
+    keras.report(ended=True)
+    assert keras.yielded
+    callback.enter("running", epoch=3, step=18)  # after fit
+    keras.report(ended=True)
+    st = json.loads(path.read_text())
+    assert running_fields(path) == ("running", 3, 3, 18, 18)
+    assert (st["loss"], st["examples_per_sec"]) == (0.25, 100.0)
+
+
+def test_a_callback_that_spoke_between_two_reports_is_never_overwritten(tmp_path: Path) -> None:
+    """A fit shorter than a report's interval: the wrapper never saw phase training, but the
+    fields are no longer those it wrote."""
+    status, path = shared_status(tmp_path)
+    keras = KerasStatus(status, Clock())
+    StatusFile(path, {}, shared=True).update(epoch=2, epochs=2, step=10, steps_total=10, loss=0.5)
+    keras.feed(captured("tfkeras_v1_plain"))
+    keras.report(ended=True)
+    assert keras.yielded
+    assert json.loads(path.read_text())["loss"] == 0.5
+
+
+def test_a_phase_of_the_callbacks_own_only_pauses_the_wrapper(tmp_path: Path) -> None:
+    """A program that uses ClusterProgress only for `with progress.phase("saving")`."""
+    status, path = shared_status(tmp_path)
+    keras = KerasStatus(status, Clock())
+    data = captured("tfkeras_v1_val_acc")
+    StatusFile(path, {}, shared=True).enter("saving")
+    keras.feed(data[: data.index(b"Epoch 2/3")])
+    keras.report()
+    assert running_fields(path) == ("saving", None, None, None, None)
+    StatusFile(path, {}, shared=True).enter("running")
+    keras.report()
+    assert running_fields(path) == ("running", 1, 3, 6, 18) and not keras.yielded
+
+
+def test_a_nan_loss_is_left_unsaid(tmp_path: Path) -> None:
+    status, path = shared_status(tmp_path)
+    keras = KerasStatus(status, Clock())
+    keras.feed(b"Epoch 1/2\n\r3/9 [=>...] - ETA: 1s - loss: nan - accuracy: 0.5000\n")
+    keras.report(ended=True)
+    st = json.loads(path.read_text())
+    assert (st["step"], st["loss"], st["accuracy"]) == (3, None, 0.5)
 
 
 # --- real wrapped workers ---------------------------------------------------------------------
@@ -149,12 +262,67 @@ def test_the_example_trains_on_two_wrapped_workers(
         assert [step for step, _ in scalars["epoch/loss"]] == [1, 2]
         assert "tfcluster: cannot write" not in w.stderr
         assert f"worker {w.index}: test accuracy" in w.stdout  # the program's own output
+        # Keras printed its epochs too (verbose=2): the callback's fields won, not those.
+        last_printed = float(re.findall(r" - loss: ([0-9.]+)", w.stdout)[-1])
+        assert st["loss"] != last_printed
     # The program's own Keras TensorBoard logs, under the chief's worker folder.
     keras_logs = read_scalars(worker_dir(run_dir, 0) / "tensorboard" / "train")
     assert [step for step, _ in keras_logs["epoch_loss"]] == [0, 1]
     # The chief's artifact, and only the chief's.
     assert (run_dir / ARTIFACTS_DIR / "digits_model.h5").stat().st_size > 10_000
     assert [p.name for p in (run_dir / ARTIFACTS_DIR).iterdir()] == ["digits_model.h5"]
+
+
+PRINTS_KERAS = """
+import os, sys, time
+data = open(sys.argv[1], "rb").read()
+pause = data.index(b"Epoch 3/3")
+sys.stdout.buffer.write(data[:pause])
+sys.stdout.flush()
+deadline = time.monotonic() + 60
+while not os.path.exists("go") and time.monotonic() < deadline:  # silent, like a long save
+    time.sleep(0.05)
+for i in range(pause, len(data), 100):
+    sys.stdout.buffer.write(data[i : i + 100])
+    sys.stdout.flush()
+"""
+
+
+def test_a_program_without_the_callback_shows_the_progress_keras_printed(tmp_path: Path) -> None:
+    """The bytes of a real tf-keras fit, printed by a program that then stays silent: the
+    worker is `running` with the steps Keras printed meanwhile, ends with its last epoch, and
+    its log holds the program's bytes unchanged."""
+    (tmp_path / "prints.py").write_text(PRINTS_KERAS)
+    fixture = Path(__file__).resolve().parent / "keras_output" / "tfkeras_v1_val_acc.out"
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "trainer.wrap", "--run-dir", str(run_dir), "prints.py"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [*argv, str(fixture)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        wait_for(
+            lambda: status_path(run_dir, 0).exists() and status(run_dir, 0).get("step") == 12,
+            30,
+            "epoch 2's steps in status.json",
+        )
+        mid = status(run_dir, 0)
+        (tmp_path / "go").touch()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert (mid["state"], mid["phase"], mid["epoch"], mid["epochs"]) == ("running", "running", 2, 3)
+    assert mid["steps_total"] == 18 and mid["loss"] == 0.8231
+    assert proc.returncode == 0
+    st = status(run_dir, 0)
+    assert (st["state"], st["phase"]) == ("finished", "ended")
+    assert (st["epoch"], st["epochs"], st["step"], st["steps_total"]) == REAL["tfkeras_v1_val_acc"]
+    assert (st["loss"], st["accuracy"]) == (0.6366, 0.6458)
+    data = fixture.read_bytes()
+    assert out[: len(data)] == data  # the program's output, byte for byte
+    assert re.fullmatch(rb"trainer: worker 0 ended \([0-9.]+ s after start\)\n", out[len(data) :])
 
 
 FAILS_ON_WORKER_1 = """

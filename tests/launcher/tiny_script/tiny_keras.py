@@ -5,7 +5,8 @@ It takes from tfcluster only what a user's program would: TF_CONFIG, $TFCLUSTER_
 for its TensorBoard logs, $TFCLUSTER_BACKUP_DIR for BackupAndRestore and
 $TFCLUSTER_ARTIFACTS_DIR for what the chief keeps. Its own options make it fail on purpose
 (`--fail-worker 1 --fail-epoch 2 --fail-code 3`: that worker exits with that code at the end
-of every epoch from that one on) or train slowly (`--step-sleep`).
+of every epoch from that one on) or train slowly (`--step-sleep`). `--verbose 1` prints
+Keras' progress bar as fit does by default (the tests' other runs keep their logs short).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fail-worker", type=int, default=-1)
     p.add_argument("--fail-epoch", type=int, default=1, help="1-based")
     p.add_argument("--fail-code", type=int, default=3)
+    p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="fit's")
     return p.parse_args()
 
 
@@ -112,7 +114,11 @@ def main() -> None:
     if args.step_sleep:
         callbacks.append(Sleep())
     history = model.fit(
-        data, epochs=args.epochs, steps_per_epoch=args.steps, callbacks=callbacks, verbose=0
+        data,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        callbacks=callbacks,
+        verbose=args.verbose,
     )
     rate = timing.rate()
     print(f"tiny_keras: worker {index} steps/s {rate if rate else float('nan'):.2f}", flush=True)
