@@ -26,8 +26,9 @@ Phase = Literal[
 ]
 PHASES: tuple[str, ...] = get_args(Phase)
 UNTIMED_PHASES = frozenset({"running"})
-"""Phases whose silence proves nothing: a user's program that reports no steps (the wrapper's
-heartbeat goes on; only its exit, or its process vanishing, ends it)."""
+"""Phases whose silence proves nothing: a user's program without the progress callback (the
+wrapper's heartbeat goes on, with the epoch and step Keras prints when it prints them; a
+silent validation or save is not a stall: only its exit, or its process vanishing, ends it)."""
 
 DEFAULT_PHASE_SILENCE = 600.0
 """Seconds a worker may spend in loading_data, evaluating or saving without a word."""
