@@ -1,9 +1,10 @@
 """A worker host's disk where its run lives: how full, whether it takes writes, and what the
 launcher says and records about it while the job goes on.
 
-The free space arrives with every poll (commands.disk_command on an SSH host, statvfs here);
-the job goes on whatever it says (the trainer only skips its monitoring while the disk is
-full), but the table, cluster.json `hosts[i].disk` and a failure's first line name it.
+The free space arrives with every poll (commands.disk_command on an SSH host or a Slurm login
+node, whose run folder the tasks share; statvfs here); the job goes on whatever it says (the
+trainer only skips its monitoring while the disk is full), but the table, cluster.json
+`hosts[i].disk` and a failure's first line name it.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class DiskWatch:
     last: HostDisk | None = None
     full_seen: HostDisk | None = None  # the last poll that found it full
     full_at: float | None = None  # when (launcher clock)
+    goes_on: str = "the worker trains on, its monitoring waits for room"  # said after the cause
 
     def seen(self, disk: HostDisk | None, now: float) -> str | None:
         """Take in one poll's disk; a line to print when it became full or has room again."""
@@ -86,7 +88,7 @@ class DiskWatch:
         if disk.full:
             self.full_seen, self.full_at = disk, now
         if disk.full and not was:
-            return f"{disk.message()}; the worker trains on, its monitoring waits for room"
+            return f"{disk.message()}; {self.goes_on}"
         if was and not disk.full:
             return f"has room again in {disk.path} ({disk.free_mb or 0:.0f} MB free)"
         return None

@@ -152,6 +152,19 @@ def majority(counts: Counter[str]) -> str | None:
     return value if 2 * n > sum(counts.values()) else None
 
 
+def disk_problem(facts: dict[str, Any], need_mb: int) -> str | None:
+    """What is wrong with the runs folder a probe found: not writable, or short of room."""
+    where = facts.get("runs_dir") or facts.get("workdir")
+    if facts.get("writable") is False:
+        return f"cannot write in {where} (a read-only file system or its permissions)"
+    if int(facts.get("free_mb", 0)) < need_mb:
+        return (
+            f"only {facts.get('free_mb')} MB free in {where}; a run needs {need_mb} MB "
+            f"(more with --max-restarts, for its backups; ${MIN_FREE_ENV} sets another need)"
+        )
+    return None
+
+
 def host_problems(
     p: ProbeResult,
     everyone: Sequence[dict[str, Any]],
@@ -192,15 +205,9 @@ def host_problems(
             f"tf_port {p.host.tf_port} is in use ({facts.get('port_error', 'busy')}); "
             "stop what holds it or choose another tf_port"
         )
-    need = free_needed() if need_mb is None else need_mb
-    where = facts.get("runs_dir") or facts.get("workdir")
-    if facts.get("writable") is False:
-        problems.append(f"cannot write in {where} (a read-only file system or its permissions)")
-    elif int(facts.get("free_mb", 0)) < need:
-        problems.append(
-            f"only {facts.get('free_mb')} MB free in {where}; a run needs {need} MB "
-            f"(more with --max-restarts, for its backups; ${MIN_FREE_ENV} sets another need)"
-        )
+    disk = disk_problem(facts, free_needed() if need_mb is None else need_mb)
+    if disk is not None:
+        problems.append(disk)
     if need_code and not local and not facts.get("deployed"):
         problems.append("the local trainer/ is not deployed there (run fab deploy)")
     return problems

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from launcher import registry
-from runformat.paths import SLURM_ALLOCATION, SLURM_OUTPUT_PATTERN, SLURM_SCRIPT
+from runformat.paths import SLURM_ALLOCATION, SLURM_OUTPUT_PATTERN, SLURM_SCRIPT, slurm_output
 
 SLURM_KEYS = ("scheduler", "workers", "tasks_per_node", "partition", "gres", "time")
 PENDING, RUNNING = "PENDING", "RUNNING"
@@ -43,6 +43,9 @@ ENDED = frozenset(
 JOB_CAUSES = frozenset(
     {"CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 )
+# Room kept in the job's output file (fallocate --keep-size) for srun's report of the tasks
+# that failed: a run folder that fills up must not take the one record of who failed, and how.
+REPORT_RESERVE = "64K"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _GRES = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(:[A-Za-z0-9_.-]+)?(:[0-9]+)?")
 _TIME = re.compile(
@@ -191,6 +194,8 @@ def render_sbatch(
         'run_dir="$SLURM_SUBMIT_DIR"\n'
         'env_file="$run_dir.env"\n'
         'if [ -f "$env_file" ]; then . "$env_file"; rm -f "$env_file"; fi\n'
+        "# room for srun's report of failed tasks, even once the run folder is full\n"
+        f'fallocate -n -l {REPORT_RESERVE} "$run_dir/{slurm_output("$SLURM_JOB_ID")}" 2>/dev/null\n'
         f'for i in {workers}; do mkdir -p "$run_dir/workers/$i"; done\n'
         'printf \'%s\\n\' "$SLURM_JOB_ID" "$SLURM_JOB_NODELIST" "$SLURM_TASKS_PER_NODE" '
         f'> "$run_dir/{SLURM_ALLOCATION}.tmp" && '

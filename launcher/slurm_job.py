@@ -3,9 +3,10 @@
 The job goes through `sbatch` on the login host (or this machine for `localhost`), whose run
 directory sits on the file system the nodes share. The launcher then watches one job instead
 of N processes: its queue state, then each task's status.json and log (mirrored from the
-login host like an SSH host's), and at the end srun's own report of which task failed, on
-which node, with which exit code. Stopping is `scancel`; a restart is a new submission of
-the same script on the same run directory, resumed from the trainer's backup.
+login host like an SSH host's) and the disk of that run folder, and at the end srun's own
+report of which task failed, on which node, with which exit code. Stopping is `scancel`; a
+restart is a new submission of the same script on the same run directory, resumed from the
+trainer's backup.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from launcher.attempts import AttemptedJob, StoppedByUser
 from launcher.contact import RECONNECTED, Reconnects, with_contact
 from launcher.display import LogTail, Output, WorkerRow, read_status
 from launcher.failure import WorkerView, may_restart, stall_failure, start_failure
+from launcher.hostdisk import DiskWatch, HostDisk, local_disk, parse_disk
 from launcher.options import WatchOptions
 from launcher.record import stopped_by_user
 from launcher.remote import HostError, HostShell
@@ -107,7 +109,9 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         self.running_since: float | None = None
         self.clock = time.monotonic
         self.quiet = QuietClock(time.monotonic)
-        self.disk = DiskNotices()
+        self.disk = DiskNotices()  # this machine's disk
+        # The run folder's disk, as the login host sees it: every task writes there.
+        self.run_disk = DiskWatch(goes_on="every worker trains on, its monitoring waits for room")
         self.user_stopped = False
         self.env_removed = False
         self.reconnects = Reconnects()  # the login shell's, already warned about
@@ -161,17 +165,34 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         self.save(state="starting", attempts=self.attempts)
 
     def _tick(self) -> JobInfo | None:
-        """One round trip: the job's state and, over SSH, the run directory's listing."""
-        cmd = job_command(self.job_id)
-        if self.mirror is not None:
-            cmd = commands.and_listing(cmd, self.run_dir)
+        """One round trip: the job's state and, over SSH, the run folder's free space and
+        listing (statvfs here for a run folder on this machine)."""
+        cmd, remote = job_command(self.job_id), self.mirror is not None
+        if remote:
+            asked = f"{cmd}; {commands.disk_command(self.run_dir)}"
+            cmd = commands.and_listing(asked, self.run_dir)
         result = self.shell.run(cmd, timeout=60)
         if self.reconnects.news(self.shell):
             self._warn(f"[slurm] {self.host.label}: {RECONNECTED}")
         text, listing = commands.split_listing(result.stdout)
-        if self.mirror is not None:
+        self._disk_news(parse_disk(text, self.run_dir) if remote else local_disk(self.run_dir))
+        if remote:
             self._mirror(listing)
         return parse_job(text, self.job_id)
+
+    def _disk_news(self, disk: HostDisk | None) -> None:
+        """Say when the run folder fills up or has room again; record it on every task."""
+        notice = self.run_disk.seen(disk, time.monotonic())
+        if notice is not None:
+            self._warn(f"[slurm] {notice}")
+        changed = False
+        for entry in self.cluster.get("hosts") or []:
+            record = self.run_disk.changed(entry.get("disk"))
+            if record is not None:
+                entry["disk"] = record
+                changed = True
+        if changed:
+            self.save()
 
     def _mirror(self, listing: str | None = None) -> list[str]:
         """Mirror the run directory and the job's own files; what this machine's disk refused.
@@ -320,8 +341,12 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         """The workers' table once the job runs; until then `_seen` reports the queue."""
         if self.info is None or self.info.state != RUNNING or not self.nodes:
             return
+        disk = "disk full" if self.run_disk.full else ""
         self.out.table(
-            [WorkerRow(i, self.node(i), self._status(i)) for i in range(self.spec.workers)]
+            [
+                WorkerRow(i, self.node(i), self._status(i), disk=disk)
+                for i in range(self.spec.workers)
+            ]
         )
 
     def _print_logs(self, final: bool = False) -> None:
@@ -347,6 +372,11 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         statuses = [self._status(i) for i in range(self.spec.workers)]
         codes, failure = job_outcome(info, statuses, self._srun_report(), self.node)
         self.exit_codes = {str(i): c for i, c in codes.items()}
+        trouble = self.run_disk.trouble(time.monotonic())
+        if failure is not None and trouble is not None:
+            # What a user must fix comes first; a restart would meet the same full folder.
+            failure.reason = f"{trouble}; {failure.reason}"
+            failure.retry = False
         return failure
 
     def _srun_report(self) -> list[TaskFailure]:
@@ -373,7 +403,9 @@ class SlurmJob(AttemptedJob[TaskFailed]):
                     self.exit_codes[str(i)] = report.get(i)
 
     def _can_restart(self, failure: TaskFailed) -> bool:
-        return may_restart(failure.exit_code, self.restarts, self.watch.max_restarts)
+        if not failure.retry and self.restarts < self.watch.max_restarts:
+            self.out.line(f"not restarting: {failure.line()}; make room there first")
+        return may_restart(failure.exit_code, self.restarts, self.watch.max_restarts, failure.retry)
 
     def _end_attempt(self, failure: TaskFailed | None, **extra: Any) -> None:
         super()._end_attempt(failure, job_id=self.job_id, **extra)
@@ -381,6 +413,7 @@ class SlurmJob(AttemptedJob[TaskFailed]):
     def _reset(self, note: str) -> None:
         """The same script is submitted again on the same run directory; the backup resumes it."""
         self.quiet.clear()
+        self.run_disk.clear()
         self.nodes = []  # the next job may run on other nodes: filled again from its allocation
         for i in range(self.spec.workers):
             reset_worker(self.shell, self.run_dir, self.local_dir, i, note, self.mirror)

@@ -14,6 +14,7 @@ from launcher import commands
 from launcher.deploy import PROJECT_ROOT
 from launcher.display import log_tail
 from launcher.exits import describe_exit
+from launcher.hostdisk import HostDisk, local_disk, parse_disk
 from launcher.hosts import Host, parse_line
 from launcher.program import Program, Trainer, entry, folder_on_host
 from launcher.remote import HostShell
@@ -54,6 +55,7 @@ class TaskFailed:
     reason: str
     exit_code: int | None = None
     log_tail: list[str] = field(default_factory=list)
+    retry: bool = True  # False when a restart would meet the same cause (a full run folder)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +115,16 @@ def login_of(cluster: ClusterRecord) -> tuple[Host, str, str]:
 def query(shell: HostShell, job_id: str) -> JobInfo | None:
     result = shell.run(job_command(job_id), timeout=60)
     return parse_job(result.stdout, job_id)
+
+
+def query_with_disk(
+    shell: HostShell, job_id: str, run_dir: str
+) -> tuple[JobInfo | None, HostDisk | None]:
+    """The job's state and the disk of the run folder its tasks share, in one round trip."""
+    if shell.host.local:
+        return query(shell, job_id), local_disk(run_dir)
+    result = shell.run(f"{job_command(job_id)}; {commands.disk_command(run_dir)}", timeout=60)
+    return parse_job(result.stdout, job_id), parse_disk(result.stdout, run_dir)
 
 
 def cancel_and_wait(shell: HostShell, job_id: str, limit: float) -> JobInfo | None:

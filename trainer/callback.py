@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.python.ops import summary_ops_v2
 
 from runformat import (
     EPOCH_TAGS,
@@ -281,7 +282,7 @@ class ClusterProgress(tf.keras.callbacks.Callback):  # type: ignore[misc,name-de
                 self.writer = tf.summary.create_file_writer(
                     str(self.events_dir), max_queue=1000, flush_millis=FLUSH_MILLIS
                 )
-            with self.writer.as_default(), tf.summary.record_if(True):
+            with summaries_into(self.writer):
                 for tag, value in scalars.items():
                     if value is not None:
                         tf.summary.scalar(tag, value, step=step)
@@ -295,6 +296,21 @@ class ClusterProgress(tf.keras.callbacks.Callback):  # type: ignore[misc,name-de
             self.writer = None
             return
         self.events.succeeded()
+
+
+@contextlib.contextmanager
+def summaries_into(writer: Any) -> Iterator[None]:
+    """`writer.as_default()` with recording on, that leaves the default writer as it found it
+    even when the flush on leaving fails (a full disk). TensorFlow puts the old default back
+    only after a flush that worked: the failed writer would stay the default, and once closed
+    every later summary (Keras' TensorBoard callback writes one after each batch) would fail
+    with NotFoundError and end fit."""
+    before = summary_ops_v2._summary_state.writer
+    try:
+        with writer.as_default(), tf.summary.record_if(True):
+            yield
+    finally:
+        summary_ops_v2._summary_state.writer = before
 
 
 def _floats(logs: dict[str, Any] | None) -> dict[str, float]:

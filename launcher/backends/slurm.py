@@ -17,7 +17,7 @@ from launcher.deploy import Lazy, ship_folder, tree_hash
 from launcher.display import Output, WorkerRow, read_status
 from launcher.errors import UserError, failed_hosts
 from launcher.hosts import Host
-from launcher.probe import default_python, probe_host
+from launcher.probe import default_python, disk_problem, free_needed, probe_host
 from launcher.program import Program
 from launcher.record import (
     ending,
@@ -42,6 +42,7 @@ from launcher.slurm_queue import (
     job_outcome,
     login_of,
     query,
+    query_with_disk,
     script_for,
 )
 from launcher.sync import LocalWriteError, Mirror
@@ -69,8 +70,9 @@ class Preflight:
     problems: list[str]
 
 
-def preflight(shell: HostShell, code: str) -> Preflight:
-    """fab check's and fab train's look at the login host; changes nothing."""
+def preflight(shell: HostShell, code: str, need_mb: int) -> Preflight:
+    """fab check's and fab train's look at the login host; changes nothing. Its runs folder
+    is the one the tasks share: it must take writes and have `need_mb` free."""
     probe = probe_host(shell, code)
     host = shell.host
     assert host.slurm is not None
@@ -79,6 +81,9 @@ def preflight(shell: HostShell, code: str) -> Preflight:
         problems.append(f"TensorFlow is not installed for {probe.python} (fab deploy --venv)")
     if not host.local and not probe.facts.get("deployed"):
         problems.append("the local trainer/ is not deployed there (run fab deploy)")
+    disk = disk_problem(probe.facts, need_mb)
+    if disk is not None:
+        problems.append(disk)
     check = " ".join(f"command -v {c} >/dev/null || echo {c};" for c in SLURM_COMMANDS)
     missing = shell.run(check, timeout=30).stdout.split()
     partitions: dict[str, str] = {}
@@ -240,7 +245,7 @@ class SlurmBackend:
         except HostError as exc:
             raise failed_hosts("check", [exc]) from None
         try:
-            pre = preflight(shell, tree_hash())
+            pre = preflight(shell, tree_hash(), free_needed())
         except HostError as exc:
             raise failed_hosts("check", [exc]) from None
         finally:
@@ -273,7 +278,8 @@ class SlurmBackend:
             raise failed_hosts("connecting", [exc]) from None
         try:
             try:
-                pre = preflight(shell, launch.code)
+                need = free_needed(launch.options.watch.max_restarts)
+                pre = preflight(shell, launch.code, need)
             except HostError as exc:
                 raise failed_hosts("preflight", [exc]) from None
             if pre.problems:
@@ -313,19 +319,23 @@ class SlurmBackend:
             shell.close()
 
     def look(self, run: Run) -> Look:
-        """The job's queue state, then each task like a worker."""
+        """The job's queue state and the disk of its run folder, then each task like a
+        worker."""
         with self._login(run) as (shell, run_dir, job_id):
-            info = query(shell, job_id) if job_id else None
+            info, disk = query_with_disk(shell, job_id, run_dir) if job_id else (None, None)
             statuses = _statuses(shell, run_dir, run.local_dir, run.record)
             changes = job_ending(shell, run.local_dir, run.record, info, statuses)
         state = info.describe() if info else "not known to Slurm any more"
+        running = info is not None and not info.ended
+        full = "disk full" if running and disk is not None and disk.full else ""
         entries = {h.index: h for h in run.record.hosts}
         rows = [
-            WorkerRow(i, entries[i].name if i in entries else "-", st)
+            WorkerRow(i, entries[i].name if i in entries else "-", st, disk=full)
             for i, st in enumerate(statuses)
         ]
         notes = [f"Slurm job {job_id or '-'} on {shell.host.label}: {state}"]
-        running = info is not None and not info.ended
+        if full and disk is not None:
+            notes.append(f"the run folder: {disk.message()}")
         return Look(rows, running, notes, [], changes, f"Slurm job {job_id} has ended")
 
     def stop(self, run: Run, look: Look, grace: float) -> list[str]:

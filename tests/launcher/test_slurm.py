@@ -1,7 +1,8 @@
 """The Slurm target's pure parts: hosts-file lines, the sbatch script, and what Slurm's commands
 print (scontrol, sacct, sbatch, srun's report), from tables of real output; plus
-`fab export --slurm` with the real `fab`, and the Slurm job on a full local disk (a real
-tmpfs). Jobs on a real Slurm are in test_slurm_train.py.
+`fab export --slurm` with the real `fab`, and the Slurm job on a full local disk and with a
+full run folder on the login host (real tmpfs). Jobs on a real Slurm are in
+test_slurm_train.py.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from pathlib import Path
 import pytest
 
 from launcher.display import Output
+from launcher.hostdisk import REMEMBER_SEC
 from launcher.hosts import Host, HostsFileError, parse_hosts
 from launcher.options import WatchOptions
 from launcher.remote import CommandResult, LocalShell
 from launcher.slurm import (
     FORGOTTEN,
+    REPORT_RESERVE,
     JobInfo,
     SlurmSpec,
     TaskFailure,
@@ -33,7 +36,7 @@ from launcher.slurm import (
     valid_time,
 )
 from launcher.slurm_job import SlurmJob
-from launcher.slurm_queue import job_outcome
+from launcher.slurm_queue import job_outcome, query_with_disk
 from tests.launcher.helpers import fill_disk, run_fab, small_disk
 
 LINE = (
@@ -136,6 +139,9 @@ def test_script_asks_for_the_line_and_keeps_secrets_and_quoting_out(tmp_path: Pa
     assert "WANDB_API_KEY" in script  # the name only: values travel in a 0600 file
     checked = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
     assert checked.returncode == 0, checked.stderr
+    # srun's report of failed tasks has room kept before any task can fill the run folder.
+    reserve = f'fallocate -n -l {REPORT_RESERVE} "$run_dir/slurm-$SLURM_JOB_ID.out" 2>/dev/null'
+    assert script.index(reserve) < script.index("mkdir -p") < script.index("exec srun")
     bare = render_sbatch(SlurmSpec(1), "r", "/c", "python3", 1, [])
     assert "--partition" not in bare and "--gres" not in bare and "--time" not in bare
 
@@ -341,3 +347,78 @@ def test_a_full_local_disk_keeps_the_slurm_job_and_brings_it_home(tmp_path: Path
             assert (local / rel).read_bytes() == data, rel
         assert not [p for p in local.rglob("*") if p.name.startswith(".")]  # no partial files
         assert [c for c in shell.commands if c.startswith("rm -f")] == [f"rm -f {env_file}"]
+
+
+def test_a_full_run_folder_is_told_recorded_and_names_the_failure(tmp_path: Path) -> None:
+    """The tasks' shared run folder on the login host (a real tmpfs here, through LocalShell)
+    fills up: the tick's one command brings its free space, one warning, `disk full` on
+    every row and every task's `hosts[i].disk`; a task that then fails is named with the
+    space first and the job is not submitted again; room again is said and recorded. The
+    real job: test_slurm_train.py."""
+    host = parse_hosts("login.cluster scheduler=slurm workers=2\n")[0]
+    assert host.slurm is not None
+    shell = CommandsSeen(host)
+    with small_disk(tmp_path / "login-run", "4m") as remote:
+        (remote / "slurm-7.out").write_text(
+            "srun: error: n0: task 0: Exited with exit code 1\n"
+            "srun: launch/slurm: _step_signal: Terminating StepId=7.0\n"
+            "srun: error: n0: task 1: Terminated\n"
+        )
+        (remote / "allocation").write_text("7\nn0\n2\n")
+        local = tmp_path / "run"
+        local.mkdir()
+        stream = io.StringIO()
+        cluster = {"run_id": "run", "state": "running", "slurm": {"job_id": "7", "job_ids": ["7"]}}
+        watch = WatchOptions(interval=0.5, max_restarts=1)
+        job = SlurmJob(
+            shell, host.slurm, str(remote), local, cluster, Output(stream, live=False),
+            {}, {}, watch,
+        )  # fmt: skip
+        job.job_id = "7"
+        job._tick()  # also mirrors the allocation home
+        job._seen(JobInfo("7", "RUNNING", nodelist="n0"))
+        assert [h["name"] for h in cluster["hosts"]] == ["n0", "n0"]
+        assert all("disk" not in h for h in cluster["hosts"]), "room: nothing recorded"
+        filler = fill_disk(remote)
+        asked = len(shell.commands)
+        job._tick()
+        job._tick()
+        assert len(shell.commands) == asked + 2, "one round trip per tick"
+        assert "scontrol" in shell.commands[-1] and "df -Pk" in shell.commands[-1]
+        text = stream.getvalue()
+        full = f"no space left in {remote} (0 MB free)"
+        said = f"WARNING: [slurm] {full}; every worker trains on, its monitoring waits for room"
+        assert text.count(said) == 1, text
+        saved = json.loads((local / "cluster.json").read_text())
+        assert [h["disk"] for h in saved["hosts"]] == [
+            {"full": True, "path": str(remote), "free_mb": 0.0, "message": full}
+        ] * 2
+        info, disk = query_with_disk(shell, "7", str(remote))
+        assert info is None and disk is not None and disk.full  # what `fab status` asks
+        job.out.plain_gap = 0.0
+        (local / "workers" / "0").mkdir(parents=True, exist_ok=True)
+        (local / "workers" / "0" / "status.json").write_text(
+            '{"state": "running", "step": 3, "steps_total": 10}'
+        )
+        job._progress()
+        assert "[0 n0] disk full  running" in stream.getvalue(), stream.getvalue()
+
+        failure = job._ended(JobInfo("7", "FAILED", exit_code="1:0"))
+        assert failure is not None and not failure.retry
+        assert failure.line() == (
+            f"worker 0 (task 0 on n0) {full}; exited with code 1; Slurm job 7 failed (ExitCode 1:0)"
+        )
+        assert not job._can_restart(failure)
+        assert f"not restarting: {failure.line()}; make room there first" in stream.getvalue()
+
+        filler.unlink()
+        job._tick()
+        assert f"WARNING: [slurm] has room again in {remote} (" in stream.getvalue()
+        saved = json.loads((local / "cluster.json").read_text())
+        assert [h["disk"]["full"] for h in saved["hosts"]] == [False, False]
+        # A failure soon after is still the disk's; in a new attempt, or long after, not.
+        assert job.run_disk.trouble(job.clock()) == full
+        assert job.run_disk.trouble(job.clock() + REMEMBER_SEC + 1) is None
+        job.run_disk.clear()  # as a new attempt (_reset) does
+        again = job._ended(JobInfo("7", "FAILED", exit_code="1:0"))
+        assert again is not None and again.retry and again.reason.startswith("exited with code 1")

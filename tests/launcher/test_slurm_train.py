@@ -6,9 +6,11 @@ job goes through sbatch and srun; its tasks are real TensorFlow workers.
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,11 +35,19 @@ from tests.launcher.helpers import (
     training,
     wait_for,
 )
+from tests.launcher.test_reliability import (
+    STEPS,
+    fab_train,
+    host_disk_record,
+    host_runs_disk,
+    wait_exit,
+)
 from tests.slurmcluster import SlurmCluster
 from tests.sshcluster import SshCluster, TestHost, free_ports, ssh_session_pids
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one Slurm cluster
 STARTUP = 240  # seconds for two TensorFlow workers to take a step on a busy 2-core machine
+LONG_EPOCH = 500  # steps: enough to fill the run folder and free it again while they train
 
 
 def slurm_dir(path: Path, workers: int = 2, **options: str) -> Path:
@@ -77,98 +87,212 @@ def login_node(ssh: SshCluster, slurm: SlurmCluster) -> Iterator[TestHost]:
         bashrc.write_text(saved)
 
 
+def refused_read_only_then_failed_full(
+    job_dir: Path, env: dict[str, str], host: TestHost, disk: Path, slurm: SlurmCluster
+) -> tuple[str, float]:
+    """On the login node's runs folder `disk` (one run there already): read-only, `fab train`
+    is refused before anything is submitted; full while the tasks train with backups and
+    --max-restarts 1, the job fails naming the space first (srun's report survives in the
+    room the script kept for it) and is not submitted again. The first failure line, and
+    the seconds from the fill to `fab train`'s end."""
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    try:
+        readonly = run_fab(job_dir, "train", *FAST, env=env, timeout=120)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+    assert readonly.returncode == 1 and "Traceback" not in readonly.stderr, readonly.stderr
+    assert f"cannot write in {disk} (a read-only file system" in readonly.stderr
+    assert len(list((job_dir / "runs").iterdir())) == 1, "no second run directory"
+
+    args = [*FAST, *STEPS, "--epochs", "6", "--steps-per-epoch", "60", "--max-restarts", "1"]
+    with fab_train(job_dir, env, *args) as (proc, out):
+        wait_for(lambda: len(list((job_dir / "runs").iterdir())) == 2, 60, "the run directory")
+        run_dir = sorted((job_dir / "runs").iterdir())[-1]
+        wait_for(lambda: training(run_dir, 2), STARTUP, "both tasks training")
+        filler = fill_disk(disk)
+        t_full = time.monotonic()
+        code = wait_exit(proc, out, 120)
+        ended_sec = time.monotonic() - t_full
+    text = out.text
+    assert code == 1, text[-4000:]
+    failed = [ln for ln in text.splitlines() if ln.startswith("FAILED: ")]
+    where = re.escape(f"{host.home}/tfjobs/runs/{run_dir.name}")
+    assert failed and re.match(
+        rf"FAILED: worker (\d) \(task \1 on {slurm.node}\) no space left in {where} "
+        rf"\(0 MB free\); exited with code \d+; Slurm job \d+ failed",
+        failed[0],
+    ), text[-4000:]
+    assert "RESTART" not in text and "not restarting: worker" in text, text[-4000:]
+    ended = read_json(run_dir / "cluster.json")
+    assert ended["state"] == "failed" and ended["restarts"] == 0
+    assert ended["failure"]["reason"].startswith("no space left in ")
+    assert len(ended["slurm"]["job_ids"]) == 1
+    job_id = ended["slurm"]["job_id"]
+    assert wait_for(lambda: gone(run_dir, slurm, job_id), 30, "nothing left")
+    filler.unlink()
+    return failed[0], ended_sec
+
+
 def test_two_workers_train_through_a_login_node(
-    tmp_path: Path, slurm_cluster: SlurmCluster, ssh_cluster: SshCluster
+    tmp_path: Path,
+    slurm_cluster: SlurmCluster,
+    ssh_cluster: SshCluster,
+    record_figures: Callable[..., None],
 ) -> None:
     """deploy, train, status, fetch through an SSH login node: the run directory lives in its
-    home (the shared file system) and is mirrored here; secrets never enter the script; a
-    dropped SSH session to the login node is reconnected."""
+    home (the shared file system, here a tmpfs of its own) and is mirrored here; secrets never
+    enter the script; a dropped SSH session to the login node is reconnected. The run folder
+    fills up while the tasks train and has room again: said, recorded, shown by `fab status`,
+    and the job finishes. Then, on the same folder: read-only is refused before anything is
+    submitted, and full while training with --max-restarts 1 fails the job naming the space
+    first, not submitted again."""
     secret = "slurm-Secret-93e1"
-    env = fab_env(TFCLUSTER_KNOWN_HOSTS=str(ssh_cluster.known_hosts), MY_TOKEN=secret)
+    env = fab_env(
+        TFCLUSTER_KNOWN_HOSTS=str(ssh_cluster.known_hosts),
+        MY_TOKEN=secret,
+        TFCLUSTER_MIN_FREE_MB="1",
+    )
     (port,) = free_ports(1)
+    node = slurm_cluster.node
     with login_node(ssh_cluster, slurm_cluster) as host:
         line = host.hosts_line(tf_port=port) + " scheduler=slurm workers=2 tasks_per_node=2"
         (tmp_path / "hosts.txt").write_text(line + "\n")
         deployed = run_fab(tmp_path, "deploy", env=env)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        t0 = time.monotonic()
-        proc = start_fab(
-            tmp_path, "train", *FAST, "--epochs", "1", "--steps-per-epoch", "6",
-            "--env", "MY_TOKEN", env=env,
-        )  # fmt: skip
-        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
-        status = wait_for(
-            lambda: read_json(run_dir / "workers" / "1" / "status.json"), STARTUP, "task 1's status"
-        )
-        environ = Path(f"/proc/{status['pid']}/environ").read_bytes().split(b"\0")
-        assert f"MY_TOKEN={secret}".encode() in environ
-        assert f"USER={host.user}".encode() in environ  # the login user's job
-        assert any(e.startswith(b"SLURM_JOB_ID=") for e in environ)
-        # A network blip: the sshd processes serving the launcher's session to the login
-        # node die; the job runs on, and the launcher reconnects and watches it to the end.
-        sessions = ssh_session_pids(host)
-        assert sessions, "the launcher holds an SSH session to the login node"
-        for pid in sessions:
-            os.kill(pid, signal.SIGKILL)
-        output, _ = proc.communicate(timeout=STARTUP + 120)
-        wall = time.monotonic() - t0
-        assert proc.returncode == 0, output[-3000:]
+        with host_runs_disk(host, "64m") as disk:
+            t0 = time.monotonic()
+            args = [*FAST, *STEPS, "--epochs", "1", "--steps-per-epoch", str(LONG_EPOCH)]
+            args += ["--env", "MY_TOKEN"]
+            with fab_train(tmp_path, env, *args) as (proc, out):
+                run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+                status = wait_for(
+                    lambda: read_json(run_dir / "workers" / "1" / "status.json"),
+                    STARTUP,
+                    "task 1's status",
+                )
+                environ = Path(f"/proc/{status['pid']}/environ").read_bytes().split(b"\0")
+                assert f"MY_TOKEN={secret}".encode() in environ
+                assert f"USER={host.user}".encode() in environ  # the login user's job
+                assert any(e.startswith(b"SLURM_JOB_ID=") for e in environ)
+                # A network blip: the sshd processes serving the launcher's session to the
+                # login node die; the job runs on, and the launcher reconnects and watches it
+                # to the end.
+                sessions = ssh_session_pids(host)
+                assert sessions, "the launcher holds an SSH session to the login node"
+                for pid in sessions:
+                    os.kill(pid, signal.SIGKILL)
+                # The shared run folder fills up while both tasks train, then has room again.
+                wait_for(lambda: training(run_dir, 2), STARTUP, "both tasks training")
+                filler = fill_disk(disk)
+                t_full = time.monotonic()
+                full_line = out.wait(r"WARNING: \[slurm\] no space left in ", 30)
+                noticed_sec = time.monotonic() - t_full
+                recorded = wait_for(
+                    lambda: (
+                        [host_disk_record(run_dir, i) for i in (0, 1)]
+                        if all(host_disk_record(run_dir, i).get("full") is True for i in (0, 1))
+                        else None
+                    ),
+                    10,
+                    "cluster.json hosts[i].disk full",
+                )
+                shown_full = run_fab(tmp_path, "status", env=env, timeout=60)
+                filler.unlink()
+                room_line = out.wait(r"WARNING: \[slurm\] has room again in ", 30)
+                t_room = time.monotonic()
+                wait_for(lambda: host_disk_record(run_dir, 1).get("full") is False, 10, "cleared")
+                st = read_json(run_dir / "workers" / "1" / "status.json") or {}
+                assert st.get("state") == "running", ("still training once freed", st)
+                code = wait_exit(proc, out, STARTUP + 120)
+            output = out.text
+            wall, after_room = time.monotonic() - t0, time.monotonic() - t_room
+            assert code == 0, output[-3000:]
 
-        node = slurm_cluster.node
-        check_complete_run(run_dir, [], [f"{node}:{port}", f"{node}:{port + 1}"])
-        cluster = read_json(run_dir / "cluster.json")
-        job_id = cluster["slurm"]["job_id"]
-        remote = f"{host.home}/tfjobs/runs/{run_dir.name}"
-        assert cluster["scheduler"] == "slurm" and cluster["slurm"]["state"] == "COMPLETED"
-        assert cluster["slurm"]["run_dir"] == remote
-        assert [h["name"] for h in cluster["hosts"]] == [node, node]
-        assert [h["role"] for h in cluster["hosts"]] == ["chief", "worker"]
-        script = (run_dir / "job.sbatch").read_text()
-        assert script == (Path(remote) / "job.sbatch").read_text()
-        assert "#SBATCH --ntasks=2" in script and "srun --kill-on-bad-exit=1" in script
-        assert f"cd {host.home}/tfjobs/code/" in script
-        assert f"submitted Slurm job {job_id}" in output
-        assert f"[slurm] job {job_id} running on {node}" in output
-        assert "finished: every worker exited 0" in output
-        told = [ln for ln in output.splitlines() if "had dropped; reconnected" in ln]
-        assert told and f"{host.user}@" in told[0], output
-        log = (run_dir / "launcher.log").read_text()
-        assert f"[1 {node}] trainer: worker 1" in log  # worker output, prefixed as for SSH
-        for text in (output, script, log):
-            assert secret not in text
-        assert not Path(remote + ".env").exists(), "the env file is gone"
+            remote = f"{host.home}/tfjobs/runs/{run_dir.name}"
+            full = f"no space left in {remote} (0 MB free)"
+            assert full_line.endswith(
+                f"{full}; every worker trains on, its monitoring waits for room"
+            ), full_line
+            assert [r["message"] for r in recorded] == [full, full], recorded
+            assert shown_full.returncode == 0, shown_full.stdout + shown_full.stderr
+            assert f"the run folder: {full}" in shown_full.stdout, shown_full.stdout
+            full_rows = [r for r in shown_full.stdout.splitlines() if "disk full" in r]
+            assert len(full_rows) == 2, shown_full.stdout
+            assert "Traceback" not in output
+            check_complete_run(run_dir, [], [f"{node}:{port}", f"{node}:{port + 1}"])
+            cluster = read_json(run_dir / "cluster.json")
+            job_id = cluster["slurm"]["job_id"]
+            assert cluster["scheduler"] == "slurm" and cluster["slurm"]["state"] == "COMPLETED"
+            assert cluster["slurm"]["run_dir"] == remote
+            assert [h["name"] for h in cluster["hosts"]] == [node, node]
+            assert [h["role"] for h in cluster["hosts"]] == ["chief", "worker"]
+            assert [h["disk"]["full"] for h in cluster["hosts"]] == [False, False]
+            script = (run_dir / "job.sbatch").read_text()
+            assert script == (Path(remote) / "job.sbatch").read_text()
+            assert "#SBATCH --ntasks=2" in script and "srun --kill-on-bad-exit=1" in script
+            assert f"cd {host.home}/tfjobs/code/" in script
+            assert f"submitted Slurm job {job_id}" in output
+            assert f"[slurm] job {job_id} running on {node}" in output
+            assert "finished: every worker exited 0" in output
+            told = [ln for ln in output.splitlines() if "had dropped; reconnected" in ln]
+            assert told and f"{host.user}@" in told[0], output
+            log = (run_dir / "launcher.log").read_text()
+            assert f"[1 {node}] trainer: worker 1" in log  # worker output, prefixed as for SSH
+            for text in (output, script, log):
+                assert secret not in text
+            assert not Path(remote + ".env").exists(), "the env file is gone"
 
-        # The dashboard reads the run like any other: both workers, their node and port.
-        run = load_run(run_dir)
-        assert run.warnings == [] and run.state == "finished" and run.indices == [0, 1]
-        rows = worker_rows(run, {}, time.time())
-        assert [(r.host, r.address, r.state) for r in rows] == [
-            (node, f"{node}:{port}", "finished"),
-            (node, f"{node}:{port + 1}", "finished"),
-        ]
+            # The dashboard reads the run like any other: both workers, their node and port.
+            run = load_run(run_dir)
+            assert run.warnings == [] and run.state == "finished" and run.indices == [0, 1]
+            rows = worker_rows(run, {}, time.time())
+            assert [(r.host, r.address, r.state) for r in rows] == [
+                (node, f"{node}:{port}", "finished"),
+                (node, f"{node}:{port + 1}", "finished"),
+            ]
 
-        shown = run_fab(tmp_path, "status", env=env)
-        assert shown.returncode == 0, shown.stderr
-        assert f"Slurm job {job_id} on {host.user}@{host.address}: completed" in shown.stdout
-        rows = [r for r in shown.stdout.splitlines() if " finished " in r and " 1/1 " in r]
-        assert len(rows) == 2, shown.stdout
-        # fab fetch into an empty copy of the run on a full local disk: one line, no
-        # traceback; once there is room, everything arrives.
-        record = (run_dir / "cluster.json").read_bytes()
-        with small_disk(run_dir, "32m") as empty:  # mounted over the run's folder, hiding it
-            (empty / "cluster.json").write_bytes(record)
-            filler = fill_disk(empty)
-            full = run_fab(tmp_path, "fetch", env=env)
-            assert full.returncode == 1, full.stdout + full.stderr
-            assert "error: fetch incomplete: cannot write" in full.stderr, full.stderr
-            assert "No space left on device" in full.stderr and "Traceback" not in full.stderr
-            filler.unlink()
-            fetched = run_fab(tmp_path, "fetch", env=env)
-            assert fetched.returncode == 0, fetched.stderr
-            for name in ("model.h5", "allocation"):
-                assert (empty / name).read_bytes() == (Path(remote) / name).read_bytes()
-        assert gone(run_dir, slurm_cluster, job_id)
-    print(f"slurm: 2 workers, 6 steps: {wall:.1f} s from fab train to its end")
+            shown = run_fab(tmp_path, "status", env=env)
+            assert shown.returncode == 0, shown.stderr
+            assert f"Slurm job {job_id} on {host.user}@{host.address}: completed" in shown.stdout
+            rows = [r for r in shown.stdout.splitlines() if " finished " in r and " 1/1 " in r]
+            assert len(rows) == 2 and "disk full" not in shown.stdout, shown.stdout
+            # fab fetch into an empty copy of the run on a full local disk: one line, no
+            # traceback; once there is room, everything arrives.
+            record = (run_dir / "cluster.json").read_bytes()
+            with small_disk(run_dir, "32m") as empty:  # mounted over the run's folder, hiding it
+                (empty / "cluster.json").write_bytes(record)
+                filler = fill_disk(empty)
+                refused = run_fab(tmp_path, "fetch", env=env)
+                assert refused.returncode == 1, refused.stdout + refused.stderr
+                assert "error: fetch incomplete: cannot write" in refused.stderr, refused.stderr
+                assert "No space left on device" in refused.stderr
+                assert "Traceback" not in refused.stderr
+                filler.unlink()
+                fetched = run_fab(tmp_path, "fetch", env=env)
+                assert fetched.returncode == 0, fetched.stderr
+                for name in ("model.h5", "allocation"):
+                    assert (empty / name).read_bytes() == (Path(remote) / name).read_bytes()
+            assert gone(run_dir, slurm_cluster, job_id)
+
+            failed, ended_sec = refused_read_only_then_failed_full(
+                tmp_path, env, host, disk, slurm_cluster
+            )
+    print(f"slurm: 2 workers, {LONG_EPOCH} steps: {wall:.1f} s from fab train to its end")
+    record_figures(
+        22,
+        case="Slurm: the tasks' run folder (tmpfs on the login node) full while training",
+        exit_code=0,
+        named_after_sec=round(noticed_sec, 1),
+        warning=full_line.split("] ", 1)[-1][:120],
+        cleared=room_line.split("] ", 1)[-1][:80],
+        job_ended_sec_after_room=round(after_room, 1),
+        status_disk_full_rows=len(full_rows),
+        readonly_refused_before_submit=True,
+        ended_sec_after_full=round(ended_sec, 1),
+        first_failure_line=failed[:200],
+        restarted=False,
+        processes_left=0,
+    )
 
 
 def test_check_and_refusals(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
