@@ -160,10 +160,14 @@ def silence_limit(status: dict[str, Any], watch: WatchOptions) -> tuple[float, s
 def stall_failure(views: Sequence[WorkerView], now: float, watch: WatchOptions) -> Failure | None:
     """A running worker whose status has not changed for longer than its phase allows.
 
-    Collective ops stall every worker at once: a frozen one is looked at first.
+    Collective ops stall every worker at once: a frozen one is looked at first. A worker
+    whose disk is full (or was a moment ago) cannot write its status: its silence proves
+    nothing, and once there is room again its status moves within seconds (trainer.guard).
     """
     for v in sorted(views, key=lambda v: v.state is not ProcessState.FROZEN):
         if v.ended or v.quiet_since is None or WorkerState.of(v.status) is not WorkerState.RUNNING:
+            continue
+        if v.disk is not None:
             continue
         limit, phase = silence_limit(v.status or {}, watch)
         if now - v.quiet_since > limit:

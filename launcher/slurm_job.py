@@ -315,6 +315,7 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         if self.running_since is None:
             return None
         now = time.monotonic()
+        disk = self.run_disk.trouble(now)  # the one run folder every task writes into
         views = []
         for task in range(self.spec.workers):
             status = self._status(task)
@@ -326,6 +327,7 @@ class SlurmJob(AttemptedJob[TaskFailed]):
                     ProcessState.ALIVE,
                     status=status,
                     quiet_since=self.quiet.since(mark, status),
+                    disk=disk,
                 )
             )
         found = None

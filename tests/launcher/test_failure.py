@@ -30,8 +30,9 @@ def w(
     status: dict[str, Any] | None = RUNNING,
     quiet: float | None = 0.0,
     lost: str | None = None,
+    disk: str | None = None,
 ) -> WorkerView:
-    return WorkerView(index, f"h{index}", state, code, lost, status, quiet)
+    return WorkerView(index, f"h{index}", state, code, lost, status, quiet, disk)
 
 
 CASES = [
@@ -94,6 +95,18 @@ CASES = [
         [w(0, quiet=100), w(1, status={**RUNNING, "phase": "training"})],
         301,
         (1, "went silent: no progress for 300 s while running"),
+    ),
+    (
+        "silent while its disk is full: it cannot write its status",
+        [w(0, quiet=900), w(1, quiet=0, disk="no space left in /r (0 MB free)")],
+        1000,
+        None,
+    ),
+    (
+        "silent once its disk has room again",
+        [w(0, quiet=900), w(1, quiet=0)],
+        1000,
+        (1, "went silent"),
     ),
     (
         "frozen and silent is named first",
