@@ -1,6 +1,6 @@
 """trainer/mistakes.py on the trainer's real (untrained) model: each epoch end writes both
-pictures as one event that TensorBoard's own reader reads back, pixel for pixel; a folder
-that cannot be written costs one warning, never the training. The real two-worker run is in
+pictures as one event that TensorBoard's own reader reads back, pixel for pixel; a full disk
+costs one warning, never the training. The real two-worker run is in
 test_train.py (test_the_chief_shows_its_mistakes_and_the_media_tab_shows_them)."""
 
 from __future__ import annotations
@@ -89,25 +89,34 @@ def test_each_epoch_end_writes_both_pictures_as_tensorboard_reads_them(
     )
 
 
-def test_a_folder_that_cannot_be_written_costs_one_warning_and_is_tried_again(
+def test_a_full_disk_costs_one_warning_and_the_pictures_come_back_with_room(
     model: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    blocker = tmp_path / "blocker"
-    blocker.write_text("a file where the events folder's parent should be")
-    logger = logger_for(model, blocker / "events")
-    now = [0.0]
-    logger.images.clock = lambda: now[0]
-    logger.on_epoch_end(0)  # fails: one warning
-    logger.on_epoch_end(1)  # resting: skipped quietly
-    blocker.unlink()
-    now[0] += RETRY_SECONDS
-    logger.on_epoch_end(2)  # written, and said so
-    logger.on_train_end()
+    """A real ENOSPC (a full tmpfs): the epochs that hit it are skipped, never the training;
+    once there is room a new file takes the pictures, and readers find every whole one."""
+    from dashboard.media import read_media
+    from tests.launcher.helpers import fill_disk, small_disk
+
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        logger = logger_for(model, disk / "events")
+        now = [0.0]
+        logger.images.clock = lambda: now[0]
+        logger.on_epoch_end(0)  # written
+        filler = fill_disk(disk)
+        logger.on_epoch_end(1)  # fails: one warning
+        logger.on_epoch_end(2)  # resting: skipped quietly
+        filler.unlink()
+        now[0] += RETRY_SECONDS
+        logger.on_epoch_end(3)  # written again, and said so
+        logger.on_train_end()
+        media = read_media(disk)
 
     err = capsys.readouterr().err
     assert err.count("tfcluster: cannot write images in events/") == 1, err
+    assert "no space left on device" in err
     assert "tfcluster: writing images in events/ works again" in err
-    assert [event.step for event in read_tensors(blocker / "events").Tensors(CONFUSION_TAG)] == [3]
+    for tag in (MISTAKES_TAG, CONFUSION_TAG):
+        assert [entry.step for entry in media[("events", tag)].entries] == [1, 4]
 
 
 @pytest.mark.parametrize(
