@@ -104,18 +104,17 @@ def traced_predictions(model: keras.Model, images: np.ndarray) -> Callable[[], t
     return tf.function(lambda: tf.argmax(model(inputs, training=False), axis=1), autograph=False)
 
 
-def open_event_file(folder: Path, suffix: str = "mistakes") -> Any:
+def open_event_file(folder: Path, suffix: str = "mistakes") -> tf.io.TFRecordWriter:
     """A TFRecord writer on a new event file in `folder`, its version record written: named
     like TensorFlow's (`events.out.tfevents.<secs>.<host>.<pid>.<suffix>`), and never a file
     that exists, which the writer would empty."""
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()
     stem = f"{EVENT_FILE_PREFIX}{int(now)}.{socket.gethostname()}.{os.getpid()}.{suffix}"
-    path = next(
-        path
-        for n in itertools.count(1)
-        if not (path := folder / (stem if n == 1 else f"{stem}.{n}")).exists()
-    )
+    for n in itertools.count(1):
+        path = folder / (stem if n == 1 else f"{stem}.{n}")
+        if not path.exists():
+            break
     writer = tf.io.TFRecordWriter(str(path))
     writer.write(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
     return writer
