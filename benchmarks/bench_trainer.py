@@ -9,13 +9,19 @@ median steps/s and, steadier, the chief's CPU time per step (what the instrument
 as work); the instrumentation's cost is judged on both.
 
 - trainer: `python -m trainer` with its per-worker events, status.json, phase, system metrics
-  (a psutil sample every 5 s in a background thread) and TensorBoard logs.
+  (a psutil sample every 5 s in a background thread), TensorBoard logs and the chief's
+  mistakes pictures.
 - bare loop: the trainer's own `model.fit` set-up with no callbacks; the difference to the
   trainer is what the instrumentation costs (goal: under 5%).
 - tutorial loop: "Multi-worker training with Keras" as written (its input pipeline and
   tf-keras' default metric reduction, which adds an all-reduce to every step).
 
     python -m benchmarks.bench_trainer [--epochs 10] [--rounds 5]   # from the project folder
+
+`--mistakes` measures instead what the chief's mistakes pictures cost (trainer/mistakes.py:
+misclassified digits and a confusion matrix after every epoch): the trainer against the same
+trainer with `--no-mistakes`, alternating (goal: under 2%), and the callback's own CPU at
+every epoch's end, timed inside the same runs.
 
 `--wrapper` measures instead what the wrapper of a user's program (`python -m trainer.wrap`)
 costs: how much later the program's first line runs than under plain `python SCRIPT`, and
@@ -41,9 +47,10 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL = 0.05
+MISTAKES_GOAL = 0.02
 DIGITS_STEPS_PER_EPOCH = 21  # 1,347 training digits in global batches of 64
 LABELS = {
-    "trainer": "trainer (events, system, status.json, TensorBoard)",
+    "trainer": "trainer (events, system, status, TensorBoard, mistakes)",
     "bare": "bare loop (the trainer's model.fit, no callbacks)",
     "tutorial": "tutorial loop (as written, tf-keras defaults)",
 }
@@ -51,10 +58,12 @@ LABELS = {
 
 @dataclass(frozen=True)
 class Figure:
-    """One run of one loop, as the chief measured it."""
+    """One run of one loop, as the chief measured it (and its mistakes callback, if timed)."""
 
     steps_per_sec: float
     cpu_ms_per_step: float
+    callback_ms: tuple[float, ...] = ()
+    forward_ms: tuple[float, ...] = ()
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -63,6 +72,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="runs of each, alternating")
     p.add_argument("--workers", type=int, default=2, help="local worker processes")
     p.add_argument("--loop-worker", choices=["bare", "tutorial"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--mistakes", action="store_true", help="measure the mistakes pictures' cost instead"
+    )
     p.add_argument("--wrapper", action="store_true", help="measure the wrapper's costs instead")
     return p.parse_args(argv)
 
@@ -136,8 +148,10 @@ def check(results: Sequence[Finished], name: str) -> None:
             )
 
 
-def report(args: argparse.Namespace, figures: dict[str, list[Figure]]) -> list[str]:
-    """Best and median steps/s, median CPU ms per step, and the trainer's ratios, as printed."""
+def summarize(
+    figures: dict[str, list[Figure]],
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Per loop: the best steps/s, the median steps/s and the median CPU ms per step."""
     best = {name: max(f.steps_per_sec for f in runs) for name, runs in figures.items()}
     median = {
         name: statistics.median(f.steps_per_sec for f in runs) for name, runs in figures.items()
@@ -145,18 +159,137 @@ def report(args: argparse.Namespace, figures: dict[str, list[Figure]]) -> list[s
     cpu = {
         name: statistics.median(f.cpu_ms_per_step for f in runs) for name, runs in figures.items()
     }
+    return best, median, cpu
+
+
+def report(args: argparse.Namespace, figures: dict[str, list[Figure]]) -> list[str]:
+    """Best and median steps/s, median CPU ms per step, and the trainer's ratios, as printed."""
+    best, median, cpu = summarize(figures)
     return [
         f"{args.workers} local workers, digits, global batch {32 * args.workers}, "
         f"{args.epochs * DIGITS_STEPS_PER_EPOCH} steps, {args.rounds} rounds:",
-        f"  {'':<52} steps/s best  median  CPU ms/step",
+        f"  {'':<58} steps/s best  median  CPU ms/step",
         *(
-            f"  {LABELS[name]:<52} {best[name]:12.1f} {median[name]:7.1f} {cpu[name]:12.1f}"
+            f"  {LABELS[name]:<58} {best[name]:12.1f} {median[name]:7.1f} {cpu[name]:12.1f}"
             for name in figures
         ),
         f"  trainer / bare loop:     steps/s {best['trainer'] / best['bare']:.3f} (best), "
         f"CPU per step {cpu['trainer'] / cpu['bare']:.3f} (goal: cost under {GOAL * 100:.0f}%)",
         f"  trainer / tutorial loop: steps/s {best['trainer'] / best['tutorial']:.3f} (best), "
         f"CPU per step {cpu['trainer'] / cpu['tutorial']:.3f}",
+    ]
+
+
+def timed_trainer(argv: list[str]) -> int:
+    """`python -m trainer ARGV`, with the mistakes callback timed in place (process CPU, like
+    the run's train_cpu_sec): the chief prints each epoch end's milliseconds and its forward
+    pass's as its last line."""
+    import os
+
+    from trainer import cli, mistakes
+
+    for name, value in cli._TENSORFLOW_ENV.items():  # before TensorFlow loads, as cli does
+        os.environ.setdefault(name, value)
+    epoch_ms: list[float] = []
+    forward_ms: list[float] = []
+    traced = mistakes.traced_predictions
+    epoch_end = mistakes.MistakesLogger.on_epoch_end
+
+    def timed_predictions(model: Any, images: Any) -> Any:
+        predict = traced(model, images)
+
+        def timed() -> Any:
+            started = time.process_time()
+            predicted = predict()
+            forward_ms.append(1000 * (time.process_time() - started))
+            return predicted
+
+        return timed
+
+    def timed_epoch_end(self: Any, epoch: int, logs: Any = None) -> None:
+        started = time.process_time()
+        epoch_end(self, epoch, logs)
+        epoch_ms.append(1000 * (time.process_time() - started))
+
+    mistakes.traced_predictions = timed_predictions
+    mistakes.MistakesLogger.on_epoch_end = timed_epoch_end  # type: ignore[method-assign]
+    code = cli.main(argv)
+    if epoch_ms:
+        print(json.dumps({"epoch_ms": epoch_ms, "forward_ms": forward_ms}), flush=True)
+    return code
+
+
+def run_timed_trainer(args: argparse.Namespace, *more: str) -> Figure:
+    """The trainer on the digits through timed_trainer: its figures and its callback's."""
+    from tests.trainer.workers import run_cluster
+
+    with tempfile.TemporaryDirectory(prefix="bench-mistakes-") as scratch:
+        run_dir = Path(scratch) / "run"
+        options = ["--dataset", "digits", "--epochs", str(args.epochs), "--no-validation", *more]
+        argv = [__file__, "--timed-trainer", "--run-dir", str(run_dir), "--threads", "1"]
+        results = run_cluster(args.workers, [*argv, *options])
+        check(results, "trainer")
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    last = results[0].stdout.strip().splitlines()[-1]
+    timed = json.loads(last) if last.startswith("{") else {}  # the chief's callback, if any
+    steps = args.epochs * DIGITS_STEPS_PER_EPOCH
+    return Figure(
+        metrics["steps_per_sec"],
+        1000 * metrics["train_cpu_sec"] / steps,
+        tuple(timed.get("epoch_ms", ())),
+        tuple(timed.get("forward_ms", ())),
+    )
+
+
+def bench_mistakes(args: argparse.Namespace) -> list[str]:
+    """The trainer with and without its mistakes pictures, alternating; returns the report."""
+    figures: dict[str, list[Figure]] = {"with": [], "without": []}
+    for round_number in range(1, args.rounds + 1):
+        figures["with"].append(run_timed_trainer(args))
+        figures["without"].append(run_timed_trainer(args, "--no-mistakes"))
+        latest = ", ".join(f"{name} {runs[-1].steps_per_sec:.1f}" for name, runs in figures.items())
+        print(f"round {round_number} (steps/s): {latest}", flush=True)
+    return ["", *mistakes_report(args, figures)]
+
+
+def callback_share(run: Figure, steps: int) -> float:
+    """The callback's CPU over the run's training CPU without it."""
+    spent = sum(run.callback_ms)
+    return spent / (run.cpu_ms_per_step * steps - spent)
+
+
+def mistakes_report(args: argparse.Namespace, figures: dict[str, list[Figure]]) -> list[str]:
+    """Best and median steps/s, median CPU ms per step and the ratios; then the callback as
+    timed in the runs, whose share is the steadier figure (on a shared machine the
+    end-to-end ratio swings by more than the 2% it is judged against)."""
+    best, median, cpu = summarize(figures)
+    steps = args.epochs * DIGITS_STEPS_PER_EPOCH
+    runs = figures["with"]
+    first = statistics.median(run.callback_ms[0] for run in runs)
+    later = statistics.median(
+        statistics.mean(run.callback_ms[1:] or run.callback_ms) for run in runs
+    )
+    forward = statistics.median(
+        statistics.mean(run.forward_ms[1:] or run.forward_ms) for run in runs
+    )
+    share = statistics.median(callback_share(run, steps) for run in runs)
+    labels = {"with": "trainer", "without": "trainer --no-mistakes"}
+    goal = f"goal: under {MISTAKES_GOAL * 100:.0f}%"
+    return [
+        f"{args.workers} local workers, digits, global batch {32 * args.workers}, "
+        f"{steps} steps, {args.rounds} rounds:",
+        f"  {'':<24} steps/s best  median  CPU ms/step",
+        *(
+            f"  {labels[name]:<24} {best[name]:12.1f} {median[name]:7.1f} {cpu[name]:12.2f}"
+            for name in figures
+        ),
+        f"  with / without: steps/s {best['with'] / best['without']:.3f} (best), "
+        f"{median['with'] / median['without']:.3f} (median); CPU per step "
+        f"{cpu['with'] / cpu['without']:.3f} ({goal})",
+        f"  the callback, timed in the runs (median): {first:.1f} ms at the first epoch's end "
+        f"(tracing the forward pass), then {later:.2f} ms per epoch ({forward:.2f} ms forward "
+        f"pass, {later - forward:.2f} ms pictures and writing); over {args.epochs} epochs "
+        f"{100 * share:.2f}% of the chief's training CPU without it ({goal})",
     ]
 
 
@@ -208,12 +341,17 @@ def bench_wrapper(rounds: int) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--timed-trainer"]:
+        sys.exit(timed_trainer(argv[1:]))
     args = parse_args(argv)
     if args.loop_worker:
         loop_worker(args.loop_worker, args.epochs)
         return
     if args.wrapper:
         print("\n".join(bench_wrapper(args.rounds)))
+        return
+    if args.mistakes:
+        print("\n".join(bench_mistakes(args)))
         return
     figures: dict[str, list[Figure]] = {"trainer": [], "bare": [], "tutorial": []}
     for round_number in range(1, args.rounds + 1):

@@ -31,6 +31,7 @@ class TrainConfig:
     system_every: float = 5.0
     threads: int | None = None
     validation: bool = True
+    mistakes: bool = True
     backup: bool = False
 
 
@@ -166,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate on the test split after every epoch (chief's TensorBoard validation/)",
     )
     p.add_argument(
+        "--mistakes",
+        action=argparse.BooleanOptionalAction,
+        default=d.mistakes,
+        help="the chief draws the test digits it gets wrong and a confusion matrix after "
+        "every epoch (image summaries in its events folder)",
+    )
+    p.add_argument(
         "--backup",
         action="store_true",
         help="back up the training state to RUN_DIR/backup after every epoch; a worker "
@@ -192,6 +200,7 @@ def parse_args(argv: Sequence[str]) -> TrainConfig:
         system_every=ns.system_every,
         threads=ns.threads,
         validation=ns.validation,
+        mistakes=ns.mistakes,
         backup=ns.backup,
     )
 

@@ -78,7 +78,7 @@ def train(
         validation_data=test_data if config.validation else None,
         callbacks=[
             *make_callbacks(config, cluster, plan, status, monitor),
-            *mistakes_callbacks(cluster, splits, config.run_dir),
+            *mistakes_callbacks(config, cluster, splits),
         ],
         verbose=2,
     )

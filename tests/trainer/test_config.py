@@ -19,6 +19,7 @@ from trainer.errors import InputError
         (["--shard", "index", "--log-every", "5"], {"shard": "index", "log_every": 5}),
         (["--threads", "1", "--no-validation"], {"threads": 1, "validation": False}),
         (["--backup"], {"backup": True}),
+        (["--no-mistakes"], {"mistakes": False}),
     ],
 )
 def test_parse_args_reads_options(argv: list[str], expected: dict[str, object]) -> None:
