@@ -37,6 +37,7 @@ from runformat import (
     EPOCH_ACCURACY,
     EPOCH_LOSS,
     EVENT_FILE_PREFIX,
+    EVENT_FILE_VERSION,
     KERAS_EPOCH_ACCURACY,
     KERAS_EPOCH_LOSS,
     LAUNCHER_LOG,
@@ -53,6 +54,7 @@ from runformat import (
     MetricsRecord,
     StatusRecord,
     SystemSample,
+    event_file_name,
     events_dir,
     load_status,
     new_run_id,
@@ -86,7 +88,7 @@ def _float32(value: float) -> bytes:
 
 
 def version_event(wall_time: float) -> bytes:
-    return event_pb2.Event(wall_time=wall_time, file_version="brain.Event:2").SerializeToString()
+    return event_pb2.Event(wall_time=wall_time, file_version=EVENT_FILE_VERSION).SerializeToString()
 
 
 class EventWriter:
@@ -106,7 +108,7 @@ class EventWriter:
         """A new file named like TensorFlow names them (time, host, pid)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"{EVENT_FILE_PREFIX}{int(wall_time)}.{host}.{os.getpid()}.0.v2"
+        name = event_file_name(wall_time, host, os.getpid(), "0.v2")
         return cls(directory / name, wall_time)
 
     def scalar(

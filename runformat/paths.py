@@ -49,6 +49,16 @@ def slurm_output(job_id: str) -> str:
 EVENT_FILE_PREFIX = "events.out.tfevents."
 """Event files are named `events.out.tfevents.<secs>.<host>...` (TensorFlow's own naming)."""
 
+EVENT_FILE_VERSION = "brain.Event:2"
+"""The `file_version` of an event file's first record, as TensorFlow 2 writes it."""
+
+
+def event_file_name(wall_time: float, host: str, pid: int, suffix: str) -> str:
+    """`events.out.tfevents.<secs>.<host>.<pid>.<suffix>`: a new event file named as
+    TensorFlow names its own, so that TensorBoard and the mirror treat it like any other."""
+    return f"{EVENT_FILE_PREFIX}{int(wall_time)}.{host}.{pid}.{suffix}"
+
+
 TEMP_SUFFIX = ".tmp"
 """Temporary files of the atomic writer end in this; mirroring skips them."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-from runformat import EVENT_FILE_PREFIX
+from runformat import EVENT_FILE_VERSION, event_file_name
 from runformat.tfrecord import frame
 from trainer.guard import BestEffort
 
@@ -80,12 +80,10 @@ class ScalarFile:
         if self.path is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             now = time.time()
-            name = (
-                f"{EVENT_FILE_PREFIX}{int(now)}.{socket.gethostname()}.{os.getpid()}.{self.suffix}"
-            )
+            name = event_file_name(now, socket.gethostname(), os.getpid(), self.suffix)
             path = self.directory / name
             header = frame(
-                Event(wall_time=now, file_version="brain.Event:2").SerializeToString(), crc32c
+                Event(wall_time=now, file_version=EVENT_FILE_VERSION).SerializeToString(), crc32c
             )
             self._write_at(path, 0, header)
             self.path, self.size = path, len(header)

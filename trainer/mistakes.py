@@ -32,7 +32,7 @@ from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
 from tensorboard.compat.proto.types_pb2 import DT_STRING
 from tensorboard.plugins.image import metadata as image_metadata
 
-from runformat import EVENT_FILE_PREFIX, EVENTS_DIR, events_dir
+from runformat import EVENT_FILE_VERSION, EVENTS_DIR, event_file_name, events_dir
 from trainer.cluster import Cluster
 from trainer.config import TrainConfig
 from trainer.data import NUM_CLASSES, Splits
@@ -110,13 +110,13 @@ def open_event_file(folder: Path, suffix: str = "mistakes") -> tf.io.TFRecordWri
     that exists, which the writer would empty."""
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    stem = f"{EVENT_FILE_PREFIX}{int(now)}.{socket.gethostname()}.{os.getpid()}.{suffix}"
+    stem = event_file_name(now, socket.gethostname(), os.getpid(), suffix)
     for n in itertools.count(1):
         path = folder / (stem if n == 1 else f"{stem}.{n}")
         if not path.exists():
             break
     writer = tf.io.TFRecordWriter(str(path))
-    writer.write(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+    writer.write(Event(wall_time=now, file_version=EVENT_FILE_VERSION).SerializeToString())
     return writer
 
 
