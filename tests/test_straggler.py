@@ -1,7 +1,7 @@
 """A worker really slowed down is named by the dashboard's diagnosis.
 
 `fab train` runs two local workers; worker 1's `python=` is a wrapper that pins it to core 0
-together with two busy loops started in its own session (so they share its scheduling group
+together with three busy loops started in its own session (so they share its scheduling group
 and its core, as other work on a busy host would). Under synchronous all-reduce both workers
 then step at the slow one's rate; the diagnosis reads the run directory the way the page does
 and must name worker 1, not worker 0.
@@ -25,8 +25,8 @@ from tests.sshcluster import free_ports
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 SLOW_PYTHON = """#!/bin/sh
-# Slows this worker down: it and two busy loops share core 0 and one scheduling group.
-for i in 1 2; do
+# Slows this worker down: it and three busy loops share core 0 and one scheduling group.
+for i in 1 2 3; do
   taskset -c 0 {python} -c 'import os
 parent = os.getppid()
 while os.getppid() == parent:
