@@ -213,20 +213,19 @@ _preload = component(
 )
 
 
-def compressed_plotly_js(root: Path) -> Path:
+def compressed_plotly_js(root: Path, source: Path = PLOTLY_PACKAGE / ASSET_DIR / PLOTLY_JS) -> Path:
     """The gzipped copy of the package's plotly.min.js under `root`, written once (level 6,
     atomically; another Plotly's copy stays for the servers that may still use it). Its name
-    holds Plotly's version and a digest of the file's size and change time, so a browser's
-    cached copy is never stale. OSError when it cannot be written."""
-    source = PLOTLY_PACKAGE / ASSET_DIR / PLOTLY_JS
-    stat = source.stat()
-    stamp = f"{plotly.__version__}:{stat.st_size}:{stat.st_mtime_ns}".encode()
-    digest = hashlib.blake2b(stamp, digest_size=6).hexdigest()
-    folder = root / CACHE_SUBDIR
-    target = folder / f"plotly-{plotly.__version__}-{digest}.min.js.gz"
+    holds Plotly's version and a digest of the file's bytes (5 ms), so a browser's cached
+    copy is never stale and every environment with the same Plotly shares one copy (a name
+    from the file's change time made a new one per virtualenv). OSError when it cannot be
+    written."""
+    script = source.read_bytes()
+    digest = hashlib.blake2b(script, digest_size=6).hexdigest()
+    target = root / CACHE_SUBDIR / f"plotly-{plotly.__version__}-{digest}.min.js.gz"
     if target.is_file():
         return target
-    write_bytes_atomic(target, gzip.compress(source.read_bytes(), compresslevel=6, mtime=0))
+    write_bytes_atomic(target, gzip.compress(script, compresslevel=6, mtime=0))
     return target
 
 
