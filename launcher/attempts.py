@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from launcher.display import Output, log_tail
+from launcher.failure import may_restart
 from launcher.options import WatchOptions
 from launcher.remote import HostError
 from launcher.signals import Interrupted, signals_ignored, signals_interrupt
@@ -34,6 +35,7 @@ class StoppedByUser(Exception):
 
 class JobFailure(Protocol):
     log_tail: list[str]
+    retry: bool  # False when a restart would meet the same cause (a full disk)
 
     def as_dict(self) -> dict[str, Any]: ...
 
@@ -129,7 +131,16 @@ class AttemptedJob(ABC, Generic[F]):
         """The failure a host that cannot be reached (or refuses) stands for."""
 
     @abstractmethod
-    def _can_restart(self, failure: F) -> bool: ...
+    def _exit_code(self, failure: F) -> int | None:
+        """The failed worker's exit code, if it is known."""
+
+    def _can_restart(self, failure: F) -> bool:
+        """Whether the job starts again after `failure` (launcher.failure.may_restart); a
+        restart refused because of a full disk is said."""
+        if not failure.retry and self.restarts < self.watch.max_restarts:
+            self.out.line(f"not restarting: {failure.line()}; make room there first")
+        code = self._exit_code(failure)
+        return may_restart(code, self.restarts, self.watch.max_restarts, failure.retry)
 
     def _tail(self, failure: F) -> list[str]:
         """The end of the log that tells most about a failure."""

@@ -20,7 +20,7 @@ from launcher.backup import latest_backup
 from launcher.contact import with_contact
 from launcher.display import Output, WorkerRow, log_tail
 from launcher.exits import describe_exit, first_failure, job_exit_code
-from launcher.failure import Failure, decide, exit_failure, may_restart, stall_failure
+from launcher.failure import Failure, decide, exit_failure, stall_failure
 from launcher.options import WatchOptions
 from launcher.record import stopped_by_user
 from launcher.remote import HostError
@@ -66,11 +66,8 @@ class Job(AttemptedJob[Failure]):
     def _host_failure(self, exc: HostError) -> Failure:
         return Failure(exc.host.index, exc.host.label, exc.message, [])
 
-    def _can_restart(self, failure: Failure) -> bool:
-        code = self.workers[failure.index].exit_code
-        if not failure.retry and self.restarts < self.watch.max_restarts:
-            self.out.line(f"not restarting: {failure.line()}; make room there first")
-        return may_restart(code, self.restarts, self.watch.max_restarts, failure.retry)
+    def _exit_code(self, failure: Failure) -> int | None:
+        return self.workers[failure.index].exit_code
 
     def _reset(self, note: str) -> None:
         """Every worker (and every host's backup) ready for the next attempt."""

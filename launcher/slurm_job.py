@@ -20,7 +20,7 @@ from launcher import commands
 from launcher.attempts import AttemptedJob, StoppedByUser
 from launcher.contact import RECONNECTED, Reconnects, with_contact
 from launcher.display import LogTail, Output, WorkerRow, read_status
-from launcher.failure import WorkerView, may_restart, stall_failure, start_failure
+from launcher.failure import WorkerView, stall_failure, start_failure
 from launcher.hostdisk import DiskWatch, HostDisk, local_disk, parse_disk
 from launcher.options import WatchOptions
 from launcher.record import stopped_by_user
@@ -404,10 +404,8 @@ class SlurmJob(AttemptedJob[TaskFailed]):
                 for i in range(self.spec.workers):
                     self.exit_codes[str(i)] = report.get(i)
 
-    def _can_restart(self, failure: TaskFailed) -> bool:
-        if not failure.retry and self.restarts < self.watch.max_restarts:
-            self.out.line(f"not restarting: {failure.line()}; make room there first")
-        return may_restart(failure.exit_code, self.restarts, self.watch.max_restarts, failure.retry)
+    def _exit_code(self, failure: TaskFailed) -> int | None:
+        return failure.exit_code
 
     def _end_attempt(self, failure: TaskFailed | None, **extra: Any) -> None:
         super()._end_attempt(failure, job_id=self.job_id, **extra)
