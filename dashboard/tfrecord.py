@@ -11,7 +11,7 @@ from array import array
 import google_crc32c
 import numpy as np
 
-from runformat.tfrecord import MASK_DELTA, U32, frame, mask
+from runformat.tfrecord import frame, mask
 
 HEADER = struct.Struct("<QI")  # length, its masked CRC
 U64 = struct.Struct("<Q")
@@ -62,9 +62,4 @@ def checked_records(
     begins = starts + 12
     stored = unaligned(buf, "<u4")[begins + lengths].astype(np.int64)
     computed = np.frombuffer(crcs, np.uint32).astype(np.int64)
-    return begins, lengths, mask_array(computed) == stored
-
-
-def mask_array(crcs: np.ndarray) -> np.ndarray:
-    """TFRecord's CRC mask over int64 CRCs (runformat.tfrecord.mask, for many)."""
-    return (((crcs >> 15) | (crcs << 17)) + MASK_DELTA) & U32
+    return begins, lengths, mask(computed) == stored

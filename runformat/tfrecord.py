@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MASK_DELTA = 0xA282EAD8
 U32 = 0xFFFFFFFF
 
 
-def mask(crc: int) -> int:
-    """TFRecord's masked CRC, so that CRCs of CRCs do not look like data."""
+Crc = TypeVar("Crc", int, "np.ndarray")
+
+
+def mask(crc: Crc) -> Crc:
+    """TFRecord's masked CRC, so that CRCs of CRCs do not look like data (of one CRC, or of
+    many at once as int64 numbers)."""
     return (((crc >> 15) | (crc << 17)) + MASK_DELTA) & U32
 
 
