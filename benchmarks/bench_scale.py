@@ -38,7 +38,7 @@ import tempfile
 import termios
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fcntl import ioctl
 from pathlib import Path
@@ -116,34 +116,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def users_cpu(uids: set[int]) -> float:
-    """CPU seconds of the users' live processes and of the children they reaped (an sshd
-    session reaps the shell of every command it ran)."""
-    total = 0.0
+def users_stats(uids: set[int]) -> Iterator[tuple[Path, list[str]]]:
+    """(/proc/<pid>, the fields of its stat after the command name) of the users' processes."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if entry.stat().st_uid not in uids:
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if entry.stat().st_uid in uids:
+                yield entry, (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += sum(int(f) for f in fields[11:15]) / TICKS
-    return total
+
+
+def users_cpu(uids: set[int]) -> float:
+    """CPU seconds of the users' live processes and of the children they reaped (an sshd
+    session reaps the shell of every command it ran)."""
+    return sum(sum(int(f) for f in fields[11:15]) / TICKS for _, fields in users_stats(uids))
 
 
 def user_processes(uids: set[int], needle: bytes | None = None) -> list[int]:
     """Pids of the users' live processes (whose command line holds needle, if given)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for entry, fields in users_stats(uids):
+        if fields[0] == "Z":
             continue
         try:
-            if entry.stat().st_uid not in uids:
-                continue
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
             if needle is not None and needle not in (entry / "cmdline").read_bytes():
                 continue
         except OSError:
