@@ -133,7 +133,7 @@ def test_a_script_on_ssh_hosts_fails_restarts_and_is_killed(
     for h in ssh_cluster.hosts[:2]:
         ssh_cluster.run_as(h, "rm -rf ~/tfjobs/programs")
 
-    fails = "--epochs 4 --steps 3 --fail-worker 1 --fail-epoch 2 --fail-code 3"
+    fails = "--epochs 4 --steps 3 --fail-worker 1 --fail-epoch 2 --fail-code 3 --verbose 1"
     first = run_fab(
         tmp_path, "train", "--script", str(SCRIPT), "--trainer-args", fails,
         "--max-restarts", "1", *QUICK, env=env, timeout=2 * STARTUP,
@@ -157,6 +157,9 @@ def test_a_script_on_ssh_hosts_fails_restarts_and_is_killed(
     assert cluster["failure"]["index"] == 1 and cluster["exit_codes"]["1"] == 3
     st = read_json(run_dir / "workers" / "1" / "status.json")
     assert (st["state"], st["exit_code"]) == ("failed", 3)
+    # Keras' progress bar, read by the wrapper on an SSH host: worker 1 stopped after epoch
+    # 2 of its resumed attempt, which Keras counts from the backup's epoch on.
+    assert (st["epochs"], st["steps_total"]) == (4, 12) and st["epoch"] >= 2, st
     assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
 
     run_dir.rename(tmp_path / "first-run")
@@ -202,13 +205,16 @@ def test_a_script_on_slurm_through_a_login_node(
         deployed = run_fab(tmp_path, "deploy", env=env)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         out = run_fab(
-            tmp_path, "train", "--script", str(SCRIPT), "--trainer-args", "--epochs 2 --steps 4",
-            *QUICK, env=env, timeout=2 * STARTUP,
+            tmp_path, "train", "--script", str(SCRIPT), "--trainer-args",
+            "--epochs 2 --steps 4 --verbose 1", *QUICK, env=env, timeout=2 * STARTUP,
         )  # fmt: skip
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert re.search(rf"script folder \w+ .*: \d+ bytes sent to {host.user}@", out.stdout)
     run_dir = only_run(tmp_path)
     check_script_run(run_dir, 2)
+    for i in range(2):  # Keras' own progress bar, read by the wrapper on a Slurm task too
+        st = read_json(run_dir / "workers" / str(i) / "status.json")
+        assert (st["epoch"], st["epochs"], st["step"], st["steps_total"]) == (2, 2, 8, 8), st
     sbatch = (run_dir / "job.sbatch").read_text()
     assert "trainer.slurm_env --tf-port" in sbatch and " --wrap " in sbatch
     assert "/programs/" in sbatch and "tiny_keras.py" in sbatch
