@@ -21,7 +21,9 @@ in this one run:
    all of them) and the server's CPU meanwhile, the Plotly JSON a live rerun sends (target
    <= 1 MB), and with --browser the time to the first chart in Chromium (target <= 3 s)
    next to the time until every event is drawn, and next to the least any page takes
-   there: a one-chart Streamlit page served and opened the same way, in turns with ours;
+   there: a one-chart Streamlit page served and opened the same way, in turns with ours
+   (ours draws with Plotly.js' cartesian bundle when the environment has it,
+   dashboard.plotlybundle; the one-chart page with Streamlit's own full bundle);
 4. a full load of the big run, all points, checksums on, against the ``server`` binary of
    tensorboard-data-server (``--reload once --checksum --samples-per-plugin scalars=all``,
    timed to its "Finished load cycle" line): wall and CPU (target: wall <= the server's);
@@ -53,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from dashboard import charts, live, livechart
+from dashboard import charts, live, livechart, plotlybundle
 from dashboard.live import RunEvents
 from dashboard.samplerun import RunPlan, append_progress, write_run
 from dashboard.serve import APP, streamlit_command
@@ -655,6 +657,11 @@ def first_chart(run_dir: Path, report: Report, repeat: int) -> None:
         f" (one-chart page: {reference[2]:.2f} / {reference[3]:.2f} s), best tries"
     )
     report.line(f"   every event read and drawn {ours[1]:5.2f} s")
+    source = livechart.plotly_source()
+    report.line(
+        f"   ... Plotly.js served: {source.name} ({source.stat().st_size / 1e6:.1f} MB"
+        f"{'' if plotlybundle.installed() else ': run python -m dashboard.plotlybundle'})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

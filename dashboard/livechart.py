@@ -9,9 +9,11 @@ zoomed or panned for as long as ``layout.uirevision`` stays the same (the chart 
 :mod:`dashboard.charts` set it per run, metric and x axis). Plotly's mode bar is there
 (zoom, pan, autoscale, PNG); a double click shows everything again.
 
-Plotly.js comes from the installed ``plotly`` package (``plotly/package_data/plotly.min.js``),
+Plotly.js is the cartesian bundle that ``scripts/setup.sh`` put into the environment
+(:mod:`dashboard.plotlybundle`: 1.5 MB, every trace type of the page's charts), else the
+installed ``plotly`` package's full bundle (``plotly/package_data/plotly.min.js``, 4.8 MB),
 served by the dashboard's own server (no CDN: the machines may have no internet). Streamlit
-gzips every response of its component route again at every request (4.7 MB: 1-2 s of server
+gzips every response of its component route again at every request (4.8 MB: 1-2 s of server
 CPU per page open), except those that are already compressed: so the server compresses the
 file once, into the user's cache folder (``~/.cache/tfcluster``, named after Plotly's version
 and the file), serves that copy (1.5 MB, read as it is), and the page unpacks it with the
@@ -45,6 +47,7 @@ from streamlit.components.v2.component_manager import BidiComponentManager
 from streamlit.components.v2.get_bidi_component_manager import get_bidi_component_manager
 from streamlit.components.v2.manifest_scanner import ComponentConfig, ComponentManifest
 
+from dashboard import plotlybundle
 from runformat import PROJECT, user_cache_dir, write_bytes_atomic
 
 # Streamlit serves a component's declared asset folder at
@@ -213,13 +216,13 @@ _preload = component(
 )
 
 
-def compressed_plotly_js(root: Path, source: Path = PLOTLY_PACKAGE / ASSET_DIR / PLOTLY_JS) -> Path:
-    """The gzipped copy of the package's plotly.min.js under `root`, written once (level 6,
+def compressed_plotly_js(root: Path, source: Path) -> Path:
+    """The gzipped copy of the Plotly.js file `source` under `root`, written once (level 6,
     atomically; another Plotly's copy stays for the servers that may still use it). Its name
-    holds Plotly's version and a digest of the file's bytes (5 ms), so a browser's cached
-    copy is never stale and every environment with the same Plotly shares one copy (a name
-    from the file's change time made a new one per virtualenv). OSError when it cannot be
-    written."""
+    holds the plotly package's version and a digest of the file's bytes (5 ms), so a
+    browser's cached copy is never stale and every environment with the same file shares one
+    copy (a name from the file's change time made a new one per virtualenv). OSError when
+    it cannot be written."""
     script = source.read_bytes()
     digest = hashlib.blake2b(script, digest_size=6).hexdigest()
     target = root / CACHE_SUBDIR / f"plotly-{plotly.__version__}-{digest}.min.js.gz"
@@ -229,14 +232,22 @@ def compressed_plotly_js(root: Path, source: Path = PLOTLY_PACKAGE / ASSET_DIR /
     return target
 
 
+def plotly_source() -> Path:
+    """The Plotly.js the page uses: the cartesian bundle if the environment has it
+    (dashboard.plotlybundle: a third of the size, the same charts), else the package's own
+    full bundle."""
+    return plotlybundle.installed() or PLOTLY_PACKAGE / ASSET_DIR / PLOTLY_JS
+
+
 @cache
 def _served_file() -> Path:
-    """The file the page loads: the compressed copy, else (no writable cache folder) the
-    package's own plotly.min.js, which Streamlit then gzips at every request."""
+    """The file the page loads: the compressed copy of plotly_source(), else (no writable
+    cache folder) the file itself, which Streamlit then gzips at every request."""
+    source = plotly_source()
     try:
-        return compressed_plotly_js(user_cache_dir())
+        return compressed_plotly_js(user_cache_dir(), source)
     except OSError:
-        return PLOTLY_PACKAGE / ASSET_DIR / PLOTLY_JS
+        return source
 
 
 def serve_plotly_js(manager: BidiComponentManager) -> None:

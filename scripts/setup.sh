@@ -34,3 +34,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   fi
   echo "$digest" > "$stamp"
 fi
+
+# Plotly.js' cartesian bundle for the dashboard (dashboard/plotlybundle.py: a third of the full
+# bundle, so the first chart comes sooner), fetched once from the npm registry and checked
+# against its pinned digest. Without it the dashboard serves plotly's own full bundle.
+"$venv/bin/python" -m dashboard.plotlybundle >/dev/null || true
