@@ -15,6 +15,7 @@ import streamlit as st
 
 from dashboard import refresh, text
 from dashboard.charts import worker_label
+from dashboard.livechart import live_chart
 from dashboard.media import (
     HISTOGRAMS,
     IMAGES,
@@ -83,7 +84,7 @@ def render_media(run: Run) -> None:
             key="media-histogram-mode",
         )
         for (folder, tag), track in sorted(kinds[HISTOGRAMS].items()):
-            render_histogram(folder, tag, track, mode or "heatmap")
+            render_histogram(run.run_id, worker or 0, folder, tag, track, mode or "heatmap")
     for (folder, tag), track in sorted(kinds[TEXT].items(), key=_newest_first):
         render_text(run.run_id, worker or 0, folder, tag, track)
 
@@ -135,11 +136,14 @@ def render_images(run_id: str, worker: int, folder: str, tag: str, track: TrackV
         st.caption(note)
 
 
-def render_histogram(folder: str, tag: str, track: TrackView, mode: str) -> None:
+def render_histogram(
+    run_id: str, worker: int, folder: str, tag: str, track: TrackView, mode: str
+) -> None:
     histograms = [e for e in track.entries if isinstance(e, Histogram)]
     if not histograms:
         return
-    st.plotly_chart(histogram_figure(histograms, f"{tag} · {folder}", mode), width="stretch")
+    figure = histogram_figure(histograms, f"{tag} · {folder}", mode)
+    live_chart(figure, key=f"histogram-{run_id}-{worker}-{folder}-{tag}")
     if note := track.note():
         st.caption(note)
 

@@ -468,6 +468,8 @@ def test_a_scripts_own_scalars_and_its_saved_model_in_the_browser(
     expect(picture).to_be_visible()
     assert picture.evaluate("img => img.complete && img.naturalWidth") == 16, "the PNG decodes"
     expect(media.get_by_text("trained by")).to_be_visible()
+    # Keras' weight histograms, as heatmaps over steps: drawn by the page's own Plotly.js.
+    expect(media.locator(".js-plotly-plot g.hm image")).not_to_have_count(0)
     screenshot(page, output_dir, "script-media")
 
 

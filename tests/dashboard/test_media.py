@@ -3,6 +3,7 @@ TensorFlow wrote, hostile records as warnings, and the Media tab in AppTest."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import struct
@@ -17,6 +18,7 @@ from tensorboard.compat.proto import summary_pb2
 
 from dashboard import media, mediadecode
 from dashboard.events import READ_CHUNK, EventDirectory
+from dashboard.livechart import COMPONENT as LIVE_CHART
 from dashboard.media import (
     MAX_ENTRIES,
     Histogram,
@@ -345,7 +347,12 @@ def test_media_tab_shows_the_chiefs_images_histograms_and_text(
     assert len(images) == 1 and "step 2" in str(images[0].proto)
     slider.set_value(0).run()
     assert "step 0" in str(app.get("image")[0].proto)
-    assert len(app.get("plotly_chart")) == 1
+    charts = [
+        json.loads(chart.proto.bytes)["figure"]
+        for chart in app.get("bidi_component")
+        if chart.proto.component_name == LIVE_CHART
+    ]
+    assert [trace["type"] for chart in charts for trace in chart["data"]] == ["heatmap"]
     texts = [t.value for t in app.text]
     assert texts[0] == "step 2 <script>alert(1)</script> **bold**"  # newest first, as is
     assert not any("<script>" in m.value for m in app.markdown)
