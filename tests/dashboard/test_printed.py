@@ -39,6 +39,7 @@ def test_the_trail_keeps_each_new_sample_once_on_our_clock() -> None:
     )
     assert later is not first and later.version == 2 and later.name == "run"
     steps, walls, values = later.workers[0][PROGRESS_LOSS]
+    assert values.tolist() == [0.5, 0.5]
     assert steps.tolist() == [5, 9] and walls.tolist() == [100.0, 102.0]
     assert later.workers[0][PROGRESS_ACCURACY][2].tolist() == [0.6, 0.7]
     assert later.workers[1][PROGRESS_LOSS][1].tolist() == [100.5, 102.5]
@@ -102,9 +103,10 @@ def test_rows_show_each_workers_printed_epoch_step_loss_and_accuracy(tmp_path: P
     ] * 2
     assert rows[0].fraction == pytest.approx(0.65)
     table = rows_frame(rows)
-    assert table[["epoch", "step", "loss", "accuracy"]].values.tolist() == [
-        ["1/2", "13/20", "0.3100", "0.8750"]
-    ] * 2
+    assert (
+        table[["epoch", "step", "loss", "accuracy"]].values.tolist()
+        == [["1/2", "13/20", "0.3100", "0.8750"]] * 2
+    )
     newest = latest(loaded)
     assert newest is not None and newest.step == 13 and newest.loss == 0.31
     run.finish()
