@@ -12,6 +12,7 @@ from pathlib import Path
 
 from runformat import (
     CLUSTER_JSON,
+    PROGRESS_LOSS,
     ClusterRecord,
     HostEntry,
     Program,
@@ -113,3 +114,37 @@ class ScriptRun:
         record = {**self.cluster.to_dict(), "state": "finished", "finished": time.time()}
         record["exit_codes"] = {str(i): 0 for i in self.status}
         write_json_atomic(self.path / CLUSTER_JSON, record)
+
+
+def check_page_of_script_run(run_dir: Path, workers: int) -> None:
+    """What the page's builders make of a real, finished `--script` run of a program without
+    ClusterProgress that used Keras' TensorBoard callback into $TFCLUSTER_WORKER_DIR/tb
+    (tests/launcher/tiny_script): every worker's printed epoch, step and loss in its row,
+    only the wrapper's system tags among its events (so the page shows what was printed),
+    and the chief's own epoch_loss charted among the program's scalars."""
+    from dashboard import charts
+    from dashboard.cluster import rows_frame, run_rows
+    from dashboard.live import RunEvents
+    from dashboard.printed import StatusTrail, latest, shows_printed
+    from dashboard.runs import load_run
+
+    run = load_run(run_dir)
+    assert run.program.is_script and not run.active, run
+    rows = run_rows(run, {}, time.time())
+    assert len(rows) == workers
+    for row in rows:
+        status = run.workers[row.index]
+        assert (row.state, row.epoch, row.step) == ("finished", status.epoch, status.step), row
+        assert row.fraction == 1.0 and row.loss == status.loss and row.loss is not None, row
+    table = rows_frame(rows)
+    assert (table["loss"] == f"{rows[0].loss:.4f}").all(), table
+    snapshot = RunEvents(run_dir).refresh(run.indices)
+    assert shows_printed(run, snapshot), sorted(snapshot.workers[0])
+    seen = StatusTrail(run.run_id).record(run.workers, run.local_time)
+    newest = latest(run)
+    assert newest is not None and seen.workers[newest.index][PROGRESS_LOSS][2][-1] == newest.loss
+    name = "epoch_loss · tb/train"
+    assert name in snapshot.own_names, snapshot.own_names
+    figure = charts.metric_figure(snapshot.own_source(), charts.own_metric(name), smoothing=0)
+    assert figure is not None and [trace.name for trace in figure.data] == ["chief (0)"]
+    assert list(figure.data[0].x) == list(range(newest.epochs or 0))

@@ -677,9 +677,10 @@ def test_a_script_without_the_callback_shows_what_keras_printed(
     eta = text.duration(11 * (second - first) / 4)
     assert metrics_shown(app)["ETA"] == eta
     table = worker_table(app)
-    assert table[["state", "phase", "epoch", "step", "loss", "accuracy"]].values.tolist() == [
-        ["running", "running", "0/2", "8/20", "0.5000", "0.7000"]
-    ] * 2
+    assert (
+        table[["state", "phase", "epoch", "step", "loss", "accuracy"]].values.tolist()
+        == [["running", "running", "0/2", "8/20", "0.5000", "0.7000"]] * 2
+    )
 
     show(app, "Progress")
     shown = metrics_shown(app)
