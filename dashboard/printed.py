@@ -39,6 +39,7 @@ PRINTED: tuple[tuple[str, Callable[[WorkerStatus], float | None]], ...] = (
     (PROGRESS_ACCURACY, lambda status: status.accuracy),
 )
 """The status.json fields the wrapper fills from Keras' bar, under the tag of their chart."""
+PRINTED_TAGS = frozenset(tag for tag, _ in PRINTED)
 
 
 def reports_progress(workers: Mapping[int, Mapping[str, Arrays]]) -> bool:
@@ -54,6 +55,15 @@ def shows_printed(run: Run, snapshot: Snapshot) -> bool:
     if not run.program.is_script or snapshot.loading is not None:
         return False
     return not reports_progress(snapshot.workers)
+
+
+def has_line(seen: Snapshot, tag: str) -> bool:
+    """Whether some worker's samples of `tag` span two steps or more: a line to draw (a run
+    the page first saw once it had ended has one sample, a point on no line)."""
+    return any(
+        tag in series and len(series[tag][0]) > 1 and series[tag][0].min() < series[tag][0].max()
+        for series in seen.workers.values()
+    )
 
 
 def latest(run: Run) -> WorkerStatus | None:

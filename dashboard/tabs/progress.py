@@ -16,7 +16,7 @@ from dashboard.cluster import WorkerRow, run_eta, run_rows, slowest_epoch
 from dashboard.live import Snapshot
 from dashboard.livechart import live_chart
 from dashboard.runs import Run
-from runformat import KERAS_EPOCH_ACCURACY, KERAS_EPOCH_LOSS
+from runformat import KERAS_EPOCH_ACCURACY, KERAS_EPOCH_LOSS, PROGRESS_LOSS
 
 # Up to this many workers each gets its own progress bar; above, one bar for the run.
 BARS_UP_TO = 8
@@ -53,7 +53,7 @@ def render_charts(run: Run) -> None:
             log_y = bool(st.session_state.get(f"log-{metric.tag}", False))
             figure = metric_chart(run, snapshot, metric, x_axis or "step", smoothing, log_y)
             note = " · the same on every worker" if metric.all_reduced else ""
-            if figure is None and seen is not None:
+            if figure is None and seen is not None and printed.has_line(seen, metric.tag):
                 figure = metric_chart(run, seen, metric, x_axis or "step", smoothing, log_y)
                 note = " · as printed, sampled by this page"
             if figure is None:
@@ -99,11 +99,15 @@ def render_printed(run: Run, seen: Snapshot, rows: list[WorkerRow]) -> None:
         column.metric(label, value)
     said = run.local_time(newest.index, newest.updated)
     ago = text.ago(time.time() - said if said is not None else None)
+    lines = (
+        "the lines are the samples this page saw (every few seconds while it is open)"
+        if printed.has_line(seen, PROGRESS_LOSS)
+        else "lines of loss and accuracy appear as this page sees them change"
+    )
     st.caption(
         f"{who} writes no progress events: these are what its Keras progress bar printed last"
         f" ({charts.worker_label(newest.index)}, {ago}), read from its output into"
-        " status.json. The ETA is estimated from the printed steps over time, and the lines"
-        " are the samples this page saw (every few seconds while it is open)."
+        f" status.json. The ETA is estimated from the printed steps over time, and {lines}."
         " `ClusterProgress` in its fit gives step-level charts, throughput and step time."
     )
 
@@ -181,8 +185,10 @@ def render_epochs(run: Run, snapshot: Snapshot) -> None:
 
 def render_csv(run: Run) -> None:
     """Every chart's data as CSV (outside the live part: downloads must not be refreshed)."""
-    columns = st.columns(len(charts.METRICS))
-    for column, metric in zip(columns, charts.METRICS, strict=True):
+    metrics: tuple[charts.Metric, ...] = charts.METRICS
+    if refresh.printed_of(run) is not None:  # Keras prints no throughput nor step time
+        metrics = tuple(metric for metric in metrics if metric.tag in printed.PRINTED_TAGS)
+    for column, metric in zip(st.columns(len(charts.METRICS)), metrics, strict=False):
         csv_button(column, run, metric, own=False)
     own = [charts.own_metric(name) for name in refresh.snapshot_of(run).own_names]
     if own:

@@ -697,6 +697,8 @@ def test_a_script_without_the_callback_shows_what_keras_printed(
     assert trace_values(loss["data"][-1], "x") == [4, 8]
     assert trace_values(accuracy["data"][-1], "y") == [0.5, 0.7]
     assert "as printed, sampled by this page" in texts(app.markdown)
+    buttons = [button.proto.label for button in app.get("download_button")]
+    assert buttons == ["⬇ Loss CSV", "⬇ Accuracy CSV"], "Keras prints no throughput"
     csv = download(app, "⬇ Loss CSV")
     table = pd.read_csv(io.BytesIO(click_download(media_managers[-1], csv.deferred_file_id)))
     assert table[["worker", "step", "value"]].values.tolist() == [

@@ -13,7 +13,7 @@ import pytest
 from dashboard import charts
 from dashboard.cluster import rows_frame, run_eta, run_rows
 from dashboard.live import RunEvents
-from dashboard.printed import StatusTrail, latest, reports_progress, shows_printed
+from dashboard.printed import StatusTrail, has_line, latest, reports_progress, shows_printed
 from dashboard.runs import Program, load_run
 from runformat import PROGRESS_ACCURACY, PROGRESS_LOSS, SYSTEM_CPU_PERCENT, StatusRecord
 from tests.dashboard.scriptrun import ScriptRun
@@ -47,6 +47,16 @@ def test_the_trail_keeps_each_new_sample_once_on_our_clock() -> None:
     # A heartbeat (same step, later `updated`) is a sample too: time passed at that step.
     beat = trail.record({0: status(0, 9, 107.0, accuracy=0.7)})
     assert beat.workers[0][PROGRESS_LOSS][0].tolist() == [5, 9, 9]
+    assert has_line(beat, PROGRESS_LOSS) and has_line(beat, PROGRESS_ACCURACY)
+
+
+def test_one_step_seen_is_no_line() -> None:
+    """A run the page first saw after it ended (or beating at one step): no line to draw."""
+    trail = StatusTrail("run")
+    once = trail.record({0: status(0, 8, 100.0)})
+    still = trail.record({0: status(0, 8, 105.0)})
+    assert len(still.workers[0][PROGRESS_LOSS][0]) == 2
+    assert not has_line(once, PROGRESS_LOSS) and not has_line(still, PROGRESS_LOSS)
 
 
 def test_no_step_no_point_and_no_loss_no_loss_point() -> None:
