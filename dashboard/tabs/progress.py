@@ -16,14 +16,13 @@ from dashboard.cluster import WorkerRow, run_eta, run_rows, slowest_epoch
 from dashboard.live import Snapshot
 from dashboard.livechart import live_chart
 from dashboard.runs import Run
-from runformat import KERAS_EPOCH_ACCURACY, KERAS_EPOCH_LOSS, PROGRESS_LOSS
+from runformat import PROGRESS_LOSS
 
 # Up to this many workers each gets its own progress bar; above, one bar for the run.
 BARS_UP_TO = 8
 # A program's own scalars: at most this many charts (the first names in order).
 OWN_CHARTS = 24
 FILE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-EPOCH_CHARTS = ((KERAS_EPOCH_LOSS, "Loss per epoch"), (KERAS_EPOCH_ACCURACY, "Accuracy per epoch"))
 
 
 def render(run: Run) -> None:
@@ -172,13 +171,18 @@ def render_bars(rows: list[WorkerRow]) -> None:
 
 
 def render_epochs(run: Run, snapshot: Snapshot) -> None:
-    """The chief's Keras logs, per epoch (train and validation)."""
-    figures = [(tag, charts.epoch_figure(snapshot, tag, title)) for tag, title in EPOCH_CHARTS]
-    if not any(figure for _, figure in figures):
+    """The chief's Keras logs, per epoch (train and validation): loss, accuracy and every
+    other metric it logged."""
+    figures = [
+        (tag, figure)
+        for tag, title in charts.epoch_charts(snapshot.chief, OWN_CHARTS)
+        if (figure := charts.epoch_figure(snapshot, tag, title)) is not None
+    ]
+    if not figures:
         return
     st.markdown("**Chief, per epoch** (Keras train and validation)")
-    for column, (tag, figure) in zip(st.columns(2), figures, strict=True):
-        if figure is not None:
+    for pair in range(0, len(figures), 2):
+        for column, (tag, figure) in zip(st.columns(2), figures[pair : pair + 2], strict=False):
             with column:
                 live_chart(figure, key=f"chart-{run.run_id}-{tag}")
 
