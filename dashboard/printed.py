@@ -51,8 +51,11 @@ def reports_progress(workers: Mapping[int, Mapping[str, Arrays]]) -> bool:
 
 def shows_printed(run: Run, snapshot: Snapshot) -> bool:
     """A script run whose workers write no progress events (the whole of them read): what
-    the page knows of its training is what Keras printed."""
+    the page knows of its training is what Keras printed. A worker whose status has a
+    throughput runs ClusterProgress (Keras prints none), whose events may not be flushed yet."""
     if not run.program.is_script or snapshot.loading is not None:
+        return False
+    if any(status.examples_per_sec is not None for status in run.workers.values()):
         return False
     return not reports_progress(snapshot.workers)
 

@@ -94,6 +94,8 @@ def test_only_a_script_without_progress_events_shows_what_it_printed(tmp_path: P
     with_progress = replace(snapshot, workers={1: {PROGRESS_LOSS: arrays}})
     assert reports_progress(with_progress.workers) and not shows_printed(run, with_progress)
     assert not shows_printed(replace(run, program=Program()), snapshot), "the trainer"
+    callback = {0: replace(run.workers[0], examples_per_sec=812.5)}
+    assert not shows_printed(replace(run, workers=callback), snapshot), "ClusterProgress"
     loading = replace(snapshot, loading=object())  # type: ignore[arg-type]
     assert not shows_printed(run, loading), "not while its events are first read"
 
