@@ -28,6 +28,7 @@ import plotly.graph_objects as go
 
 from dashboard import text
 from dashboard.bands import BAND_ABOVE_WORKERS, Grid, band_of_rows
+from dashboard.events import Arrays
 from dashboard.lines import (
     Extent,
     Line,
@@ -38,6 +39,8 @@ from dashboard.lines import (
     worker_lines,
 )
 from runformat import (
+    KERAS_EPOCH_ACCURACY,
+    KERAS_EPOCH_LOSS,
     PROGRESS_ACCURACY,
     PROGRESS_EXAMPLES_PER_SEC,
     PROGRESS_LOSS,
@@ -326,6 +329,26 @@ def epoch_ticks(last: int, most: int = 10) -> list[int]:
         spacing = -(-last // most)
     ticks = list(range(spacing, last + 1, spacing))
     return [1, *ticks] if spacing > 1 else ticks
+
+
+EPOCH_CHARTS = ((KERAS_EPOCH_LOSS, "Loss per epoch"), (KERAS_EPOCH_ACCURACY, "Accuracy per epoch"))
+# Keras' TensorBoard callback names each metric's per-epoch scalar epoch_<metric>.
+KERAS_EPOCH_PREFIX = KERAS_EPOCH_LOSS.split("_")[0] + "_"
+
+
+def epoch_charts(
+    chief: Mapping[str, Mapping[str, Arrays]], most: int = 24
+) -> list[tuple[str, str]]:
+    """(tag, title) of the chief's per-epoch curves: loss and accuracy, then every other
+    `epoch_*` scalar a program's own metrics or schedule gave Keras (epoch_auc,
+    epoch_learning_rate), by name, at most `most` of them; titles escaped for Plotly."""
+    known = {tag for tag, _ in EPOCH_CHARTS}
+    others = sorted(
+        {tag for series in chief.values() for tag in series if tag.startswith(KERAS_EPOCH_PREFIX)}
+        - known
+    )
+    named = [(tag, text.svg(f"{tag.removeprefix(KERAS_EPOCH_PREFIX)} per epoch")) for tag in others]
+    return [*EPOCH_CHARTS, *named[:most]]
 
 
 def epoch_figure(source: Source, tag: str, title: str, log_y: bool = False) -> go.Figure | None:

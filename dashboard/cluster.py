@@ -112,6 +112,8 @@ class WorkerRow:
     memory_mb: float | None = None
     updated: float | None = None
     disk: str | None = None
+    loss: float | None = None
+    accuracy: float | None = None
 
     @property
     def fraction(self) -> float | None:
@@ -235,6 +237,8 @@ def worker_rows(run: Run, progress: Mapping[int, WorkerProgress], now: float) ->
                 memory_mb=_first(_system(status, "memory_mb"), events.memory_mb),
                 updated=updated,
                 disk=str(run.disks[index]) if index in run.disks else None,
+                loss=status.loss if status else None,
+                accuracy=status.accuracy if status else None,
             )
         )
     fastest = max((row.step for row in rows if row.step is not None), default=None)
@@ -310,6 +314,8 @@ def rows_frame(rows: list[WorkerRow]) -> pd.DataFrame:
                 "phase": (row.phase or text.MISSING).replace("_", " "),
                 "epoch": text.of_total(row.epoch, row.epochs),
                 "step": text.of_total(row.step, row.steps_total),
+                "loss": text.number(row.loss, 4),
+                "accuracy": text.number(row.accuracy, 4),
                 "examples/s": text.number(row.examples_per_sec),
                 "CPU %": text.number(row.cpu_percent, 0),
                 "memory MB": text.number(row.memory_mb, 0),
@@ -330,6 +336,8 @@ def rows_frame(rows: list[WorkerRow]) -> pd.DataFrame:
             "phase",
             "epoch",
             "step",
+            "loss",
+            "accuracy",
             "examples/s",
             "CPU %",
             "memory MB",
@@ -350,7 +358,9 @@ def run_rows(run: Run, workers: Mapping[int, Mapping[str, Arrays]], now: float) 
 def run_eta(
     run: Run, workers: Mapping[int, Mapping[str, Arrays]], rows: Sequence[WorkerRow]
 ) -> float | None:
-    """Seconds left for an active run, at the chief's (the lowest index's) recent step rate."""
+    """Seconds left for an active run, at the chief's (the lowest index's) recent step rate:
+    `workers` are the series of its events, or of the progress its program printed
+    (dashboard.printed, under the same tags)."""
     if not run.active or not workers:
         return None
     total = next((row.steps_total for row in rows if row.steps_total), None)

@@ -156,6 +156,7 @@ def hover_text(row: WorkerRow) -> str:
         f"address {text.svg(row.address or text.MISSING)}",
         f"phase {text.svg((row.phase or text.MISSING).replace('_', ' '))}",
         f"epoch {text.of_total(row.epoch, row.epochs)} · {progress}",
+        f"loss {text.number(row.loss, 4)} · accuracy {text.number(row.accuracy, 4)}",
         f"examples/s {text.number(row.examples_per_sec)}",
         f"CPU {text.number(row.cpu_percent, 0)} % · memory {text.number(row.memory_mb, 0)} MB",
         f"last update {text.ago(row.since_update)}",

@@ -7,7 +7,7 @@ import time
 
 import streamlit as st
 
-from dashboard import compare, refresh, text, triage
+from dashboard import compare, printed, refresh, text, triage
 from dashboard.cluster import (
     WorkerRow,
     phase_summary,
@@ -29,6 +29,12 @@ STATE_BADGES = {
 }
 
 
+PRINTED_NOTE = (
+    "Epoch, step, loss and ETA are estimated from the progress bar Keras printed (the program"
+    " writes no progress events: add ClusterProgress to its fit for step-level charts)."
+)
+
+
 def badge(state: str) -> str:
     return f":{STATE_BADGES.get(state, 'gray')}-badge[{text.md(state)}]"
 
@@ -36,18 +42,26 @@ def badge(state: str) -> str:
 def render(run: Run) -> None:
     """The header (a live part: dashboard.refresh redraws it)."""
     snapshot = refresh.snapshot_of(run)
+    # A script without ClusterProgress: its progress is what Keras printed (dashboard.printed).
+    seen = refresh.printed_of(run)
     rows = run_rows(run, snapshot.workers, time.time())
     st.markdown(f"### Run {text.code(run.run_id)} {badge(run.state)}")
     render_loading(snapshot)
     done, total = slowest_epoch(rows)
     accuracy = run.metrics.test_accuracy if run.metrics else None
     phase, phases = phase_summary(rows) if run.active else (run.state, "")
+    eta = run_eta(run, (seen if seen is not None else snapshot).workers, rows)
+    if seen is None:
+        speed = ("Examples/s (all)", text.number(total_throughput(rows), 0))
+    else:  # Keras prints no throughput: its loss instead
+        newest = printed.latest(run)
+        speed = ("Loss (printed)", text.number(newest.loss if newest else None, 4))
     figures = (
         ("Workers", str(len(rows))),
         ("Phase", phase),
         ("Epoch (completed)", text.of_total(done, total)),
-        ("ETA", text.duration(run_eta(run, snapshot.workers, rows))),
-        ("Examples/s (all)", text.number(total_throughput(rows), 0)),
+        ("ETA", text.duration(eta)),
+        speed,
         ("Test accuracy", text.MISSING if accuracy is None else f"{accuracy:.4f}"),
         ("Duration", text.duration(run.duration())),
     )
@@ -55,7 +69,10 @@ def render(run: Run) -> None:
         column.metric(label, text.md(value, 40))
     config = compare.run_config(run)
     shown = [f"{text.md(k)} **{text.md(v, 60)}**" for k, v in config.items() if v != "-"]
-    st.caption(" · ".join(shown) + (f"  \nPhases: {phases}" if phases else ""))
+    notes = [f"Phases: {phases}"] if phases else []
+    if seen is not None:
+        notes.append(PRINTED_NOTE)
+    st.caption("  \n".join([" · ".join(shown), *notes]))
     story = triage.failure_story(run, rows)
     if story is not None:
         render_failure(story)

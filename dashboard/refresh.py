@@ -20,6 +20,7 @@ import streamlit as st
 
 from dashboard import text
 from dashboard.live import RunEvents, Snapshot
+from dashboard.printed import StatusTrail, shows_printed
 from dashboard.runs import Run, load_run, runs_signature
 
 REFRESH_SECONDS = 3.0
@@ -39,6 +40,20 @@ def snapshot_of(run: Run) -> Snapshot:
     """What has been read of the run's events, every time on our clock (a host whose clock
     is off is moved onto it); a big first read goes on in the background."""
     return run_events(str(run.path)).refresh(run.indices).on_our_clock(run.clock_offsets)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def status_trail(run_dir: str) -> StatusTrail:
+    """The status samples the page saw of a run, kept across reruns for every session."""
+    return StatusTrail(Path(run_dir).name)
+
+
+def printed_of(run: Run) -> Snapshot | None:
+    """For a script run without progress events: the progress its program printed, every
+    status.json sample seen so far (this one included), on our clock; else None."""
+    if not shows_printed(run, snapshot_of(run)):
+        return None
+    return status_trail(str(run.path)).record(run.workers, run.local_time)
 
 
 def every(run: Run, pace: Pace) -> float | None:

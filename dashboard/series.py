@@ -67,7 +67,9 @@ class PointBuffer:
 
     __slots__ = ("_coarse", "_size", "_steps", "_values", "_walls", "limit", "stride", "thinned")
 
-    def __init__(self, limit: int = MAX_POINTS_PER_SERIES) -> None:
+    def __init__(self, limit: int = MAX_POINTS_PER_SERIES, first: int = _FIRST_CAPACITY) -> None:
+        """`first`: room allocated at once (it doubles as points come), small for buffers
+        that may stay small."""
         if limit < 16:
             raise ValueError(f"a series must keep at least 16 points, not {limit}")
         self.limit = limit
@@ -75,7 +77,7 @@ class PointBuffer:
         self.stride = 1
         self._coarse = 0
         self._size = 0
-        capacity = min(_FIRST_CAPACITY, limit)
+        capacity = max(1, min(first, limit))
         self._steps = np.empty(capacity, dtype=np.int64)
         self._walls = np.empty(capacity, dtype=np.float64)
         self._values = np.empty(capacity, dtype=np.float64)

@@ -11,19 +11,18 @@ import plotly.graph_objects as go
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from dashboard import charts, lines, refresh, text
-from dashboard.cluster import WorkerRow, run_rows, slowest_epoch
+from dashboard import charts, lines, printed, refresh, text
+from dashboard.cluster import WorkerRow, run_eta, run_rows, slowest_epoch
 from dashboard.live import Snapshot
 from dashboard.livechart import live_chart
 from dashboard.runs import Run
-from runformat import KERAS_EPOCH_ACCURACY, KERAS_EPOCH_LOSS
+from runformat import PROGRESS_LOSS
 
 # Up to this many workers each gets its own progress bar; above, one bar for the run.
 BARS_UP_TO = 8
 # A program's own scalars: at most this many charts (the first names in order).
 OWN_CHARTS = 24
 FILE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-EPOCH_CHARTS = ((KERAS_EPOCH_LOSS, "Loss per epoch"), (KERAS_EPOCH_ACCURACY, "Accuracy per epoch"))
 
 
 def render(run: Run) -> None:
@@ -33,7 +32,11 @@ def render(run: Run) -> None:
 
 def render_charts(run: Run) -> None:
     snapshot = refresh.snapshot_of(run)
-    render_bars(run_rows(run, snapshot.workers, time.time()))
+    seen = refresh.printed_of(run)
+    rows = run_rows(run, snapshot.workers, time.time())
+    render_bars(rows)
+    if seen is not None:
+        render_printed(run, seen, rows)
     left, right = st.columns([3, 2])
     x_axis = left.segmented_control(
         "x axis",
@@ -48,11 +51,14 @@ def render_charts(run: Run) -> None:
         for column, metric in zip(st.columns(2), pair, strict=True):
             log_y = bool(st.session_state.get(f"log-{metric.tag}", False))
             figure = metric_chart(run, snapshot, metric, x_axis or "step", smoothing, log_y)
+            note = " · the same on every worker" if metric.all_reduced else ""
+            if figure is None and seen is not None and printed.has_line(seen, metric.tag):
+                figure = metric_chart(run, seen, metric, x_axis or "step", smoothing, log_y)
+                note = " · as printed, sampled by this page"
             if figure is None:
                 continue
             with column:
                 title, toggle = st.columns([4, 1])
-                note = " · the same on every worker" if metric.all_reduced else ""
                 title.markdown(f"**{metric.title}**{note}")
                 toggle.toggle("Log", key=f"log-{metric.tag}")
                 live_chart(figure, key=f"chart-{run.run_id}-{metric.tag}")
@@ -64,10 +70,45 @@ def render_charts(run: Run) -> None:
         )
     elif snapshot.loading is not None:
         st.info("The charts appear as the workers' events are read.")
-    elif not snapshot.own_names:
+    elif not snapshot.own_names and seen is None:
         st.info("No progress points yet: the workers write them every few steps.")
     render_epochs(run, snapshot)
     render_own(run, snapshot, x_axis or "step", smoothing)
+
+
+def render_printed(run: Run, seen: Snapshot, rows: list[WorkerRow]) -> None:
+    """A script without ClusterProgress: the newest values its Keras progress bar printed,
+    and what they come from (dashboard.printed)."""
+    who = text.code(run.program.script) if run.program.script else "The program"
+    newest = printed.latest(run)
+    if newest is None:
+        st.info(
+            f"{who} writes no progress events and has printed no Keras progress bar yet "
+            "(`fit` prints one with verbose=1 or 2): the charts below are its own scalars, "
+            "if any. `ClusterProgress` in its fit gives step-level charts."
+        )
+        return
+    figures = (
+        ("Loss (printed)", text.number(newest.loss, 4)),
+        ("Accuracy (printed)", text.number(newest.accuracy, 4)),
+        ("Step", text.of_total(newest.step, newest.steps_total)),
+        ("ETA (estimated)", text.duration(run_eta(run, seen.workers, rows))),
+    )
+    for column, (label, value) in zip(st.columns(len(figures)), figures, strict=True):
+        column.metric(label, value)
+    said = run.local_time(newest.index, newest.updated)
+    ago = text.ago(time.time() - said if said is not None else None)
+    lines = (
+        "the lines are the samples this page saw (every few seconds while it is open)"
+        if printed.has_line(seen, PROGRESS_LOSS)
+        else "lines of loss and accuracy appear as this page sees them change"
+    )
+    st.caption(
+        f"{who} writes no progress events: these are what its Keras progress bar printed last"
+        f" ({charts.worker_label(newest.index)}, {ago}), read from its output into"
+        f" status.json. The ETA is estimated from the printed steps over time, and {lines}."
+        " `ClusterProgress` in its fit gives step-level charts, throughput and step time."
+    )
 
 
 def render_own(run: Run, snapshot: Snapshot, x_axis: str, smoothing: float) -> None:
@@ -130,21 +171,28 @@ def render_bars(rows: list[WorkerRow]) -> None:
 
 
 def render_epochs(run: Run, snapshot: Snapshot) -> None:
-    """The chief's Keras logs, per epoch (train and validation)."""
-    figures = [(tag, charts.epoch_figure(snapshot, tag, title)) for tag, title in EPOCH_CHARTS]
-    if not any(figure for _, figure in figures):
+    """The chief's Keras logs, per epoch (train and validation): loss, accuracy and every
+    other metric it logged."""
+    figures = [
+        (tag, figure)
+        for tag, title in charts.epoch_charts(snapshot.chief, OWN_CHARTS)
+        if (figure := charts.epoch_figure(snapshot, tag, title)) is not None
+    ]
+    if not figures:
         return
     st.markdown("**Chief, per epoch** (Keras train and validation)")
-    for column, (tag, figure) in zip(st.columns(2), figures, strict=True):
-        if figure is not None:
+    for pair in range(0, len(figures), 2):
+        for column, (tag, figure) in zip(st.columns(2), figures[pair : pair + 2], strict=False):
             with column:
                 live_chart(figure, key=f"chart-{run.run_id}-{tag}")
 
 
 def render_csv(run: Run) -> None:
     """Every chart's data as CSV (outside the live part: downloads must not be refreshed)."""
-    columns = st.columns(len(charts.METRICS))
-    for column, metric in zip(columns, charts.METRICS, strict=True):
+    metrics: tuple[charts.Metric, ...] = charts.METRICS
+    if refresh.printed_of(run) is not None:  # Keras prints no throughput nor step time
+        metrics = tuple(metric for metric in metrics if metric.tag in printed.PRINTED_TAGS)
+    for column, metric in zip(st.columns(len(charts.METRICS)), metrics, strict=False):
         csv_button(column, run, metric, own=False)
     own = [charts.own_metric(name) for name in refresh.snapshot_of(run).own_names]
     if own:
@@ -172,6 +220,9 @@ def csv_reader(run: Run, tag: str, own: bool = False) -> Callable[[], bytes]:
     def read() -> bytes:
         snapshot = refresh.snapshot_of(run)
         workers = snapshot.own if own else snapshot.workers
+        seen = None if own else refresh.printed_of(run)
+        if seen is not None:  # what its program printed, as the page saw it
+            workers = seen.workers
         return lines.csv_bytes(lines.scalar_frame(workers, tag, run.started))
 
     return read

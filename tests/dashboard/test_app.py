@@ -22,8 +22,12 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
+from dashboard import text
+from dashboard.header import PRINTED_NOTE
 from dashboard.livechart import COMPONENT as LIVE_CHART
 from dashboard.samplerun import RunPlan, append_progress, write_run
+from runformat import PROGRESS_ACCURACY, PROGRESS_LOSS
+from tests.dashboard.scriptrun import ScriptRun
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
@@ -642,6 +646,69 @@ def test_two_script_runs_compare_by_their_arguments_and_own_scalars(
     assert set(differing.columns) == {"arguments", "learning rate", "note"}
     loss = chart_of(app, "epoch_loss · tensorboard/train")
     assert legend_lines(loss) == [other.name, script_run.name]
+
+
+def metrics_shown(app: AppTest) -> dict[str, str]:
+    """Every st.metric by label, as read on the page (escapes resolved)."""
+    return {metric.label: re.sub(r"\\(.)", r"\1", metric.value) for metric in app.metric}
+
+
+def test_a_script_without_the_callback_shows_what_keras_printed(
+    open_app: OpenApp, runs_dir: Path, media_managers: list[MediaFileManager]
+) -> None:
+    """No progress events, status.json written by the wrapper's own code from a Keras bar:
+    each worker's epoch, step, loss and accuracy in the header, the table and the Progress
+    tab; the ETA from the printed steps over the samples the page saw across its reruns."""
+    run = ScriptRun(runs_dir, "20261207-170000-5c4p", workers=2, epochs=2, steps=10)
+    run.train(0, 0.0, 0.0)
+    run.train(4, 0.69, 0.5)
+    app = open_app(runs_dir)
+    header = metrics_shown(app)
+    assert header["Epoch (completed)"] == "0/2" and header["Loss (printed)"] == "0.6900"
+    assert header["ETA"] == "-", "one sample: no rate yet"
+    assert PRINTED_NOTE in texts(app.caption)
+
+    first = json.loads((run.path / "workers" / "0" / "status.json").read_text())["updated"]
+    time.sleep(1.0)
+    run.train(8, 0.5, 0.7)
+    app.run()
+    second = json.loads((run.path / "workers" / "0" / "status.json").read_text())["updated"]
+    # 4 steps between the two samples the page saw; 20 - 8 - 1 steps after the next one.
+    eta = text.duration(11 * (second - first) / 4)
+    assert metrics_shown(app)["ETA"] == eta
+    table = worker_table(app)
+    assert (
+        table[["state", "phase", "epoch", "step", "loss", "accuracy"]].values.tolist()
+        == [["running", "running", "0/2", "8/20", "0.5000", "0.7000"]] * 2
+    )
+
+    show(app, "Progress")
+    shown = metrics_shown(app)
+    assert (shown["Loss (printed)"], shown["Accuracy (printed)"], shown["Step"]) == (
+        "0.5000",
+        "0.7000",
+        "8/20",
+    )
+    assert shown["ETA (estimated)"] == eta
+    assert "progress bar printed last" in texts(app.caption)
+    assert [bar.proto.value for bar in app.get("progress")] == [40, 40]
+    app.slider(key="smoothing").set_value(0.0).run()
+    loss, accuracy = chart_of(app, PROGRESS_LOSS), chart_of(app, PROGRESS_ACCURACY)
+    assert trace_values(loss["data"][-1], "x") == [4, 8]
+    assert trace_values(accuracy["data"][-1], "y") == [0.5, 0.7]
+    assert "as printed, sampled by this page" in texts(app.markdown)
+    buttons = [button.proto.label for button in app.get("download_button")]
+    assert buttons == ["⬇ Loss CSV", "⬇ Accuracy CSV"], "Keras prints no throughput"
+    csv = download(app, "⬇ Loss CSV")
+    table = pd.read_csv(io.BytesIO(click_download(media_managers[-1], csv.deferred_file_id)))
+    assert table[["worker", "step", "value"]].values.tolist() == [
+        [0, 4, 0.69], [0, 8, 0.5], [1, 4, 0.69], [1, 8, 0.5]
+    ]  # fmt: skip
+
+    run.finish()
+    app.run()
+    assert metrics_shown(app)["ETA"] == "-"
+    assert [bar.proto.value for bar in app.get("progress")] == [40, 40]
 
 
 def edit_json(path: Path, **fields: Any) -> None:

@@ -15,6 +15,7 @@ import pytest
 from dashboard.charts import (
     METRICS,
     Metric,
+    epoch_charts,
     epoch_figure,
     epoch_ticks,
     metric_figure,
@@ -251,6 +252,25 @@ def test_epoch_curves_are_numbered_from_one() -> None:
     assert [trace.name for trace in figure.data] == ["train", "validation"]
     assert list(figure.data[0].x) == [1, 2, 3]
     assert list(figure.layout.xaxis.tickvals) == [1, 2, 3]
+
+
+def test_every_per_epoch_metric_of_the_chiefs_keras_logs_is_a_chart() -> None:
+    """A program's own metrics and schedule (epoch_auc, epoch_learning_rate) after loss and
+    accuracy; batch-level and other scalars are not per-epoch curves."""
+    arrays = (np.array([0, 1]), np.zeros(2), np.array([0.5, 0.7]))
+    chief = {
+        "train": {"epoch_loss": arrays, "epoch_learning_rate": arrays, "batch_loss": arrays},
+        "validation": {"epoch_auc": arrays, "evaluation_auc_vs_iterations": arrays},
+        "other": {"epoch_<b>": arrays},
+    }
+    charts = epoch_charts(chief)
+    assert [tag for tag, _ in charts] == [
+        "epoch_loss", "epoch_accuracy", "epoch_<b>", "epoch_auc", "epoch_learning_rate"
+    ]  # fmt: skip
+    assert charts[2][1] == "&lt;b&gt; per epoch" and charts[3][1] == "auc per epoch"
+    assert len(epoch_charts(chief, most=1)) == 3
+    figure = epoch_figure(Snapshot(chief=chief), "epoch_auc", charts[3][1])
+    assert figure is not None and [trace.name for trace in figure.data] == ["validation"]
 
 
 def test_overlay_has_one_line_per_run_with_plain_names_kept_until_a_run_changes() -> None:

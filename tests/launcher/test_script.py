@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
 
+from tests.dashboard.scriptrun import check_page_of_script_run
 from tests.launcher.helpers import (
     fab_env,
     left_behind,
@@ -113,6 +114,7 @@ def test_a_script_on_two_local_workers(tmp_path: Path) -> None:
         # The launcher's last line of each worker (not a terminal: plain lines) says it too.
         said = f"  epoch 2/2  step 8/8  loss {st['loss']:.4f}"
         assert [ln for ln in out.stdout.splitlines() if ln.startswith(f"[{i} ") and said in ln]
+    check_page_of_script_run(run_dir, 2)  # and the dashboard shows them
 
 
 def test_a_script_on_ssh_hosts_fails_restarts_and_is_killed(
