@@ -385,71 +385,87 @@ def test_queue_ctrl_c_and_fab_stop(tmp_path: Path, slurm_cluster: SlurmCluster) 
     print(f"slurm: fab stop took {took:.1f} s")
 
 
-def test_killed_task_restarts_then_fails_the_job_naming_it(
+def test_killed_task_restarts_then_a_full_folder_fails_the_job_of_a_killed_launcher(
     tmp_path: Path, slurm_cluster: SlurmCluster
 ) -> None:
     """A task killed in the first attempt: the job is submitted again. Then the launcher is
-    killed: `fab status` leaves the record open while the job runs; a task killed again
-    fails the job, and `fab fetch` writes the ending the launcher would have written, once;
+    killed: `fab status` leaves the record open while the job runs; the run folder (a 64 MB
+    tmpfs) fills up and fails the job, and is emptied again before anyone looks; `fab fetch`
+    writes the ending the launcher would have written, once, naming the full folder first in
+    the live watch's words (from the line the job's script wrote after its tasks failed);
     `fab stop` does not relabel it."""
     job_dir = slurm_dir(tmp_path)
     env = fab_env(**slurm_cluster.env)
-    proc = start_fab(job_dir, "train", *UNTIL_STOPPED, "--max-restarts", "1", env=env)
     node = slurm_cluster.node
-    try:
-        run_dir = wait_for(lambda: run_dir_appeared(job_dir), 60, "the run directory")
-        for attempt in (1, 2):
-            wait_for(
-                lambda a=attempt: (
-                    len(read_json(run_dir / "cluster.json")["attempts"]) == a
-                    and training(run_dir, 2)
-                ),
-                STARTUP,
-                f"both tasks training in attempt {attempt}",
-            )
-            if attempt == 2:
-                proc.kill()  # the launcher itself: nobody watches the job any more
-                output, _ = proc.communicate(timeout=30)
-                record = (run_dir / "cluster.json").read_bytes()
-                running = run_fab(job_dir, "status", env=env)
-                assert running.returncode == 0, running.stdout + running.stderr
-                assert running.stdout.startswith(f"run {run_dir.name}: running "), running.stdout
-                assert (run_dir / "cluster.json").read_bytes() == record, "no ending while it runs"
-            os.kill(read_json(run_dir / "workers" / "1" / "status.json")["pid"], signal.SIGKILL)
-        second = read_json(run_dir / "cluster.json")["slurm"]["job_id"]
-        wait_for(lambda: second not in slurm_cluster.jobs(), 60, "the job to end")
-    finally:
-        stop_process(proc)
-    fetched = run_fab(job_dir, "fetch", env=env)
-    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
-    assert f"Slurm job {second} has ended and its launcher is gone: the run is failed now" in (
-        fetched.stdout
-    )
-    cluster = read_json(run_dir / "cluster.json")
-    first = cluster["slurm"]["job_ids"][0]
-    assert cluster["slurm"]["job_ids"] == [first, second]
-    assert f"RESTART 1/1: worker 1 (task 1 on {node}) killed by SIGKILL; Slurm job {first} " in (
-        output
-    )
-    assert cluster["state"] == "failed" and cluster["restarts"] == 1
-    assert cluster["slurm"]["state"] == "FAILED" and cluster["finished"] is not None
-    assert cluster["failure"]["index"] == 1 and cluster["failure"]["host"] == node
-    assert cluster["failure"]["exit_code"] == -9
-    assert cluster["failure"]["log_tail"], "the killed task's last lines"
-    assert cluster["exit_codes"]["1"] == -9
-    assert [a["failure"]["index"] for a in cluster["attempts"]] == [1, 1]
-    assert cluster["attempts"][1]["job_id"] == second
-    shown = run_fab(job_dir, "status", env=env)
-    assert shown.returncode == 0, shown.stdout + shown.stderr
-    assert shown.stdout.startswith(f"run {run_dir.name}: failed "), shown.stdout
-    assert f"failure: worker 1 ({node}) killed by SIGKILL; Slurm job {second} failed" in (
-        shown.stdout
-    )
-    assert "launcher is gone" not in shown.stdout
-    stopped = run_fab(job_dir, "stop", env=env)
-    assert stopped.returncode == 0 and f"job {second} not running" in stopped.stdout
-    assert read_json(run_dir / "cluster.json") == cluster, "written once, never relabelled"
-    log = (run_dir / "workers" / "1" / "worker.log").read_text()
-    assert "--- restart 1: attempt 2 ---" in log
-    assert "--backup" in cluster["trainer_args"]
-    assert wait_for(lambda: gone(run_dir, slurm_cluster, second), 30, "nothing left")
+    with small_disk(job_dir / "runs", "64m") as runs:
+        proc = start_fab(job_dir, "train", *UNTIL_STOPPED, "--max-restarts", "1", env=env)
+        try:
+            run_dir = wait_for(lambda: run_dir_appeared(job_dir), 60, "the run directory")
+            for attempt in (1, 2):
+                wait_for(
+                    lambda a=attempt: (
+                        len(read_json(run_dir / "cluster.json")["attempts"]) == a
+                        and training(run_dir, 2)
+                    ),
+                    STARTUP,
+                    f"both tasks training in attempt {attempt}",
+                )
+                if attempt == 1:
+                    status = read_json(run_dir / "workers" / "1" / "status.json")
+                    os.kill(status["pid"], signal.SIGKILL)
+            proc.kill()  # the launcher itself: nobody watches the job any more
+            output, _ = proc.communicate(timeout=30)
+            record = (run_dir / "cluster.json").read_bytes()
+            running = run_fab(job_dir, "status", env=env)
+            assert running.returncode == 0, running.stdout + running.stderr
+            assert running.stdout.startswith(f"run {run_dir.name}: running "), running.stdout
+            assert (run_dir / "cluster.json").read_bytes() == record, "no ending while it runs"
+            second = read_json(run_dir / "cluster.json")["slurm"]["job_id"]
+            filler = fill_disk(runs)
+            t_full = time.monotonic()
+            wait_for(lambda: second not in slurm_cluster.jobs(), 120, "the job to end")
+            ended_sec = time.monotonic() - t_full
+            filler.unlink()  # emptied before anyone looks
+        finally:
+            stop_process(proc)
+        fetched = run_fab(job_dir, "fetch", env=env)
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        assert f"Slurm job {second} has ended and its launcher is gone: the run is failed now" in (
+            fetched.stdout
+        )
+        cluster = read_json(run_dir / "cluster.json")
+        first = cluster["slurm"]["job_ids"][0]
+        assert cluster["slurm"]["job_ids"] == [first, second]
+        assert (
+            f"RESTART 1/1: worker 1 (task 1 on {node}) killed by SIGKILL; Slurm job {first} "
+            in (output)
+        )
+        assert cluster["state"] == "failed" and cluster["restarts"] == 1
+        assert cluster["slurm"]["state"] == "FAILED" and cluster["finished"] is not None
+        full = f"no space left in {run_dir} (0 MB free)"
+        failure = cluster["failure"]
+        assert failure["host"] == node and failure["index"] in (0, 1), failure
+        # The words of the live watch's line (test_two_workers_train_through_a_login_node).
+        ending = rf"exited with code \d+; Slurm job {second} failed \(ExitCode \d+:0\)"
+        assert re.fullmatch(rf"{re.escape(full)}; {ending}", failure["reason"]), failure
+        assert failure["exit_code"] > 0 and failure["log_tail"], failure
+        assert [h["disk"]["message"] for h in cluster["hosts"]] == [full, full]
+        assert cluster["attempts"][0]["failure"]["index"] == 1
+        assert cluster["attempts"][1]["job_id"] == second
+        assert cluster["attempts"][1]["failure"]["reason"] == failure["reason"]
+        said = (run_dir / f"slurm-{second}.out").read_text()
+        assert "\ndisk 0 w\n" in said, said  # the job's own word, in the room it kept
+        shown = run_fab(job_dir, "status", env=env)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert shown.stdout.startswith(f"run {run_dir.name}: failed "), shown.stdout
+        index = failure["index"]
+        assert f"failure: worker {index} ({node}) {failure['reason']}" in shown.stdout
+        assert "launcher is gone" not in shown.stdout and "RESTART" not in shown.stdout
+        stopped = run_fab(job_dir, "stop", env=env)
+        assert stopped.returncode == 0 and f"job {second} not running" in stopped.stdout
+        assert read_json(run_dir / "cluster.json") == cluster, "written once, never relabelled"
+        log = (run_dir / "workers" / "1" / "worker.log").read_text()
+        assert "--- restart 1: attempt 2 ---" in log
+        assert "--backup" in cluster["trainer_args"]
+        assert wait_for(lambda: gone(run_dir, slurm_cluster, second), 30, "nothing left")
+    print(f"slurm: the job failed {ended_sec:.1f} s after its run folder filled")
