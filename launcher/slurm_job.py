@@ -385,7 +385,8 @@ class SlurmJob(AttemptedJob[TaskFailed]):
     def _can_restart(self, failure: TaskFailed) -> bool:
         """Never after a node that does not see the run folder: a new job would meet it."""
         if failure.unseen:
-            self.out.line(f"not submitting again: {failure.line()}")
+            if self.restarts < self.watch.max_restarts:
+                self.out.line("not submitting again: a new job would not see the run folder either")
             return False
         return super()._can_restart(failure)
 

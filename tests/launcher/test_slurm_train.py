@@ -22,6 +22,7 @@ from tests.launcher.helpers import (
     FAST,
     UNTIL_STOPPED,
     check_complete_run,
+    fab_argv,
     fab_env,
     fill_disk,
     left_behind,
@@ -333,6 +334,55 @@ def test_a_task_late_to_train_cancels_the_job(tmp_path: Path, slurm_cluster: Slu
     assert cluster["state"] == "failed" and cluster["slurm"]["state"] == "CANCELLED"
     assert cluster["failure"]["index"] == 0 and cluster["failure"]["host"] == node
     assert wait_for(lambda: gone(run_dir, slurm_cluster, job_id), 30, "nothing left")
+
+
+def test_a_node_that_does_not_see_the_run_folder_is_named(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    """The login host's runs folder is a mount the node does not have: `fab train` runs in a
+    mount namespace of its own, with a tmpfs over `runs/` that only it sees (as a login
+    node's local /tmp or scratch would be). Slurm cannot start the job there; `fab train`
+    names the node and the folder at once and does not submit again (--max-restarts 1)."""
+    job_dir = slurm_dir(tmp_path)
+    (job_dir / "runs").mkdir()  # what the node sees: an empty folder
+    env = fab_env(**slurm_cluster.env)
+    seen = tmp_path / "login-view.json"
+    login_view = (
+        'mount -t tmpfs -o size=1g tmpfs runs || exit 99; "$@"; rc=$?; '
+        f'cp runs/*/cluster.json {seen}; exit "$rc"'
+    )
+    argv = fab_argv("train", *UNTIL_STOPPED, "--max-restarts", "1")
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", login_view, "sh", *argv],
+        cwd=job_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP,
+        check=False,
+    )
+    took = time.monotonic() - t0
+    out = proc.stdout
+    assert proc.returncode == 1, out[-3000:] + proc.stderr
+    cluster = read_json(seen)
+    job_id, run = cluster["slurm"]["job_id"], cluster["slurm"]["run_dir"]
+    assert run == str(job_dir / "runs" / cluster["run_id"])
+    node = slurm_cluster.node
+    line = (
+        f"Slurm job {job_id} could not start on {node}: it wrote nothing into {run}, the run "
+        f"folder localhost sees, so {node} does not see that folder (a node-local folder or "
+        "another mount? workdir must be on a file system that the login node and every node "
+        "share); Slurm says failed (ExitCode 0:53), JobLaunchFailure"
+    )
+    assert f"FAILED: {line}\n" in out, out[-3000:]
+    assert "not submitting again: a new job would not see the run folder either\n" in out
+    assert "RESTART" not in out and "Traceback" not in out + proc.stderr
+    assert cluster["state"] == "failed" and cluster["slurm"]["job_ids"] == [job_id]
+    assert cluster["failure"]["reason"] in line
+    assert not list((job_dir / "runs").iterdir()), "the node saw nothing of the run"
+    assert job_id not in slurm_cluster.jobs()
+    print(f"slurm: a node without the run folder named {took:.1f} s after fab train began")
 
 
 def test_queue_ctrl_c_and_fab_stop(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
