@@ -129,6 +129,9 @@ def refused_read_only_then_failed_full(
     assert ended["failure"]["reason"].startswith("no space left in ")
     assert len(ended["slurm"]["job_ids"]) == 1
     job_id = ended["slurm"]["job_id"]
+    # The job's own line about the folder (for a record closed later) is not shown as output.
+    assert "\ndisk 0 w\n" in (run_dir / f"slurm-{job_id}.out").read_text()
+    assert "[slurm] disk " not in text
     assert wait_for(lambda: gone(run_dir, slurm, job_id), 30, "nothing left")
     filler.unlink()
     return failed[0], ended_sec
@@ -337,7 +340,7 @@ def test_a_task_late_to_train_cancels_the_job(tmp_path: Path, slurm_cluster: Slu
 
 
 def test_a_node_that_does_not_see_the_run_folder_is_named(
-    tmp_path: Path, slurm_cluster: SlurmCluster
+    tmp_path: Path, slurm_cluster: SlurmCluster, record_figures: Callable[..., None]
 ) -> None:
     """The login host's runs folder is a mount the node does not have: `fab train` runs in a
     mount namespace of its own, with a tmpfs over `runs/` that only it sees (as a login
@@ -383,6 +386,14 @@ def test_a_node_that_does_not_see_the_run_folder_is_named(
     assert not list((job_dir / "runs").iterdir()), "the node saw nothing of the run"
     assert job_id not in slurm_cluster.jobs()
     print(f"slurm: a node without the run folder named {took:.1f} s after fab train began")
+    record_figures(
+        23,
+        case="Slurm: the login node's runs folder is a mount the node does not have",
+        exit_code=proc.returncode,
+        named_sec_after_fab_train=round(took, 1),
+        first_failure_line=f"FAILED: {line}"[:200],
+        jobs_submitted=len(cluster["slurm"]["job_ids"]),
+    )
 
 
 def test_queue_ctrl_c_and_fab_stop(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
@@ -436,7 +447,7 @@ def test_queue_ctrl_c_and_fab_stop(tmp_path: Path, slurm_cluster: SlurmCluster) 
 
 
 def test_killed_task_restarts_then_a_full_folder_fails_the_job_of_a_killed_launcher(
-    tmp_path: Path, slurm_cluster: SlurmCluster
+    tmp_path: Path, slurm_cluster: SlurmCluster, record_figures: Callable[..., None]
 ) -> None:
     """A task killed in the first attempt: the job is submitted again. Then the launcher is
     killed: `fab status` leaves the record open while the job runs; the run folder (a 64 MB
@@ -519,3 +530,11 @@ def test_killed_task_restarts_then_a_full_folder_fails_the_job_of_a_killed_launc
         assert "--backup" in cluster["trainer_args"]
         assert wait_for(lambda: gone(run_dir, slurm_cluster, second), 30, "nothing left")
     print(f"slurm: the job failed {ended_sec:.1f} s after its run folder filled")
+    record_figures(
+        23,
+        case="Slurm: the run folder fills and fails the job of a killed launcher, then is emptied",
+        job_ended_sec_after_full=round(ended_sec, 1),
+        closed_by="fab fetch",
+        failure=failure["reason"][:200],
+        hosts_disk_full=[h["disk"]["full"] for h in cluster["hosts"]],
+    )
