@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from launcher import registry
+from launcher.commands import disk_command
 from runformat.paths import SLURM_ALLOCATION, SLURM_OUTPUT_PATTERN, SLURM_SCRIPT, slurm_output
 
 SLURM_KEYS = ("scheduler", "workers", "tasks_per_node", "partition", "gres", "time")
@@ -52,6 +53,10 @@ _TIME = re.compile(
     r"(?:(\d+)-(\d{1,2})(?::(\d{1,2})(?::(\d{1,2}))?)?|(\d+)(?::(\d{1,2})(?::(\d{1,2}))?)?)"
 )
 _SRUN_TASKS = re.compile(r"srun: error: (\S+): tasks? ([0-9,-]+): (.+)")
+# A task srun could not start (Slurm 22.05 names no node here): `Slurmd could not connect IO`
+# when the node cannot open the task's output file, i.e. does not see the run folder.
+_SRUN_LAUNCH = re.compile(r"srun: error: tasks? ([0-9,-]+) launch failed: (.+)")
+LAUNCH_FAILED = "launch failed"
 _STEP_ENDING = re.compile(r"srun: .*(_step_signal: Terminating|Force Terminated) StepId")
 
 
@@ -202,11 +207,15 @@ def render_sbatch(
         f'mv "$run_dir/{SLURM_ALLOCATION}.tmp" "$run_dir/{SLURM_ALLOCATION}"\n'
         "export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2\n"
         f"cd {code_dir} || exit 1\n"
-        "exec srun --kill-on-bad-exit=1 --distribution=block --open-mode=append \\\n"
+        "srun --kill-on-bad-exit=1 --distribution=block --open-mode=append \\\n"
         '  --output="$run_dir/workers/%t/worker.log" \\\n'
         f'  {" ".join(shlex.quote(a) for a in argv)} --run-dir "$run_dir"'
         + (f" {trainer}" if trainer else "")
-        + "\n"
+        + "\nrc=$?\n"
+        "# the run folder as failed tasks left it (free KB, writable), in the room kept above:\n"
+        "# a full one is named as the cause, even by a `fab status` long after it was emptied\n"
+        f'[ "$rc" -eq 0 ] || {{ cd "$run_dir" && {disk_command(".")}; }}\n'
+        'exit "$rc"\n'
     )
 
 
@@ -250,12 +259,18 @@ class JobInfo:
     reason: str = ""
     nodelist: str = ""
     exit_code: str = ""
+    batch_host: str = ""  # the node that runs the batch script (scontrol only)
     # From sacct only: (step id, state, exit code, node list) of each step.
     steps: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def ended(self) -> bool:
         return self.state in ENDED or self.state == FORGOTTEN
+
+    @property
+    def node(self) -> str:
+        """Where the batch script ran (or was to run): its first node."""
+        return self.batch_host or self.nodelist
 
     def describe(self) -> str:
         """`PENDING (Resources)`, `RUNNING on node[1-2]`, `FAILED (exit 1:0)`."""
@@ -279,6 +294,7 @@ def parse_scontrol(text: str) -> JobInfo | None:
         reason="" if fields.get("Reason") in (None, "None", "(null)") else fields["Reason"],
         nodelist="" if nodes in ("(null)", "None") else nodes,
         exit_code=fields.get("ExitCode", ""),
+        batch_host="" if fields.get("BatchHost") in (None, "(null)") else fields["BatchHost"],
     )
 
 
@@ -300,7 +316,9 @@ def parse_sacct(text: str, job_id: str) -> JobInfo | None:
             steps.append((jid.split(".", 1)[1], word, code, nodes))
     if job is None:
         return None
-    return JobInfo(job.job_id, job.state, job.reason, job.nodelist, job.exit_code, tuple(steps))
+    return JobInfo(
+        job.job_id, job.state, job.reason, job.nodelist, job.exit_code, steps=tuple(steps)
+    )
 
 
 def parse_job(text: str, job_id: str) -> JobInfo | None:
@@ -329,6 +347,11 @@ class TaskFailure:
         return signals.get(self.what)
 
     @property
+    def launch_failed(self) -> bool:
+        """srun could not start it at all (its node could not open its output, say)."""
+        return self.what.startswith(LAUNCH_FAILED)
+
+    @property
     def collateral(self) -> bool:
         """Ended because srun ended the step after another task failed (--kill-on-bad-exit)."""
         return self.what == "Terminated" or self.after_step_end
@@ -344,14 +367,19 @@ def _ranks(text: str) -> list[int]:
 
 
 def parse_srun_failures(text: str) -> list[TaskFailure]:
-    """srun's own lines in the job's output (`srun: error: node1: task 1: Killed`), in order."""
+    """srun's own lines in the job's output (`srun: error: node1: task 1: Killed`, `srun:
+    error: task 1 launch failed: ...`, whose node is not named: ""), in order."""
     found: list[TaskFailure] = []
     ending = False
     for line in text.splitlines():
         m = _SRUN_TASKS.search(line)
+        launch = None if m else _SRUN_LAUNCH.search(line)
         if m:
             what = m.group(3).strip()
             found += [TaskFailure(t, m.group(1), what, ending) for t in _ranks(m.group(2))]
+        elif launch:
+            what = f"{LAUNCH_FAILED}: {launch.group(2).strip()}"
+            found += [TaskFailure(t, "", what, ending) for t in _ranks(launch.group(1))]
         elif _STEP_ENDING.search(line):
             ending = True
     return found

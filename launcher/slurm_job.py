@@ -42,6 +42,7 @@ from launcher.slurm import (
 )
 from launcher.slurm_queue import (
     UNKNOWN_TICKS,
+    JobTrace,
     TaskFailed,
     cancel_and_wait,
     failure_tail,
@@ -354,7 +355,9 @@ class SlurmJob(AttemptedJob[TaskFailed]):
     def _print_logs(self, final: bool = False) -> None:
         if self.slurm_tail is not None:
             lines = self.slurm_tail.flush() if final else self.slurm_tail.new_lines()
-            self.out.lines([f"[slurm] {line}" for line in lines])
+            # The script's line about the run folder is for the launcher (JobTrace.end_disk).
+            told = [line for line in lines if parse_disk(line, self.run_dir) is None]
+            self.out.lines([f"[slurm] {line}" for line in told])
         for i, tail in enumerate(self.tails):
             lines = tail.flush() if final else tail.new_lines()
             self.out.worker_output(i, self.prefix(i), lines)
@@ -370,23 +373,33 @@ class SlurmJob(AttemptedJob[TaskFailed]):
         self._print_logs(final=True)
 
     def _ended(self, info: JobInfo) -> TaskFailed | None:
-        """What the ended job means: None when every task finished, else who failed and how."""
+        """What the ended job means: None when every task finished, else who failed and how
+        (a run folder full now or lately first)."""
         statuses = [self._status(i) for i in range(self.spec.workers)]
-        codes, failure = job_outcome(info, statuses, self._srun_report(), self.node)
-        self.exit_codes = {str(i): c for i, c in codes.items()}
+        trace = JobTrace(self.run_dir, self.host.label, statuses, self._output())
         trouble = self.run_disk.trouble(time.monotonic())
-        if failure is not None and trouble is not None:
-            # What a user must fix comes first; a restart would meet the same full folder.
-            failure.reason = f"{trouble}; {failure.reason}"
-            failure.retry = False
+        codes, failure = job_outcome(info, trace, self.node, trouble)
+        self.exit_codes = {str(i): c for i, c in codes.items()}
         return failure
 
-    def _srun_report(self) -> list[TaskFailure]:
+    def _can_restart(self, failure: TaskFailed) -> bool:
+        """Never after a node that does not see the run folder: a new job would meet it."""
+        if failure.unseen:
+            if self.restarts < self.watch.max_restarts:
+                self.out.line("not submitting again: a new job would not see the run folder either")
+            return False
+        return super()._can_restart(failure)
+
+    def _output(self) -> str | None:
+        """The job's own output as mirrored here; None when the login host has none (not
+        known, "", while this machine's disk refuses the mirror)."""
         try:
-            text = (self.local_dir / slurm_output(self.job_id)).read_text(errors="replace")
+            return (self.local_dir / slurm_output(self.job_id)).read_text(errors="replace")
         except OSError:
-            return []
-        return parse_srun_failures(text)
+            return "" if self.disk.error is not None else None
+
+    def _srun_report(self) -> list[TaskFailure]:
+        return parse_srun_failures(self._output() or "")
 
     def _stop(self, bring_home: bool = True) -> None:
         """scancel a job Slurm has not ended, and wait for its end; then the last mirror."""

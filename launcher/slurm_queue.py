@@ -28,6 +28,7 @@ from launcher.slurm import (
     first_cause,
     job_command,
     parse_job,
+    parse_srun_failures,
     render_sbatch,
 )
 from launcher.sync import LocalWriteError
@@ -37,6 +38,7 @@ from runformat import (
     WORKER_STATES,
     ClusterRecord,
     worker_log_path,
+    worker_log_rel,
     write_bytes_atomic,
 )
 from runformat.paths import SLURM_ALLOCATION, slurm_output
@@ -56,6 +58,7 @@ class TaskFailed:
     exit_code: int | None = None
     log_tail: list[str] = field(default_factory=list)
     retry: bool = True  # False when a restart would meet the same cause (a full run folder)
+    unseen: bool = False  # a node does not see the run folder: a new job would meet it too
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -148,10 +151,10 @@ def fetch_job_files(
     out = local_dir / slurm_output(job_id)
     have = out.stat().st_size if out.exists() else 0
     try:
-        new = shell.read_range(f"{run_dir}/{out.name}", have, 1 << 20)
+        new: bytes | None = shell.read_range(f"{run_dir}/{out.name}", have, 1 << 20)
     except OSError:
-        new = b""
-    if new:
+        new = None  # not there (yet): no local file either, whose absence says so
+    if new or (new is not None and not out.exists()):
         try:
             with open(out, "ab") as f:
                 f.write(new)
@@ -169,25 +172,82 @@ def fetch_job_files(
         raise LocalWriteError(local_dir / SLURM_ALLOCATION, exc) from exc
 
 
+@dataclass(frozen=True)
+class JobTrace:
+    """What a job left in its run folder, as the login host sees it: each task's status.json
+    and the job's own output (`slurm-<id>.out`; None when there is no such file there: the
+    job wrote nothing the login host can see)."""
+
+    run_dir: str
+    login: str  # the login host's label: whose view of the run folder this is
+    statuses: Sequence[dict[str, Any] | None]
+    output: str | None
+
+    @property
+    def report(self) -> list[TaskFailure]:
+        return parse_srun_failures(self.output or "")
+
+    def end_disk(self) -> HostDisk | None:
+        """The run folder, full, as the job's script found it after its tasks failed."""
+        disk = parse_disk(self.output or "", self.run_dir)
+        return disk if disk is not None and disk.full else None
+
+
 def job_outcome(
     info: JobInfo,
-    statuses: Sequence[dict[str, Any] | None],
-    report: Sequence[TaskFailure],
+    trace: JobTrace,
     node: Callable[[int], str],
+    disk: str | None = None,
 ) -> tuple[dict[int, int | None], TaskFailed | None]:
-    """What an ended job means, from Slurm's state, each task's status.json and srun's
-    report: every task's exit code as far as known (None: not known), and None when every
-    task finished, else who failed and how."""
+    """What an ended job means, from Slurm's state and what it left (`trace`: each task's
+    status.json, srun's report): every task's exit code as far as known (None: not known),
+    and None when every task finished, else who failed and how.
+
+    A full run folder comes first in the failure, and no new job is submitted: `disk` as the
+    watcher saw it (full now or lately; `fab status` for a launcher that is gone), else as the
+    job itself saw it once its tasks had failed. The live watch and a record closed after its
+    launcher died say it in these same words.
+    """
+    codes, failure = _outcome(info, trace, node)
+    end = trace.end_disk()
+    trouble = disk or (end.message() if end is not None else None)
+    if failure is not None and trouble is not None:
+        # What a user must fix comes first; a restart would meet the same full folder.
+        failure.reason = f"{trouble}; {failure.reason}"
+        failure.retry = False
+    return codes, failure
+
+
+def _outcome(
+    info: JobInfo, trace: JobTrace, node: Callable[[int], str]
+) -> tuple[dict[int, int | None], TaskFailed | None]:
+    statuses, report = trace.statuses, trace.report
     finished = [st is not None and st.get("state") == "finished" for st in statuses]
-    if info.state == "COMPLETED" or (info.state == FORGOTTEN and all(finished)):
+    # srun ends 0 when it could start no task at all: the job says COMPLETED.
+    launched = not any(f.launch_failed for f in report)
+    if (info.state == "COMPLETED" and launched) or (info.state == FORGOTTEN and all(finished)):
         return dict.fromkeys(range(len(statuses)), 0), None
     codes: dict[int, int | None] = {i: 0 if done else None for i, done in enumerate(finished)}
     for f in report:
         codes[f.task] = f.exit_code
-    cause = first_cause(report)
     state = f"Slurm job {info.job_id} {info.describe()}"
+    if info.state == "FAILED" and trace.output is None and info.node:
+        return codes, unseen_folder(info, trace)
+    cause = first_cause(report)
     # Slurm itself ended the step (time limit, node failure, scancel): no task to blame.
     by_slurm = info.state in JOB_CAUSES and (cause is None or cause.collateral)
+    if cause is not None and cause.launch_failed:
+        where = cause.node or node(cause.task)
+        if NO_OUTPUT not in cause.what:
+            return codes, TaskFailed(
+                cause.task, where, f"could not be started ({cause.what}); {state}"
+            )
+        log = f"{trace.run_dir}/{worker_log_rel(cause.task)}"
+        why = (
+            f"could not be started ({cause.what}): {where} cannot open {log}, so it does not "
+            f"see the run folder {trace.login} sees ({UNSHARED}); {state}"
+        )
+        return codes, TaskFailed(cause.task, where, why, unseen=True)
     if cause is not None and not by_slurm:
         why = f"{describe_exit(cause.exit_code)}; {state}"
         return codes, TaskFailed(cause.task, cause.node, why, cause.exit_code)
@@ -199,6 +259,29 @@ def job_outcome(
         None,
         f"Slurm job {info.job_id}",
         f"ended {info.describe()}; see {slurm_output(info.job_id)} in the run directory",
+    )
+
+
+# srun's words for a task whose node could not open its output file (slurmd's log: "Could
+# not open stdout file"): here the task's worker.log in the run folder.
+NO_OUTPUT = "could not connect IO"
+UNSHARED = (
+    "a node-local folder or another mount? workdir must be on a file system that the login "
+    "node and every node share"
+)
+
+
+def unseen_folder(info: JobInfo, trace: JobTrace) -> TaskFailed:
+    """A job that failed on its node without writing anything into the run folder the login
+    host sees (not even its output, which Slurm opens first): that node does not see it."""
+    why = f", {info.reason}" if info.reason else ""
+    return TaskFailed(
+        None,
+        f"Slurm job {info.job_id}",
+        f"could not start on {info.node}: it wrote nothing into {trace.run_dir}, the run "
+        f"folder {trace.login} sees, so {info.node} does not see that folder ({UNSHARED}); "
+        f"Slurm says {info.describe()}{why}",
+        unseen=True,
     )
 
 

@@ -16,6 +16,7 @@ from launcher.bundle import BundleError, human_size
 from launcher.deploy import Lazy, ship_folder, tree_hash
 from launcher.display import Output, WorkerRow, read_status
 from launcher.errors import UserError, failed_hosts
+from launcher.hostdisk import HostDisk
 from launcher.hosts import Host
 from launcher.probe import default_python, disk_problem, free_needed, probe_host
 from launcher.program import Program
@@ -27,15 +28,12 @@ from launcher.record import (
 )
 from launcher.remote import HostError, HostShell, open_shell
 from launcher.settings import Settings
-from launcher.slurm import (
-    FORGOTTEN,
-    JobInfo,
-    parse_srun_failures,
-)
+from launcher.slurm import FORGOTTEN, JobInfo
 from launcher.slurm_job import SlurmJob
 from launcher.slurm_queue import (
     ENDED_TASK,
     SLURM_COMMANDS,
+    JobTrace,
     cancel_and_wait,
     failure_tail,
     fetch_job_files,
@@ -133,10 +131,12 @@ def job_ending(
     cluster: ClusterRecord,
     info: JobInfo | None,
     statuses: Sequence[dict[str, Any] | None],
+    disk: HostDisk | None = None,
 ) -> dict[str, Any] | None:
     """Once Slurm says the job of a run whose launcher is gone has ended, the changes that
-    close the record (the launcher's own reading of the job, record.ending); None while the
-    job runs, the launcher lives or the record is closed already.
+    close the record (the launcher's own reading of the job, slurm_queue.job_outcome, with
+    `disk`, the run folder now, as its watch); None while the job runs, the launcher lives or
+    the record is closed already.
 
     A job neither scontrol nor sacct knows counts as ended only when its tasks say so (all
     ended) or srun reported failed tasks: an unreachable controller is not an ending.
@@ -146,21 +146,28 @@ def job_ending(
     if not job_id or not may_finish(data) or (info is not None and not info.ended):
         return None
     try:
-        text = shell.read_range(f"{run_dir}/{slurm_output(job_id)}", 0, 1 << 20)
+        raw: bytes | None = shell.read_range(f"{run_dir}/{slurm_output(job_id)}", 0, 1 << 20)
     except OSError:
-        text = b""
-    report = parse_srun_failures(text.decode(errors="replace"))
+        raw = None  # no output: the job wrote nothing this host sees
+    text = None if raw is None else raw.decode(errors="replace")
+    trace = JobTrace(run_dir, shell.host.label, statuses, text)
     if info is None:
         told = all(st is not None and st.get("state") in ENDED_TASK for st in statuses)
-        if not (report or told):
+        if not (trace.report or told):
             return None
         info = JobInfo(job_id, FORGOTTEN)
     names = {h.index: h.name for h in cluster.hosts}
-    codes, failure = job_outcome(info, statuses, report, lambda i: names.get(i, "?"))
+    full_now = disk if disk is not None and disk.full else None
+    trouble = full_now.message() if full_now is not None else None
+    codes, failure = job_outcome(info, trace, lambda i: names.get(i, "?"), trouble)
     if failure is not None:
         failure.log_tail = failure_tail(local_dir, job_id, failure)
     changes = ending(data, codes, failure.as_dict() if failure else None, job_id=job_id)
     changes["slurm"] = {**cluster.slurm, "state": info.state, "reason": info.reason}
+    full = full_now or trace.end_disk()
+    if failure is not None and full is not None and data.get("hosts"):
+        # As the watch records it: the one run folder every task writes into.
+        changes["hosts"] = [{**h, "disk": full.record()} for h in data["hosts"]]
     return changes
 
 
@@ -324,7 +331,7 @@ class SlurmBackend:
         with self._login(run) as (shell, run_dir, job_id):
             info, disk = query_with_disk(shell, job_id, run_dir) if job_id else (None, None)
             statuses = _statuses(shell, run_dir, run.local_dir, run.record)
-            changes = job_ending(shell, run.local_dir, run.record, info, statuses)
+            changes = job_ending(shell, run.local_dir, run.record, info, statuses, disk)
         state = info.describe() if info else "not known to Slurm any more"
         running = info is not None and not info.ended
         full = "disk full" if running and disk is not None and disk.full else ""

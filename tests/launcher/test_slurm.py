@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.backends.slurm import job_ending
 from launcher.display import Output
 from launcher.hostdisk import REMEMBER_SEC
 from launcher.hosts import Host, HostsFileError, parse_hosts
@@ -36,7 +37,8 @@ from launcher.slurm import (
     valid_time,
 )
 from launcher.slurm_job import SlurmJob
-from launcher.slurm_queue import job_outcome, query_with_disk
+from launcher.slurm_queue import JobTrace, job_outcome, query_with_disk
+from runformat import cluster_from_dict
 from tests.launcher.helpers import fill_disk, run_fab, small_disk
 
 LINE = (
@@ -141,7 +143,11 @@ def test_script_asks_for_the_line_and_keeps_secrets_and_quoting_out(tmp_path: Pa
     assert checked.returncode == 0, checked.stderr
     # srun's report of failed tasks has room kept before any task can fill the run folder.
     reserve = f'fallocate -n -l {REPORT_RESERVE} "$run_dir/slurm-$SLURM_JOB_ID.out" 2>/dev/null'
-    assert script.index(reserve) < script.index("mkdir -p") < script.index("exec srun")
+    assert script.index(reserve) < script.index("mkdir -p") < script.index("srun --kill")
+    # After failed tasks, the run folder's free space and a write test, in that kept room.
+    tail = script[script.index("srun --kill") :].splitlines()[3:]
+    assert tail[0] == "rc=$?" and tail[-1] == 'exit "$rc"', tail
+    assert '[ "$rc" -eq 0 ] || { cd "$run_dir" && printf \'disk %s %s\\n\' ' in tail[-2]
     bare = render_sbatch(SlurmSpec(1), "r", "/c", "python3", 1, [])
     assert "--partition" not in bare and "--gres" not in bare and "--time" not in bare
 
@@ -230,33 +236,116 @@ def test_srun_names_the_task_that_failed() -> None:
     assert first_cause(ended) == ended[0]
 
 
+def trace(statuses: list[dict[str, str] | None], output: str | None = "") -> JobTrace:
+    return JobTrace("/shared/runs/r", "login.cluster", statuses, output)
+
+
+def node(i: int) -> str:
+    return f"n{i}"
+
+
 def test_what_an_ended_job_means_for_each_task() -> None:
     """The launcher's reading of an ended job, which `fab status` and `fab fetch` also write
     for a run whose launcher died (the real runs: test_slurm_train.py)."""
     done: dict[str, str] = {"state": "finished"}
     failed = {"state": "failed", "error": "ValueError: bad batch"}
-
-    def node(i: int) -> str:
-        return f"n{i}"
-
-    assert job_outcome(JobInfo("5", "COMPLETED"), [None, None], [], node) == ({0: 0, 1: 0}, None)
-    assert job_outcome(JobInfo("5", FORGOTTEN), [done, done], [], node) == ({0: 0, 1: 0}, None)
-    assert JobInfo("5", FORGOTTEN).ended and not JobInfo("5", "RUNNING").ended
-    killed = parse_srun_failures(
-        "srun: error: n1: task 1: Killed\nsrun: error: n0: task 0: Terminated\n"
+    assert job_outcome(JobInfo("5", "COMPLETED"), trace([None, None]), node) == (
+        {0: 0, 1: 0},
+        None,
     )
-    codes, why = job_outcome(JobInfo("5", "FAILED", exit_code="0:9"), [None, None], killed, node)
-    assert codes == {0: -15, 1: -9} and why is not None
+    assert job_outcome(JobInfo("5", FORGOTTEN), trace([done, done]), node) == ({0: 0, 1: 0}, None)
+    assert JobInfo("5", FORGOTTEN).ended and not JobInfo("5", "RUNNING").ended
+    killed = "srun: error: n1: task 1: Killed\nsrun: error: n0: task 0: Terminated\n"
+    ended = JobInfo("5", "FAILED", exit_code="0:9")
+    codes, why = job_outcome(ended, trace([None, None], killed), node)
+    assert codes == {0: -15, 1: -9} and why is not None and why.retry
     assert (
         why.line() == "worker 1 (task 1 on n1) killed by SIGKILL; Slurm job 5 failed (ExitCode 0:9)"
     )
-    codes, why = job_outcome(JobInfo("5", "FAILED"), [done, failed], [], node)
+    codes, why = job_outcome(JobInfo("5", "FAILED"), trace([done, failed]), node)
     assert codes == {0: 0, 1: None} and why is not None
     assert (why.task, why.where) == (1, "n1")
     assert why.reason == "ValueError: bad batch; Slurm job 5 failed"
-    codes, why = job_outcome(JobInfo("5", "TIMEOUT"), [None, failed], [], node)
+    codes, why = job_outcome(JobInfo("5", "TIMEOUT"), trace([None, failed]), node)
     assert codes == {0: None, 1: None} and why is not None and why.task is None
     assert why.line() == "Slurm job 5 ended timeout; see slurm-5.out in the run directory"
+
+
+FULL = "no space left in /shared/runs/r (0 MB free)"
+
+
+def test_a_full_run_folder_comes_first_as_the_watch_or_the_job_saw_it() -> None:
+    """One composition for the live watch (its own sight of the folder) and for a record
+    closed after the launcher died (`fab status` now, else the line the job's script wrote
+    after its tasks failed: `disk FREE_KB w|ro` in slurm-<id>.out)."""
+    exited = "srun: error: n0: task 0: Exited with exit code 1\n"
+    info = JobInfo("5", "FAILED", exit_code="1:0")
+    expected = (
+        f"worker 0 (task 0 on n0) {FULL}; exited with code 1; Slurm job 5 failed (ExitCode 1:0)"
+    )
+    _, seen = job_outcome(info, trace([None, None], exited), node, FULL)
+    _, told = job_outcome(info, trace([None, None], exited + "disk 0 w\n"), node)
+    for why in (seen, told):
+        assert why is not None and why.line() == expected and not why.retry
+    _, roomy = job_outcome(info, trace([None, None], exited + "disk 5120 w\n"), node)
+    assert roomy is not None and roomy.retry and roomy.reason.startswith("exited with code 1")
+    _, readonly = job_outcome(info, trace([None, None], exited + "disk 5120 ro\n"), node)
+    assert readonly is not None and not readonly.retry
+    assert readonly.reason.startswith("/shared/runs/r is not writable (a read-only")
+    assert trace([], exited).end_disk() is None and trace([], None).end_disk() is None
+
+
+# srun's report on this machine's Slurm 22.05 when slurmd cannot open the tasks' --output
+# (slurmd.log: "Could not open stdout file ...: No such file or directory"): srun exits 0.
+LAUNCH_FAILED = (
+    "srun: error: task 0 launch failed: Slurmd could not connect IO\n"
+    "srun: error: task 1 launch failed: Slurmd could not connect IO\n"
+)
+
+
+def test_a_node_that_does_not_see_the_run_folder_is_named_with_the_path() -> None:
+    """The batch node (real: test_slurm_train.py) or a task's node without the run folder the
+    login host sees: named with the folder, not submitted again; srun's launch failures are
+    never a finished job, though Slurm says COMPLETED."""
+    report = parse_srun_failures(LAUNCH_FAILED)
+    assert [(f.task, f.node, f.launch_failed, f.exit_code) for f in report] == [
+        (0, "", True, None),
+        (1, "", True, None),
+    ]
+    codes, why = job_outcome(JobInfo("5", "COMPLETED"), trace([None, None], LAUNCH_FAILED), node)
+    assert codes == {0: None, 1: None} and why is not None and why.unseen
+    assert why.line() == (
+        "worker 0 (task 0 on n0) could not be started (launch failed: Slurmd could not connect "
+        "IO): n0 cannot open /shared/runs/r/workers/0/worker.log, so it does not see the run "
+        "folder login.cluster sees (a node-local folder or another mount? workdir must be on a "
+        "file system that the login node and every node share); Slurm job 5 completed"
+    )
+    other = "srun: error: task 1 launch failed: Invalid job credential\n"
+    _, why = job_outcome(JobInfo("5", "FAILED"), trace([None, None], other), node)
+    assert why is not None and not why.unseen
+    assert why.line() == (
+        "worker 1 (task 1 on n1) could not be started (launch failed: Invalid job credential); "
+        "Slurm job 5 failed"
+    )
+    # Nothing in the run folder, not even the job's output, which Slurm opens first.
+    gone = parse_job(
+        "JobId=9 JobState=FAILED Reason=JobLaunchFailure ExitCode=0:53 NodeList=vm BatchHost=vm",
+        "9",
+    )
+    assert gone is not None and gone.node == "vm"
+    codes, why = job_outcome(gone, trace([None, None], None), node)
+    assert codes == {0: None, 1: None} and why is not None and why.unseen and why.task is None
+    assert why.line() == (
+        "Slurm job 9 could not start on vm: it wrote nothing into /shared/runs/r, the run folder "
+        "login.cluster sees, so vm does not see that folder (a node-local folder or another "
+        "mount? workdir must be on a file system that the login node and every node share); "
+        "Slurm says failed (ExitCode 0:53), JobLaunchFailure"
+    )
+    # An output there, or no node yet (cancelled while pending): not that.
+    _, why = job_outcome(gone, trace([None, None], ""), node)
+    assert why is not None and not why.unseen
+    _, why = job_outcome(JobInfo("9", "FAILED"), trace([None, None], None), node)
+    assert why is not None and not why.unseen
 
 
 def test_allocation_file() -> None:
@@ -273,7 +362,7 @@ def test_fab_export_prints_the_script_fab_train_submits(tmp_path: Path) -> None:
     assert "#SBATCH --gres=gpu:4\n" in script
     assert 'cd "$HOME"/\'' not in script and "cd /shared/tfjobs/code/" in script
     assert "/shared/venv/bin/python -m trainer.slurm_env --tf-port 23456" in script
-    assert script.rstrip().endswith('--run-dir "$run_dir" --epochs 3 --dataset digits')
+    assert '--run-dir "$run_dir" --epochs 3 --dataset digits\nrc=$?\n' in script
     assert not (tmp_path / "runs").exists()
     (tmp_path / "hosts.txt").write_text("gpu-a\n")
     refused = run_fab(tmp_path, "export", "--slurm")
@@ -410,6 +499,16 @@ def test_a_full_run_folder_is_told_recorded_and_names_the_failure(tmp_path: Path
         )
         assert not job._can_restart(failure)
         assert f"not restarting: {failure.line()}; make room there first" in stream.getvalue()
+        # `fab status` for a launcher that is gone: the same words, from the same code.
+        saved = json.loads((local / "cluster.json").read_text())
+        saved["slurm"]["run_dir"] = str(remote)
+        record = cluster_from_dict(saved, [])
+        _, disk = query_with_disk(shell, "7", str(remote))
+        ended = JobInfo("7", "FAILED", exit_code="1:0")
+        closed = job_ending(shell, local, record, ended, [None, None], disk)
+        assert closed is not None and closed["state"] == "failed"
+        assert closed["failure"]["reason"] == failure.reason
+        assert [h["disk"]["message"] for h in closed["hosts"]] == [full, full]
 
         filler.unlink()
         job._tick()

@@ -22,6 +22,7 @@ from tests.launcher.helpers import (
     FAST,
     UNTIL_STOPPED,
     check_complete_run,
+    fab_argv,
     fab_env,
     fill_disk,
     left_behind,
@@ -128,6 +129,9 @@ def refused_read_only_then_failed_full(
     assert ended["failure"]["reason"].startswith("no space left in ")
     assert len(ended["slurm"]["job_ids"]) == 1
     job_id = ended["slurm"]["job_id"]
+    # The job's own line about the folder (for a record closed later) is not shown as output.
+    assert "\ndisk 0 w\n" in (run_dir / f"slurm-{job_id}.out").read_text()
+    assert "[slurm] disk " not in text
     assert wait_for(lambda: gone(run_dir, slurm, job_id), 30, "nothing left")
     filler.unlink()
     return failed[0], ended_sec
@@ -335,6 +339,63 @@ def test_a_task_late_to_train_cancels_the_job(tmp_path: Path, slurm_cluster: Slu
     assert wait_for(lambda: gone(run_dir, slurm_cluster, job_id), 30, "nothing left")
 
 
+def test_a_node_that_does_not_see_the_run_folder_is_named(
+    tmp_path: Path, slurm_cluster: SlurmCluster, record_figures: Callable[..., None]
+) -> None:
+    """The login host's runs folder is a mount the node does not have: `fab train` runs in a
+    mount namespace of its own, with a tmpfs over `runs/` that only it sees (as a login
+    node's local /tmp or scratch would be). Slurm cannot start the job there; `fab train`
+    names the node and the folder at once and does not submit again (--max-restarts 1)."""
+    job_dir = slurm_dir(tmp_path)
+    (job_dir / "runs").mkdir()  # what the node sees: an empty folder
+    env = fab_env(**slurm_cluster.env)
+    seen = tmp_path / "login-view.json"
+    login_view = (
+        'mount -t tmpfs -o size=1g tmpfs runs || exit 99; "$@"; rc=$?; '
+        f'cp runs/*/cluster.json {seen}; exit "$rc"'
+    )
+    argv = fab_argv("train", *UNTIL_STOPPED, "--max-restarts", "1")
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", login_view, "sh", *argv],
+        cwd=job_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP,
+        check=False,
+    )
+    took = time.monotonic() - t0
+    out = proc.stdout
+    assert proc.returncode == 1, out[-3000:] + proc.stderr
+    cluster = read_json(seen)
+    job_id, run = cluster["slurm"]["job_id"], cluster["slurm"]["run_dir"]
+    assert run == str(job_dir / "runs" / cluster["run_id"])
+    node = slurm_cluster.node
+    line = (
+        f"Slurm job {job_id} could not start on {node}: it wrote nothing into {run}, the run "
+        f"folder localhost sees, so {node} does not see that folder (a node-local folder or "
+        "another mount? workdir must be on a file system that the login node and every node "
+        "share); Slurm says failed (ExitCode 0:53), JobLaunchFailure"
+    )
+    assert f"FAILED: {line}\n" in out, out[-3000:]
+    assert "not submitting again: a new job would not see the run folder either\n" in out
+    assert "RESTART" not in out and "Traceback" not in out + proc.stderr
+    assert cluster["state"] == "failed" and cluster["slurm"]["job_ids"] == [job_id]
+    assert cluster["failure"]["reason"] in line
+    assert not list((job_dir / "runs").iterdir()), "the node saw nothing of the run"
+    assert job_id not in slurm_cluster.jobs()
+    print(f"slurm: a node without the run folder named {took:.1f} s after fab train began")
+    record_figures(
+        23,
+        case="Slurm: the login node's runs folder is a mount the node does not have",
+        exit_code=proc.returncode,
+        named_sec_after_fab_train=round(took, 1),
+        first_failure_line=f"FAILED: {line}"[:200],
+        jobs_submitted=len(cluster["slurm"]["job_ids"]),
+    )
+
+
 def test_queue_ctrl_c_and_fab_stop(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
     """A running job holds 2 of the node's 4 CPUs, so a 3-task job waits in the queue: Ctrl-C
     on that one cancels it there; then `fab stop` cancels the running one."""
@@ -385,71 +446,95 @@ def test_queue_ctrl_c_and_fab_stop(tmp_path: Path, slurm_cluster: SlurmCluster) 
     print(f"slurm: fab stop took {took:.1f} s")
 
 
-def test_killed_task_restarts_then_fails_the_job_naming_it(
-    tmp_path: Path, slurm_cluster: SlurmCluster
+def test_killed_task_restarts_then_a_full_folder_fails_the_job_of_a_killed_launcher(
+    tmp_path: Path, slurm_cluster: SlurmCluster, record_figures: Callable[..., None]
 ) -> None:
     """A task killed in the first attempt: the job is submitted again. Then the launcher is
-    killed: `fab status` leaves the record open while the job runs; a task killed again
-    fails the job, and `fab fetch` writes the ending the launcher would have written, once;
+    killed: `fab status` leaves the record open while the job runs; the run folder (a 64 MB
+    tmpfs) fills up and fails the job, and is emptied again before anyone looks; `fab fetch`
+    writes the ending the launcher would have written, once, naming the full folder first in
+    the live watch's words (from the line the job's script wrote after its tasks failed);
     `fab stop` does not relabel it."""
     job_dir = slurm_dir(tmp_path)
     env = fab_env(**slurm_cluster.env)
-    proc = start_fab(job_dir, "train", *UNTIL_STOPPED, "--max-restarts", "1", env=env)
     node = slurm_cluster.node
-    try:
-        run_dir = wait_for(lambda: run_dir_appeared(job_dir), 60, "the run directory")
-        for attempt in (1, 2):
-            wait_for(
-                lambda a=attempt: (
-                    len(read_json(run_dir / "cluster.json")["attempts"]) == a
-                    and training(run_dir, 2)
-                ),
-                STARTUP,
-                f"both tasks training in attempt {attempt}",
-            )
-            if attempt == 2:
-                proc.kill()  # the launcher itself: nobody watches the job any more
-                output, _ = proc.communicate(timeout=30)
-                record = (run_dir / "cluster.json").read_bytes()
-                running = run_fab(job_dir, "status", env=env)
-                assert running.returncode == 0, running.stdout + running.stderr
-                assert running.stdout.startswith(f"run {run_dir.name}: running "), running.stdout
-                assert (run_dir / "cluster.json").read_bytes() == record, "no ending while it runs"
-            os.kill(read_json(run_dir / "workers" / "1" / "status.json")["pid"], signal.SIGKILL)
-        second = read_json(run_dir / "cluster.json")["slurm"]["job_id"]
-        wait_for(lambda: second not in slurm_cluster.jobs(), 60, "the job to end")
-    finally:
-        stop_process(proc)
-    fetched = run_fab(job_dir, "fetch", env=env)
-    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
-    assert f"Slurm job {second} has ended and its launcher is gone: the run is failed now" in (
-        fetched.stdout
+    with small_disk(job_dir / "runs", "64m") as runs:
+        proc = start_fab(job_dir, "train", *UNTIL_STOPPED, "--max-restarts", "1", env=env)
+        try:
+            run_dir = wait_for(lambda: run_dir_appeared(job_dir), 60, "the run directory")
+            for attempt in (1, 2):
+                wait_for(
+                    lambda a=attempt: (
+                        len(read_json(run_dir / "cluster.json")["attempts"]) == a
+                        and training(run_dir, 2)
+                    ),
+                    STARTUP,
+                    f"both tasks training in attempt {attempt}",
+                )
+                if attempt == 1:
+                    status = read_json(run_dir / "workers" / "1" / "status.json")
+                    os.kill(status["pid"], signal.SIGKILL)
+            proc.kill()  # the launcher itself: nobody watches the job any more
+            output, _ = proc.communicate(timeout=30)
+            record = (run_dir / "cluster.json").read_bytes()
+            running = run_fab(job_dir, "status", env=env)
+            assert running.returncode == 0, running.stdout + running.stderr
+            assert running.stdout.startswith(f"run {run_dir.name}: running "), running.stdout
+            assert (run_dir / "cluster.json").read_bytes() == record, "no ending while it runs"
+            second = read_json(run_dir / "cluster.json")["slurm"]["job_id"]
+            filler = fill_disk(runs)
+            t_full = time.monotonic()
+            wait_for(lambda: second not in slurm_cluster.jobs(), 120, "the job to end")
+            ended_sec = time.monotonic() - t_full
+            filler.unlink()  # emptied before anyone looks
+        finally:
+            stop_process(proc)
+        fetched = run_fab(job_dir, "fetch", env=env)
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        assert f"Slurm job {second} has ended and its launcher is gone: the run is failed now" in (
+            fetched.stdout
+        )
+        cluster = read_json(run_dir / "cluster.json")
+        first = cluster["slurm"]["job_ids"][0]
+        assert cluster["slurm"]["job_ids"] == [first, second]
+        assert (
+            f"RESTART 1/1: worker 1 (task 1 on {node}) killed by SIGKILL; Slurm job {first} "
+            in (output)
+        )
+        assert cluster["state"] == "failed" and cluster["restarts"] == 1
+        assert cluster["slurm"]["state"] == "FAILED" and cluster["finished"] is not None
+        full = f"no space left in {run_dir} (0 MB free)"
+        failure = cluster["failure"]
+        assert failure["host"] == node and failure["index"] in (0, 1), failure
+        # The words of the live watch's line (test_two_workers_train_through_a_login_node).
+        ending = rf"exited with code \d+; Slurm job {second} failed \(ExitCode \d+:0\)"
+        assert re.fullmatch(rf"{re.escape(full)}; {ending}", failure["reason"]), failure
+        assert failure["exit_code"] > 0 and failure["log_tail"], failure
+        assert [h["disk"]["message"] for h in cluster["hosts"]] == [full, full]
+        assert cluster["attempts"][0]["failure"]["index"] == 1
+        assert cluster["attempts"][1]["job_id"] == second
+        assert cluster["attempts"][1]["failure"]["reason"] == failure["reason"]
+        said = (run_dir / f"slurm-{second}.out").read_text()
+        assert "\ndisk 0 w\n" in said, said  # the job's own word, in the room it kept
+        shown = run_fab(job_dir, "status", env=env)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert shown.stdout.startswith(f"run {run_dir.name}: failed "), shown.stdout
+        index = failure["index"]
+        assert f"failure: worker {index} ({node}) {failure['reason']}" in shown.stdout
+        assert "launcher is gone" not in shown.stdout and "RESTART" not in shown.stdout
+        stopped = run_fab(job_dir, "stop", env=env)
+        assert stopped.returncode == 0 and f"job {second} not running" in stopped.stdout
+        assert read_json(run_dir / "cluster.json") == cluster, "written once, never relabelled"
+        log = (run_dir / "workers" / "1" / "worker.log").read_text()
+        assert "--- restart 1: attempt 2 ---" in log
+        assert "--backup" in cluster["trainer_args"]
+        assert wait_for(lambda: gone(run_dir, slurm_cluster, second), 30, "nothing left")
+    print(f"slurm: the job failed {ended_sec:.1f} s after its run folder filled")
+    record_figures(
+        23,
+        case="Slurm: the run folder fills and fails the job of a killed launcher, then is emptied",
+        job_ended_sec_after_full=round(ended_sec, 1),
+        closed_by="fab fetch",
+        failure=failure["reason"][:200],
+        hosts_disk_full=[h["disk"]["full"] for h in cluster["hosts"]],
     )
-    cluster = read_json(run_dir / "cluster.json")
-    first = cluster["slurm"]["job_ids"][0]
-    assert cluster["slurm"]["job_ids"] == [first, second]
-    assert f"RESTART 1/1: worker 1 (task 1 on {node}) killed by SIGKILL; Slurm job {first} " in (
-        output
-    )
-    assert cluster["state"] == "failed" and cluster["restarts"] == 1
-    assert cluster["slurm"]["state"] == "FAILED" and cluster["finished"] is not None
-    assert cluster["failure"]["index"] == 1 and cluster["failure"]["host"] == node
-    assert cluster["failure"]["exit_code"] == -9
-    assert cluster["failure"]["log_tail"], "the killed task's last lines"
-    assert cluster["exit_codes"]["1"] == -9
-    assert [a["failure"]["index"] for a in cluster["attempts"]] == [1, 1]
-    assert cluster["attempts"][1]["job_id"] == second
-    shown = run_fab(job_dir, "status", env=env)
-    assert shown.returncode == 0, shown.stdout + shown.stderr
-    assert shown.stdout.startswith(f"run {run_dir.name}: failed "), shown.stdout
-    assert f"failure: worker 1 ({node}) killed by SIGKILL; Slurm job {second} failed" in (
-        shown.stdout
-    )
-    assert "launcher is gone" not in shown.stdout
-    stopped = run_fab(job_dir, "stop", env=env)
-    assert stopped.returncode == 0 and f"job {second} not running" in stopped.stdout
-    assert read_json(run_dir / "cluster.json") == cluster, "written once, never relabelled"
-    log = (run_dir / "workers" / "1" / "worker.log").read_text()
-    assert "--- restart 1: attempt 2 ---" in log
-    assert "--backup" in cluster["trainer_args"]
-    assert wait_for(lambda: gone(run_dir, slurm_cluster, second), 30, "nothing left")
