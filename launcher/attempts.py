@@ -78,6 +78,8 @@ class AttemptedJob(ABC, Generic[F]):
                     self.save(state="starting", restarts=self.restarts, attempts=self.attempts)
                     self._start()
                     self._watch()
+                    if self.failure is not None:
+                        self._explain(self.failure)
                     if self.failure is None or not self._can_restart(self.failure):
                         break
                     self._restart(self.failure)
@@ -133,6 +135,10 @@ class AttemptedJob(ABC, Generic[F]):
     @abstractmethod
     def _exit_code(self, failure: F) -> int | None:
         """The failed worker's exit code, if it is known."""
+
+    def _explain(self, failure: F) -> None:
+        """Look further into `failure` before it is acted on (the SSH and local job check the
+        network between the workers when they lost their peers); nothing by default."""
 
     def _can_restart(self, failure: F) -> bool:
         """Whether the job starts again after `failure` (launcher.failure.may_restart); a

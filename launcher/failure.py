@@ -28,14 +28,20 @@ class Failure:
     reason: str
     log_tail: list[str]
     retry: bool = True  # False when a restart would meet the same cause (a full disk)
+    # The network check's failing pairs after a loss of peers (launcher/partition.py); None
+    # when it did not run, empty when every worker reached every other.
+    network: list[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "index": self.index,
             "host": self.host,
             "reason": self.reason,
             "log_tail": self.log_tail,
         }
+        if self.network is not None:
+            found["network"] = self.network
+        return found
 
     def line(self) -> str:
         return f"worker {self.index} ({self.host}) {self.reason}"

@@ -21,7 +21,10 @@ from launcher.contact import with_contact
 from launcher.display import Output, WorkerRow, log_tail
 from launcher.exits import describe_exit, first_failure, job_exit_code
 from launcher.failure import Failure, decide, exit_failure, stall_failure
+from launcher.netcheck import Peer as NetworkPeer
+from launcher.netcheck import check_network
 from launcher.options import WatchOptions
+from launcher.partition import lost_peers, network_lines, with_network
 from launcher.record import stopped_by_user
 from launcher.remote import HostError
 from launcher.results import HostResults
@@ -218,6 +221,27 @@ class Job(AttemptedJob[Failure]):
         bad = self.workers[first_failure(codes) or 0]
         return Failure(bad.index, bad.host.label, describe_exit(bad.exit_code), [])
 
+    def _explain(self, failure: Failure) -> None:
+        """A worker that lost its peers, with none killed, frozen or out of contact: stop
+        every worker, so that their tf_ports are free, and check the network between their
+        hosts as `fab check` does; a cut network becomes the cause (launcher/partition.py)."""
+        cause = self.workers[failure.index]
+        if not cause.ended or not lost_peers(cause.status()):
+            return
+        if any(w.gone or w.frozen or (w.exit_code or 0) < 0 for w in self.workers):
+            return  # a peer was killed, froze or vanished: that is the cause
+        self.out.line(
+            f"{cause.prefix} lost contact with its peers: {self.stopping}, then checking"
+            " the network between the workers"
+        )
+        self._stop(bring_home=False)
+        peers = [NetworkPeer(w.shell, w.python) for w in self.workers]
+        try:
+            problems = check_network(peers, [w.host for w in self.workers]).problems
+        except HostError as exc:
+            problems = [f"worker {exc.host.index} ({exc.host.label}): {exc.message}"]
+        with_network(failure, problems)
+
     def _report(self, failure: Failure) -> list[str]:
         worker = self.workers[failure.index]
         peers = [
@@ -227,4 +251,8 @@ class Job(AttemptedJob[Failure]):
         ]
         log = log_tail(worker.tail.path, 200)
         report = failure_report(failure, worker.status(), log, peers)
-        return [*report, f"all workers stopped; logs are in {self.local_dir}"]
+        return [
+            *report,
+            *network_lines(failure),
+            f"all workers stopped; logs are in {self.local_dir}",
+        ]

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -168,6 +169,32 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
                 _slurm.remove(cluster)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+Firewall = Callable[..., None]
+
+
+@pytest.fixture
+def firewall() -> Iterator[Firewall]:
+    """`drop(address, port, replies=False)`: iptables drops every TCP packet to that address
+    and port (and, with `replies`, every packet sent from them) until the test ends, like a
+    firewall or a cut cable between hosts; no packet leaves this machine."""
+    rules: list[list[str]] = []
+
+    def drop(address: str, port: int, *, replies: bool = False) -> None:
+        matches = [["-d", address, "--dport", str(port)]]
+        if replies:
+            matches.append(["-s", address, "--sport", str(port)])
+        for match in matches:
+            rule = ["INPUT", "-p", "tcp", *match, "-j", "DROP"]
+            subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True)
+            rules.append(rule)
+
+    try:
+        yield drop
+    finally:
+        for rule in rules:
+            subprocess.run(["iptables", "-D", *rule], check=False, capture_output=True)
 
 
 @pytest.fixture(autouse=True)

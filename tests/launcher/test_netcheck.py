@@ -4,9 +4,7 @@ connects to it, locally and over SSH; a failing pair is named with its fix, noth
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,28 +17,9 @@ from launcher.netcheck import (
     clock_warning,
 )
 from launcher.remote import LocalShell
+from tests.conftest import Firewall
 from tests.launcher.helpers import FAST, fab_env, run_fab
 from tests.sshcluster import SshCluster, free_ports
-
-Firewall = Callable[[str, int], None]
-
-
-@pytest.fixture
-def firewall() -> Iterator[Firewall]:
-    """`drop(address, port)`: iptables drops every TCP packet to that address and port until
-    the test ends, like a firewall between hosts; no packet leaves this machine."""
-    rules: list[list[str]] = []
-
-    def drop(address: str, port: int) -> None:
-        rule = ["INPUT", "-d", address, "-p", "tcp", "--dport", str(port), "-j", "DROP"]
-        subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True)
-        rules.append(rule)
-
-    try:
-        yield drop
-    finally:
-        for rule in rules:
-            subprocess.run(["iptables", "-D", *rule], check=False, capture_output=True)
 
 
 def this_machines_address() -> str:

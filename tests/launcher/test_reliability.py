@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from launcher.sync import mirrored
+from tests.conftest import Firewall
 from tests.launcher.helpers import (
     FAST,
     UNTIL_STOPPED,
@@ -608,5 +609,46 @@ def test_full_and_read_only_host_disks_are_named_and_a_healthy_job_finishes(
         ended_sec_after_full=round(ended_sec, 1),
         first_failure_line=failed[0][:160],
         restarted=False,
+        processes_left=0,
+    )
+
+
+def test_a_cut_network_between_the_workers_is_named_as_the_cause(
+    two_hosts: SshCluster,
+    ssh_env: dict[str, str],
+    tmp_path: Path,
+    firewall: Firewall,
+    record_figures: Callable[..., None],
+) -> None:
+    """Both workers' tf_ports cut off while they train, SSH still fine: TensorFlow's RPCs
+    time out on both, and the launcher names the network, pair by pair, not the first
+    worker that gave up."""
+    chief, other = two_hosts.hosts[0], two_hosts.hosts[1]
+    ports = free_ports(2)
+    two_hosts.hosts_file(tmp_path / "hosts.txt", 2, tf_ports=ports)
+    with fab_train(tmp_path, ssh_env, *UNTIL_STOPPED) as (proc, out):
+        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), TRAIN_WAIT, "every worker training")
+        for host, port in zip((chief, other), ports, strict=True):
+            firewall(host.address, port, replies=True)
+        t0 = time.monotonic()
+        code = wait_exit(proc, out, 180)
+        took = time.monotonic() - t0
+    assert code == 1, out.text
+    assert "Traceback" not in out.text
+    failed = [line for line in out.lines if line.startswith("FAILED: ")]
+    assert len(failed) == 1 and "lost contact with its peers: worker " in failed[0], out.text
+    for i, (host, port) in enumerate(zip((chief, other), ports, strict=True)):
+        assert f"cannot reach worker {i} at {host.address}:{port}: timed out" in out.text
+    assert "network check after the failure (as fab check):" in out.text
+    failure = read_json(run_dir / "cluster.json")["failure"]
+    assert failure["reason"].startswith("lost contact with its peers: worker ")
+    assert len(failure["network"]) == 2, failure
+    assert_nothing_left(two_hosts, [chief, other], run_dir)
+    record_figures(
+        24,
+        case="the workers' network cut while they train (SSH still fine)",
+        stop_sec=round(took, 1),
+        pairs_named=len(failure["network"]),
         processes_left=0,
     )
