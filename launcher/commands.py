@@ -11,7 +11,15 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 
-from runformat import EXIT_CODE_FILE, PGID_FILE, STATUS_JSON, WORKER_LOG, WORKERS_DIR, worker_rel
+from runformat import (
+    EXIT_CODE_FILE,
+    EXIT_DISK_FILE,
+    PGID_FILE,
+    STATUS_JSON,
+    WORKER_LOG,
+    WORKERS_DIR,
+    worker_rel,
+)
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -49,52 +57,82 @@ def env_file_content(env: Mapping[str, str]) -> str:
     return "".join(f"export {check_env_name(k)}={q(v)}\n" for k, v in env.items())
 
 
-EXIT_CODE_RESERVE = f".{EXIT_CODE_FILE}.reserve"  # hidden: the mirror skips it
-RESERVED_BYTES = 16
+RESERVED_BYTES = {EXIT_CODE_FILE: 16, EXIT_DISK_FILE: 40}
+"""The room each file a worker's shell writes after its program kept from the start (a
+disk line, `disk FREE_KB ro`, takes at most 29 bytes)."""
 
 
-def exit_fallback_path(run_dir: str, index: int) -> str:
-    """Where a worker's exit code goes when its run folder takes nothing at all (read-only,
-    gone): outside it, named after the run and worker."""
+def reserve_path(run_dir: str, index: int, name: str) -> str:
+    """Where the bytes of a worker's file `name` wait, hidden (the mirror skips it)."""
+    return f"{worker_dir(run_dir, index)}/.{name}.reserve"
+
+
+def exit_fallback_path(run_dir: str, index: int, name: str = EXIT_CODE_FILE) -> str:
+    """Where a worker's exit code (or other file `name`) goes when its run folder takes
+    nothing at all (read-only, gone): outside it, named after the run and worker."""
     run_id = run_dir.rstrip("/").rsplit("/", 1)[-1]
-    return f"/tmp/tfcluster-{run_id}-{index}.{EXIT_CODE_FILE}"
+    return f"/tmp/tfcluster-{run_id}-{index}.{name}"
+
+
+def write_reserved(run_dir: str, index: int, name: str, word: str) -> str:
+    """Shell words that write `word` (a shell word) and a newline as the worker's file `name`,
+    even on a full disk.
+
+    The worker's shell reserved the file's bytes when it started (worker_script), so writing
+    over them in place (`1<>`, no truncation) and renaming the file need no new space; a
+    folder that takes nothing (read-only) leaves the file in exit_fallback_path.
+    """
+    wdir = worker_dir(run_dir, index)
+    target, tmp = q(f"{wdir}/{name}"), q(f"{wdir}/{name}.tmp")
+    reserve, put = q(reserve_path(run_dir, index, name)), f"printf '%s\\n' {word}"
+    return (
+        f"{{ {put} 1<>{reserve} && mv -f {reserve} {target}; }} 2>/dev/null || "
+        f"{{ {put} > {tmp} && mv -f {tmp} {target}; }} 2>/dev/null || "
+        f"{{ umask 077; {put} > {q(exit_fallback_path(run_dir, index, name))}; }}"
+    )
 
 
 def record_exit(run_dir: str, index: int) -> str:
-    """Shell words that record `$rc` as the worker's exit code, even on a full disk.
+    """Shell words that record `$rc` as the worker's exit code, even on a full disk."""
+    return write_reserved(run_dir, index, EXIT_CODE_FILE, '"$rc"')
 
-    The worker's shell reserved the bytes of the exit-code file when it started, so writing
-    the code over them in place (`1<>`, no truncation) and renaming the file need no new
-    space; a folder that takes nothing (read-only) leaves the code in exit_fallback_path.
-    """
-    wdir = worker_dir(run_dir, index)
-    ec, tmp = q(f"{wdir}/{EXIT_CODE_FILE}"), q(f"{wdir}/{EXIT_CODE_FILE}.tmp")
-    reserve = q(f"{wdir}/{EXIT_CODE_RESERVE}")
+
+def record_exit_disk(run_dir: str, index: int) -> str:
+    """Shell words that, once a worker failed (`$rc` not 0), record its run folder's disk at
+    that moment (disk_command's line) as its EXIT_DISK_FILE, even on a full disk: a full
+    folder is then named as the cause by whoever closes the record later, even once it was
+    emptied. A worker that finished gives its room back."""
+    line = write_reserved(run_dir, index, EXIT_DISK_FILE, '"$disk"')
     return (
-        f"{{ printf '%s\\n' \"$rc\" 1<>{reserve} && mv -f {reserve} {ec}; }} 2>/dev/null || "
-        f'{{ echo "$rc" > {tmp} && mv -f {tmp} {ec}; }} 2>/dev/null || '
-        f'{{ umask 077; echo "$rc" > {q(exit_fallback_path(run_dir, index))}; }}'
+        f'if [ "$rc" -eq 0 ]; then rm -f {q(reserve_path(run_dir, index, EXIT_DISK_FILE))}; '
+        f"else disk=$({disk_command(run_dir)}); {line}; fi"
     )
 
 
 def worker_script(
     python: str, module: str, run_dir: str, index: int, trainer_args: Sequence[str]
 ) -> str:
-    """The script the detached shell runs: record the process group, load env, run, record exit.
+    """The script the detached shell runs: record the process group, load env, run, record
+    how it ended.
 
     `$$` of a shell started by setsid is its session and process group id, which is what stop
-    kills; the exit code goes to a file because a detached process has no one to report to
-    (record_exit: its bytes are reserved here, before the program can fill the disk).
+    kills; the exit code (and, after a failure, the disk line) go to files because a detached
+    process has no one to report to. Their bytes are reserved here, before the program can
+    fill the disk (write_reserved); the exit code comes last: once it is there, all is.
     """
     wdir = worker_dir(run_dir, index)
     env = env_file_path(run_dir, index)
     argv = [python, "-m", module, "--run-dir", run_dir, *trainer_args]
-    blank = " " * RESERVED_BYTES
+    reserve = "".join(
+        f"printf '%s\\n' {q(' ' * size)} > {q(reserve_path(run_dir, index, name))}; "
+        for name, size in RESERVED_BYTES.items()
+    )
     return (
         f"echo $$ > {q(f'{wdir}/{PGID_FILE}')}; "
-        f"printf '%s\\n' {q(blank)} > {q(f'{wdir}/{EXIT_CODE_RESERVE}')}; "
+        f"{reserve}"
         f". {q(env)}; rm -f {q(env)}; "
         f"{' '.join(q(a) for a in argv)}; rc=$?; "
+        f"{record_exit_disk(run_dir, index)}; "
         f"{record_exit(run_dir, index)}"
     )
 
@@ -132,7 +170,8 @@ def group_alive(pgid: str) -> str:
     )
 
 
-ATTEMPT_FILES = (PGID_FILE, EXIT_CODE_FILE, STATUS_JSON)
+ATTEMPT_FILES = (PGID_FILE, EXIT_CODE_FILE, EXIT_DISK_FILE, STATUS_JSON)
+ENDED_FILES = (EXIT_CODE_FILE, EXIT_DISK_FILE)  # may be outside the folder: exit_fallback_path
 
 
 def reset_command(run_dir: str, index: int, note: str) -> str:
@@ -141,9 +180,10 @@ def reset_command(run_dir: str, index: int, note: str) -> str:
     disk may refuse: that is no reason not to restart)."""
     wdir = worker_dir(run_dir, index)
     files = " ".join(q(f"{wdir}/{name}") for name in ATTEMPT_FILES)
+    outside = " ".join(q(exit_fallback_path(run_dir, index, name)) for name in ENDED_FILES)
     log = q(f"{wdir}/{WORKER_LOG}")
     return (
-        f"umask 077 && mkdir -p {q(wdir)} && rm -f {files} {q(exit_fallback_path(run_dir, index))}"
+        f"umask 077 && mkdir -p {q(wdir)} && rm -f {files} {outside}"
         f" && {{ {{ printf '%s\\n' {q(note)} >> {log}; }} 2>/dev/null; true; }}"
     )
 
@@ -185,6 +225,33 @@ def disk_command(run_dir: str) -> str:
         f"\"$(df -Pk {d} 2>/dev/null | awk 'NR==2 {{print $4}}')\" "
         f'"$([ -w {d} ] && echo w || echo ro)"'
     )
+
+
+def exit_disk_command(run_dir: str, index: int) -> str:
+    """The disk line the worker's shell recorded when the worker failed, from its folder or
+    from outside it (record_exit_disk); nothing when there is none."""
+    files = (
+        f"{worker_dir(run_dir, index)}/{EXIT_DISK_FILE}",
+        exit_fallback_path(run_dir, index, EXIT_DISK_FILE),
+    )
+    return " || ".join(f"cat {q(path)} 2>/dev/null" for path in files) + " || true"
+
+
+EXIT_DISK_MARK = "--exit-disk--"
+
+
+def look_command(run_dir: str, index: int) -> str:
+    """What `fab status` and `fab fetch` ask of a worker in one round trip: the poll line and
+    its run folder's disk now, then the disk as the worker's shell found it when the worker
+    failed (split_look)."""
+    now = f"{poll_command(run_dir, index)}; {disk_command(run_dir)}"
+    return f"{now}; echo {EXIT_DISK_MARK}; {exit_disk_command(run_dir, index)}"
+
+
+def split_look(stdout: str) -> tuple[str, str]:
+    """look_command's output as (the poll and the disk now, the disk when it failed)."""
+    now, _, ended = stdout.partition(EXIT_DISK_MARK + "\n")
+    return now, ended
 
 
 def listing_command(run_dir: str) -> str:

@@ -4,7 +4,8 @@ launcher says and records about it while the job goes on.
 The free space arrives with every poll (commands.disk_command on an SSH host or a Slurm login
 node, whose run folder the tasks share; statvfs here); the job goes on whatever it says (the
 trainer only skips its monitoring while the disk is full), but the table, cluster.json
-`hosts[i].disk` and a failure's first line name it.
+`hosts[i].disk` and a failure's first line name it. A worker's shell (a Slurm job's script)
+writes the same line when its program failed, for a record closed after the launcher died.
 """
 
 from __future__ import annotations
@@ -60,6 +61,23 @@ def parse_disk(text: str, path: str) -> HostDisk | None:
     return None
 
 
+def disk_change(disk: HostDisk, recorded: object) -> dict[str, Any] | None:
+    """cluster.json's `disk` record for `disk` when it differs in fullness from `recorded`
+    (what the record holds now), else None: the record says each change once."""
+    was = isinstance(recorded, dict) and recorded.get("full") is True
+    return disk.record() if disk.full != was else None
+
+
+def closing_disk(now: HostDisk | None, ended: HostDisk | None) -> HostDisk | None:
+    """A worker's disk as a record closed after its launcher died tells it: full now (as the
+    watch would have seen it), else full when the worker failed (its shell's own line: the
+    folder may have been emptied since), else as it is now."""
+    for disk in (now, ended):
+        if disk is not None and disk.full:
+            return disk
+    return now
+
+
 def local_disk(path: str) -> HostDisk | None:
     """The same facts for a run folder on this machine, without a subprocess."""
     try:
@@ -99,10 +117,7 @@ class DiskWatch:
 
     def changed(self, recorded: object) -> dict[str, Any] | None:
         """The `disk` record when it differs in fullness from what is recorded, else None."""
-        if self.last is None:
-            return None
-        was = isinstance(recorded, dict) and recorded.get("full") is True
-        return self.last.record() if self.last.full != was else None
+        return None if self.last is None else disk_change(self.last, recorded)
 
     def trouble(self, now: float) -> str | None:
         """Why a worker that just failed may have failed: its disk, full now or lately."""

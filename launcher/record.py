@@ -22,11 +22,14 @@ from typing import Any
 from launcher import registry
 from launcher.display import Output, log_tail
 from launcher.errors import UserError
-from launcher.exits import describe_exit, first_failure, job_exit_code
+from launcher.exits import job_exit_code
+from launcher.failure import WorkerView, exit_failure
+from launcher.hostdisk import HostDisk, disk_change
 from launcher.hosts import Host, HostsFileError, parse_line
 from launcher.options import TrainOptions, arg_value, int_or_none
 from launcher.runs import find_run, read_cluster
 from launcher.settings import Settings
+from launcher.worker import ProcessState
 from runformat import (
     ACTIVE_RUN_STATES,
     CLUSTER_JSON,
@@ -224,23 +227,65 @@ def ending(
 
 
 def finished_record(
-    cluster: Mapping[str, Any], exit_codes: Mapping[int, int | None], local_dir: Path
+    cluster: Mapping[str, Any],
+    exit_codes: Mapping[int, int | None],
+    local_dir: Path,
+    disks: Mapping[int, HostDisk] | None = None,
 ) -> dict[str, Any] | None:
     """The changes that finish an open record once every worker has an exit code, or None
-    (the record is closed already, a worker has none yet, or its launcher still runs)."""
+    (the record is closed already, a worker has none yet, or its launcher still runs).
+
+    `disks`: each worker's run-folder disk (hostdisk.closing_disk). The failure is decided
+    and worded as the live watch decides and words it (failure.exit_failure): a worker whose
+    disk was full comes first and its reason puts the disk first; `hosts[i].disk` records
+    what the watch would have recorded.
+    """
     hosts = cluster.get("hosts") or []
     if not may_finish(cluster):
         return None
     if len(exit_codes) != len(hosts) or any(c is None for c in exit_codes.values()):
         return None
-    if job_exit_code(exit_codes, len(hosts)) == 0:
-        return ending(cluster, exit_codes, None)
-    bad = first_failure(exit_codes) or 0
-    host: Mapping[str, Any] = next((h for h in hosts if h.get("index") == bad), {})
-    failure = {
-        "index": bad,
-        "host": host.get("name", "?"),
-        "reason": describe_exit(exit_codes[bad]),
-        "log_tail": log_tail(worker_log_path(local_dir, bad)),
-    }
-    return ending(cluster, exit_codes, failure)
+    disks = disks or {}
+    failure = None
+    if job_exit_code(exit_codes, len(hosts)) != 0:
+        failure = _failure(hosts, exit_codes, disks, local_dir)
+    changes = ending(cluster, exit_codes, failure)
+    recorded = _disk_records(hosts, disks)
+    if recorded is not None:
+        changes["hosts"] = recorded
+    return changes
+
+
+def _failure(
+    hosts: Sequence[Mapping[str, Any]],
+    exit_codes: Mapping[int, int | None],
+    disks: Mapping[int, HostDisk],
+    local_dir: Path,
+) -> dict[str, Any]:
+    names = {h.get("index"): str(h.get("name", "?")) for h in hosts}
+    views = []
+    for index, code in sorted(exit_codes.items()):
+        disk = disks.get(index)
+        trouble = disk.message() if disk is not None and disk.full else None
+        views.append(
+            WorkerView(index, names.get(index, "?"), ProcessState.EXITED, code, disk=trouble)
+        )
+    found = exit_failure(views)
+    assert found is not None, "a worker that did not exit 0 is a failure"
+    found.log_tail = log_tail(worker_log_path(local_dir, found.index))
+    return found.as_dict()
+
+
+def _disk_records(
+    hosts: Sequence[Mapping[str, Any]], disks: Mapping[int, HostDisk]
+) -> list[dict[str, Any]] | None:
+    """The hosts with the `disk` records that changed, or None when none did."""
+    out, changed = [], False
+    for host in hosts:
+        entry = dict(host)
+        disk = disks.get(entry.get("index", -1))
+        record = disk_change(disk, entry.get("disk")) if disk is not None else None
+        if record is not None:
+            entry["disk"], changed = record, True
+        out.append(entry)
+    return out if changed else None

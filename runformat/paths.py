@@ -32,6 +32,10 @@ WORKER_LOG = "worker.log"
 EVENTS_DIR = "events"
 PGID_FILE = "pgid"
 EXIT_CODE_FILE = "exit_code"
+EXIT_DISK_FILE = "exit_disk"
+"""Beside exit_code when a worker failed: its run folder's disk at that moment, one line
+`disk FREE_KB w|ro` (the poll's own disk line), so that a full folder is named as the cause
+even once it was emptied."""
 
 SLURM_SCRIPT = "job.sbatch"
 """A Slurm run's batch script, as submitted (`fab export --slurm` prints the same)."""

@@ -363,6 +363,7 @@ def test_doc_names_every_file_and_limit() -> None:
         runformat.events_rel(0).replace("0", "<index>") + "/",
         f"workers/<index>/{runformat.PGID_FILE}",
         f"workers/<index>/{runformat.EXIT_CODE_FILE}",
+        f"workers/<index>/{runformat.EXIT_DISK_FILE}",
     ):
         assert name in layout.group(1), name
     limits = dict(re.findall(r"^\| ([a-z. ]+) \| ([0-9]+(?: MB)?) \|$", text, re.M))

@@ -19,6 +19,7 @@ from launcher.contact import QUICK_CONTACT_TIMEOUT, with_contact
 from launcher.deploy import PROJECT_ROOT, DeployResult, Lazy, ship_folder, tree_hash
 from launcher.display import Output, WorkerRow, read_status
 from launcher.errors import UserError, failed_hosts
+from launcher.hostdisk import HostDisk, closing_disk, parse_disk
 from launcher.hosts import Host
 from launcher.job import Job
 from launcher.netcheck import Peer, check_network, clock_cell, clock_warning
@@ -356,20 +357,26 @@ class SshBackend:
     def look(self, run: Run) -> Look:
         pairs = hosts_of_run(run.record, run.local_dir)
 
-        def one(shell: HostShell, host: Host, run_dir: str) -> tuple[Poll, dict[str, Any] | None]:
-            poll = Poll.parse(shell.run(commands.poll_command(run_dir, host.index), 30).stdout)
+        Seen = tuple[Poll, dict[str, Any] | None, HostDisk | None]
+
+        def one(shell: HostShell, host: Host, run_dir: str) -> Seen:
+            """Its poll, its status.json and its run folder's disk (closing_disk)."""
+            said = shell.run(commands.look_command(run_dir, host.index), 30).stdout
+            now, ended = commands.split_look(said)
+            poll = Poll.parse(now)
+            disk = closing_disk(parse_disk(now, run_dir), parse_disk(ended, run_dir))
             try:
                 raw = shell.read_range(f"{run_dir}/{status_rel(host.index)}", 0, MAX_STATUS_BYTES)
             except OSError:
-                return poll, None
-            return poll, parse_json_object(raw, [], STATUS_JSON)
+                return poll, None, disk
+            return poll, parse_json_object(raw, [], STATUS_JSON), disk
 
         results = HostResults.run(
             pairs,
             lambda pair: self._on_host(run, pair[0], lambda s: one(s, pair[0], pair[1])),
             host=lambda pair: pair[0],
         )
-        rows, problems, polls = [], [], {}
+        rows, problems, polls, disks = [], [], {}, {}
         for (host, _), r in results:
             local = read_status(run.local_dir / status_rel(host.index))
             if isinstance(r, HostError):
@@ -377,6 +384,8 @@ class SshBackend:
                 problems.append(f"worker {host.index} ({host.label}) unreachable: {r.message}")
                 continue
             polls[host.index] = r[0]
+            if r[2] is not None:
+                disks[host.index] = r[2]
             rows.append(WorkerRow(host.index, host.label, r[1] or local, process=r[0].describe()))
         running = len(polls) < len(pairs) or any(
             p.state in (ProcessState.ALIVE, ProcessState.PENDING) for p in polls.values()
@@ -384,7 +393,7 @@ class SshBackend:
         codes = {i: p.exit_code for i, p in polls.items() if p.state is ProcessState.EXITED}
         ending = None
         if len(codes) == len(pairs):
-            ending = finished_record(run.record.to_dict(), codes, run.local_dir)
+            ending = finished_record(run.record.to_dict(), codes, run.local_dir, disks)
         return Look(rows, running, [], problems, ending, "every worker has ended")
 
     def stop(self, run: Run, look: Look, grace: float) -> list[str]:

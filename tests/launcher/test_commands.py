@@ -17,9 +17,14 @@ from pathlib import Path
 import pytest
 
 from launcher import commands
+from launcher.hostdisk import HostDisk, closing_disk, parse_disk
 from launcher.options import arg_value, int_or_none
+from launcher.worker import Poll, ProcessState
 from launcher.worker import local_poll as _local_poll
-from tests.launcher.helpers import wait_for
+from runformat import EXIT_CODE_FILE, EXIT_DISK_FILE
+from tests.launcher.helpers import small_disk, wait_for
+
+ENDED = (EXIT_CODE_FILE, EXIT_DISK_FILE)
 
 NASTY = [
     "plain",
@@ -321,3 +326,75 @@ def _local_poll_for(tmp_path: Path, pgid: str) -> str:
     wdir.mkdir(exist_ok=True)
     (wdir / "pgid").write_text(pgid + "\n")
     return _local_poll(wdir)
+
+
+def run_script(run_dir: Path, index: int, program: str) -> Path:
+    """The worker's real script, with `program` in place of the trainer; its folder."""
+    wdir = Path(commands.worker_dir(str(run_dir), index))
+    wdir.mkdir(parents=True, exist_ok=True)
+    Path(commands.env_file_path(str(run_dir), index)).write_text("")
+    script = commands.worker_script("python3", "x", str(run_dir), index, [])
+    argv = f"python3 -m x --run-dir {run_dir}"
+    assert argv in script
+    assert sh(script.replace(argv, program), run_dir).returncode == 0
+    return wdir
+
+
+def look(run_dir: Path, index: int) -> tuple[Poll, HostDisk | None, HostDisk | None]:
+    """What `fab status` learns of a worker: its poll, its disk now and when it failed."""
+    said = sh(commands.look_command(str(run_dir), index), run_dir).stdout
+    now, ended = commands.split_look(said)
+    return Poll.parse(now), parse_disk(now, str(run_dir)), parse_disk(ended, str(run_dir))
+
+
+def test_a_failed_worker_leaves_its_full_disk_in_the_room_it_kept(tmp_path: Path) -> None:
+    """The worker fills its folder and fails: the disk line (written into bytes reserved at
+    the start) says full, and still does once the folder was emptied; a worker that
+    finished leaves no disk line and gives the room back."""
+    with small_disk(tmp_path / "disk", "2m") as disk:
+        run_dir = disk / "run-full"
+        run_dir.mkdir()
+        wdir = run_script(run_dir, 1, f"(cat /dev/zero > {disk}/filler; exit 3)")
+        assert (wdir / "exit_code").read_text().split() == ["3"]
+        assert (wdir / EXIT_DISK_FILE).read_text().split() == ["disk", "0", "w"]
+        (disk / "filler").unlink()
+        poll, now, ended = look(run_dir, 1)
+        assert poll == Poll(ProcessState.EXITED, 3)
+        assert now is not None and not now.full, "room again"
+        assert ended == HostDisk(str(run_dir), 0.0, True)
+        told = closing_disk(now, ended)
+        assert told is ended and told.message() == f"no space left in {run_dir} (0 MB free)"
+        assert not [p for p in wdir.iterdir() if p.name.endswith((".reserve", ".tmp"))]
+
+        wdir = run_script(run_dir, 0, "true")
+        assert sorted(p.name for p in wdir.iterdir()) == ["exit_code", "pgid"]
+        poll, now, ended = look(run_dir, 0)
+        assert poll == Poll(ProcessState.EXITED, 0) and ended is None
+        assert closing_disk(now, ended) is now and now is not None and not now.full
+
+        # A restart clears the last attempt's disk line with its exit code.
+        reset = sh(commands.reset_command(str(run_dir), 1, "--- restart ---"), run_dir)
+        assert reset.returncode == 0 and not (wdir.parent / "1" / EXIT_DISK_FILE).exists()
+        assert look(run_dir, 1)[2] is None
+
+
+def test_a_failed_worker_on_a_read_only_folder_leaves_its_disk_line_outside(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path / "disk", "2m") as disk:
+        run_dir = disk / f"run-ro-{tmp_path.name}"
+        run_dir.mkdir()
+        outside = [Path(commands.exit_fallback_path(str(run_dir), 0, n)) for n in ENDED]
+        try:
+            run_script(run_dir, 0, f"(mount -o remount,ro {disk}; exit 1)")
+            poll, now, ended = look(run_dir, 0)
+            assert poll == Poll(ProcessState.EXITED, 1)
+            assert ended is not None and not ended.writable
+            assert closing_disk(now, ended) is now and now is not None and now.full
+            assert "is not writable" in now.message()
+            subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+            sh(commands.reset_command(str(run_dir), 0, "again"), run_dir)
+            assert not any(p.exists() for p in outside), "a restart clears them too"
+        finally:
+            for path in outside:
+                path.unlink(missing_ok=True)

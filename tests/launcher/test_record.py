@@ -1,5 +1,6 @@
-"""Finishing a run's record after its launcher died (pure logic; the real run over SSH is
-test_reliability.py::test_status_finishes_the_record_of_a_run_whose_launcher_died)."""
+"""Finishing a run's record after its launcher died (pure logic; the real runs over SSH are
+test_reliability.py::test_status_finishes_the_record_of_a_run_whose_launcher_died, and its
+second run, whose worker failed on a full disk)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from launcher.failure import WorkerView, exit_failure
+from launcher.hostdisk import HostDisk
 from launcher.record import finished_record, launcher_alive
+from launcher.worker import ProcessState
 
 HOSTS = [{"index": 0, "name": "a@gpu-a"}, {"index": 1, "name": "b@gpu-b"}]
 
@@ -69,3 +73,48 @@ def test_a_live_launcher_on_this_machine_finishes_its_own_record(tmp_path: Path)
         fab.kill()
         fab.wait()
     assert not launcher_alive({"launcher": here}), "a dead launcher finishes nothing"
+
+
+FULL = HostDisk("/home/b/tfjobs/runs/r1", 0.0)
+
+
+def test_a_full_disk_comes_first_as_the_live_watch_says_it(tmp_path: Path) -> None:
+    """Worker 1's folder was full when it failed (its shell's own line, though emptied since):
+    it is the cause before worker 0's exit, worded as the live watch words it, and its
+    `disk` is recorded as the watch records it."""
+    roomy = HostDisk("/home/a/tfjobs/runs/r1", 900.0)
+    changes = finished_record(run(), {0: 1, 1: 1}, tmp_path, {0: roomy, 1: FULL})
+    assert changes is not None and changes["state"] == "failed"
+    failure = changes["failure"]
+    assert (failure["index"], failure["host"]) == (1, "b@gpu-b")
+    said = exit_failure([WorkerView(1, "b@gpu-b", ProcessState.EXITED, 1, disk=FULL.message())])
+    assert said is not None and failure["reason"] == said.reason
+    assert (
+        failure["reason"]
+        == "no space left in /home/b/tfjobs/runs/r1 (0 MB free); exited with code 1"
+    )
+    assert [h.get("disk") for h in changes["hosts"]] == [None, FULL.record()]
+    assert changes["hosts"][1]["name"] == "b@gpu-b", "the rest of the entry stays"
+    read_only = HostDisk("/r", 50.0, writable=False)
+    changes = finished_record(run(), {0: 0, 1: 1}, tmp_path, {1: read_only})
+    assert changes is not None
+    assert changes["failure"]["reason"].startswith("/r is not writable (")
+
+
+def test_disk_records_change_only_when_fullness_does(tmp_path: Path) -> None:
+    recorded = [HOSTS[0], {**HOSTS[1], "disk": FULL.record()}]
+    same = finished_record(run(hosts=recorded), {0: 0, 1: 1}, tmp_path, {1: FULL})
+    assert same is not None and "hosts" not in same, "recorded full already"
+    room = HostDisk(FULL.path, 30.0)
+    cleared = finished_record(run(hosts=recorded), {0: 0, 1: 0}, tmp_path, {1: room})
+    assert cleared is not None and cleared["state"] == "finished"
+    assert cleared["hosts"][1]["disk"] == room.record() and not room.record()["full"]
+    plain = finished_record(run(), {0: 0, 1: 2}, tmp_path, {0: room, 1: room})
+    assert plain is not None and "hosts" not in plain
+    assert plain["failure"]["reason"] == "exited with code 2"
+
+
+def test_a_killed_worker_is_the_cause_as_in_the_live_watch(tmp_path: Path) -> None:
+    """Its peers abort with exit 1 within a second: the killed one is named, not the first."""
+    changes = finished_record(run(), {0: 1, 1: -9}, tmp_path)
+    assert changes is not None and changes["failure"]["index"] == 1
