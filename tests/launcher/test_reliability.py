@@ -117,8 +117,14 @@ def fab_train(
 def orphaned_run(cwd: Path, env: dict[str, str], *args: str) -> Path:
     """The run directory of `fab train ARGS` whose launcher was killed (SIGKILL to its own
     pid) once both workers trained: the workers go on with nobody watching them."""
+    runs = cwd / "runs"
+    before = set(runs.iterdir()) if runs.is_dir() else set()
+
+    def new_run() -> Path | None:
+        return next((p.parent for p in runs.glob("*/cluster.json") if p.parent not in before), None)
+
     with fab_train(cwd, env, *args) as (proc, _):
-        run_dir = wait_for(lambda: run_dir_appeared(cwd), 60, "the run directory")
+        run_dir = wait_for(new_run, 60, "the run directory")
         wait_for(lambda: training(run_dir, 2), TRAIN_WAIT, "every worker training")
         proc.kill()
         proc.wait(30)
@@ -452,6 +458,56 @@ def test_status_finishes_the_record_of_a_run_whose_launcher_died(
         relabelled_by_stop=False,
         processes_left=0,
         locks_left=0,
+    )
+
+    # 2. Again, worker 1's runs folder on a small disk of its own: it fills while both train
+    # with backups, worker 1 fails on it (its peer then too), and it is emptied before anyone
+    # looks. The record names the full folder first, from the line worker 1's shell left.
+    args = [*FAST, *STEPS, "--epochs", "3", "--steps-per-epoch", "50", "--max-restarts", "1"]
+    env = {**ssh_env, "TFCLUSTER_MIN_FREE_MB": "1"}  # fab check's 1000 MB: not on 16 MB
+    with host_runs_disk(other, "16m") as disk:
+        run_dir = orphaned_run(tmp_path, env, *args)
+        filler = fill_disk(disk)
+        t_full = time.monotonic()
+        ended = [remote_run(h, run_dir.name) / f"workers/{i}" for i, h in enumerate([chief, other])]
+        wait_for(lambda: all((d / "exit_code").exists() for d in ended), TRAIN_WAIT, "both ending")
+        failed_sec = time.monotonic() - t_full
+        left = (ended[1] / "exit_disk").read_text().split()
+        filler.unlink()
+        status = run_fab(tmp_path, "status", env=env, timeout=120)
+        fetch = run_fab(tmp_path, "fetch", env=env, timeout=120)
+        assert fetch.returncode == 0, fetch.stdout + fetch.stderr
+        assert_workers_mirrored(run_dir, [chief, other])
+    assert status.returncode == 0 and "Traceback" not in status.stdout + status.stderr
+    cluster = read_json(run_dir / "cluster.json")
+    folder = cluster["hosts"][1]["run_dir"]
+    assert folder == str(disk / run_dir.name), cluster["hosts"][1]
+    cause = f"no space left in {folder} (0 MB free); exited with code 1"
+    assert cluster["state"] == "failed" and cluster["exit_codes"]["1"] == 1, cluster
+    failure = cluster["failure"]
+    assert (failure["index"], failure["reason"]) == (1, cause), (failure, left)
+    assert cluster["attempts"][-1]["failure"] == failure
+    assert cluster["hosts"][1]["disk"] == {
+        "full": True,
+        "path": folder,
+        "free_mb": 0.0,
+        "message": f"no space left in {folder} (0 MB free)",
+    }
+    assert cluster["hosts"][0].get("disk") is None
+    assert left == ["disk", "0", "w"] and (run_dir / "workers/1/exit_disk").exists()
+    told = rf"^failure: worker 1 \({other.user}@.*\) {re.escape(cause)}$"
+    assert re.search(told, status.stdout, re.M), status.stdout
+    assert "failed" in status.stdout.splitlines()[0], status.stdout
+    assert_nothing_left(two_hosts, [chief, other], run_dir)
+    record_figures(
+        25,
+        case="launcher killed; worker 1's runs folder fills, fails it, is emptied; fab status",
+        failed_sec_after_full=round(failed_sec, 1),
+        exit_codes=cluster["exit_codes"],
+        exit_disk=" ".join(left),
+        failure=f"worker {failure['index']} ({failure['host']}) {failure['reason']}"[:200],
+        disk_recorded=cluster["hosts"][1]["disk"],
+        processes_left=0,
     )
 
 
