@@ -366,15 +366,15 @@ def test_a_failed_worker_leaves_its_full_disk_in_the_room_it_kept(tmp_path: Path
         assert told is ended and told.message() == f"no space left in {run_dir} (0 MB free)"
         assert not [p for p in wdir.iterdir() if p.name.endswith((".reserve", ".tmp"))]
 
-        wdir = run_script(run_dir, 0, "true")
-        assert sorted(p.name for p in wdir.iterdir()) == ["exit_code", "pgid"]
+        finished = run_script(run_dir, 0, "true")
+        assert sorted(p.name for p in finished.iterdir()) == ["exit_code", "pgid"]
         poll, now, ended = look(run_dir, 0)
         assert poll == Poll(ProcessState.EXITED, 0) and ended is None
         assert closing_disk(now, ended) is now and now is not None and not now.full
 
         # A restart clears the last attempt's disk line with its exit code.
         reset = sh(commands.reset_command(str(run_dir), 1, "--- restart ---"), run_dir)
-        assert reset.returncode == 0 and not (wdir.parent / "1" / EXIT_DISK_FILE).exists()
+        assert reset.returncode == 0 and not (wdir / EXIT_DISK_FILE).exists()
         assert look(run_dir, 1)[2] is None
 
 

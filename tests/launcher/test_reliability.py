@@ -1,7 +1,8 @@
 """What a job survives over the SSH test hosts (tests/sshcluster.py), with the real `fab` and
 real workers: a dropped SSH session, a paused launcher, a full local disk, a hostile worker
-host, a killed launcher with a frozen worker, and another user of the host. Every test checks
-the outcome, that nothing mirrored differs from the host's copy, and that nothing is left.
+host, a killed launcher with a frozen worker, a killed launcher whose worker then failed on
+its host's full disk, and another user of the host. Every test checks the outcome, that
+nothing mirrored differs from the host's copy, and that nothing is left.
 """
 
 from __future__ import annotations
