@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dashboard import text
 from dashboard.cluster import WorkerRow
 from dashboard.runs import Run
 
@@ -37,12 +38,25 @@ def failure_story(run: Run, rows: Sequence[WorkerRow]) -> Story | None:
     row = by_index.get(cause) if cause is not None else None
     died = (row.updated if row else None) or (run.cluster.finished if run.cluster else None)
     advice = ["`fab check` tests every host again (SSH, Python, TensorFlow, ports) before a retry."]
-    max_restarts = (run.cluster.restarts if run.cluster else 0) or 0
-    advice.append(
-        "`fab train --max-restarts 1` restarts the whole job after such a failure and resumes "
-        "from the last completed epoch"
-        + (f" (this run restarted {max_restarts}x already)." if max_restarts else ".")
-    )
+    disk = full_disk(run, cause)
+    if failure is not None and failure.network:
+        advice.append(
+            "The workers could not reach each other when checked after the failure: "
+            + "; ".join(text.md(pair) for pair in failure.network)
+            + ". Fix the route or firewall between them (`fab check` tests every pair)."
+        )
+    elif disk is not None:
+        advice.append(
+            f"Its host's runs folder was full ({text.md(disk)}): make room there. A restart"
+            " would fail the same way, so `--max-restarts` does not restart after it."
+        )
+    else:
+        max_restarts = (run.cluster.restarts if run.cluster else 0) or 0
+        advice.append(
+            "`fab train --max-restarts 1` restarts the whole job after such a failure and "
+            "resumes from the last completed epoch"
+            + (f" (this run restarted {max_restarts}x already)." if max_restarts else ".")
+        )
     if failure is not None and "SIGKILL" in failure.reason:
         advice.append("Killed by SIGKILL: out of memory on that host, or someone killed it.")
     return Story(
@@ -58,6 +72,18 @@ def failure_story(run: Run, rows: Sequence[WorkerRow]) -> Story | None:
         advice=tuple(advice),
         log=f"workers/{cause}/worker.log" if cause is not None else None,
     )
+
+
+def full_disk(run: Run, index: int | None) -> str | None:
+    """Where the worker's host was out of room, as the launcher recorded it (hosts[i].disk),
+    None when it was not."""
+    host = run.cluster.host(index) if run.cluster and index is not None else None
+    disk = host.disk if host is not None else None
+    if not disk or not disk.get("full"):
+        return None
+    free = disk.get("free_mb")
+    room = f", {free:g} MB free" if isinstance(free, int | float) else ""
+    return f"{disk.get('path') or 'its runs folder'}{room}"
 
 
 def no_model_reason(run: Run) -> str | None:

@@ -85,6 +85,7 @@ class Failure:
     reason: str
     log_tail: tuple[str, ...] = ()
     exit_code: int | None = None
+    network: tuple[str, ...] = ()  # pairs of workers that could not reach each other after it
 
     @property
     def who(self) -> str:
@@ -186,6 +187,7 @@ def parse_failure(raw: object, where: str, warnings: Warnings) -> Failure | None
         reason=f.text("reason") or "unknown reason",
         log_tail=f.strings("log_tail")[-MAX_LOG_TAIL:],
         exit_code=f.integer("exit_code"),
+        network=f.strings("network")[:MAX_WORKERS],
     )
 
 

@@ -289,8 +289,10 @@ def test_doc_names_every_field_of_cluster_json() -> None:
     assert slurm_block is not None
     slurm = json.loads("{" + re.sub(r"//[^\n]*", "", slurm_block.group(1)) + "}")
     assert set(data) | set(slurm) == set(record_keys(ClusterRecord))
-    # Fields only Slurm runs have are named in that section's prose.
-    named = set(re.findall(r"`([a-z_]+)`", slurm_section))
+    # Fields the example leaves out (only Slurm runs have them, or only some failures) are
+    # named in the prose: the Slurm section's, or the launcher section's own.
+    prose = slurm_section + _section("cluster.json (launcher)")
+    named = set(re.findall(r"`([a-z_]+)`", prose))
     hosts = set().union(*(set(h) for h in data["hosts"]))
     for record, example in ((HostEntry, hosts), (Failure, set(data["failure"]))):
         assert example <= set(record_keys(record)), record

@@ -210,6 +210,49 @@ def test_cause_of_a_failure_stands_apart_from_the_workers_aborted_after_it() -> 
     assert "killed by SIGKILL" in (no_model_reason(run) or "")
 
 
+PAIR = "worker 0 (h0) cannot reach worker 1 at h1:1: timed out (a firewall may drop it)"
+FULL = {"full": True, "path": "/home/a/tfjobs/runs/r", "free_mb": 0.0, "message": "full"}
+
+
+@pytest.mark.parametrize(
+    ("failure", "disk", "said", "not_said"),
+    [
+        (
+            Failure(0, "h0", "lost contact with its peers: " + PAIR, network=(PAIR,)),
+            None,
+            "could not reach each other when checked after the failure: worker 0",
+            "--max-restarts 1",
+        ),
+        (
+            Failure(
+                1, "h1", "no space left in /home/a/tfjobs/runs/r (0 MB free); exited with code 1"
+            ),
+            FULL,
+            "runs folder was full (/home/a/tfjobs/runs/r, 0 MB free)",
+            "--max-restarts 1",
+        ),
+        (
+            Failure(1, "h1", "exited with code 1"),
+            {**FULL, "full": False},
+            "--max-restarts 1",
+            "was full",
+        ),
+        (Failure(1, "h1", "exited with code 1"), None, "--max-restarts 1", "could not reach"),
+    ],
+)
+def test_what_to_do_next_follows_the_cause(
+    failure: Failure, disk: dict | None, said: str, not_said: str
+) -> None:
+    run = make_run("failed", {0: {"state": "failed"}, 1: {"state": "failed"}}, failure)
+    assert run.cluster is not None
+    hosts = tuple(replace(h, disk=disk) if h.index == 1 else h for h in run.cluster.hosts)
+    run = replace(run, cluster=replace(run.cluster, hosts=hosts))
+    story = failure_story(run, worker_rows(run, {}, NOW))
+    assert story is not None
+    advice = " ".join(story.advice).replace("\\", "")
+    assert said in advice and not_said not in advice, advice
+
+
 def test_missing_values_are_a_dash_never_none() -> None:
     run = make_run("running", {0: {"state": "running"}})
     frame = rows_frame(worker_rows(run, {}, NOW))
