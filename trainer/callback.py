@@ -299,6 +299,19 @@ class ClusterProgress(tf.keras.callbacks.Callback):  # type: ignore[misc,name-de
 
 
 @contextlib.contextmanager
+def default_writer_kept() -> Iterator[None]:
+    """If the block fails, TensorFlow's default summary writer is put back as it was before
+    it: a writer's `as_default()` restores the previous one only after its closing flush
+    worked, so a flush that a full disk refused leaves the failed writer the default."""
+    before = summary_ops_v2._summary_state.writer
+    try:
+        yield
+    except BaseException:
+        summary_ops_v2._summary_state.writer = before
+        raise
+
+
+@contextlib.contextmanager
 def summaries_into(writer: Any) -> Iterator[None]:
     """`writer.as_default()` with recording on, that leaves the default writer as it found it
     even when the flush on leaving fails (a full disk). TensorFlow puts the old default back
