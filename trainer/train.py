@@ -121,6 +121,7 @@ def make_callbacks(
         monitor=monitor,
         events_dir=events_dir(config.run_dir, cluster.index),
         num_workers=plan.num_workers,
+        after_fit="evaluating",  # what this worker does next; fit's own ending moves no step
     )
     backup = (
         [keras.callbacks.BackupAndRestore(backup_dir=str(config.run_dir / BACKUP_DIR))]
