@@ -169,18 +169,29 @@ def stall_failure(views: Sequence[WorkerView], now: float, watch: WatchOptions) 
     Collective ops stall every worker at once: a frozen one is looked at first. A worker
     whose disk is full (or was a moment ago) cannot write its status: its silence proves
     nothing, and once there is room again its status moves within seconds (trainer.guard).
+    Its process still shows: stopped (frozen), it is named like any other. Its peers write:
+    they are judged as usual (a job held up by it holds them in a collective, silent, once
+    their phase allows it: training; fit's ending is `evaluating`), and the reason names
+    the worker that could not report, as the one they may be waiting for.
     """
     for v in sorted(views, key=lambda v: v.state is not ProcessState.FROZEN):
         if v.ended or v.quiet_since is None or WorkerState.of(v.status) is not WorkerState.RUNNING:
             continue
-        if v.disk is not None:
+        if v.disk is not None and v.state is not ProcessState.FROZEN:
             continue
         limit, phase = silence_limit(v.status or {}, watch)
         if now - v.quiet_since > limit:
-            return v.failure(
+            failure = v.failure(
                 f"went silent: no progress for {limit:g} s while {phase} "
                 "(hung, stopped, or its host is overloaded)"
             )
+            for other in views:
+                if other is not v and other.disk is not None and not other.ended:
+                    failure.reason += (
+                        f"; worker {other.index} ({other.host}) cannot report its progress"
+                        f" ({other.disk}): the others may be waiting for it"
+                    )
+            return failure
     return None
 
 

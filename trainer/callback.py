@@ -123,7 +123,8 @@ class ClusterProgress(tf.keras.callbacks.Callback):  # type: ignore[misc,name-de
     `global_batch_size`: the examples of one step over all workers (this worker's share
     gives examples/s; without it examples/s is not reported). `log_every`: global steps per
     progress window. The trainer also passes its own `status`, `monitor` and `events_dir`;
-    a user's program passes none and gets them from $TFCLUSTER_WORKER_DIR.
+    a user's program passes none and gets them from $TFCLUSTER_WORKER_DIR. `after_fit`: the
+    phase from fit's last step on (the trainer's is `evaluating`: it evaluates next).
     """
 
     def __init__(
@@ -135,6 +136,7 @@ class ClusterProgress(tf.keras.callbacks.Callback):  # type: ignore[misc,name-de
         monitor: SystemMonitor | None = None,
         events_dir: Path | None = None,
         num_workers: int | None = None,
+        after_fit: Phase = AFTER_FIT,
     ) -> None:
         super().__init__()
         self._supports_tf_logs = True
@@ -144,6 +146,7 @@ class ClusterProgress(tf.keras.callbacks.Callback):  # type: ignore[misc,name-de
                 status = StatusFile(Path(folder) / STATUS_JSON, {}, shared=True)
                 events_dir = events_dir or Path(folder) / EVENTS_DIR
         self.standalone = monitor is None
+        self.after_fit = after_fit
         self.status = status
         self.events_dir = events_dir
         self.monitor = monitor
@@ -235,13 +238,16 @@ class ClusterProgress(tf.keras.callbacks.Callback):  # type: ignore[misc,name-de
             self.status.update(epoch=epoch + 1, step=self.step)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Leave `training` as soon as the last step is done: fit still shuts its input
+        pipeline down after this hook (tf.data waits for its background threads: seconds,
+        tens of them on a busy host), every worker at its own pace and the others waiting for
+        it in their next collective, and no step moves there for the stall rule to see."""
         self.fitting = False
         if self.writer is not None:
             with contextlib.suppress(Exception):  # a full disk fails the last flush: let it
                 self.writer.close()
             self.writer = None
-        if self.standalone:
-            self._enter(AFTER_FIT)
+        self._enter(self.after_fit)
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -296,6 +302,19 @@ class ClusterProgress(tf.keras.callbacks.Callback):  # type: ignore[misc,name-de
             self.writer = None
             return
         self.events.succeeded()
+
+
+@contextlib.contextmanager
+def default_writer_kept() -> Iterator[None]:
+    """If the block fails, TensorFlow's default summary writer is put back as it was before
+    it: a writer's `as_default()` restores the previous one only after its closing flush
+    worked, so a flush that a full disk refused leaves the failed writer the default."""
+    before = summary_ops_v2._summary_state.writer
+    try:
+        yield
+    except BaseException:
+        summary_ops_v2._summary_state.writer = before
+        raise
 
 
 @contextlib.contextmanager

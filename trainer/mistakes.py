@@ -104,20 +104,36 @@ def traced_predictions(model: keras.Model, images: np.ndarray) -> Callable[[], t
     return tf.function(lambda: tf.argmax(model(inputs, training=False), axis=1), autograph=False)
 
 
-def open_event_file(folder: Path, suffix: str = "mistakes") -> tf.io.TFRecordWriter:
-    """A TFRecord writer on a new event file in `folder`, its version record written: named
-    like TensorFlow's (`events.out.tfevents.<secs>.<host>.<pid>.<suffix>`), and never a file
-    that exists, which the writer would empty."""
+def new_event_path(folder: Path, suffix: str = "mistakes") -> Path:
+    """A new event file's path in `folder`, named like TensorFlow's
+    (`events.out.tfevents.<secs>.<host>.<pid>.<suffix>`), never one that exists (a writer
+    would empty it)."""
     folder.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    stem = event_file_name(now, socket.gethostname(), os.getpid(), suffix)
+    stem = event_file_name(time.time(), socket.gethostname(), os.getpid(), suffix)
     for n in itertools.count(1):
         path = folder / (stem if n == 1 else f"{stem}.{n}")
         if not path.exists():
-            break
+            return path
+    raise AssertionError("unreachable")
+
+
+def open_event_file(path: Path) -> tf.io.TFRecordWriter:
+    """TensorFlow's TFRecord writer on `path`, its version record written (buffered)."""
     writer = tf.io.TFRecordWriter(str(path))
-    writer.write(Event(wall_time=now, file_version=EVENT_FILE_VERSION).SerializeToString())
+    version = Event(wall_time=time.time(), file_version=EVENT_FILE_VERSION)
+    writer.write(version.SerializeToString())
     return writer
+
+
+def cut_back(path: Path, whole: int) -> None:
+    """After a failed write: the file back to its first `whole` bytes (its whole records:
+    cutting needs no room), or gone if no event ever landed in it. A reader then never meets
+    half a record where the disk stopped, nor an empty file left by a try on a full disk."""
+    with contextlib.suppress(OSError):
+        if whole == 0:
+            path.unlink(missing_ok=True)
+        elif path.stat().st_size > whole:
+            os.truncate(path, whole)
 
 
 class MistakesLogger(keras.callbacks.Callback):
@@ -129,6 +145,8 @@ class MistakesLogger(keras.callbacks.Callback):
         self.y = np.asarray(y[:EXAMPLES], dtype=np.int64)
         self.events = events
         self.writer: Any = None
+        self.path: Path | None = None  # the file being written
+        self.whole = 0  # its bytes known whole on disk: the records up to the last flush
         self.predict: Callable[[], tf.Tensor] | None = None
         self.images = BestEffort(f"images in {EVENTS_DIR}/")
 
@@ -146,7 +164,7 @@ class MistakesLogger(keras.callbacks.Callback):
             self._write(summary, epoch + 1)
         except (tf.errors.OpError, OSError) as error:
             self.images.failed(error, self.events)
-            self._drop_writer()
+            self._drop_writer(failed=True)
             return
         self.images.succeeded()
 
@@ -156,18 +174,24 @@ class MistakesLogger(keras.callbacks.Callback):
     def _write(self, summary: Summary, step: int) -> None:
         """One event, on disk when this returns (the launcher mirrors it from there)."""
         if self.writer is None:
-            self.writer = open_event_file(self.events)
+            self.path, self.whole = new_event_path(self.events), 0
+            self.writer = open_event_file(self.path)
         event = Event(wall_time=time.time(), step=step, summary=summary)
         self.writer.write(event.SerializeToString())
         self.writer.flush()
+        self.whole = self.path.stat().st_size if self.path is not None else 0
 
-    def _drop_writer(self) -> None:
-        """Close the file; after a failure it may end in a partial record, where readers stop,
-        so the next write starts a new one."""
+    def _drop_writer(self, failed: bool = False) -> None:
+        """Close the file; after a failure, cut it back to its whole records (TensorFlow's
+        writer may have put part of one down, and its close tries again), and start a new
+        file with the next write."""
         if self.writer is not None:
             with contextlib.suppress(Exception):  # a full disk fails its last flush: let it
                 self.writer.close()
             self.writer = None
+        if failed and self.path is not None:
+            cut_back(self.path, self.whole)
+        self.path = None
 
 
 def mistakes_callbacks(config: TrainConfig, cluster: Cluster, splits: Splits) -> list[Any]:

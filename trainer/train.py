@@ -15,7 +15,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from runformat import BACKUP_DIR, MODEL_FILE, TENSORBOARD_DIR, events_dir
-from trainer.callback import ClusterProgress
+from trainer.callback import ClusterProgress, default_writer_kept
 from trainer.cluster import Cluster
 from trainer.config import TrainConfig
 from trainer.data import Splits
@@ -121,6 +121,7 @@ def make_callbacks(
         monitor=monitor,
         events_dir=events_dir(config.run_dir, cluster.index),
         num_workers=plan.num_workers,
+        after_fit="evaluating",  # what this worker does next; fit's own ending moves no step
     )
     backup = (
         [keras.callbacks.BackupAndRestore(backup_dir=str(config.run_dir / BACKUP_DIR))]
@@ -142,8 +143,9 @@ class GuardedTensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc,name
     """Keras' TensorBoard callback, whose writes are monitoring: TensorFlow raises when a
     writer cannot flush to a full disk (ResourceExhaustedError), which would end fit. Here
     that skips the summaries with one warning, and TensorFlow's writer keeps what it could
-    not write and writes it once there is room. Needs update_freq="epoch" (no writer stack
-    left half pushed)."""
+    not write and writes it once there is room. A failed hook leaves the default summary
+    writer as it found it (TensorFlow would leave Keras' failed one, soon closed). Needs
+    update_freq="epoch" (no writer stack left half pushed)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -153,10 +155,11 @@ class GuardedTensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc,name
         """Run one of Keras' hooks; a hook that `writes` proves the disk takes the summaries
         again (flushing them, which is when TensorFlow finds out) before that is said."""
         try:
-            getattr(super(), hook)(*args)
-            if writes and self.guard.failing:
-                for writer in self._writers.values():
-                    writer.flush()
+            with default_writer_kept():
+                getattr(super(), hook)(*args)
+                if writes and self.guard.failing:
+                    for writer in self._writers.values():
+                        writer.flush()
         except (tf.errors.OpError, OSError) as error:
             self.guard.failed(error, self.log_dir)
             return

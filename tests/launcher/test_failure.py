@@ -103,6 +103,32 @@ CASES = [
         None,
     ),
     (
+        "stopped on a full disk: its process shows it",
+        [w(0, quiet=250), w(1, FROZEN, quiet=0, disk="no space left in /r (0 MB free)")],
+        301,
+        (1, "went silent: no progress for 300 s"),
+    ),
+    (
+        "peers held by a worker that cannot report: named, with it",
+        [w(0, quiet=0), w(1, quiet=0, disk="no space left in /r (0 MB free)")],
+        301,
+        (
+            0,
+            "went silent: no progress for 300 s while running (hung, stopped, or its host is "
+            "overloaded); worker 1 (h1) cannot report its progress (no space left in /r (0 MB "
+            "free)): the others may be waiting for it",
+        ),
+    ),
+    (
+        "peers waiting at fit's end for a worker that cannot report",
+        [
+            w(0, quiet=0, status={**RUNNING, "phase": "evaluating"}),
+            w(1, quiet=0, status={**RUNNING, "phase": "training"}, disk="no space left"),
+        ],
+        500,
+        None,
+    ),
+    (
         "silent once its disk has room again",
         [w(0, quiet=900), w(1, quiet=0)],
         1000,

@@ -573,8 +573,12 @@ def test_full_and_read_only_host_disks_are_named_and_a_healthy_job_finishes(
     (tmp_path / "hosts.txt").write_text("\n".join(lines) + "\n")
     env = {**ssh_env, "TFCLUSTER_MIN_FREE_MB": "1"}
 
-    # 1. Worker 1's disk fills up while it trains, has room again, then fills to the end.
-    args = [*FAST, *STEPS, "--epochs", "4", "--steps-per-epoch", "150"]
+    # 1. Worker 1's disk fills up while it trains, for longer than --stall-timeout (it cannot
+    # write its status: that silence is not a stall), has room again, then fills to the end
+    # (its peer then waits for it at the end of fit, in its next collective: not a stall).
+    stall = 10
+    args = [*FAST, *STEPS, "--epochs", "4", "--steps-per-epoch", "400"]
+    args += ["--stall-timeout", str(stall)]
     with host_runs_disk(other, "16m") as disk, fab_train(tmp_path, env, *args) as (proc, out):
         run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
         wait_for(lambda: training(run_dir, 2), TRAIN_WAIT, "every worker training")
@@ -588,6 +592,8 @@ def test_full_and_read_only_host_disks_are_named_and_a_healthy_job_finishes(
             "cluster.json hosts[1].disk full",
         )
         status = run_fab(tmp_path, "status", env=env, timeout=60)
+        time.sleep(max(0.0, t_full + stall + 3 - time.monotonic()))
+        held_sec = time.monotonic() - t_full
         filler.unlink()
         room_line = out.wait(rf"\[1 {other.user}@.*\] has room again in ", 30)
         wait_for(lambda: host_disk_record(run_dir, 1).get("full") is False, 10, "disk cleared")
@@ -616,6 +622,16 @@ def test_full_and_read_only_host_disks_are_named_and_a_healthy_job_finishes(
     assert len(ages) == 2 and all(0 <= a < 60 for a in ages), status.stdout
     assert "disk full" in status.stdout, status.stdout
     check_model_loads(run_dir / "model.h5")
+    # From the last step to saving, no step moves (fit's ending, then evaluating): the phase
+    # says evaluating there, so the stall rule leaves it alone however long it takes.
+    said = dict(
+        re.findall(
+            r"^trainer: worker 0 (evaluating|saving) \(([\d.]+) s after start\)$",
+            (run_dir / "workers" / "0" / "worker.log").read_text(errors="replace"),
+            flags=re.MULTILINE,
+        )
+    )
+    evaluating_sec = float(said["saving"]) - float(said["evaluating"])
     assert_nothing_left(two_hosts, [chief, other], run_dir)
 
     # 2. The chief's runs folder is read-only: refused before anything starts, naming it.
@@ -652,6 +668,9 @@ def test_full_and_read_only_host_disks_are_named_and_a_healthy_job_finishes(
         case="worker 1's runs folder full while training (tmpfs), clock 1 h ahead",
         exit_code=0,
         named_after_sec=round(noticed_sec, 1),
+        full_for_sec=round(held_sec, 1),
+        stall_timeout_sec=stall,
+        chief_last_step_to_saving_sec=round(evaluating_sec, 1),
         warning=full_line.split("] ", 1)[-1][:120],
         cleared=room_line.split("] ", 1)[-1][:80],
         exit_code_written_while_full=True,

@@ -96,3 +96,53 @@ def test_a_full_disk_under_the_chief_fails_saving_with_its_cause(tmp_path: Path)
     )
     assert "tfcluster: cannot write Keras TensorBoard logs" in ended.stderr
     assert "Traceback" not in ended.stderr  # nothing but the save failed
+
+
+def test_keras_tensorboard_on_a_full_disk_leaves_the_default_writer_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TensorFlow puts the previous default writer back only after a flush that worked: a
+    failed epoch-end flush would leave Keras' writer, soon closed, as the default, and every
+    later summary of the program's own would go to it (or fail, once it is closed)."""
+    import tensorflow as tf
+    from tensorflow.python.ops import summary_ops_v2
+
+    from trainer.model import build_model
+    from trainer.train import GuardedTensorBoard
+
+    def default_writer() -> object:
+        return summary_ops_v2._summary_state.writer
+
+    mine = tf.summary.create_file_writer(str(tmp_path / "mine"))
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        board = GuardedTensorBoard(
+            log_dir=str(disk / "tensorboard"), update_freq="epoch", profile_batch=0,
+            write_graph=False,
+        )  # fmt: skip
+        board.set_model(build_model(0.001))
+        logs = {"loss": 1.0, "accuracy": 0.5}
+        with mine.as_default():
+            board.on_train_begin()
+            board.on_epoch_begin(0)
+            board.on_epoch_end(0, logs)
+            assert default_writer() is mine
+            filler = fill_disk(disk)
+            # The file's last page still takes a few small records: epochs until one fails,
+            # then two more that fail too (one warning).
+            epoch, failed_at = 1, None
+            while epoch < 1000 and (failed_at is None or epoch <= failed_at + 2):
+                board.on_epoch_begin(epoch)
+                board.on_epoch_end(epoch, logs)
+                assert default_writer() is mine, f"epoch {epoch}: Keras' writer left the default"
+                if failed_at is None and board.guard.failing:
+                    failed_at = epoch
+                epoch += 1
+            assert failed_at is not None, "the full disk never refused a summary"
+            board.on_train_end()  # closes Keras' writers
+            assert tf.summary.scalar("own/after_fit", 1.0, step=3)  # still into the program's
+            filler.unlink()
+        mine.close()
+    err = capsys.readouterr().err
+    assert err.count("tfcluster: cannot write Keras TensorBoard logs") == 1, err
+    assert "no space left on device" in err
+    assert default_writer() is None

@@ -6,6 +6,7 @@ test_train.py (test_the_chief_shows_its_mistakes_and_the_media_tab_shows_them)."
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +93,9 @@ def test_each_epoch_end_writes_both_pictures_as_tensorboard_reads_them(
 def test_a_full_disk_costs_one_warning_and_the_pictures_come_back_with_room(
     model: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A real ENOSPC (a full tmpfs): the epochs that hit it are skipped, never the training;
-    once there is room a new file takes the pictures, and readers find every whole one."""
+    """A real ENOSPC (a full tmpfs): the epochs that hit it are skipped, never the training,
+    and leave no half record and no empty file behind; once there is room a new file takes
+    the pictures, and readers find every whole one."""
     from dashboard.media import read_media
     from tests.launcher.helpers import fill_disk, small_disk
 
@@ -104,19 +106,50 @@ def test_a_full_disk_costs_one_warning_and_the_pictures_come_back_with_room(
         logger.on_epoch_end(0)  # written
         filler = fill_disk(disk)
         logger.on_epoch_end(1)  # fails: one warning
+        after_failure = whole_records(disk / "events")
         logger.on_epoch_end(2)  # resting: skipped quietly
+        now[0] += RETRY_SECONDS
+        logger.on_epoch_end(3)  # tried again on the full disk: fails quietly
+        still_full = whole_records(disk / "events")
         filler.unlink()
         now[0] += RETRY_SECONDS
-        logger.on_epoch_end(3)  # written again, and said so
+        logger.on_epoch_end(4)  # written again, and said so
         logger.on_train_end()
         media = read_media(disk)
+        at_end = whole_records(disk / "events")
+
+    # Every file holds whole records only, at least one event each: never half a record
+    # where the disk stopped taking it, never an empty file from a try on a full disk.
+    assert list(after_failure.values()) == [2], after_failure
+    assert still_full == after_failure
+    assert sorted(at_end.values()) == [2, 2], at_end
 
     err = capsys.readouterr().err
     assert err.count("tfcluster: cannot write images in events/") == 1, err
     assert "no space left on device" in err
     assert "tfcluster: writing images in events/ works again" in err
     for tag in (MISTAKES_TAG, CONFUSION_TAG):
-        assert [entry.step for entry in media[("events", tag)].entries] == [1, 4]
+        assert [entry.step for entry in media[("events", tag)].entries] == [1, 5]
+
+
+def whole_records(folder: Path) -> dict[str, int]:
+    """Each file's count of records (the version record too), checked to end on a whole,
+    CRC-checked record."""
+    from dashboard.tfrecord import masked_crc32c
+
+    counts = {}
+    for path in sorted(folder.iterdir()):
+        data, pos, count = path.read_bytes(), 0, 0
+        while pos < len(data):
+            assert pos + 12 <= len(data), f"{path.name} ends in half a header at {pos}"
+            (length,) = struct.unpack_from("<Q", data, pos)
+            end = pos + 12 + length + 4
+            assert end <= len(data), f"{path.name} ends in half a record at {pos}"
+            body = data[pos + 12 : pos + 12 + length]
+            assert struct.unpack_from("<I", data, end - 4)[0] == masked_crc32c(body)
+            pos, count = end, count + 1
+        counts[path.name] = count
+    return counts
 
 
 @pytest.mark.parametrize(

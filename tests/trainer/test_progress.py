@@ -1,8 +1,11 @@
+import json
 from pathlib import Path
 
 import pytest
 
+from runformat import Phase
 from trainer.callback import ClusterProgress, Window, WindowClock
+from trainer.status import StatusFile
 
 
 @pytest.mark.parametrize(
@@ -62,3 +65,25 @@ def test_examples_per_step_are_this_workers_share(monkeypatch: pytest.MonkeyPatc
     config = '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}'
     monkeypatch.setenv("TF_CONFIG", config)
     assert ClusterProgress(global_batch_size=64).examples_per_step == 32
+
+
+@pytest.mark.parametrize(("after_fit", "phase"), [(None, "running"), ("evaluating", "evaluating")])
+def test_the_phase_leaves_training_at_the_last_step(
+    tmp_path: Path, after_fit: Phase | None, phase: str
+) -> None:
+    """fit shuts its input pipeline down after its last hook, which can take tens of seconds
+    with no step moving: from the last step on the worker is in the phase that follows fit
+    (a user's program: running; the trainer: evaluating), never silent in training."""
+    status = StatusFile(tmp_path / "status.json", {"state": "running"})
+    kwargs = {} if after_fit is None else {"after_fit": after_fit}
+    progress = ClusterProgress(global_batch_size=8, status=status, **kwargs)
+    progress.set_params({"epochs": 1, "steps": 2})
+    progress.on_train_begin()
+    progress.on_epoch_begin(0)
+    for batch in range(2):
+        progress.on_train_batch_end(batch, {"loss": 1.0})
+    progress.on_epoch_end(0, {"loss": 1.0})
+    assert json.loads(status.path.read_text())["phase"] == "training"
+    progress.on_train_end()
+    written = json.loads(status.path.read_text())
+    assert (written["phase"], written["step"], written["epoch"]) == (phase, 2, 1)
