@@ -65,6 +65,7 @@ __all__ = [
     "Text",
     "Track",
     "TrackView",
+    "event_files",
     "read_media",
 ]
 
@@ -163,6 +164,26 @@ class TrackView:
         return f"{self.dropped:,} older {self.kind} dropped: the newest {count:,} are kept"
 
 
+def event_files(directory: Path) -> list[Path]:
+    """The event files under a folder, MAX_DEPTH deep and MAX_FILES at most, in name order;
+    links are not followed."""
+    found: list[Path] = []
+    root = str(directory)
+    for folder, dirs, files in os.walk(root):
+        depth = folder[len(root) :].count(os.sep)
+        if depth >= MAX_DEPTH:
+            dirs.clear()
+        dirs.sort()
+        found.extend(
+            Path(folder, name)
+            for name in sorted(files)
+            if "tfevents" in name and not os.path.islink(os.path.join(folder, name))
+        )
+        if len(found) >= MAX_FILES:
+            break
+    return found[:MAX_FILES]
+
+
 class MediaDirectory(EventDirectory):
     """Every event file under one folder (any depth), its media kept per (folder, tag).
 
@@ -186,21 +207,7 @@ class MediaDirectory(EventDirectory):
         return {key: track.view() for key, track in self.tracks.items()}
 
     def _list_files(self) -> list[Path]:
-        found: list[Path] = []
-        root = str(self.directory)
-        for folder, dirs, files in os.walk(root):
-            depth = folder[len(root) :].count(os.sep)
-            if depth >= MAX_DEPTH:
-                dirs.clear()
-            dirs.sort()
-            found.extend(
-                Path(folder, name)
-                for name in sorted(files)
-                if "tfevents" in name and not os.path.islink(os.path.join(folder, name))
-            )
-            if len(found) >= MAX_FILES:
-                break
-        return found[:MAX_FILES]
+        return event_files(self.directory)
 
     def _run_of(self, path: Path) -> str:
         relative = path.parent.relative_to(self.directory).as_posix()

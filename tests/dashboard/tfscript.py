@@ -2,10 +2,11 @@
 `python tests/dashboard/tfscript.py RUN_DIR WORKERS`.
 
 Worker 0 fits a tiny tf.keras model with Keras' TensorBoard callback (its train/ and
-validation/ logs under workers/0/tensorboard/, weight histograms included) and saves it as a
-SavedModel under artifacts/; every worker writes its own
-`tf.summary.scalar("custom/throughput", ...)` under workers/<i>/logs/, and worker 0 an image
-and a text there. No cluster: this only makes the files a script run would.
+validation/ logs under workers/0/tensorboard/, weight histograms included) and TensorBoard's
+`hp.KerasCallback` (HPARAMS, in the same folder), and saves it as a SavedModel under
+artifacts/; every worker writes its own `tf.summary.scalar("custom/throughput", ...)` and
+`hp.hparams(...)` (its index among them) under workers/<i>/logs/, and worker 0 an image and a
+text there. No cluster: this only makes the files a script run would.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+
+# What the fit logs for TensorBoard's HParams tab: every kind of value it takes.
+HPARAMS = {"optimizer": "sgd", "units": 1, "dropout": 0.25, "batch_norm": False}
 
 
 def main(run_dir: Path, workers: int) -> None:
@@ -31,12 +36,15 @@ def main(run_dir: Path, workers: int) -> None:
     board = tf.keras.callbacks.TensorBoard(
         str(run_dir / "workers" / "0" / "tensorboard"), histogram_freq=1
     )
-    model.fit(x, y, epochs=3, batch_size=16, validation_split=0.25, callbacks=[board], verbose=0)
+    logged = hp.KerasCallback(str(run_dir / "workers" / "0" / "tensorboard"), HPARAMS)
+    callbacks = [board, logged]
+    model.fit(x, y, epochs=3, batch_size=16, validation_split=0.25, callbacks=callbacks, verbose=0)
     tf.saved_model.save(model, str(run_dir / "artifacts" / "saved_model"))
     (run_dir / "artifacts" / "notes.txt").write_text("trained by tfscript\n")
     for index in range(workers):
         writer = tf.summary.create_file_writer(str(run_dir / "workers" / str(index) / "logs"))
         with writer.as_default():
+            hp.hparams({"worker": index, "note": "two words"}, start_time_secs=1e9 + index)
             for step in range(10):
                 tf.summary.scalar("custom/throughput", 100.0 * (index + 1) + step, step=step)
             if index == 0:
