@@ -1,14 +1,16 @@
 """A run's configuration as flat text fields, and how several runs' configurations differ.
 
 The launcher records the trainer options it passed (cluster.json `trainer_args`, only the
-ones given on the command line) and the chief's metrics.json the global batch; together
-they say what was trained. Pure functions, tested without a page.
+ones given on the command line) and the chief's metrics.json the global batch; the
+hyperparameters the program logged for TensorBoard (dashboard.hparams; the built-in trainer
+logs every option's value, defaults included) fill in the rest. Pure functions, tested
+without a page.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from dashboard import text
@@ -27,6 +29,8 @@ KNOWN_OPTIONS = {
     "dataset": "dataset",
     "shard": "shard",
 }
+# Hyperparameters the built-in trainer logs that are not its options, and their columns.
+HPARAM_COLUMNS = {**KNOWN_OPTIONS, "global-batch-size": "global batch"}
 
 
 def parse_trainer_args(args: Sequence[str]) -> dict[str, str]:
@@ -53,10 +57,11 @@ def parse_trainer_args(args: Sequence[str]) -> dict[str, str]:
     return options
 
 
-def run_config(run: Run) -> dict[str, str]:
+def run_config(run: Run, hparams: Mapping[str, str] | None = None) -> dict[str, str]:
     """What the run trained with, as column -> text ('-' where nothing says). A user's
     script shows with its arguments as typed; options given as `--name value` also get
-    their own columns, as the trainer's do."""
+    their own columns, as the trainer's do. Logged hyperparameters (name -> text) fill the
+    column of their name where it says nothing or the same, else get one of their own."""
     given = run.cluster.trainer_args if run.cluster else ()
     args = parse_trainer_args(given)
     metrics = run.metrics
@@ -77,14 +82,24 @@ def run_config(run: Run) -> dict[str, str]:
     for option, value in sorted(args.items()):
         if option not in KNOWN_OPTIONS:
             config.setdefault(option, value)
+    for name, value in (hparams or {}).items():
+        column = HPARAM_COLUMNS.get(name, name)
+        if config.get(column, text.MISSING) in (text.MISSING, value):
+            config[column] = value
+        else:
+            config[f"{column} (hparam)"] = value
     return config
 
 
-def config_frame(runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per run (index: run id), one column per configuration field."""
+def config_frame(
+    runs: Sequence[Run], hparams: Mapping[str, Mapping[str, str]] | None = None
+) -> pd.DataFrame:
+    """One row per run (index: run id), one column per configuration field; `hparams`: each
+    run's logged hyperparameters by run id."""
     import pandas as pd  # lazily: 1-3 s to import, not before the first chart (app.py)
 
-    rows = [{"run": run.run_id, **run_config(run)} for run in runs]
+    logged = hparams or {}
+    rows = [{"run": run.run_id, **run_config(run, logged.get(run.run_id))} for run in runs]
     frame = pd.DataFrame(rows).fillna(text.MISSING)
     return frame.set_index("run") if not frame.empty else frame
 

@@ -1,9 +1,11 @@
 """The chosen run's story at a glance, above every tab: state, phase, epoch, ETA, speed,
-configuration, and for a failed run who caused it and what to do next."""
+configuration (with the hyperparameters its program logged for TensorBoard), and for a
+failed run who caused it and what to do next."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import streamlit as st
 
@@ -16,6 +18,7 @@ from dashboard.cluster import (
     slowest_epoch,
     total_throughput,
 )
+from dashboard.hparamsview import hparams_of, render_sessions
 from dashboard.live import Snapshot
 from dashboard.runs import ClusterInfo, Run
 
@@ -28,6 +31,9 @@ STATE_BADGES = {
     "stalled": "orange",
 }
 
+
+# Configuration fields on the header's line; the rest are in the sessions' table below it.
+MAX_CONFIG_SHOWN = 20
 
 PRINTED_NOTE = (
     "Epoch, step, loss and ETA are estimated from the progress bar Keras printed (the program"
@@ -67,19 +73,24 @@ def render(run: Run) -> None:
     )
     for column, (label, value) in zip(st.columns(len(figures)), figures, strict=True):
         column.metric(label, text.md(value, 40))
-    config = compare.run_config(run)
-    shown = [f"{text.md(k)} **{text.md(v, 60)}**" for k, v in config.items() if v != "-"]
+    logged = hparams_of(run)
+    config = compare.run_config(run, logged.values())
+    fields = [(k, v) for k, v in config.items() if v != text.MISSING]
+    shown = [f"{text.md(k)} **{text.md(v, 60)}**" for k, v in fields[:MAX_CONFIG_SHOWN]]
+    if len(fields) > MAX_CONFIG_SHOWN:
+        shown.append(f"{len(fields) - MAX_CONFIG_SHOWN} more below")
     notes = [f"Phases: {phases}"] if phases else []
     if seen is not None:
         notes.append(PRINTED_NOTE)
     st.caption("  \n".join([" · ".join(shown), *notes]))
+    render_sessions(logged)
     story = triage.failure_story(run, rows)
     if story is not None:
         render_failure(story)
     if run.cluster and run.cluster.restarts:
         render_restarts(run.cluster)
     render_hosts(rows)
-    render_problems(run, snapshot)
+    render_problems(run, snapshot, logged.problems)
 
 
 def render_hosts(rows: list[WorkerRow]) -> None:
@@ -102,9 +113,9 @@ def render_loading(snapshot: Snapshot) -> None:
         )
 
 
-def render_problems(run: Run, snapshot: Snapshot) -> None:
+def render_problems(run: Run, snapshot: Snapshot, more: Sequence[str] = ()) -> None:
     """What could not be read, folded away."""
-    problems = [*run.warnings, *snapshot.problems]
+    problems = [*run.warnings, *snapshot.problems, *more]
     if not run.active:
         problems += [
             f"worker {index}: its events end in {pending} bytes that make no whole record"

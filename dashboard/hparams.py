@@ -22,7 +22,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,7 @@ class HParamsSnapshot:
                 shown = found.setdefault(name, [])
                 if (formatted := show(value)) not in shown:
                     shown.append(formatted)
-        return {name: text.clip(" | ".join(values), MAX_VALUE_CHARS) for name, values in found.items()}
+        return {name: text.clip(" | ".join(v), MAX_VALUE_CHARS) for name, v in found.items()}
 
 
 def show(value: Value) -> str:
@@ -263,9 +263,9 @@ def _record_start(buf: bytes, hit: int, floor: int) -> int | None:
     last = hit + len(_MARKER)
     for start in range(hit - 12, max(floor, hit - LOOKBACK, 0) - 1, -1):
         length, crc = HEADER.unpack_from(buf, start)
-        if length <= MAX_RECORD and start + 12 + length >= last:
-            if masked_crc32c(buf[start : start + 8]) == crc:
-                return start
+        reaches = length <= MAX_RECORD and start + 12 + length >= last
+        if reaches and masked_crc32c(buf[start : start + 8]) == crc:
+            return start
     return None
 
 
@@ -313,4 +313,3 @@ class RunHParams:
 def read_hparams(run_dir: Path, indices: Sequence[int]) -> HParamsSnapshot:
     """A run's hyperparameters, read once."""
     return RunHParams(run_dir, min_interval=0.0).refresh(indices)
-

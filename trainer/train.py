@@ -8,14 +8,18 @@ import signal
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 import tf_keras as keras
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.hparams.summary import session_end_pb
+from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 
 from runformat import BACKUP_DIR, MODEL_FILE, TENSORBOARD_DIR, events_dir
-from trainer.callback import ClusterProgress, default_writer_kept
+from trainer.callback import ClusterProgress, default_writer_kept, summaries_into
 from trainer.cluster import Cluster
 from trainer.config import TrainConfig
 from trainer.data import Splits
@@ -77,7 +81,7 @@ def train(
         steps_per_epoch=plan.steps_per_epoch,
         validation_data=test_data if config.validation else None,
         callbacks=[
-            *make_callbacks(config, cluster, plan, status, monitor),
+            *make_callbacks(config, cluster, plan, status, monitor, splits.name),
             *mistakes_callbacks(config, cluster, splits),
         ],
         verbose=2,
@@ -111,9 +115,10 @@ def make_callbacks(
     plan: BatchPlan,
     status: StatusFile,
     monitor: SystemMonitor,
+    dataset: str,
 ) -> list[keras.callbacks.Callback]:
     """Every worker logs its own progress (and backs up, if asked: all must, the chief's copy
-    is kept); the chief also keeps Keras' TensorBoard logs."""
+    is kept); the chief also keeps Keras' TensorBoard logs and the run's hyperparameters."""
     progress = ClusterProgress(
         global_batch_size=plan.global_batch,
         log_every=config.log_every,
@@ -136,7 +141,65 @@ def make_callbacks(
         profile_batch=0,
         write_graph=False,
     )
-    return [*backup, progress, tensorboard]
+    logged = HParamsLog(
+        config.run_dir / TENSORBOARD_DIR, logged_hparams(config, cluster, plan, dataset)
+    )
+    return [*backup, progress, tensorboard, logged]
+
+
+def logged_hparams(
+    config: TrainConfig, cluster: Cluster, plan: BatchPlan, dataset: str
+) -> dict[str, bool | int | float | str]:
+    """What TensorBoard's HParams tab (and the dashboard) shows of this run: what shapes the
+    training, by the name of its option (the dashboard's configuration columns), defaults
+    and derived values included."""
+    return {
+        "epochs": config.epochs,
+        "batch-size": config.batch_size,
+        "steps-per-epoch": plan.steps_per_epoch,
+        "learning-rate": config.learning_rate,
+        "seed": config.seed,
+        "dataset": dataset,
+        "shard": config.shard,
+        "workers": cluster.num_workers,
+        "global-batch-size": plan.global_batch,
+    }
+
+
+class HParamsLog(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+    """The run's hyperparameters for TensorBoard's HParams tab, written as TensorBoard's own
+    `hp.KerasCallback` writes them (a session start when fit begins, its end when fit ends),
+    here into the chief's tensorboard/, the session whose train/ and validation/ hold the
+    Keras curves. Two records in a file of their own; a write that fails (a full disk) is
+    skipped with one warning, never ending fit."""
+
+    def __init__(self, log_dir: Path, hparams: Mapping[str, bool | int | float | str]) -> None:
+        super().__init__()
+        self.log_dir = log_dir
+        self.hparams = dict(hparams)
+        self.guard = BestEffort(f"hyperparameters in {TENSORBOARD_DIR}/")
+        self._writer: Any = None
+
+    def _write(self, summary: Any) -> None:
+        try:
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(str(self.log_dir))
+            with summaries_into(self._writer):
+                tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=0)
+            self._writer.flush()
+        except (tf.errors.OpError, OSError) as error:
+            self.guard.failed(error, self.log_dir)
+            return
+        self.guard.succeeded()
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._write(hparams_pb(self.hparams))
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._write(session_end_pb(api_pb2.STATUS_SUCCESS))
+        if self._writer is not None:
+            with contextlib.suppress(tf.errors.OpError, OSError):
+                self._writer.close()
 
 
 class GuardedTensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc,name-defined]

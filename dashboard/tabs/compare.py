@@ -1,5 +1,5 @@
 """The Compare tab: the curves of two or more runs overlaid, and how their configurations
-differ."""
+differ (the hyperparameters their programs logged for TensorBoard included)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import streamlit as st
 
 from dashboard import charts, compare, refresh, text
+from dashboard.hparamsview import hparams_of
 from dashboard.live import Snapshot
 from dashboard.livechart import live_chart
 from dashboard.runs import Run
@@ -26,7 +27,8 @@ def render(runs: list[Run], run: Run | None) -> None:
         if snapshot.loading is not None:
             st.caption(f"{text.md(r.run_id)}: {snapshot.loading}")
     refresh.until_read(chosen)
-    differing = compare.differences(compare.config_frame(chosen))
+    logged = {r.run_id: hparams_of(r).values() for r in chosen}
+    differing = compare.differences(compare.config_frame(chosen, logged))
     st.markdown("**How their configurations differ**")
     if differing.empty or not len(differing.columns):
         st.caption("Same configuration.")

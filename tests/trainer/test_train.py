@@ -150,9 +150,48 @@ def test_two_workers_reach_95_percent_on_the_digits_by_default(digits_run: Train
 
 def test_the_chief_keeps_the_keras_tensorboard_logs(digits_run: TrainerRun) -> None:
     tensorboard = digits_run.run_dir / "tensorboard"
-    assert sorted(p.name for p in tensorboard.iterdir()) == ["train", "validation"]
+    assert sorted(p.name for p in tensorboard.iterdir() if p.is_dir()) == ["train", "validation"]
     for part in ("train", "validation"):
         assert list((tensorboard / part).glob("events.out.tfevents.*"))
+
+
+def test_the_chief_logs_the_hyperparameters_once_for_tensorboards_hparams_tab(
+    digits_run: TrainerRun,
+) -> None:
+    """A session start and end in tensorboard/ (the session whose train/ and validation/ hold
+    the Keras curves), read by the dashboard as TensorBoard's own reader gives them."""
+    from tensorboard.plugins.hparams import metadata
+
+    from dashboard.hparams import read_hparams, show
+
+    tensorboard = digits_run.run_dir / "tensorboard"
+    assert len(list(tensorboard.glob("events.out.tfevents.*"))) == 1
+    board = EventAccumulator(str(tensorboard))
+    board.Reload()
+    contents = board.PluginTagToContent(metadata.PLUGIN_NAME)
+    assert sorted(contents) == [metadata.SESSION_END_INFO_TAG, metadata.SESSION_START_INFO_TAG]
+    start = metadata.parse_session_start_info_plugin_data(contents[metadata.SESSION_START_INFO_TAG])
+    end = metadata.parse_session_end_info_plugin_data(contents[metadata.SESSION_END_INFO_TAG])
+
+    logged = read_hparams(digits_run.run_dir, [0, 1])
+    assert not logged.problems
+    (session,) = logged.sessions
+    assert session.folder == "tensorboard" and session.status == "success"
+    assert session.started == start.start_time_secs and session.ended == end.end_time_secs
+    theirs = {name: getattr(v, v.WhichOneof("kind")) for name, v in start.hparams.items()}
+    assert session.hparams == theirs
+    metrics = digits_run.metrics()
+    assert {name: show(value) for name, value in session.hparams.items()} == {
+        "epochs": str(metrics["epochs"]),
+        "batch-size": "32",
+        "steps-per-epoch": "21",
+        "learning-rate": "0.001",
+        "seed": "42",
+        "dataset": "digits",
+        "shard": "data",
+        "workers": "2",
+        "global-batch-size": "64",
+    }
 
 
 def test_the_chief_shows_its_mistakes_and_the_media_tab_shows_them(
