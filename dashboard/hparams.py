@@ -92,7 +92,8 @@ def show(value: Value) -> str:
     """A value as TensorBoard writes it: true/false, 32 (not 32.0), 0.001, a string as is."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):
+    if isinstance(value, (int, float)):
+        value = float(value)
         if math.isfinite(value) and value.is_integer() and abs(value) < 1e15:
             return str(int(value))
         return repr(value)

@@ -642,7 +642,8 @@ def test_two_script_runs_compare_by_their_arguments_and_own_scalars(
     app = show(open_app(script_run.parent), "Compare")
     app.multiselect(key="compare-runs").set_value([other.name, script_run.name]).run()
 
-    differing = app.dataframe[0].value
+    # The header's table of logged hyperparameters comes first; the configurations' is by run.
+    differing = next(frame.value for frame in app.dataframe if frame.value.index.name == "run")
     assert set(differing.columns) == {"arguments", "learning rate", "note"}
     loss = chart_of(app, "epoch_loss · tensorboard/train")
     assert legend_lines(loss) == [other.name, script_run.name]
