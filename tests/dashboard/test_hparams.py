@@ -114,7 +114,7 @@ def test_what_tensorflows_own_writers_logged_reads_back_as_tensorboard_parses_it
     keras = sessions["workers/0/tensorboard"]
     assert keras.hparams == HPARAMS and keras.status == "success"
     assert logged.values() == {
-        "note": "two words",
+        "writer": "tf.summary",
         "worker": "0 | 1",
         **{name: show(value) for name, value in HPARAMS.items()},
     }

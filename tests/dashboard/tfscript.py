@@ -44,7 +44,7 @@ def main(run_dir: Path, workers: int) -> None:
     for index in range(workers):
         writer = tf.summary.create_file_writer(str(run_dir / "workers" / str(index) / "logs"))
         with writer.as_default():
-            hp.hparams({"worker": index, "note": "two words"}, start_time_secs=1e9 + index)
+            hp.hparams({"worker": index, "writer": "tf.summary"}, start_time_secs=1e9 + index)
             for step in range(10):
                 tf.summary.scalar("custom/throughput", 100.0 * (index + 1) + step, step=step)
             if index == 0:
