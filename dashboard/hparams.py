@@ -275,7 +275,9 @@ class RunHParams:
     """The hparams readers of one run, kept between refreshes and shared by viewers (locked)."""
 
     run_dir: Path
-    min_interval: float = 1.0
+    # A session logs twice (its start and end): every few seconds is soon enough, and a
+    # refresh lists every worker's folder tree (55 ms of CPU for 1,000 workers).
+    min_interval: float = 5.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _readers: dict[str, HParamsDirectory] = field(default_factory=dict)
     _snapshot: HParamsSnapshot = field(default_factory=HParamsSnapshot)

@@ -442,6 +442,10 @@ def test_a_scripts_own_scalars_and_its_saved_model_in_the_browser(
     page: Page, server: str, tf_script_run: Path, output_dir: Path
 ) -> None:
     open_run(page, server, tf_script_run.name, tab="Progress")
+    # The hyperparameters hp.KerasCallback logged, on the header's line and in its table.
+    expect(page.get_by_text(re.compile(r"optimizer sgd · units 1"))).to_be_visible()
+    page.get_by_text("Hyperparameters logged for TensorBoard: 3 session(s)").click()
+    expect(page.get_by_test_id("stExpander").get_by_test_id("stDataFrame")).to_be_visible()
     progress = page.get_by_role("tabpanel", name="Progress")
     expect(progress.get_by_text("train.py's own scalars")).to_be_visible()
     for name in ("epoch_loss · tensorboard/train", "custom/throughput · logs"):
