@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from dashboard import live
 from dashboard.events import EventDirectory, PollResult
@@ -20,6 +21,30 @@ from dashboard.samplerun import RunPlan, write_run
 # (worker folder name, file): reading that worker's events waits while the file is missing.
 HELD: tuple[str, Path] | None = None
 PLAIN_POLL = live._poll
+
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+
+OpenApp = Callable[..., AppTest]
+
+
+@pytest.fixture
+def open_app(monkeypatch: pytest.MonkeyPatch) -> OpenApp:
+    """Runs the real app once on a runs folder, optionally with ?run=... and a tab open (only
+    the open tab is built); returns the AppTest, which raised nothing."""
+
+    def run(runs_dir: Path, run: str | None = None, tab: str | None = None) -> AppTest:
+        monkeypatch.setenv("TFCLUSTER_RUNS", str(runs_dir))
+        app = AppTest.from_file(str(APP), default_timeout=60)
+        if run is not None:
+            app.query_params["run"] = run
+        if tab is not None:
+            app.session_state["tab"] = tab
+        app.run()
+        assert not app.exception, [e.value for e in app.exception]
+        return app
+
+    return run
 
 
 def held_poll(reader: EventDirectory) -> tuple[EventDirectory, PollResult, int]:

@@ -27,27 +27,8 @@ from dashboard.header import PRINTED_NOTE
 from dashboard.livechart import COMPONENT as LIVE_CHART
 from dashboard.samplerun import RunPlan, append_progress, write_run
 from runformat import PROGRESS_ACCURACY, PROGRESS_LOSS
+from tests.dashboard.conftest import OpenApp
 from tests.dashboard.scriptrun import ScriptRun
-
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-
-OpenApp = Callable[..., AppTest]
-
-
-@pytest.fixture
-def open_app(monkeypatch: pytest.MonkeyPatch) -> OpenApp:
-    """Runs the app once on a runs folder (and optionally ?run=...), returns the AppTest."""
-
-    def run(runs_dir: Path, run: str | None = None) -> AppTest:
-        monkeypatch.setenv("TFCLUSTER_RUNS", str(runs_dir))
-        app = AppTest.from_file(str(APP), default_timeout=60)
-        if run is not None:
-            app.query_params["run"] = run
-        app.run()
-        assert not app.exception, [e.value for e in app.exception]
-        return app
-
-    return run
 
 
 @pytest.fixture

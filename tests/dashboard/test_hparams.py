@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streamlit.testing.v1 import AppTest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
@@ -27,9 +26,8 @@ from dashboard.hparams import (
 )
 from dashboard.samplerun import RunPlan, write_run
 from dashboard.tfrecord import frame_record
+from tests.dashboard.conftest import OpenApp
 from tests.dashboard.tfscript import HPARAMS
-
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
 def session_start(hparams: dict[str, Any], started: float = 1e9, group: str = "") -> bytes:
@@ -191,23 +189,13 @@ def test_hostile_hparams_records_are_warnings_and_the_rest_is_read(tmp_path: Pat
 # The page ----------------------------------------------------------------------------------
 
 
-def open_app(monkeypatch: pytest.MonkeyPatch, runs_dir: Path, tab: str | None = None) -> AppTest:
-    monkeypatch.setenv("TFCLUSTER_RUNS", str(runs_dir))
-    app = AppTest.from_file(str(APP), default_timeout=60)
-    if tab is not None:
-        app.session_state["tab"] = tab
-    app.run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
-
-
 def read(elements: Any) -> str:
     """Markdown as read on the page: escapes resolved, bold markers dropped."""
     return re.sub(r"\\(.)", r"\1", "\n".join(e.value for e in elements).replace("**", ""))
 
 
 def test_two_sweeps_compare_by_the_hyperparameters_that_differ(
-    monkeypatch: pytest.MonkeyPatch, script_run: Path
+    open_app: OpenApp, script_run: Path
 ) -> None:
     """The user's script logged its hyperparameters with hp.KerasCallback; a second run of it
     differs in one of them and adds one whose name and value are markdown and HTML."""
@@ -220,7 +208,7 @@ def test_two_sweeps_compare_by_the_hyperparameters_that_differ(
         keras, record(session_start(changed)), record(session_end(), metadata.SESSION_END_INFO_TAG)
     )
 
-    app = open_app(monkeypatch, script_run.parent, "Compare")
+    app = open_app(script_run.parent, tab="Compare")
     app.multiselect(key="compare-runs").set_value([other.name, script_run.name]).run()
     assert not app.exception, [e.value for e in app.exception]
 
@@ -245,7 +233,7 @@ def test_two_sweeps_compare_by_the_hyperparameters_that_differ(
 
 
 def test_a_run_with_hostile_hparams_shows_a_warning_and_the_rest_of_the_page(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    open_app: OpenApp, tmp_path: Path
 ) -> None:
     runs = tmp_path / "runs"
     run = write_run(runs, RunPlan(workers=2, state="finished"), run_id="20261128-100000-aaaa")
@@ -257,7 +245,7 @@ def test_a_run_with_hostile_hparams_shows_a_warning_and_the_rest_of_the_page(
         record(session_start({"x": "y" * 1_000_000})),
     )
 
-    app = open_app(monkeypatch, runs)
+    app = open_app(runs)
 
     warnings = read(app.warning)
     assert "is not TensorBoard hparams data" in warnings

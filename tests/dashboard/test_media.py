@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 from tensorboard.compat.proto import summary_pb2
 
 from dashboard import media, mediadecode
@@ -31,10 +30,10 @@ from dashboard.media import (
 from dashboard.mediacharts import HISTOGRAM_MODES, histogram_figure
 from dashboard.samplerun import RunPlan, write_run
 from dashboard.tfrecord import MAX_RECORD, masked_crc32c
+from tests.dashboard.conftest import OpenApp
 from tests.dashboard.media_records import event, histogram_value, image_value, png, text_value
 
 WRITER = Path(__file__).with_name("media_writer.py")
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
 def write(folder: Path, *records: bytes, name: str = "events.out.tfevents.1.host") -> Path:
@@ -324,20 +323,11 @@ def media_run(runs_dir: Path) -> Path:
     return run_dir
 
 
-def open_media(monkeypatch: pytest.MonkeyPatch, runs_dir: Path) -> AppTest:
-    monkeypatch.setenv("TFCLUSTER_RUNS", str(runs_dir))
-    app = AppTest.from_file(str(APP), default_timeout=60)
-    app.session_state["tab"] = "Media"
-    app.run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
-
-
 def test_media_tab_shows_the_chiefs_images_histograms_and_text(
-    monkeypatch: pytest.MonkeyPatch, runs_dir: Path
+    open_app: OpenApp, runs_dir: Path
 ) -> None:
     media_run(runs_dir)
-    app = open_media(monkeypatch, runs_dir)
+    app = open_app(runs_dir, tab="Media")
     warnings = [w.value.replace("\\", "") for w in app.warning]
     assert any("image 0 is not a PNG, JPEG or GIF" in w for w in warnings), warnings
     assert app.selectbox[0].value == 0
@@ -360,11 +350,9 @@ def test_media_tab_shows_the_chiefs_images_histograms_and_text(
     assert [t.value for t in app.text] == ["worker one"]
 
 
-def test_media_tab_without_media_says_how_to_log_them(
-    monkeypatch: pytest.MonkeyPatch, runs_dir: Path
-) -> None:
+def test_media_tab_without_media_says_how_to_log_them(open_app: OpenApp, runs_dir: Path) -> None:
     write_run(runs_dir, RunPlan(workers=2, state="finished"), run_id="20261207-110000-nnnn")
-    app = open_media(monkeypatch, runs_dir)
+    app = open_app(runs_dir, tab="Media")
     assert "tf.summary.image" in app.info[0].value
 
 

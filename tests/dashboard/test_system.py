@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from dashboard.events import Arrays
 from dashboard.live import Snapshot
@@ -22,8 +21,8 @@ from dashboard.system import (
     system_figures,
     system_warnings,
 )
+from tests.dashboard.conftest import OpenApp
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 HOSTS = {0: "ml@gpu-a", 1: "ml@gpu-b", 2: "ml@gpu-c"}
 
 
@@ -169,14 +168,8 @@ def starved_run(tmp_path: Path) -> Path:
     return runs
 
 
-def test_the_system_tab_names_the_starved_worker(
-    starved_run: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("TFCLUSTER_RUNS", str(starved_run))
-    app = AppTest.from_file(str(APP), default_timeout=60)
-    app.session_state["tab"] = "System"  # only the open tab is built
-    app.run()
-    assert not app.exception, [e.value for e in app.exception]
+def test_the_system_tab_names_the_starved_worker(starved_run: Path, open_app: OpenApp) -> None:
+    app = open_app(starved_run, tab="System")
     warnings = [w.value.replace("\\", "") for w in app.warning]  # markdown escapes
     assert any(w.startswith("worker 1 (host1) holds the others back") for w in warnings), warnings
     assert sum("host CPU at 95% or more" in w for w in warnings) == 2, warnings
