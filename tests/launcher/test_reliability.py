@@ -184,6 +184,18 @@ def assert_nothing_left(cluster: SshCluster, hosts: list[TestHost], run_dir: Pat
     assert not [p for p in run_dir.rglob("*") if p.name.endswith((".sync", ".tmp"))]
 
 
+def page_advice(run_dir: Path) -> str:
+    """What the dashboard's "What to do next" says of a real failed run (dashboard.triage)."""
+    from dashboard.cluster import run_rows
+    from dashboard.runs import load_run
+    from dashboard.triage import failure_story
+
+    run = load_run(run_dir)
+    story = failure_story(run, run_rows(run, {}, time.time()))
+    assert story is not None, run_dir
+    return " ".join(story.advice)
+
+
 def plant(cluster: SshCluster, host: TestHost, run_id: str, files: dict[str, str]) -> None:
     """Write files into the host's run directory as its own user (a compromised host)."""
     script = ["umask 077", f"cd ~/tfjobs/runs/{run_id}"]
@@ -662,6 +674,8 @@ def test_full_and_read_only_host_disks_are_named_and_a_healthy_job_finishes(
     assert ended_sec < 60, ended_sec
     cluster = read_json(run_dir / "cluster.json")
     assert cluster["state"] == "failed" and "no space left in" in cluster["failure"]["reason"]
+    advice = page_advice(run_dir)
+    assert "runs folder was full" in advice and "--max-restarts 1` restarts" not in advice, advice
     assert_nothing_left(two_hosts, [chief, other], run_dir)
     record_figures(
         20,
@@ -720,6 +734,9 @@ def test_a_cut_network_between_the_workers_is_named_as_the_cause(
     failure = read_json(run_dir / "cluster.json")["failure"]
     assert failure["reason"].startswith("lost contact with its peers: worker ")
     assert len(failure["network"]) == 2, failure
+    advice = page_advice(run_dir)
+    assert "could not reach each other when checked after the failure" in advice, advice
+    assert f"at {other.address}:{ports[1]}" in advice.replace("\\", ""), advice
     assert_nothing_left(two_hosts, [chief, other], run_dir)
     record_figures(
         24,
