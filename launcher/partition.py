@@ -26,9 +26,13 @@ _PEER_ERROR = re.compile(
 
 
 def lost_peers(status: Mapping[str, Any] | None) -> bool:
-    """Whether a worker's recorded error says it lost contact with its peers."""
-    error = (status or {}).get("error")
-    return isinstance(error, str) and bool(_PEER_ERROR.search(error))
+    """Whether a worker's recorded error says it lost contact with its peers: the error, or
+    the stderr lines before it (a user's program's error is its last stderr line, which for
+    TensorFlow's errors is the failed op, the error's name being a few lines up)."""
+    status = status or {}
+    tail = status.get("log_tail")
+    lines = [status.get("error"), *(tail if isinstance(tail, list) else [])]
+    return any(isinstance(line, str) and _PEER_ERROR.search(line) for line in lines)
 
 
 def with_network(failure: Failure, problems: Sequence[str]) -> Failure:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -210,3 +211,10 @@ def fill_disk(path: Path) -> Path:
         except OSError:
             pass
     return filler
+
+
+def this_machines_address() -> str:
+    """The address this machine's outgoing traffic leaves from (UDP connect: no packet sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # a documentation address (RFC 5737)
+        return str(probe.getsockname()[0])

@@ -18,15 +18,8 @@ from launcher.netcheck import (
 )
 from launcher.remote import LocalShell
 from tests.conftest import Firewall
-from tests.launcher.helpers import FAST, fab_env, run_fab
+from tests.launcher.helpers import FAST, fab_env, run_fab, this_machines_address
 from tests.sshcluster import SshCluster, free_ports
-
-
-def this_machines_address() -> str:
-    """The address this machine's outgoing traffic leaves from (UDP connect: no packet sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("192.0.2.1", 9))  # a documentation address (RFC 5737)
-        return str(probe.getsockname()[0])
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,20 @@ BACK = "worker 1 (a@h2) cannot reach worker 0 at 10.0.0.1:23456: timed out (a fi
         ({"error": "InternalError: RPC: /tensorflow.CoordinationService/Heartbeat"}, True),
         ({"error": "ValueError: could not convert string to float: 'x'"}, False),
         ({"error": "OSError: [Errno 28] No space left on device"}, False),
+        (  # a user's program (trainer.wrap): the error's name is up in its stderr tail
+            {
+                "error": "\t [[{{node CollectiveReduceV2}}]] [Op:__inference_train_function_9]",
+                "log_tail": [
+                    "tensorflow.python.framework.errors_impl.DeadlineExceededError: "
+                    "Collective ops is aborted by: Deadline Exceeded",
+                    "The error could be from a previous operation. Restart your program.",
+                    "\t [[{{node CollectiveReduceV2}}]] [Op:__inference_train_function_9]",
+                ],
+            },
+            True,
+        ),
+        ({"error": "KeyError: 'x'", "log_tail": ["Traceback ...", "KeyError: 'x'"]}, False),
+        ({"error": "KeyError: 'x'", "log_tail": "not a list"}, False),
         ({"error": None}, False),
         ({"error": 17}, False),
         ({}, False),

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
 
+from tests.conftest import Firewall
 from tests.dashboard.scriptrun import check_page_of_script_run
 from tests.launcher.helpers import (
     fab_env,
@@ -29,6 +30,8 @@ from tests.launcher.helpers import (
     run_fab,
     start_fab,
     stop_process,
+    this_machines_address,
+    training,
     wait_for,
 )
 from tests.slurmcluster import SlurmCluster
@@ -115,6 +118,39 @@ def test_a_script_on_two_local_workers(tmp_path: Path) -> None:
         said = f"  epoch 2/2  step 8/8  loss {st['loss']:.4f}"
         assert [ln for ln in out.stdout.splitlines() if ln.startswith(f"[{i} ") and said in ln]
     check_page_of_script_run(run_dir, 2)  # and the dashboard shows them
+
+
+def test_a_scripts_workers_cut_off_from_each_other_name_the_network(
+    tmp_path: Path, firewall: Firewall
+) -> None:
+    """A user's program on two local workers at this machine's address, both tf_ports cut
+    while it trains: its own TensorFlow errors (the error's name a few stderr lines above
+    its last) lead to the network check, and the failure names both pairs (the trainer's
+    run over SSH hosts: test_reliability.py)."""
+    here = this_machines_address()
+    ports = free_ports(2)
+    wd = tmp_path / "wd"
+    (tmp_path / "hosts.txt").write_text(
+        "".join(f"localhost tf_port={port} addr={here} workdir={wd}\n" for port in ports)
+    )
+    args = "--epochs 1000 --steps 5 --step-sleep 0.05 --verbose 1"
+    proc = start_fab(tmp_path, "train", "--script", str(SCRIPT), "--trainer-args", args, *QUICK)
+    try:
+        run_dir = wait_for(lambda: run_dir_appeared(tmp_path), 60, "the run directory")
+        wait_for(lambda: training(run_dir, 2), STARTUP, "both workers training")
+        for port in ports:
+            firewall(here, port, replies=True)
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 1, output[-3000:]
+    failed = [line for line in output.splitlines() if line.startswith("FAILED: ")]
+    assert len(failed) == 1 and "lost contact with its peers: worker " in failed[0], output
+    for i, port in enumerate(ports):
+        assert f"cannot reach worker {i} at {here}:{port}: timed out" in output, output
+    failure = read_json(run_dir / "cluster.json")["failure"]
+    assert len(failure["network"]) == 2, failure
+    assert wait_for(lambda: left_behind(run_dir, 2) == [], 10, "no process left")
 
 
 def test_a_script_on_ssh_hosts_fails_restarts_and_is_killed(
